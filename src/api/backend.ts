@@ -1,0 +1,101 @@
+/**
+ * The backend interface: the raw system calls a process makes, the same for
+ * the simulated kernel and for the host's real kernel. Every failure throws a
+ * KernelError carrying the errno; argument structs travel as bytes encoded
+ * by uapi/, so both backends see exactly what a C program would pass.
+ */
+
+/** One memory access of a thread's program. `kernel` makes it a syscall's access (read(2) into the range). */
+export type ThreadAccess =
+  | { readonly kind: 'read'; readonly address: number; readonly length: number; readonly kernel?: boolean }
+  | {
+      readonly kind: 'write';
+      readonly address: number;
+      readonly data: Uint8Array;
+      readonly kernel?: boolean;
+    };
+
+export type ThreadState = 'running' | 'blocked' | 'done' | 'sigbus' | 'segv';
+
+export interface ThreadResult {
+  readonly state: 'done' | 'sigbus' | 'segv';
+  /** The bytes of each completed read access, in order. */
+  readonly reads: readonly Uint8Array[];
+  /** For a signal: which, where, and si_code. */
+  readonly signal?: { readonly signal: number; readonly address: number; readonly siCode: number };
+  /** EFAULT when a kernel-mode access could not fault the memory in. */
+  readonly errno: number;
+  /** Userfaultfd faults the thread took (messages it queued). */
+  readonly faults: number;
+}
+
+export interface ThreadBackend {
+  readonly tid: number;
+  readonly name: string;
+  /** Where the thread is now; `blocked` means asleep on a fault. */
+  state(): ThreadState;
+  /** Resolves when the thread ends. */
+  join(): Promise<ThreadResult>;
+  /** The result if the thread has ended, else null. */
+  result(): ThreadResult | null;
+}
+
+export interface MmapArgs {
+  readonly address: number;
+  readonly length: number;
+  readonly prot: number;
+  readonly flags: number;
+  readonly fd: number;
+  readonly offset: number;
+}
+
+export interface ProcessBackend {
+  readonly pid: number;
+  mmap(args: MmapArgs): number;
+  munmap(address: number, length: number): void;
+  mprotect(address: number, length: number, prot: number): void;
+  memfdCreate(name: string, flags: number): number;
+  /** A second open file description of the same file with another access mode (open("/proc/self/fd/N")). */
+  reopen(fd: number, accessMode: number): number;
+  ftruncate(fd: number, length: number): void;
+  pread(fd: number, length: number, offset: number): Uint8Array;
+  pwrite(fd: number, data: Uint8Array, offset: number): number;
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
+  close(fd: number): void;
+  userfaultfd(flags: number): number;
+  /** open(2) of a device: only "/dev/userfaultfd" is known. */
+  open(path: string, flags: number): number;
+  /** ioctl(2): `arg` is the argument struct's bytes (written back in place), an integer, or null for a bad pointer. */
+  ioctl(fd: number, request: number, arg: Uint8Array | number | null): number;
+  /** read(2) that never blocks: EAGAIN when nothing is there. */
+  read(fd: number, count: number): Uint8Array;
+  /** poll(2) with a zero timeout: the revents. */
+  poll(fd: number): number;
+  /** Resolves once poll(fd) would report something (POLLIN, POLLERR or POLLHUP). */
+  waitReadable(fd: number): Promise<void>;
+  /** Memory access by the calling thread; throws SignalError, or WouldBlockError for a fault that would sleep. */
+  readMemory(address: number, length: number): Uint8Array;
+  writeMemory(address: number, data: Uint8Array): void;
+  spawnThread(program: Iterable<ThreadAccess>, name?: string): ThreadBackend;
+  exit(): void;
+}
+
+export interface KernelBackend {
+  readonly name: 'model' | 'host';
+  /** The calling program's own process. */
+  readonly self: ProcessBackend;
+  /** Another process (on the model: a fresh one; privileged unless said otherwise). */
+  createProcess(options?: { privileged?: boolean }): ProcessBackend;
+  /** Resolves when every thread has finished or is blocked in the kernel. */
+  settle(): Promise<void>;
+  /** A line identifying the run for replay (seed, version). */
+  describe(): string;
+}
+
+/** A direct memory access would have slept on a userfaultfd fault: use a thread. */
+export class WouldBlockError extends Error {
+  override name = 'WouldBlockError';
+  constructor(readonly address: number) {
+    super(`access at 0x${address.toString(16)} would block on a userfaultfd fault; run it in a thread`);
+  }
+}

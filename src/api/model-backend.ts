@@ -1,0 +1,281 @@
+/**
+ * The model backend: the process API over the simulated kernel. Simulated
+ * threads run when the program awaits (a message, a join, settle), driven by
+ * a pump on the microtask queue; which runnable thread goes next is drawn
+ * from the kernel's seeded PRNG, so a run replays from its seed.
+ */
+
+import { clearFailure, lastFailure } from '../model/failure.ts';
+import { ModelKernel, type ModelKernelOptions } from '../model/kernel.ts';
+import {
+  FAULT_RESULT_HWPOISON,
+  FAULT_RESULT_SIGBUS,
+  FAULT_RESULT_SIGSEGV,
+  FAULT_RESULT_WOULD_BLOCK,
+} from '../model/mm/fault.ts';
+import type { ModelProcess } from '../model/process.ts';
+import type { Task } from '../model/task.ts';
+import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
+import { KernelError, SignalError } from '../uapi/errno.ts';
+import {
+  type KernelBackend,
+  type MmapArgs,
+  type ProcessBackend,
+  type ThreadAccess,
+  type ThreadBackend,
+  type ThreadResult,
+  type ThreadState,
+  WouldBlockError,
+} from './backend.ts';
+
+function check<T>(syscall: string, result: T | number): T {
+  if (typeof result === 'number' && result < 0) {
+    const error = new KernelError({
+      errno: -result,
+      syscall,
+      ...(lastFailure.argument === undefined ? {} : { argument: lastFailure.argument }),
+      ...(lastFailure.reason === undefined ? {} : { reason: lastFailure.reason }),
+    });
+    clearFailure();
+    throw error;
+  }
+  return result as T;
+}
+
+const IOCTL_NAMES: Record<number, string> = {
+  3223366144: 'UFFDIO_REGISTER',
+  2148575745: 'UFFDIO_UNREGISTER',
+  2148575746: 'UFFDIO_WAKE',
+  3223890435: 'UFFDIO_COPY',
+  3223366148: 'UFFDIO_ZEROPAGE',
+  3223890437: 'UFFDIO_MOVE',
+  3222841862: 'UFFDIO_WRITEPROTECT',
+  3223366151: 'UFFDIO_CONTINUE',
+  3223366152: 'UFFDIO_POISON',
+  3222841919: 'UFFDIO_API',
+  43520: 'USERFAULTFD_IOC_NEW',
+};
+
+class ModelThread implements ThreadBackend {
+  constructor(
+    private readonly backend: ModelBackend,
+    readonly task: Task,
+  ) {}
+
+  get tid(): number {
+    return this.task.tid;
+  }
+
+  get name(): string {
+    return this.task.name;
+  }
+
+  state(): ThreadState {
+    const state = this.task.state;
+    return state === 'runnable' ? 'running' : state;
+  }
+
+  result(): ThreadResult | null {
+    const task = this.task;
+    if (!task.finished) return null;
+    return {
+      state: task.state as ThreadResult['state'],
+      reads: task.reads,
+      ...(task.signal === null ? {} : { signal: task.signal }),
+      errno: task.errno,
+      faults: task.faultsTaken,
+    };
+  }
+
+  join(): Promise<ThreadResult> {
+    const done = this.result();
+    if (done !== null) return Promise.resolve(done);
+    return new Promise((resolve) => {
+      this.task.exitCallbacks.push(() => resolve(this.result()!));
+      this.backend.schedulePump();
+    });
+  }
+}
+
+class ModelProcessBackend implements ProcessBackend {
+  constructor(
+    private readonly backend: ModelBackend,
+    readonly process: ModelProcess,
+  ) {}
+
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  mmap(args: MmapArgs): number {
+    return check('mmap', this.process.mmap(args));
+  }
+
+  munmap(address: number, length: number): void {
+    check('munmap', this.process.munmap(address, length));
+  }
+
+  mprotect(address: number, length: number, prot: number): void {
+    check('mprotect', this.process.mprotect(address, length, prot));
+  }
+
+  memfdCreate(name: string, flags: number): number {
+    return check('memfd_create', this.process.memfdCreate(name, flags));
+  }
+
+  reopen(fd: number, accessMode: number): number {
+    return check('open', this.process.reopen(fd, accessMode));
+  }
+
+  ftruncate(fd: number, length: number): void {
+    check('ftruncate', this.process.ftruncate(fd, length));
+  }
+
+  pread(fd: number, length: number, offset: number): Uint8Array {
+    return check('pread', this.process.pread(fd, length, offset));
+  }
+
+  pwrite(fd: number, data: Uint8Array, offset: number): number {
+    return check('pwrite', this.process.pwrite(fd, data, offset));
+  }
+
+  fallocate(fd: number, mode: number, offset: number, length: number): void {
+    check('fallocate', this.process.fallocate(fd, mode, offset, length));
+  }
+
+  close(fd: number): void {
+    check('close', this.process.close(fd));
+  }
+
+  userfaultfd(flags: number): number {
+    return check('userfaultfd', this.process.userfaultfd(flags));
+  }
+
+  open(path: string, flags: number): number {
+    if (path !== '/dev/userfaultfd') {
+      throw new KernelError({
+        errno: 2,
+        syscall: 'open',
+        argument: 'path',
+        reason: `${path} does not exist in the model`,
+      });
+    }
+    return check('open', this.process.openDevUserfaultfd(flags));
+  }
+
+  ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
+    const name = IOCTL_NAMES[request >>> 0] ?? `0x${(request >>> 0).toString(16)}`;
+    const result = check(`ioctl(${name})`, this.process.ioctl(fd, request, arg));
+    this.backend.schedulePumpIfRunnable();
+    return result;
+  }
+
+  read(fd: number, count: number): Uint8Array {
+    return check('read', this.process.read(fd, count));
+  }
+
+  poll(fd: number): number {
+    return this.process.poll(fd);
+  }
+
+  waitReadable(fd: number): Promise<void> {
+    if (this.process.poll(fd) !== 0) return Promise.resolve();
+    const uffd = this.process.uffdFile(fd);
+    if (uffd === undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiter = () => {
+        if (this.process.poll(fd) === 0) return;
+        uffd.ctx.pollWaiters.delete(waiter);
+        resolve();
+      };
+      uffd.ctx.pollWaiters.add(waiter);
+      this.backend.schedulePump();
+    });
+  }
+
+  readMemory(address: number, length: number): Uint8Array {
+    const result = this.process.readMemory(address, length);
+    if (result.ok) return result.data;
+    throw accessError(result.fault, result.address);
+  }
+
+  writeMemory(address: number, data: Uint8Array): void {
+    const result = this.process.writeMemory(address, data);
+    if (!result.ok) throw accessError(result.fault, result.address);
+  }
+
+  spawnThread(program: Iterable<ThreadAccess>, name = ''): ThreadBackend {
+    const task = this.process.spawnThread(program, name);
+    this.backend.schedulePump();
+    return new ModelThread(this.backend, task);
+  }
+
+  exit(): void {
+    this.process.exit();
+  }
+}
+
+function accessError(fault: number, address: number): Error {
+  if (fault === FAULT_RESULT_WOULD_BLOCK) return new WouldBlockError(address);
+  if (fault === FAULT_RESULT_SIGBUS) return new SignalError({ signal: SIGBUS, address, siCode: BUS_ADRERR });
+  if (fault === FAULT_RESULT_HWPOISON)
+    return new SignalError({ signal: SIGBUS, address, siCode: BUS_MCEERR_AR });
+  if (fault === FAULT_RESULT_SIGSEGV)
+    return new SignalError({ signal: SIGSEGV, address, siCode: SEGV_MAPERR });
+  return new SignalError({ signal: SIGSEGV, address, siCode: SEGV_ACCERR });
+}
+
+export class ModelBackend implements KernelBackend {
+  readonly name = 'model' as const;
+  readonly kernel: ModelKernel;
+  readonly self: ProcessBackend;
+  private pumpScheduled = false;
+  private pumps = 0;
+  /** Set by tests: runs after every pump (the invariant checker). */
+  afterPump: (() => void) | null = null;
+
+  constructor(options: ModelKernelOptions = {}) {
+    this.kernel = new ModelKernel(options);
+    this.kernel.onRunnable = () => this.schedulePump();
+    this.self = new ModelProcessBackend(this, this.kernel.createProcess({ privileged: true }));
+  }
+
+  createProcess(options: { privileged?: boolean } = {}): ProcessBackend {
+    return new ModelProcessBackend(this, this.kernel.createProcess(options));
+  }
+
+  describe(): string {
+    return `model kernel ${this.kernel.version}, seed ${this.kernel.seed}`;
+  }
+
+  schedulePumpIfRunnable(): void {
+    if (this.kernel.runnableCount > 0) this.schedulePump();
+  }
+
+  /**
+   * Runs the simulated threads soon. Most pumps ride the microtask queue, which
+   * keeps a handler round trip cheap; every 256th yields to the event loop so
+   * timers and I/O are not starved.
+   */
+  schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    const run = () => {
+      this.pumpScheduled = false;
+      this.kernel.runUntilIdle();
+      this.afterPump?.();
+    };
+    if (++this.pumps % 256 === 0) setImmediate(run);
+    else queueMicrotask(run);
+  }
+
+  async settle(): Promise<void> {
+    for (;;) {
+      this.kernel.runUntilIdle();
+      this.afterPump?.();
+      // Let handlers that were woken run, then see whether they made threads runnable.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.kernel.runnableCount === 0) return;
+    }
+  }
+}

@@ -1,0 +1,352 @@
+/**
+ * The process API: typed calls over either backend. Argument structs are
+ * encoded and decoded with uapi/, so the same handler code runs on the model
+ * and on the host kernel.
+ */
+import {
+  featureBit,
+  MAP_ANONYMOUS,
+  MAP_FIXED,
+  MAP_HUGETLB,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MFD_HUGETLB,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDWR,
+  POLLIN,
+  PROT_READ,
+  PROT_WRITE,
+  UFFD_API,
+  UFFD_USER_MODE_ONLY,
+  UFFDIO_API,
+  UFFDIO_CONTINUE,
+  UFFDIO_COPY,
+  UFFDIO_POISON,
+  UFFDIO_REGISTER,
+  UFFDIO_UNREGISTER,
+  UFFDIO_WAKE,
+  UFFDIO_WRITEPROTECT,
+  UFFDIO_ZEROPAGE,
+  USERFAULTFD_IOC_NEW,
+} from '../uapi/constants.ts';
+import { EAGAIN, KernelError } from '../uapi/errno.ts';
+import {
+  decodeUffdioApi,
+  decodeUffdioRegister,
+  decodeUffdMsgs,
+  encodeUffdioApi,
+  encodeUffdioContinue,
+  encodeUffdioCopy,
+  encodeUffdioPoison,
+  encodeUffdioRange,
+  encodeUffdioRegister,
+  encodeUffdioWriteprotect,
+  encodeUffdioZeropage,
+  UFFD_MSG_SIZE,
+  type UffdMsg,
+} from '../uapi/structs.ts';
+import type { ProcessBackend, ThreadAccess, ThreadBackend } from './backend.ts';
+
+export interface MapOptions {
+  readonly length: number;
+  /** Default read|write. */
+  readonly prot?: number;
+  readonly shared?: boolean;
+  /** Map this file instead of anonymous memory. */
+  readonly fd?: number;
+  readonly offset?: number;
+  readonly hugetlb?: boolean;
+  /** MAP_FIXED at this address. */
+  readonly fixedAddress?: number;
+  /** Extra MAP_* flags. */
+  readonly extraFlags?: number;
+}
+
+export interface UffdOptions {
+  readonly nonblock?: boolean;
+  readonly cloexec?: boolean;
+  readonly userModeOnly?: boolean;
+  /** Create through the syscall (default) or /dev/userfaultfd's USERFAULTFD_IOC_NEW. */
+  readonly via?: 'syscall' | 'dev';
+}
+
+/** A typed process over a backend. */
+export class Process {
+  constructor(readonly backend: ProcessBackend) {}
+
+  get pid(): number {
+    return this.backend.pid;
+  }
+
+  mmap(options: MapOptions): number {
+    const shared = options.shared ?? false;
+    let flags = (shared ? MAP_SHARED : MAP_PRIVATE) | (options.extraFlags ?? 0);
+    if (options.fd === undefined) flags |= MAP_ANONYMOUS;
+    if (options.hugetlb) flags |= MAP_HUGETLB;
+    if (options.fixedAddress !== undefined) flags |= MAP_FIXED;
+    return this.backend.mmap({
+      address: options.fixedAddress ?? 0,
+      length: options.length,
+      prot: options.prot ?? PROT_READ | PROT_WRITE,
+      flags,
+      fd: options.fd ?? -1,
+      offset: options.offset ?? 0,
+    });
+  }
+
+  munmap(address: number, length: number): void {
+    this.backend.munmap(address, length);
+  }
+
+  mprotect(address: number, length: number, prot: number): void {
+    this.backend.mprotect(address, length, prot);
+  }
+
+  /** memfd_create + ftruncate. */
+  memfd(name: string, options: { size?: number; hugetlb?: boolean; flags?: number } = {}): number {
+    const fd = this.backend.memfdCreate(name, (options.flags ?? 0) | (options.hugetlb ? MFD_HUGETLB : 0));
+    if (options.size !== undefined) this.backend.ftruncate(fd, options.size);
+    return fd;
+  }
+
+  ftruncate(fd: number, length: number): void {
+    this.backend.ftruncate(fd, length);
+  }
+
+  pread(fd: number, length: number, offset: number): Uint8Array {
+    return this.backend.pread(fd, length, offset);
+  }
+
+  pwrite(fd: number, data: Uint8Array, offset: number): number {
+    return this.backend.pwrite(fd, data, offset);
+  }
+
+  fallocate(fd: number, mode: number, offset: number, length: number): void {
+    this.backend.fallocate(fd, mode, offset, length);
+  }
+
+  close(fd: number): void {
+    this.backend.close(fd);
+  }
+
+  read(address: number, length: number): Uint8Array {
+    return this.backend.readMemory(address, length);
+  }
+
+  write(address: number, data: Uint8Array): void {
+    this.backend.writeMemory(address, data);
+  }
+
+  /** Starts a thread running `program`; it may block on userfaultfd faults. */
+  thread(program: Iterable<ThreadAccess>, name?: string): ThreadBackend {
+    return this.backend.spawnThread(program, name);
+  }
+
+  /** Creates a userfaultfd (not yet initialized: call `api`). */
+  userfaultfd(options: UffdOptions = {}): Uffd {
+    const flags =
+      ((options.nonblock ?? true) ? O_NONBLOCK : 0) |
+      ((options.cloexec ?? true) ? O_CLOEXEC : 0) |
+      (options.userModeOnly ? UFFD_USER_MODE_ONLY : 0);
+    if (options.via === 'dev') {
+      const device = this.backend.open('/dev/userfaultfd', O_RDWR | O_CLOEXEC);
+      try {
+        return new Uffd(this, this.backend.ioctl(device, USERFAULTFD_IOC_NEW, flags));
+      } finally {
+        this.backend.close(device);
+      }
+    }
+    return new Uffd(this, this.backend.userfaultfd(flags));
+  }
+
+  exit(): void {
+    this.backend.exit();
+  }
+}
+
+export interface RangeArgs {
+  readonly start: number;
+  readonly length: number;
+}
+
+export interface ApiResult {
+  /** Every feature the kernel offers. */
+  readonly features: number;
+  readonly ioctls: bigint;
+}
+
+/** Resolves a list of feature names or a bit mask to a mask. */
+export function featureMask(features: number | readonly string[]): number {
+  if (typeof features === 'number') return features;
+  let mask = 0;
+  for (const name of features) {
+    const bit = featureBit(name);
+    if (bit === undefined) throw new TypeError(`unknown userfaultfd feature '${name}'`);
+    mask |= bit;
+  }
+  return mask;
+}
+
+/**
+ * A userfaultfd. The range ioctls return the bytes done; on failure they
+ * throw a KernelError whose `progress` holds the value the kernel wrote back
+ * (bytes done for a partial EAGAIN, or -errno).
+ */
+export class Uffd {
+  /** The caller-owned staging mapping `copyBytes` copies from, created on first use. */
+  private staging: { address: number; length: number } | null = null;
+
+  constructor(
+    readonly process: Process,
+    readonly fd: number,
+  ) {}
+
+  private ioctl(request: number, arg: Uint8Array | null): void {
+    this.process.backend.ioctl(this.fd, request, arg);
+  }
+
+  api(features: number | readonly string[] = 0): ApiResult {
+    const arg = encodeUffdioApi({
+      api: BigInt(UFFD_API),
+      features: BigInt(featureMask(features)),
+      ioctls: 0n,
+    });
+    this.ioctl(UFFDIO_API, arg);
+    const result = decodeUffdioApi(arg);
+    return { features: Number(result.features), ioctls: result.ioctls };
+  }
+
+  /** Registers [start, start+length) for `mode` (UFFDIO_REGISTER_MODE_* bits); returns the ioctls mask. */
+  register(range: RangeArgs, mode: number | bigint): bigint {
+    const arg = encodeUffdioRegister({
+      range: { start: BigInt(range.start), len: BigInt(range.length) },
+      mode: BigInt(mode),
+      ioctls: 0n,
+    });
+    this.ioctl(UFFDIO_REGISTER, arg);
+    return decodeUffdioRegister(arg).ioctls;
+  }
+
+  unregister(range: RangeArgs): void {
+    this.ioctl(
+      UFFDIO_UNREGISTER,
+      encodeUffdioRange({ start: BigInt(range.start), len: BigInt(range.length) }),
+    );
+  }
+
+  wake(range: RangeArgs): void {
+    this.ioctl(UFFDIO_WAKE, encodeUffdioRange({ start: BigInt(range.start), len: BigInt(range.length) }));
+  }
+
+  /** UFFDIO_COPY from `src`, an address in the calling process. */
+  copy(args: { dst: number; src: number; length: number; mode?: number | bigint }): number {
+    const arg = encodeUffdioCopy({
+      dst: BigInt(args.dst),
+      src: BigInt(args.src),
+      len: BigInt(args.length),
+      mode: BigInt(args.mode ?? 0),
+      copy: 0n,
+    });
+    return this.rangeIoctl(UFFDIO_COPY, arg, 32);
+  }
+
+  /**
+   * UFFDIO_COPY of `data`: the bytes are first written into a private staging
+   * mapping of the calling process, as a real handler copies from its own buffer.
+   */
+  copyBytes(dst: number, data: Uint8Array, mode: number | bigint = 0): number {
+    const staging = this.stagingFor(data.byteLength);
+    this.process.write(staging, data);
+    return this.copy({ dst, src: staging, length: data.byteLength, mode });
+  }
+
+  private stagingFor(length: number): number {
+    if (this.staging === null || this.staging.length < length) {
+      if (this.staging !== null) this.process.munmap(this.staging.address, this.staging.length);
+      const rounded = Math.max(length, 64 * 1024);
+      this.staging = { address: this.process.mmap({ length: rounded }), length: rounded };
+    }
+    return this.staging.address;
+  }
+
+  zeropage(range: RangeArgs, mode: number | bigint = 0): number {
+    const arg = encodeUffdioZeropage({
+      range: { start: BigInt(range.start), len: BigInt(range.length) },
+      mode: BigInt(mode),
+      zeropage: 0n,
+    });
+    return this.rangeIoctl(UFFDIO_ZEROPAGE, arg, 24);
+  }
+
+  continue(range: RangeArgs, mode: number | bigint = 0): number {
+    const arg = encodeUffdioContinue({
+      range: { start: BigInt(range.start), len: BigInt(range.length) },
+      mode: BigInt(mode),
+      mapped: 0n,
+    });
+    return this.rangeIoctl(UFFDIO_CONTINUE, arg, 24);
+  }
+
+  poison(range: RangeArgs, mode: number | bigint = 0): number {
+    const arg = encodeUffdioPoison({
+      range: { start: BigInt(range.start), len: BigInt(range.length) },
+      mode: BigInt(mode),
+      updated: 0n,
+    });
+    return this.rangeIoctl(UFFDIO_POISON, arg, 24);
+  }
+
+  writeprotect(range: RangeArgs, mode: number | bigint): void {
+    this.ioctl(
+      UFFDIO_WRITEPROTECT,
+      encodeUffdioWriteprotect({
+        range: { start: BigInt(range.start), len: BigInt(range.length) },
+        mode: BigInt(mode),
+      }),
+    );
+  }
+
+  /** Runs a range ioctl and returns the result field; a failure carries it as `progress`. */
+  private rangeIoctl(request: number, arg: Uint8Array, fieldOffset: number): number {
+    const view = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+    try {
+      this.ioctl(request, arg);
+    } catch (error) {
+      if (error instanceof KernelError) error.progress = Number(view.getBigInt64(fieldOffset, true));
+      throw error;
+    }
+    return Number(view.getBigInt64(fieldOffset, true));
+  }
+
+  /** Reads up to `max` messages without blocking; [] when none is pending. */
+  readMessages(max = 64): UffdMsg[] {
+    try {
+      return decodeUffdMsgs(this.process.backend.read(this.fd, max * UFFD_MSG_SIZE));
+    } catch (error) {
+      if (error instanceof KernelError && error.errno === EAGAIN) return [];
+      throw error;
+    }
+  }
+
+  /** Waits until at least one message is there, then reads up to `max`. */
+  async nextMessages(max = 64): Promise<UffdMsg[]> {
+    for (;;) {
+      const messages = this.readMessages(max);
+      if (messages.length > 0) return messages;
+      await this.process.backend.waitReadable(this.fd);
+      if ((this.process.backend.poll(this.fd) & POLLIN) === 0) return [];
+    }
+  }
+
+  poll(): number {
+    return this.process.backend.poll(this.fd);
+  }
+
+  close(): void {
+    this.process.close(this.fd);
+    this.staging = null;
+  }
+}
+
+export type { ThreadAccess, ThreadBackend };

@@ -1,0 +1,268 @@
+/**
+ * The simulated kernel: physical memory, the memory-type registry, inodes,
+ * processes and the deterministic scheduler that runs simulated threads.
+ */
+
+import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
+import { EFAULT } from '../uapi/errno.ts';
+import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
+import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
+import { BUILTIN_MEMORY_TYPES } from './memtypes/builtin.ts';
+import { accessRange } from './mm/access.ts';
+import {
+  FAULT_HANDLED,
+  FAULT_RESULT_HWPOISON,
+  FAULT_RESULT_SIGBUS,
+  FAULT_RESULT_SIGSEGV,
+  FAULT_RESULT_SIGSEGV_ACCERR,
+  FAULT_RETRY,
+  type FaultEnvironment,
+} from './mm/fault.ts';
+import { HookChecker } from './mm/hooks.ts';
+import type { MemoryType, MemoryTypeModule, MemoryTypeServices, Provision } from './mm/memtype.ts';
+import { MemoryTypeRegistry } from './mm/registry.ts';
+import { Prng } from './prng.ts';
+import { ModelProcess } from './process.ts';
+import type { Access, Task } from './task.ts';
+import { handleUserfault } from './uffd/userfault.ts';
+
+/** The Linux behaviour the model emulates. */
+export type KernelVersion = '6.18' | '7.1';
+
+export interface ModelKernelOptions {
+  /** Seed of the scheduler and of fault injection; printed on failure. */
+  readonly seed?: number;
+  readonly version?: KernelVersion;
+  readonly memory?: Partial<PhysicalMemoryOptions>;
+  /** Memory types registered after the built-in ones (a later type may replace a provision). */
+  readonly extraMemoryTypes?: readonly MemoryTypeModule[];
+  /** Replace the built-in list entirely. */
+  readonly memoryTypes?: readonly MemoryTypeModule[];
+  /** vm.unprivileged_userfaultfd (0 on current kernels). */
+  readonly unprivilegedUserfaultfd?: 0 | 1;
+  /** Called with each hook-violation warning. */
+  readonly warn?: (message: string) => void;
+}
+
+export class ModelKernel {
+  readonly seed: number;
+  readonly version: KernelVersion;
+  readonly memory: PhysicalMemory;
+  readonly registry: MemoryTypeRegistry;
+  readonly hooks: HookChecker;
+  readonly env: FaultEnvironment;
+  readonly prng: Prng;
+  unprivilegedUserfaultfd: 0 | 1;
+
+  readonly processes = new Map<number, ModelProcess>();
+  private readonly inodes = new Map<number, Inode>();
+  private readonly runQueue: Task[] = [];
+  /** Called when a task becomes runnable (the async layer schedules a pump). */
+  onRunnable: (() => void) | null = null;
+  private nextPid = 1;
+  private nextTid = 1;
+  private nextInodeId = 1;
+  private nextAnonVmaId = 1;
+  nextContextId = 1;
+  nextMmId = 1;
+  steps = 0;
+
+  constructor(options: ModelKernelOptions = {}) {
+    this.seed = options.seed ?? 1;
+    this.version = options.version ?? '6.18';
+    this.prng = new Prng(this.seed);
+    this.unprivilegedUserfaultfd = options.unprivilegedUserfaultfd ?? 0;
+    this.memory = new PhysicalMemory({ ...DEFAULT_PHYSICAL_MEMORY, ...options.memory });
+    this.hooks = new HookChecker(this.memory, options.warn);
+    this.registry = new MemoryTypeRegistry(this.makeServices());
+    for (const module of options.memoryTypes ?? BUILTIN_MEMORY_TYPES) this.registry.register(module);
+    for (const module of options.extraMemoryTypes ?? []) this.registry.register(module);
+    const anonymousType = this.registry.provider('anonymous');
+    if (anonymousType === undefined) throw new Error('ModelKernel: no memory type provides anonymous memory');
+    this.env = {
+      memory: this.memory,
+      anonymousType,
+      hooks: this.hooks,
+      handleUserfault,
+    };
+  }
+
+  private makeServices(): MemoryTypeServices {
+    const memory = this.memory;
+    return {
+      allocFolio: (order, options) => memory.allocFolio(order, options?.hugetlb ?? false),
+      getFolio: (pfn) => memory.getFolio(pfn),
+      putFolio: (pfn) => memory.putFolio(pfn),
+      lockFolio: (pfn) => memory.lockFolio(pfn),
+      unlockFolio: (pfn) => memory.unlockFolio(pfn),
+      filemapLookup: (inode, pgoff) => filemapLookup(inode, pgoff),
+      filemapInsert: (inode, pfn, pgoff) => filemapInsert(memory, inode, pfn, pgoff),
+      filemapDelete: (inode, pgoff) => filemapDelete(memory, inode, pgoff),
+      folioIndex: (pfn) => memory.folioIndex[pfn]!,
+    };
+  }
+
+  provider(provision: Provision): MemoryType | undefined {
+    return this.registry.provider(provision);
+  }
+
+  allocateAnonVmaId(): number {
+    return this.nextAnonVmaId++;
+  }
+
+  createInode(type: MemoryType, name: string, pageShift: number, sizeBytes: number): Inode {
+    const inode = new Inode(this.nextInodeId++, type, name, pageShift, sizeBytes);
+    type.initInode?.(inode);
+    this.inodes.set(inode.id, inode);
+    return inode;
+  }
+
+  /** Drops an inode nobody references any more, freeing its page cache. */
+  maybeReleaseInode(inode: Inode): void {
+    if (inode.references > 0) return;
+    inode.cache.forEachInRange(0, Number.MAX_SAFE_INTEGER / 4096, (pgoff) =>
+      filemapDelete(this.memory, inode, pgoff),
+    );
+    this.inodes.delete(inode.id);
+  }
+
+  liveInodes(): Iterable<Inode> {
+    return this.inodes.values();
+  }
+
+  createProcess(options: { privileged?: boolean } = {}): ModelProcess {
+    const process = new ModelProcess(this, this.nextPid++, options.privileged ?? true);
+    this.processes.set(process.pid, process);
+    return process;
+  }
+
+  allocateTid(): number {
+    return this.nextTid++;
+  }
+
+  // --- scheduling -------------------------------------------------------
+
+  /** Makes a task runnable (try_to_wake_up). */
+  wake(task: Task): void {
+    if (task.finished) return;
+    task.state = 'runnable';
+    this.runQueue.push(task);
+    this.onRunnable?.();
+  }
+
+  enqueue(task: Task): void {
+    this.runQueue.push(task);
+    this.onRunnable?.();
+  }
+
+  get runnableCount(): number {
+    return this.runQueue.length;
+  }
+
+  /**
+   * Runs simulated threads until none is runnable or `stepsMax` accesses
+   * ran. The next thread is drawn from the seeded PRNG, so interleavings
+   * replay. Returns the number of steps run.
+   */
+  runUntilIdle(stepsMax = Number.POSITIVE_INFINITY): number {
+    let steps = 0;
+    while (this.runQueue.length > 0 && steps < stepsMax) {
+      const index = this.runQueue.length === 1 ? 0 : this.prng.nextInt(this.runQueue.length);
+      const task = this.runQueue[index]!;
+      if (task.state !== 'runnable') {
+        this.runQueue.splice(index, 1);
+        continue;
+      }
+      this.stepTask(task);
+      steps++;
+      if (task.state !== 'runnable') {
+        const at = this.runQueue.indexOf(task);
+        if (at >= 0) this.runQueue.splice(at, 1);
+      }
+    }
+    this.steps += steps;
+    return steps;
+  }
+
+  /** Runs one access of `task` (or the rest of a partly done one). */
+  private stepTask(task: Task): void {
+    let access = task.current;
+    if (access === null) {
+      const next = task.program.next();
+      if (next.done === true) {
+        this.finishTask(task, 'done');
+        return;
+      }
+      access = next.value;
+      task.current = access;
+      task.progressBytes = 0;
+      task.readBuffer = access.kind === 'read' ? new Uint8Array(access.length) : null;
+    }
+    const process = this.processes.get(task.owner.pid);
+    if (process === undefined || process.mm.dead) {
+      this.finishTask(task, 'done');
+      return;
+    }
+    const write = access.kind === 'write';
+    const buffer = write ? (access as Access & { kind: 'write' }).data : task.readBuffer!;
+    const length = buffer.byteLength;
+    const userMode = access.kernel !== true;
+    const { doneBytes, result } = accessRange(
+      this.env,
+      process.mm,
+      access.address,
+      length,
+      write,
+      buffer,
+      task.progressBytes,
+      task,
+      userMode,
+    );
+    task.progressBytes = doneBytes;
+    if (result === FAULT_HANDLED) {
+      if (!write) task.reads.push(task.readBuffer!);
+      task.current = null;
+      task.readBuffer = null;
+      task.accessesDone++;
+      return;
+    }
+    if (result === FAULT_RETRY) return;
+    const address = access.address + doneBytes;
+    if (!userMode) {
+      // A syscall touching memory it cannot fault in returns EFAULT; the thread goes on.
+      task.errno = EFAULT;
+      task.current = null;
+      task.readBuffer = null;
+      task.accessesDone++;
+      return;
+    }
+    if (result === FAULT_RESULT_SIGBUS || result === FAULT_RESULT_HWPOISON) {
+      task.signal = {
+        signal: SIGBUS,
+        address,
+        siCode: result === FAULT_RESULT_HWPOISON ? BUS_MCEERR_AR : BUS_ADRERR,
+      };
+      this.finishTask(task, 'sigbus');
+      return;
+    }
+    if (result === FAULT_RESULT_SIGSEGV || result === FAULT_RESULT_SIGSEGV_ACCERR) {
+      task.signal = {
+        signal: SIGSEGV,
+        address,
+        siCode: result === FAULT_RESULT_SIGSEGV ? SEGV_MAPERR : SEGV_ACCERR,
+      };
+      this.finishTask(task, 'segv');
+      return;
+    }
+    throw new Error(`stepTask: unexpected fault result ${result}`);
+  }
+
+  finishTask(task: Task, state: 'done' | 'sigbus' | 'segv'): void {
+    if (task.waiter !== null) {
+      task.waiter.context.forget(task);
+      task.waiter = null;
+    }
+    task.state = state;
+    for (const callback of task.exitCallbacks.splice(0)) callback(task);
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Physical memory: page frames in large buffers, folio metadata in typed
+ * arrays indexed by page frame number (pfn), a frame allocator, the shared
+ * zero page and the hugetlb pool.
+ *
+ * A folio is named by the pfn of its head frame. Only head entries of the
+ * metadata arrays are meaningful for large folios. Nothing here allocates a
+ * JavaScript object per page.
+ */
+
+export const PAGE_SHIFT = 12;
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+
+/** Frames per buffer chunk: 64 MiB, large enough for 32 order-9 folios. */
+const CHUNK_SHIFT = 14;
+const CHUNK_FRAMES = 1 << CHUNK_SHIFT;
+const CHUNK_MASK = CHUNK_FRAMES - 1;
+
+/** Folio flags (a subset of the kernel's page flags). */
+export const PG_LOCKED = 1 << 0;
+export const PG_UPTODATE = 1 << 1;
+export const PG_ANON = 1 << 2;
+export const PG_DIRTY = 1 << 3;
+/** Part of the hugetlb pool: returns to the pool, not to the buddy lists. */
+export const PG_HUGETLB = 1 << 4;
+/** The anonymous folio is mapped by one process only (PageAnonExclusive). */
+export const PG_ANON_EXCLUSIVE = 1 << 5;
+/** The frame is allocated (head or tail); cleared on free. */
+export const PG_ALLOCATED = 1 << 6;
+
+/** The pfn of the shared zero page. It is never allocated or freed. */
+export const ZERO_PFN = 0;
+
+/** The "no owner inode" value of `folioInode`. */
+export const NO_INODE = -1;
+
+export interface PhysicalMemoryOptions {
+  /** Upper bound on memory the model may use for page data, in bytes. */
+  readonly memoryBytesMax: number;
+  /** Number of 2 MiB pages in the hugetlb pool (vm.nr_hugepages). */
+  readonly hugePages2M: number;
+}
+
+export const DEFAULT_PHYSICAL_MEMORY: PhysicalMemoryOptions = {
+  memoryBytesMax: 8 * 1024 ** 3,
+  hugePages2M: 256,
+};
+
+export class PhysicalMemory {
+  private readonly chunks: Uint8Array[] = [];
+  private readonly framesMax: number;
+  /** Frames handed out so far by the bump allocator (never reused by it). */
+  private framesUsedHigh = 0;
+  private freeOrder0: Int32Array = new Int32Array(1024);
+  private freeOrder0Count = 0;
+  /** Freed order-9 blocks, kept whole for the hugetlb pool. */
+  private readonly freeOrder9: number[] = [];
+
+  // Folio metadata, indexed by pfn. Grown when chunks are added.
+  folioOrder: Uint8Array = new Uint8Array(0);
+  folioFlags: Uint8Array = new Uint8Array(0);
+  folioRefcount: Int32Array = new Int32Array(0);
+  folioMapcount: Int32Array = new Int32Array(0);
+  folioInode: Int32Array = new Int32Array(0);
+  folioIndex: Float64Array = new Float64Array(0);
+
+  hugePagesTotal: number;
+  hugePagesFree: number;
+  /** Folios currently allocated (heads), by order: for leak checks. */
+  foliosAllocated = 0;
+  framesAllocated = 0;
+
+  constructor(options: PhysicalMemoryOptions = DEFAULT_PHYSICAL_MEMORY) {
+    this.framesMax = Math.floor(options.memoryBytesMax / PAGE_SIZE);
+    this.hugePagesTotal = options.hugePages2M;
+    this.hugePagesFree = options.hugePages2M;
+    // pfn 0 is the zero page: allocated forever, never written.
+    this.ensureFrames(1);
+    this.framesUsedHigh = 1;
+    this.folioFlags[ZERO_PFN] = PG_ALLOCATED | PG_UPTODATE;
+    this.folioRefcount[ZERO_PFN] = 1;
+    this.folioInode[ZERO_PFN] = NO_INODE;
+  }
+
+  /** The buffer holding frame `pfn`; use with `frameOffset`. */
+  frameBuffer(pfn: number): Uint8Array {
+    return this.chunks[pfn >>> CHUNK_SHIFT]!;
+  }
+
+  frameOffset(pfn: number): number {
+    return (pfn & CHUNK_MASK) << PAGE_SHIFT;
+  }
+
+  /**
+   * Allocates a folio of 2^order frames, zero-filled, with refcount 1 and no
+   * owner. Order-9 folios come from the hugetlb pool when `hugetlb` is set.
+   * Returns -1 when memory (or the pool) is exhausted.
+   */
+  allocFolio(order: number, hugetlb = false): number {
+    if (hugetlb) {
+      if (this.hugePagesFree === 0) return -1;
+    }
+    const pfn = order === 0 ? this.allocFrame0() : this.allocBlock(order);
+    if (pfn < 0) return -1;
+    if (hugetlb) this.hugePagesFree--;
+    const frames = 1 << order;
+    this.folioOrder[pfn] = order;
+    this.folioFlags[pfn] = PG_ALLOCATED | (hugetlb ? PG_HUGETLB : 0);
+    this.folioRefcount[pfn] = 1;
+    this.folioMapcount[pfn] = 0;
+    this.folioInode[pfn] = NO_INODE;
+    this.folioIndex[pfn] = 0;
+    for (let i = 1; i < frames; i++) this.folioFlags[pfn + i] = PG_ALLOCATED;
+    this.foliosAllocated++;
+    this.framesAllocated += frames;
+    return pfn;
+  }
+
+  private allocFrame0(): number {
+    if (this.freeOrder0Count > 0) {
+      const pfn = this.freeOrder0[--this.freeOrder0Count]!;
+      // Freed frames are dirty; the kernel hands out zeroed pages for user memory.
+      this.frameBuffer(pfn).fill(0, this.frameOffset(pfn), this.frameOffset(pfn) + PAGE_SIZE);
+      return pfn;
+    }
+    if (this.framesUsedHigh >= this.framesMax) return -1;
+    const pfn = this.framesUsedHigh;
+    if (!this.ensureFrames(pfn + 1)) return -1;
+    this.framesUsedHigh++;
+    return pfn;
+  }
+
+  private allocBlock(order: number): number {
+    const frames = 1 << order;
+    if (order === 9 && this.freeOrder9.length > 0) {
+      const pfn = this.freeOrder9.pop()!;
+      const buffer = this.frameBuffer(pfn);
+      const offset = this.frameOffset(pfn);
+      buffer.fill(0, offset, offset + frames * PAGE_SIZE);
+      return pfn;
+    }
+    if (frames > CHUNK_FRAMES) return -1;
+    const aligned = Math.ceil(this.framesUsedHigh / frames) * frames;
+    if (aligned + frames > this.framesMax) return -1;
+    if (!this.ensureFrames(aligned + frames)) return -1;
+    // Frames skipped for alignment are not lost: they serve order-0 requests.
+    for (let pfn = this.framesUsedHigh; pfn < aligned; pfn++) this.pushFree0(pfn);
+    this.framesUsedHigh = aligned + frames;
+    return aligned;
+  }
+
+  private pushFree0(pfn: number): void {
+    if (this.freeOrder0Count === this.freeOrder0.length) {
+      const grown = new Int32Array(this.freeOrder0.length * 2);
+      grown.set(this.freeOrder0);
+      this.freeOrder0 = grown;
+    }
+    this.freeOrder0[this.freeOrder0Count++] = pfn;
+  }
+
+  private ensureFrames(frames: number): boolean {
+    const chunksNeeded = Math.ceil(frames / CHUNK_FRAMES);
+    if (chunksNeeded <= this.chunks.length) return true;
+    while (this.chunks.length < chunksNeeded) {
+      this.chunks.push(new Uint8Array(CHUNK_FRAMES * PAGE_SIZE));
+    }
+    const capacity = this.chunks.length * CHUNK_FRAMES;
+    if (capacity > this.folioOrder.length) {
+      const grownCapacity = Math.max(capacity, this.folioOrder.length * 2);
+      this.folioOrder = grow(this.folioOrder, new Uint8Array(grownCapacity));
+      this.folioFlags = grow(this.folioFlags, new Uint8Array(grownCapacity));
+      this.folioRefcount = grow(this.folioRefcount, new Int32Array(grownCapacity));
+      this.folioMapcount = grow(this.folioMapcount, new Int32Array(grownCapacity));
+      this.folioInode = grow(this.folioInode, new Int32Array(grownCapacity));
+      this.folioIndex = grow(this.folioIndex, new Float64Array(grownCapacity));
+    }
+    return true;
+  }
+
+  /** Takes a reference (folio_get). */
+  getFolio(pfn: number): void {
+    if (pfn === ZERO_PFN) return;
+    this.folioRefcount[pfn]!++;
+  }
+
+  /** Drops a reference (folio_put); the last one frees the folio. */
+  putFolio(pfn: number): void {
+    if (pfn === ZERO_PFN) return;
+    const count = --this.folioRefcount[pfn]!;
+    if (count > 0) return;
+    if (count < 0) throw new Error(`putFolio: pfn ${pfn} refcount went negative`);
+    this.freeFolio(pfn);
+  }
+
+  private freeFolio(pfn: number): void {
+    const order = this.folioOrder[pfn]!;
+    const flags = this.folioFlags[pfn]!;
+    if (this.folioMapcount[pfn] !== 0) {
+      throw new Error(`freeFolio: pfn ${pfn} is still mapped ${this.folioMapcount[pfn]} times`);
+    }
+    const frames = 1 << order;
+    for (let i = 0; i < frames; i++) this.folioFlags[pfn + i] = 0;
+    this.folioInode[pfn] = NO_INODE;
+    this.foliosAllocated--;
+    this.framesAllocated -= frames;
+    if (flags & PG_HUGETLB) this.hugePagesFree++;
+    if (order === 0) this.pushFree0(pfn);
+    else if (order === 9) this.freeOrder9.push(pfn);
+    else for (let i = 0; i < frames; i++) this.pushFree0(pfn + i);
+  }
+
+  isAllocated(pfn: number): boolean {
+    return (this.folioFlags[pfn]! & PG_ALLOCATED) !== 0;
+  }
+
+  lockFolio(pfn: number): void {
+    if (this.folioFlags[pfn]! & PG_LOCKED) throw new Error(`lockFolio: pfn ${pfn} is already locked`);
+    this.folioFlags[pfn]! |= PG_LOCKED;
+  }
+
+  unlockFolio(pfn: number): void {
+    this.folioFlags[pfn]! &= ~PG_LOCKED;
+  }
+
+  isLocked(pfn: number): boolean {
+    return (this.folioFlags[pfn]! & PG_LOCKED) !== 0;
+  }
+
+  setFlag(pfn: number, flag: number): void {
+    this.folioFlags[pfn]! |= flag;
+  }
+
+  clearFlag(pfn: number, flag: number): void {
+    this.folioFlags[pfn]! &= ~flag;
+  }
+
+  hasFlag(pfn: number, flag: number): boolean {
+    return (this.folioFlags[pfn]! & flag) !== 0;
+  }
+
+  folioBytes(pfn: number): number {
+    return PAGE_SIZE << this.folioOrder[pfn]!;
+  }
+
+  /** Copies `length` bytes from `source` into the folio at byte `offset`. */
+  copyIntoFolio(pfn: number, offset: number, source: Uint8Array, sourceOffset: number, length: number): void {
+    this.frameBuffer(pfn).set(
+      source.subarray(sourceOffset, sourceOffset + length),
+      this.frameOffset(pfn) + offset,
+    );
+  }
+
+  /** Copies a whole folio's bytes into another folio of the same order. */
+  copyFolio(destination: number, source: number): void {
+    const length = this.folioBytes(source);
+    const from = this.frameBuffer(source);
+    const fromOffset = this.frameOffset(source);
+    this.frameBuffer(destination).set(
+      from.subarray(fromOffset, fromOffset + length),
+      this.frameOffset(destination),
+    );
+  }
+
+  /** Bytes of metadata held per frame, for the scale measurements. */
+  static readonly metadataBytesPerFrame = 1 + 1 + 4 + 4 + 4 + 8;
+}
+
+function grow<T extends Uint8Array | Int32Array | Float64Array>(old: T, grown: T): T {
+  grown.set(old as never);
+  return grown;
+}

@@ -1,0 +1,248 @@
+/**
+ * The fault path (handle_mm_fault and friends): what happens when a task
+ * touches a page whose entry does not allow the access. The userfaultfd step
+ * is reached through `FaultEnvironment.handleUserfault`, injected by the
+ * kernel, so that mm/ does not import uffd/.
+ */
+import { ENOENT } from '../../uapi/errno.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, type PhysicalMemory } from '../mem/physmem.ts';
+import type { Task } from '../task.ts';
+import { checkNoallocFolio, type HookChecker } from './hooks.ts';
+import { FAULT_ALLOC_PRIVATE, FAULT_OOM, FAULT_SIGBUS, type MemoryType } from './memtype.ts';
+import type { AddressSpace } from './mm.ts';
+import {
+  PTE_DIRTY,
+  PTE_MARKER_POISONED,
+  PTE_MARKER_UFFD_WP,
+  PTE_PRESENT,
+  PTE_UFFD_WP,
+  PTE_WRITE,
+  PTE_ZERO,
+} from './pagetable.ts';
+import {
+  VM_HUGETLB,
+  VM_READ,
+  VM_SHARED,
+  VM_UFFD_MINOR,
+  VM_UFFD_MISSING,
+  VM_UFFD_WP,
+  VM_WRITE,
+  type Vma,
+} from './vma.ts';
+
+/** The access is now allowed by the page table; retry it. */
+export const FAULT_HANDLED = 0;
+/** The task went to sleep on a userfaultfd (VM_FAULT_RETRY). */
+export const FAULT_RETRY = 1;
+export const FAULT_RESULT_SIGBUS = 2;
+export const FAULT_RESULT_SIGSEGV = 3;
+/** A poison marker (VM_FAULT_HWPOISON): SIGBUS with BUS_MCEERR_AR. */
+export const FAULT_RESULT_HWPOISON = 4;
+/** A userfaultfd would have put the caller to sleep, but the caller cannot sleep. */
+export const FAULT_RESULT_WOULD_BLOCK = 5;
+/** SIGSEGV for an access the VMA's protection forbids (SEGV_ACCERR). */
+export const FAULT_RESULT_SIGSEGV_ACCERR = 6;
+
+/** Why handle_userfault is called: exactly one of these. */
+export const USERFAULT_MISSING = 1;
+export const USERFAULT_WP = 2;
+export const USERFAULT_MINOR = 3;
+
+export interface FaultEnvironment {
+  readonly memory: PhysicalMemory;
+  readonly anonymousType: MemoryType;
+  readonly hooks: HookChecker;
+  /**
+   * handle_userfault: queue a message and put `task` to sleep, or decide the
+   * fault otherwise. Returns one of the FAULT_* results.
+   */
+  handleUserfault(
+    vma: Vma,
+    address: number,
+    reason: number,
+    write: boolean,
+    task: Task | null,
+    userMode: boolean,
+  ): number;
+}
+
+/**
+ * Resolves one fault at `address` for a read or a write. `task` is null for
+ * callers that cannot sleep (the process API's direct memory access).
+ */
+export function handleMmFault(
+  env: FaultEnvironment,
+  mm: AddressSpace,
+  address: number,
+  write: boolean,
+  task: Task | null,
+  userMode: boolean,
+): number {
+  const vma = mm.findVma(address);
+  if (vma === undefined) return FAULT_RESULT_SIGSEGV;
+  if (write ? (vma.flags & VM_WRITE) === 0 : (vma.flags & VM_READ) === 0) return FAULT_RESULT_SIGSEGV_ACCERR;
+  const pageAddress = address - (address % vma.pageSize);
+  const entry = mm.pageTable.flagsAt(pageAddress / 4096);
+
+  if (entry & PTE_MARKER_POISONED) return FAULT_RESULT_HWPOISON;
+  if (entry & PTE_PRESENT) {
+    if (!write) return FAULT_HANDLED;
+    if (entry & PTE_WRITE) {
+      if (!(entry & PTE_DIRTY)) mm.setEntryFlags(pageAddress, vma.pageShift, entry | PTE_DIRTY);
+      return FAULT_HANDLED;
+    }
+    if (entry & PTE_UFFD_WP && vma.flags & VM_UFFD_WP) {
+      return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+    }
+    return writeProtectedFault(env, mm, vma, pageAddress, entry);
+  }
+
+  if (entry & PTE_MARKER_UFFD_WP && write && vma.flags & VM_UFFD_WP) {
+    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+  }
+  // A uffd-wp marker that does not fault (a read) survives as the wp bit of the new entry.
+  const keepWp = entry & PTE_MARKER_UFFD_WP && vma.flags & VM_UFFD_WP ? PTE_UFFD_WP : 0;
+  if (vma.isAnonymous) {
+    if (vma.flags & VM_UFFD_MISSING) {
+      return env.handleUserfault(vma, address, USERFAULT_MISSING, write, task, userMode);
+    }
+    return anonymousFault(env, mm, vma, pageAddress, write, keepWp);
+  }
+  return fileFault(env, mm, vma, address, pageAddress, write, task, userMode, keepWp);
+}
+
+/** do_anonymous_page: the zero page for a read, a fresh zeroed page for a write. */
+function anonymousFault(
+  env: FaultEnvironment,
+  mm: AddressSpace,
+  vma: Vma,
+  pageAddress: number,
+  write: boolean,
+  keepWp: number,
+): number {
+  if (!write) {
+    mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | PTE_ZERO | keepWp, 0);
+    return FAULT_HANDLED;
+  }
+  return installNewAnonymousPage(env, mm, vma, pageAddress, -1, true);
+}
+
+/**
+ * Allocates an anonymous folio at the VMA's page size, fills it from
+ * `sourcePfn` (or leaves it zeroed when -1), and maps it.
+ */
+export function installNewAnonymousPage(
+  env: FaultEnvironment,
+  mm: AddressSpace,
+  vma: Vma,
+  pageAddress: number,
+  sourcePfn: number,
+  writable: boolean,
+): number {
+  const pfn = env.memory.allocFolio(vma.pageShift - 12, (vma.flags & VM_HUGETLB) !== 0);
+  if (pfn < 0) return vma.flags & VM_HUGETLB ? FAULT_RESULT_SIGBUS : FAULT_RESULT_SIGBUS;
+  if (sourcePfn >= 0) env.memory.copyFolio(pfn, sourcePfn);
+  mm.prepareAnonVma(vma);
+  env.memory.setFlag(pfn, PG_ANON | PG_ANON_EXCLUSIVE);
+  mm.mapFolio(pfn);
+  env.memory.putFolio(pfn);
+  const flags = PTE_PRESENT | (writable ? PTE_WRITE | PTE_DIRTY : 0);
+  mm.setEntries(pageAddress, vma.pageShift, flags, pfn);
+  return FAULT_HANDLED;
+}
+
+/** do_wp_page: a write to a present, read-only entry of a writable VMA. */
+function writeProtectedFault(
+  env: FaultEnvironment,
+  mm: AddressSpace,
+  vma: Vma,
+  pageAddress: number,
+  entry: number,
+): number {
+  const writableFlags = (entry & ~PTE_UFFD_WP) | PTE_WRITE | PTE_DIRTY;
+  if (vma.flags & VM_SHARED) {
+    mm.setEntryFlags(pageAddress, vma.pageShift, writableFlags);
+    return FAULT_HANDLED;
+  }
+  if (entry & PTE_ZERO) {
+    mm.zapRange(vma, pageAddress, pageAddress + vma.pageSize);
+    return installNewAnonymousPage(env, mm, vma, pageAddress, -1, true);
+  }
+  const pfn = mm.pageTable.valueAt(pageAddress / 4096);
+  const memory = env.memory;
+  // An exclusive anonymous page is reused in place (wp_page_reuse).
+  if (
+    memory.hasFlag(pfn, PG_ANON) &&
+    memory.folioMapcount[pfn] === 1 &&
+    memory.folioRefcount[pfn] === 1 &&
+    memory.hasFlag(pfn, PG_ANON_EXCLUSIVE)
+  ) {
+    mm.setEntryFlags(pageAddress, vma.pageShift, writableFlags);
+    return FAULT_HANDLED;
+  }
+  memory.getFolio(pfn);
+  mm.zapRange(vma, pageAddress, pageAddress + vma.pageSize);
+  const result = installNewAnonymousPage(env, mm, vma, pageAddress, pfn, true);
+  memory.putFolio(pfn);
+  return result;
+}
+
+/** A fault on a file-backed VMA whose entry is none (or a uffd-wp marker). */
+function fileFault(
+  env: FaultEnvironment,
+  mm: AddressSpace,
+  vma: Vma,
+  address: number,
+  pageAddress: number,
+  write: boolean,
+  task: Task | null,
+  userMode: boolean,
+  keepWp: number,
+): number {
+  const inode = vma.inode!;
+  const type = vma.memoryType;
+  const pgoff = vma.pgoffAt(pageAddress);
+  if (pgoff * 4096 >= inode.sizeBytes) return FAULT_RESULT_SIGBUS;
+
+  const getFolioNoalloc = type.uffdOps?.getFolioNoalloc;
+  if (vma.flags & (VM_UFFD_MISSING | VM_UFFD_MINOR) && getFolioNoalloc !== undefined) {
+    const found = checkNoallocFolio(env.hooks, type, 'fault', inode, pgoff, vma.pageShift, () =>
+      getFolioNoalloc.call(type.uffdOps, inode, pgoff),
+    );
+    if (found >= 0) {
+      env.memory.unlockFolio(found);
+      env.memory.putFolio(found);
+      if (vma.flags & VM_UFFD_MINOR) {
+        return env.handleUserfault(vma, address, USERFAULT_MINOR, write, task, userMode);
+      }
+    } else if (found === -ENOENT && vma.flags & VM_UFFD_MISSING) {
+      return env.handleUserfault(vma, address, USERFAULT_MISSING, write, task, userMode);
+    } else if (found !== -ENOENT) {
+      return FAULT_RESULT_SIGBUS;
+    }
+  }
+
+  if (type.fault === undefined) return FAULT_RESULT_SIGBUS;
+  const pfn = type.fault(inode, pgoff, (vma.flags & VM_SHARED) !== 0);
+  if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;
+  if (pfn === FAULT_ALLOC_PRIVATE) {
+    return installNewAnonymousPage(env, mm, vma, pageAddress, -1, write);
+  }
+  if (pfn < 0) return FAULT_RESULT_SIGBUS;
+  const checked = env.hooks.checkFaultFolio(type, inode, pgoff, vma.pageShift, pfn);
+  if (checked < 0) return FAULT_RESULT_SIGBUS;
+
+  let result = FAULT_HANDLED;
+  if (vma.flags & VM_SHARED) {
+    mm.mapFolio(pfn);
+    const writable = vma.flags & VM_WRITE ? PTE_WRITE : 0;
+    mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | writable | (write ? PTE_DIRTY : 0) | keepWp, pfn);
+  } else if (!write) {
+    mm.mapFolio(pfn);
+    mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | keepWp, pfn);
+  } else {
+    result = installNewAnonymousPage(env, mm, vma, pageAddress, pfn, true);
+  }
+  env.memory.putFolio(pfn);
+  return result;
+}

@@ -1,0 +1,145 @@
+/**
+ * The memory-type seam: what a memory type module declares and implements,
+ * and the narrow services the core lends it. This file belongs to the core;
+ * memory types import it, never the other way round.
+ *
+ * A type never receives a page table, a VMA it may change, or a way to map a
+ * page. It answers questions about its own files and page cache, and the core
+ * checks every answer (see `hooks.ts`).
+ */
+import type { Inode } from '../mem/pagecache.ts';
+
+/** Kinds of object the syscall layer asks the registry for. */
+export type Provision =
+  /** Private anonymous memory; also the COW and private-fill memory of private file mappings. */
+  | 'anonymous'
+  /** memfd_create without MFD_HUGETLB, and MAP_SHARED|MAP_ANONYMOUS. */
+  | 'memfd'
+  /** memfd_create with MFD_HUGETLB, and MAP_ANONYMOUS|MAP_HUGETLB. */
+  | 'memfd-hugetlb';
+
+/** Read-only facts about a VMA, as a memory type may see them. */
+export interface VmaView {
+  readonly start: number;
+  readonly end: number;
+  /** VM_* flags (see vma.ts). */
+  readonly flags: number;
+  /** Offset into the file in 4 KiB pages. */
+  readonly pgoff: number;
+  /** log2 of the VMA's page size: 12, 21 or 30. */
+  readonly pageShift: number;
+  readonly inode: Inode | null;
+}
+
+/** Services the core lends a memory type: folios and its own page cache. */
+export interface MemoryTypeServices {
+  /** A zeroed folio of 2^order pages with one reference, or -1. */
+  allocFolio(order: number, options?: { hugetlb?: boolean }): number;
+  getFolio(pfn: number): void;
+  putFolio(pfn: number): void;
+  lockFolio(pfn: number): void;
+  unlockFolio(pfn: number): void;
+  /** The folio cached at `pgoff` (head-aligned for large folios), or -1. */
+  filemapLookup(inode: Inode, pgoff: number): number;
+  /** Inserts with a reference of the cache's own; false when occupied. */
+  filemapInsert(inode: Inode, pfn: number, pgoff: number): boolean;
+  filemapDelete(inode: Inode, pgoff: number): void;
+  /** The page-cache index (4 KiB units) a folio is cached at. */
+  folioIndex(pfn: number): number;
+}
+
+/** Returned by `fault` when the page must come from anonymous memory (private hugetlb holes). */
+export const FAULT_ALLOC_PRIVATE = -4096;
+/** Returned by `fault` for an access the file cannot back (SIGBUS). */
+export const FAULT_SIGBUS = -4097;
+/** Returned by `fault` when no memory is left (the kernel's VM_FAULT_OOM, shown as SIGBUS for hugetlb). */
+export const FAULT_OOM = -4098;
+
+/**
+ * The final (2026) shape of `vm_uffd_ops`. Every hook that hands back a folio
+ * hands back a pfn; negative numbers are errnos (-ENOENT: "not present").
+ */
+export interface VmUffdOps {
+  /**
+   * Asked at UFFDIO_REGISTER for each VMA, after the core's own checks.
+   * `modes` is the set of UFFDIO_REGISTER_MODE_* bits requested.
+   */
+  canUserfault(vma: VmaView, modes: number): boolean;
+  /**
+   * The folio at `pgoff` in the page cache, locked and with a reference for
+   * the caller; never allocates. -ENOENT when nothing is cached there. Used by
+   * UFFDIO_CONTINUE and by the fault path to tell MINOR from MISSING.
+   */
+  getFolioNoalloc?(inode: Inode, pgoff: number): number;
+  /** A fresh folio for COPY/ZEROPAGE at `address`, with one reference; -ENOSPC/-ENOMEM/-EFAULT on failure. */
+  allocFolio?(vma: VmaView, address: number): number;
+  /** Inserts the filled, locked folio into the page cache; 0 or -errno (-EEXIST when occupied). */
+  filemapAdd?(pfn: number, vma: VmaView, address: number): number;
+  /** Undoes `filemapAdd` when mapping the folio fails. */
+  filemapRemove?(pfn: number, vma: VmaView): void;
+}
+
+export interface InodeRequest {
+  /** log2 of the huge page size asked for (MFD_HUGE_* / MAP_HUGE_*), or 0 for the default. */
+  readonly hugePageShift: number;
+}
+
+export interface MmapRequest {
+  readonly shared: boolean;
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  readonly prot: number;
+}
+
+export interface FileOps {
+  /** 0 when pread works, else the errno it fails with. */
+  readonly pread: number;
+  readonly pwrite: number;
+  /** The errno fallocate(PUNCH_HOLE) fails with, or 0. */
+  readonly punchHole: number;
+}
+
+/**
+ * A memory type. A module exports a factory that receives the kernel's
+ * services and returns the descriptor; the registry validates it once.
+ */
+export interface MemoryType {
+  readonly name: string;
+  readonly description: string;
+  readonly provides: readonly Provision[];
+  /** VM_* flags every mapping of this type carries (VM_HUGETLB, VM_DONTEXPAND). */
+  readonly vmFlags: number;
+  /**
+   * The range ioctls (bit = 1 << _UFFDIO_nr) the type supports; the modes
+   * follow from them: COPY gives MISSING, CONTINUE gives MINOR,
+   * WRITEPROTECT gives WP. UFFDIO_REGISTER returns this mask filtered by the
+   * requested modes.
+   */
+  readonly rangeIoctls: bigint;
+  readonly fileOps: FileOps;
+  /** log2 of the folio size for a new inode, or -errno. Absent for types without files. */
+  inodePageShift?(request: InodeRequest): number;
+  /** Per-inode state the type keeps, created with the inode. */
+  initInode?(inode: Inode): void;
+  /** Extra checks at mmap; 0 or -errno. */
+  mmapCheck?(inode: Inode, request: MmapRequest): number;
+  /**
+   * The ordinary fault (vm_ops->fault): the folio caching `pgoff`, allocated
+   * into the page cache when absent, with a reference for the caller and not
+   * locked; or FAULT_ALLOC_PRIVATE / FAULT_SIGBUS / FAULT_OOM.
+   */
+  fault?(inode: Inode, pgoff: number, mayShare: boolean): number;
+  /**
+   * The cached folio at `pgoff`, allocated when absent (pwrite, fallocate):
+   * the page cache's reference only, unlocked; or -errno.
+   */
+  getFolioForWrite?(inode: Inode, pgoff: number): number;
+  /** The type's vm_uffd_ops, or null when it does not support userfaultfd. */
+  readonly uffdOps: VmUffdOps | null;
+}
+
+/** What a memory type module exports: a name and a factory bound to one kernel. */
+export interface MemoryTypeModule {
+  readonly name: string;
+  create(services: MemoryTypeServices): MemoryType;
+}

@@ -1,0 +1,50 @@
+/**
+ * Page-table entries. One entry per 4 KiB virtual page, in a SparseArray
+ * keyed by virtual page number; a huge mapping fills every entry it covers
+ * (pfn = head + i) and takes one reference and one mapcount for the whole
+ * folio, released at the head entry.
+ */
+
+/** Maps a frame (with PTE_ZERO: the shared zero page). */
+export const PTE_PRESENT = 1 << 0;
+export const PTE_WRITE = 1 << 1;
+export const PTE_DIRTY = 1 << 2;
+/** The uffd-wp bit of a present entry. */
+export const PTE_UFFD_WP = 1 << 3;
+/** A present entry mapping the shared zero page (pte_special). */
+export const PTE_ZERO = 1 << 4;
+/** PTE_MARKER_UFFD_WP: not present, write-protected by userfaultfd. */
+export const PTE_MARKER_UFFD_WP = 1 << 5;
+/** PTE_MARKER_POISONED: not present, any access raises SIGBUS. */
+export const PTE_MARKER_POISONED = 1 << 6;
+
+export const PTE_MARKER_MASK = PTE_MARKER_UFFD_WP | PTE_MARKER_POISONED;
+
+export function pteIsNone(flags: number): boolean {
+  return flags === 0;
+}
+
+export function pteIsPresent(flags: number): boolean {
+  return (flags & PTE_PRESENT) !== 0;
+}
+
+export function pteIsMarker(flags: number): boolean {
+  return (flags & PTE_PRESENT) === 0 && (flags & PTE_MARKER_MASK) !== 0;
+}
+
+/** pte_none or a uffd marker: what COPY and CONTINUE may overwrite. */
+export function pteIsNoneOrMarker(flags: number): boolean {
+  return (flags & PTE_PRESENT) === 0;
+}
+
+export function describePte(flags: number): string {
+  if (flags === 0) return 'none';
+  const parts: string[] = [];
+  if (flags & PTE_PRESENT) parts.push(flags & PTE_ZERO ? 'zero-page' : 'present');
+  if (flags & PTE_WRITE) parts.push('write');
+  if (flags & PTE_DIRTY) parts.push('dirty');
+  if (flags & PTE_UFFD_WP) parts.push('uffd-wp');
+  if (flags & PTE_MARKER_UFFD_WP) parts.push('marker-wp');
+  if (flags & PTE_MARKER_POISONED) parts.push('marker-poison');
+  return parts.join('|');
+}

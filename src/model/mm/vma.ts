@@ -1,0 +1,116 @@
+/**
+ * Virtual memory areas. Flag names follow the kernel's VM_* flags; the bit
+ * values are the model's own.
+ */
+import type { Inode } from '../mem/pagecache.ts';
+import type { UffdContext } from '../uffd/context.ts';
+import type { MemoryType, VmaView } from './memtype.ts';
+import type { AddressSpace } from './mm.ts';
+
+export const VM_READ = 1 << 0;
+export const VM_WRITE = 1 << 1;
+export const VM_EXEC = 1 << 2;
+export const VM_SHARED = 1 << 3;
+export const VM_MAYREAD = 1 << 4;
+export const VM_MAYWRITE = 1 << 5;
+export const VM_MAYEXEC = 1 << 6;
+export const VM_MAYSHARE = 1 << 7;
+export const VM_UFFD_MISSING = 1 << 8;
+export const VM_UFFD_WP = 1 << 9;
+export const VM_UFFD_MINOR = 1 << 10;
+export const VM_HUGETLB = 1 << 11;
+/** Never merged or expanded (VM_SPECIAL for merging purposes). */
+export const VM_DONTEXPAND = 1 << 12;
+export const VM_DROPPABLE = 1 << 13;
+export const VM_LOCKED = 1 << 14;
+/** MADV_DONTFORK. */
+export const VM_DONTCOPY = 1 << 15;
+export const VM_HUGEPAGE = 1 << 16;
+export const VM_NOHUGEPAGE = 1 << 17;
+export const VM_NORESERVE = 1 << 18;
+
+export const VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR;
+export const VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC;
+
+export class Vma implements VmaView {
+  /** The userfaultfd context this VMA is registered with (vm_userfaultfd_ctx). */
+  uffdContext: UffdContext | null = null;
+  /** Identity of the anon_vma, 0 before the first anonymous page (anon_vma_prepare). */
+  anonVma = 0;
+
+  constructor(
+    public start: number,
+    public end: number,
+    public flags: number,
+    /** The backing inode; null for private anonymous memory. */
+    readonly inode: Inode | null,
+    /** Offset into the file in 4 KiB pages (for anonymous memory: start >> 12, as Linux sets it). */
+    public pgoff: number,
+    readonly memoryType: MemoryType,
+    readonly pageShift: number,
+    /** The address space this VMA belongs to. */
+    readonly mm: AddressSpace,
+  ) {}
+
+  get pageSize(): number {
+    return 2 ** this.pageShift;
+  }
+
+  get lengthBytes(): number {
+    return this.end - this.start;
+  }
+
+  /** vma_is_anonymous: no file behind it. */
+  get isAnonymous(): boolean {
+    return this.inode === null;
+  }
+
+  get isShared(): boolean {
+    return (this.flags & VM_SHARED) !== 0;
+  }
+
+  /** The file page (4 KiB units) backing `address`. */
+  pgoffAt(address: number): number {
+    return this.pgoff + (address - this.start) / 4096;
+  }
+
+  /** A copy covering [start, end) of this VMA (used by splits). */
+  cloneRange(start: number, end: number): Vma {
+    const copy = new Vma(
+      start,
+      end,
+      this.flags,
+      this.inode,
+      this.pgoff + (start - this.start) / 4096,
+      this.memoryType,
+      this.pageShift,
+      this.mm,
+    );
+    copy.uffdContext = this.uffdContext;
+    copy.anonVma = this.anonVma;
+    return copy;
+  }
+
+  describe(): string {
+    const hex = (n: number) => `0x${n.toString(16)}`;
+    return `${hex(this.start)}-${hex(this.end)} ${this.memoryType.name}`;
+  }
+}
+
+/**
+ * Whether `next` may be merged onto the end of `previous` (is_mergeable_vma
+ * and its anon_vma/file-offset conditions).
+ */
+export function canMerge(previous: Vma, next: Vma): boolean {
+  if (previous.end !== next.start) return false;
+  if (previous.flags !== next.flags) return false;
+  if ((previous.flags & VM_DONTEXPAND) !== 0) return false;
+  if (previous.inode !== next.inode) return false;
+  if (previous.memoryType !== next.memoryType) return false;
+  if (previous.uffdContext !== next.uffdContext) return false;
+  if (previous.pageShift !== next.pageShift) return false;
+  if (previous.pgoff + (previous.end - previous.start) / 4096 !== next.pgoff) return false;
+  // Two different anon_vmas never merge; an unset one adopts its neighbour's.
+  if (previous.anonVma !== 0 && next.anonVma !== 0 && previous.anonVma !== next.anonVma) return false;
+  return true;
+}

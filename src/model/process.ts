@@ -1,0 +1,704 @@
+/**
+ * A simulated process: an address space, a file-descriptor table, threads,
+ * credentials, and the system calls the process API needs. Every call
+ * returns its result or -errno; the reason of a failure is in `lastFailure`.
+ */
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  MAP_ANONYMOUS,
+  MAP_DROPPABLE,
+  MAP_FIXED,
+  MAP_FIXED_NOREPLACE,
+  MAP_HUGE_MASK,
+  MAP_HUGE_SHIFT,
+  MAP_HUGETLB,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MAP_SHARED_VALIDATE,
+  MAP_TYPE,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
+  MFD_EXEC,
+  MFD_HUGETLB,
+  MFD_NAME_MAX_LEN,
+  MFD_NOEXEC_SEAL,
+  O_ACCMODE,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  PAGE_SIZE,
+  PROT_EXEC,
+  PROT_READ,
+  PROT_WRITE,
+  TASK_SIZE,
+  UFFD_USER_MODE_ONLY,
+  USERFAULTFD_IOC_NEW,
+} from '../uapi/constants.ts';
+import {
+  EACCES,
+  EBADF,
+  EEXIST,
+  EFAULT,
+  EINVAL,
+  ENODEV,
+  ENOMEM,
+  ENOTTY,
+  EOPNOTSUPP,
+  EPERM,
+  ESPIPE,
+} from '../uapi/errno.ts';
+import { fail, hex } from './failure.ts';
+import type { ModelKernel } from './kernel.ts';
+import { filemapDelete, filemapLookup, type Inode } from './mem/pagecache.ts';
+import { accessRange } from './mm/access.ts';
+import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK } from './mm/fault.ts';
+import type { MemoryType } from './mm/memtype.ts';
+import { AddressSpace } from './mm/mm.ts';
+import { PTE_WRITE } from './mm/pagetable.ts';
+import {
+  VM_DONTEXPAND,
+  VM_DROPPABLE,
+  VM_EXEC,
+  VM_MAYEXEC,
+  VM_MAYREAD,
+  VM_MAYSHARE,
+  VM_MAYWRITE,
+  VM_NORESERVE,
+  VM_READ,
+  VM_SHARED,
+  VM_WRITE,
+  Vma,
+} from './mm/vma.ts';
+import { type Access, Task } from './task.ts';
+import { UffdContext } from './uffd/context.ts';
+import { UffdFile } from './uffd/ioctl.ts';
+import { unregisterAll } from './uffd/register.ts';
+
+/** An open file description, shared by every fd (in any process) that refers to it. */
+export type OpenFile =
+  | { kind: 'inode'; inode: Inode; accessMode: number; flags: number; references: number }
+  | { kind: 'uffd'; uffd: UffdFile; references: number }
+  | { kind: 'dev-userfaultfd'; references: number };
+
+export interface MmapArgs {
+  readonly address: number;
+  readonly length: number;
+  readonly prot: number;
+  readonly flags: number;
+  readonly fd: number;
+  readonly offset: number;
+}
+
+/** The result of a direct memory access by the calling thread. */
+export type DirectAccessResult =
+  | { readonly ok: true; readonly data: Uint8Array }
+  | { readonly ok: false; readonly fault: number; readonly address: number };
+
+export class ModelProcess {
+  readonly mm: AddressSpace;
+  readonly fds = new Map<number, OpenFile>();
+  readonly tasks: Task[] = [];
+  exited = false;
+
+  constructor(
+    readonly kernel: ModelKernel,
+    readonly pid: number,
+    /** Root with every capability (CAP_SYS_PTRACE, access to /dev/userfaultfd). */
+    readonly privileged: boolean,
+  ) {
+    this.mm = new AddressSpace(kernel.nextMmId++, kernel.memory, () => kernel.allocateAnonVmaId());
+  }
+
+  // --- file descriptors ------------------------------------------------
+
+  installFd(file: OpenFile): number {
+    let fd = 3;
+    while (this.fds.has(fd)) fd++;
+    this.fds.set(fd, file);
+    return fd;
+  }
+
+  file(fd: number): OpenFile | undefined {
+    return this.fds.get(fd);
+  }
+
+  close(fd: number): number {
+    const file = this.fds.get(fd);
+    if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
+    this.fds.delete(fd);
+    this.releaseFile(file);
+    return 0;
+  }
+
+  private releaseFile(file: OpenFile): void {
+    if (--file.references > 0) return;
+    if (file.kind === 'inode') {
+      file.inode.references--;
+      this.kernel.maybeReleaseInode(file.inode);
+    } else if (file.kind === 'uffd') {
+      const ctx = file.uffd.ctx;
+      if (--ctx.fileReferences === 0) releaseUffdContext(ctx);
+    }
+  }
+
+  private inodeFile(fd: number): (OpenFile & { kind: 'inode' }) | number {
+    const file = this.fds.get(fd);
+    if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
+    if (file.kind !== 'inode') return fail(EINVAL, 'fd', `${fd} is not a regular file`);
+    return file;
+  }
+
+  // --- memfd and files ---------------------------------------------------
+
+  memfdCreate(name: string, flags: number): number {
+    const known = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | MFD_NOEXEC_SEAL | MFD_EXEC;
+    const hugeBits = (flags >>> MAP_HUGE_SHIFT) & MAP_HUGE_MASK;
+    if (flags & MFD_HUGETLB) {
+      if ((flags & ~(known | (MAP_HUGE_MASK << MAP_HUGE_SHIFT))) !== 0) {
+        return fail(EINVAL, 'flags', `unknown flags ${hex(flags)}`);
+      }
+    } else if ((flags & ~known) !== 0) {
+      return fail(EINVAL, 'flags', `unknown flags ${hex(flags & ~known)}`);
+    }
+    if (flags & MFD_NOEXEC_SEAL && flags & MFD_EXEC)
+      return fail(EINVAL, 'flags', 'MFD_NOEXEC_SEAL with MFD_EXEC');
+    if (name.length > MFD_NAME_MAX_LEN) return fail(EINVAL, 'name', `longer than ${MFD_NAME_MAX_LEN} bytes`);
+    const type = this.kernel.provider(flags & MFD_HUGETLB ? 'memfd-hugetlb' : 'memfd');
+    if (type === undefined) return fail(EINVAL, 'flags', 'no memory type provides this kind of memfd');
+    const pageShift = type.inodePageShift?.({ hugePageShift: hugeBits }) ?? 12;
+    if (pageShift < 0) return fail(-pageShift, 'flags', `huge page size 2^${hugeBits} is not available`);
+    const inode = this.kernel.createInode(type, `memfd:${name}`, pageShift, 0);
+    inode.references++;
+    return this.installFd({
+      kind: 'inode',
+      inode,
+      accessMode: O_RDWR,
+      flags: flags & MFD_CLOEXEC ? O_CLOEXEC : 0,
+      references: 1,
+    });
+  }
+
+  /** Opens another description of the same inode with a different access mode (open("/proc/self/fd/N")). */
+  reopen(fd: number, accessMode: number): number {
+    const file = this.inodeFile(fd);
+    if (typeof file === 'number') return file;
+    if ((accessMode & ~O_ACCMODE) !== 0 || (accessMode & O_ACCMODE) === O_ACCMODE) {
+      return fail(EINVAL, 'flags', `bad access mode ${hex(accessMode)}`);
+    }
+    file.inode.references++;
+    return this.installFd({ kind: 'inode', inode: file.inode, accessMode, flags: 0, references: 1 });
+  }
+
+  ftruncate(fd: number, length: number): number {
+    const file = this.inodeFile(fd);
+    if (typeof file === 'number') return file;
+    if (length < 0 || !Number.isInteger(length)) return fail(EINVAL, 'length', `${length} is negative`);
+    if (file.accessMode === O_RDONLY) return fail(EINVAL, 'fd', 'not open for writing');
+    const inode = file.inode;
+    if (inode.pageShift > 12 && length % inode.pageSize !== 0) {
+      // hugetlbfs rounds the size up to whole huge pages.
+      length = Math.ceil(length / inode.pageSize) * inode.pageSize;
+    }
+    if (length < inode.sizeBytes) this.truncatePagecache(inode, length, inode.sizeBytes, true);
+    inode.sizeBytes = length;
+    return 0;
+  }
+
+  /**
+   * Removes cached pages of [from, to) and unmaps them everywhere (truncate
+   * and punch hole). Partial folios at the edges are zeroed in place.
+   */
+  private truncatePagecache(inode: Inode, from: number, to: number, evenCows: boolean): void {
+    const memory = this.kernel.memory;
+    const folioBytes = inode.pageSize;
+    const firstWhole = Math.ceil(from / folioBytes) * folioBytes;
+    const endWhole = Math.floor(to / folioBytes) * folioBytes;
+    for (const edge of [from, to]) {
+      if (edge % folioBytes === 0) continue;
+      const head = Math.floor(edge / folioBytes) * folioBytes;
+      const pfn = filemapLookup(inode, head / 4096);
+      if (pfn < 0) continue;
+      const lo = Math.max(from, head) - head;
+      const hi = Math.min(to, head + folioBytes) - head;
+      if (hi > lo)
+        memory.frameBuffer(pfn).fill(0, memory.frameOffset(pfn) + lo, memory.frameOffset(pfn) + hi);
+    }
+    if (endWhole <= firstWhole) return;
+    for (const vma of [...inode.mappings]) {
+      const vmaFileStart = vma.pgoff * 4096;
+      const vmaFileEnd = vmaFileStart + vma.lengthBytes;
+      const lo = Math.max(firstWhole, vmaFileStart);
+      const hi = Math.min(endWhole, vmaFileEnd);
+      if (hi <= lo) continue;
+      const start = vma.start + (lo - vmaFileStart);
+      const end = vma.start + (hi - vmaFileStart);
+      if (evenCows || vma.flags & VM_SHARED) vma.mm.zapRange(vma, start, end, false);
+      else zapCachePagesOnly(vma, start, end, inode);
+    }
+    inode.cache.forEachInRange(firstWhole / 4096, endWhole / 4096, (pgoff) =>
+      filemapDelete(memory, inode, pgoff),
+    );
+  }
+
+  pread(fd: number, length: number, offset: number): Uint8Array | number {
+    const file = this.inodeFile(fd);
+    if (typeof file === 'number') return file;
+    if (file.accessMode === O_WRONLY) return fail(EBADF, 'fd', 'not open for reading');
+    const inode = file.inode;
+    if (inode.memoryType.fileOps.pread !== 0) {
+      return fail(
+        inode.memoryType.fileOps.pread,
+        'fd',
+        `${inode.memoryType.name} files do not support pread`,
+      );
+    }
+    if (offset < 0 || length < 0) return fail(EINVAL, offset < 0 ? 'offset' : 'count', 'is negative');
+    const end = Math.min(offset + length, inode.sizeBytes);
+    if (end <= offset) return new Uint8Array(0);
+    const out = new Uint8Array(end - offset);
+    const memory = this.kernel.memory;
+    for (let at = offset; at < end; ) {
+      const span = Math.min(end - at, 4096 - (at % 4096));
+      const pgoff = Math.floor(at / 4096);
+      const pfn = filemapLookup(inode, pgoff);
+      if (pfn >= 0) {
+        const tail = pgoff - memory.folioIndex[pfn]!;
+        const source = memory.frameOffset(pfn) + tail * 4096 + (at % 4096);
+        out.set(memory.frameBuffer(pfn).subarray(source, source + span), at - offset);
+      }
+      at += span;
+    }
+    return out;
+  }
+
+  pwrite(fd: number, data: Uint8Array, offset: number): number {
+    const file = this.inodeFile(fd);
+    if (typeof file === 'number') return file;
+    if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
+    const inode = file.inode;
+    const type = inode.memoryType;
+    if (type.fileOps.pwrite !== 0)
+      return fail(type.fileOps.pwrite, 'fd', `${type.name} files do not support pwrite`);
+    if (offset < 0) return fail(EINVAL, 'offset', 'is negative');
+    if (type.getFolioForWrite === undefined)
+      return fail(EINVAL, 'fd', `${type.name} files cannot be written`);
+    const memory = this.kernel.memory;
+    let written = 0;
+    while (written < data.byteLength) {
+      const at = offset + written;
+      const span = Math.min(data.byteLength - written, 4096 - (at % 4096));
+      const pgoff = Math.floor(at / 4096);
+      const pfn = type.getFolioForWrite(inode, pgoff);
+      if (pfn < 0) {
+        if (written > 0) break;
+        return fail(-pfn, 'data', `allocating the page at offset ${at} failed`);
+      }
+      const tail = pgoff - memory.folioIndex[pfn]!;
+      memory
+        .frameBuffer(pfn)
+        .set(data.subarray(written, written + span), memory.frameOffset(pfn) + tail * 4096 + (at % 4096));
+      written += span;
+      if (at + span > inode.sizeBytes) inode.sizeBytes = at + span;
+    }
+    return written;
+  }
+
+  fallocate(fd: number, mode: number, offset: number, length: number): number {
+    const file = this.inodeFile(fd);
+    if (typeof file === 'number') return file;
+    if (offset < 0 || length <= 0) return fail(EINVAL, offset < 0 ? 'offset' : 'len', 'must be positive');
+    if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE))
+      return fail(EOPNOTSUPP, 'mode', `unsupported mode ${hex(mode)}`);
+    if (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE)) {
+      return fail(EOPNOTSUPP, 'mode', 'FALLOC_FL_PUNCH_HOLE needs FALLOC_FL_KEEP_SIZE');
+    }
+    if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
+    const inode = file.inode;
+    const type = inode.memoryType;
+    if (mode & FALLOC_FL_PUNCH_HOLE) {
+      if (type.fileOps.punchHole !== 0)
+        return fail(type.fileOps.punchHole, 'mode', `${type.name} cannot punch holes`);
+      // Private COW copies survive a punched hole; only page-cache pages are unmapped.
+      this.truncatePagecache(inode, offset, Math.min(offset + length, inode.sizeBytes), false);
+      return 0;
+    }
+    if (type.getFolioForWrite === undefined)
+      return fail(EOPNOTSUPP, 'mode', `${type.name} cannot preallocate`);
+    const first = Math.floor(offset / inode.pageSize) * (inode.pageSize / 4096);
+    for (let pgoff = first; pgoff * 4096 < offset + length; pgoff += inode.pageSize / 4096) {
+      const pfn = type.getFolioForWrite(inode, pgoff);
+      if (pfn < 0) return fail(-pfn, 'len', `allocating the page at offset ${pgoff * 4096} failed`);
+    }
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > inode.sizeBytes) inode.sizeBytes = offset + length;
+    return 0;
+  }
+
+  // --- mappings ------------------------------------------------------------
+
+  mmap(args: MmapArgs): number {
+    const { address, prot, flags, fd, offset } = args;
+    if (args.length === 0) return fail(EINVAL, 'length', 'is zero');
+    if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0)
+      return fail(EINVAL, 'prot', `unknown bits ${hex(prot)}`);
+    const mapType = flags & MAP_TYPE;
+    if (
+      mapType !== MAP_SHARED &&
+      mapType !== MAP_PRIVATE &&
+      mapType !== MAP_SHARED_VALIDATE &&
+      mapType !== MAP_DROPPABLE
+    ) {
+      return fail(EINVAL, 'flags', 'neither MAP_SHARED nor MAP_PRIVATE');
+    }
+    if (offset % PAGE_SIZE !== 0 || offset < 0)
+      return fail(EINVAL, 'offset', `${hex(offset)} is not page aligned`);
+    const shared = mapType === MAP_SHARED || mapType === MAP_SHARED_VALIDATE;
+    const anonymous = (flags & MAP_ANONYMOUS) !== 0;
+    if (mapType === MAP_DROPPABLE && !anonymous)
+      return fail(EINVAL, 'flags', 'MAP_DROPPABLE needs MAP_ANONYMOUS');
+
+    // Find what backs the mapping.
+    let inode: Inode | null = null;
+    let file: (OpenFile & { kind: 'inode' }) | null = null;
+    let type: MemoryType;
+    let pageShift = 12;
+    if (!anonymous) {
+      const opened = this.fds.get(fd);
+      if (opened === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
+      if (opened.kind !== 'inode') return fail(ENODEV, 'fd', `${fd} cannot be mapped`);
+      file = opened;
+      inode = opened.inode;
+      type = inode.memoryType;
+      pageShift = inode.pageShift;
+    } else if (flags & MAP_HUGETLB) {
+      const hugetlb = this.kernel.provider('memfd-hugetlb');
+      if (hugetlb === undefined) return fail(EINVAL, 'flags', 'no memory type provides MAP_HUGETLB');
+      const shift =
+        hugetlb.inodePageShift?.({ hugePageShift: (flags >>> MAP_HUGE_SHIFT) & MAP_HUGE_MASK }) ?? -EINVAL;
+      if (shift < 0) return fail(-shift, 'flags', 'huge page size not available');
+      type = hugetlb;
+      pageShift = shift;
+    } else if (shared) {
+      const shmem = this.kernel.provider('memfd');
+      if (shmem === undefined)
+        return fail(EINVAL, 'flags', 'no memory type provides shared anonymous memory');
+      type = shmem;
+    } else {
+      type = this.kernel.env.anonymousType;
+    }
+    const pageSize = 2 ** pageShift;
+    const length = Math.ceil(args.length / pageSize) * pageSize;
+    if (length > TASK_SIZE)
+      return fail(ENOMEM, 'length', `${hex(args.length)} is larger than the address space`);
+
+    let vmFlags = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | type.vmFlags;
+    if (prot & PROT_READ) vmFlags |= VM_READ;
+    if (prot & PROT_WRITE) vmFlags |= VM_WRITE | VM_READ;
+    if (prot & PROT_EXEC) vmFlags |= VM_EXEC;
+    if (shared) vmFlags |= VM_SHARED | VM_MAYSHARE;
+    if (mapType === MAP_DROPPABLE) vmFlags |= VM_DROPPABLE;
+    if (flags & MAP_NORESERVE) vmFlags |= VM_NORESERVE;
+    if (file !== null) {
+      if (file.accessMode === O_WRONLY) return fail(EACCES, 'fd', 'not open for reading');
+      if (shared && file.accessMode === O_RDONLY) {
+        if (prot & PROT_WRITE)
+          return fail(EACCES, 'prot', 'PROT_WRITE on a MAP_SHARED mapping of a read-only fd');
+        // A shared mapping of a read-only file can never become writable: it is not VM_SHARED.
+        vmFlags &= ~(VM_MAYWRITE | VM_SHARED);
+      }
+      const checked =
+        type.mmapCheck?.(inode!, { shared, offsetBytes: offset, lengthBytes: length, prot }) ?? 0;
+      if (checked < 0) return fail(-checked, 'offset', `${type.name} refuses this mapping`);
+    }
+    if (type.vmFlags & VM_DONTEXPAND && !(vmFlags & VM_NORESERVE)) {
+      const needed = length / pageSize - (inode === null ? 0 : cachedFolios(inode, offset, length));
+      if (needed > this.kernel.memory.hugePagesFree) {
+        return fail(
+          ENOMEM,
+          'length',
+          `needs ${needed} huge pages, the pool has ${this.kernel.memory.hugePagesFree} free`,
+        );
+      }
+    }
+
+    // Place it.
+    let start: number;
+    if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
+      if (address % pageSize !== 0)
+        return fail(EINVAL, 'addr', `${hex(address)} is not aligned to ${pageSize}`);
+      if (address + length > TASK_SIZE || address < 0)
+        return fail(ENOMEM, 'addr', 'outside the address space');
+      if (flags & MAP_FIXED_NOREPLACE && !this.mm.isFree(address, address + length)) {
+        return fail(EEXIST, 'addr', `${hex(address)} overlaps an existing mapping`);
+      }
+      start = address;
+    } else {
+      const hint = address !== 0 && address % pageSize === 0 ? address : 0;
+      const align =
+        pageSize > PAGE_SIZE
+          ? pageSize
+          : anonymous && !shared && length % (2 << 20) === 0
+            ? 2 << 20
+            : PAGE_SIZE;
+      start =
+        hint !== 0 && hint + length <= TASK_SIZE && this.mm.isFree(hint, hint + length)
+          ? hint
+          : this.mm.findFreeRange(length, align);
+      if (start < 0) return fail(ENOMEM, 'length', 'no free range large enough');
+    }
+
+    if (anonymous && shared) {
+      inode = this.kernel.createInode(type, 'dev/zero', pageShift, length);
+    } else if (anonymous && flags & MAP_HUGETLB) {
+      inode = this.kernel.createInode(type, 'anon_hugepage', pageShift, length);
+    }
+    if (flags & MAP_FIXED) {
+      const unmapped = this.unmapRange(start, start + length);
+      if (unmapped < 0) return unmapped;
+    }
+    const pgoff = inode === null ? start / 4096 : offset / 4096;
+    const vma = new Vma(start, start + length, vmFlags, inode, pgoff, type, pageShift, this.mm);
+    this.mm.insert(vma);
+    this.mm.mergeRange(start, start + length);
+    return start;
+  }
+
+  munmap(address: number, length: number): number {
+    if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
+    if (length === 0) return fail(EINVAL, 'length', 'is zero');
+    const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
+    if (end > TASK_SIZE || address < 0) return fail(EINVAL, 'addr', 'outside the address space');
+    return this.unmapRange(address, end);
+  }
+
+  /** do_vmi_munmap: splits at the edges (refusing to break a huge page) and removes what is inside. */
+  unmapRange(start: number, end: number): number {
+    const vmas = this.mm.vmasIn(start, end);
+    for (const vma of vmas) {
+      for (const edge of [start, end]) {
+        if (edge > vma.start && edge < vma.end && edge % vma.pageSize !== 0) {
+          return fail(EINVAL, 'addr', `${hex(edge)} would split a huge page of ${vma.describe()}`);
+        }
+      }
+    }
+    this.mm.splitRange(start, end);
+    for (const vma of this.mm.vmasIn(start, end)) {
+      this.mm.zapRange(vma, vma.start, vma.end);
+      this.mm.remove(vma);
+      if (vma.inode !== null) this.kernel.maybeReleaseInode(vma.inode);
+    }
+    return 0;
+  }
+
+  mprotect(address: number, length: number, prot: number): number {
+    if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
+    if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0)
+      return fail(EINVAL, 'prot', `unknown bits ${hex(prot)}`);
+    if (length === 0) return 0;
+    const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
+    if (end > TASK_SIZE) return fail(ENOMEM, 'len', 'runs past the address space');
+    const spans = this.mm.vmasIn(address, end).map((vma) => ({ vma, start: vma.start, end: vma.end }));
+    if (spans.length === 0 || spans[0]!.start > address)
+      return fail(ENOMEM, 'addr', `${hex(address)} is not mapped`);
+    for (const { vma } of spans) {
+      if (prot & PROT_WRITE && !(vma.flags & VM_MAYWRITE)) {
+        return fail(EACCES, 'prot', `${vma.describe()} cannot be made writable`);
+      }
+      for (const edge of [address, end]) {
+        if (edge > vma.start && edge < vma.end && edge % vma.pageSize !== 0) {
+          return fail(EINVAL, 'addr', `${hex(edge)} would split a huge page of ${vma.describe()}`);
+        }
+      }
+    }
+    // Like Linux, VMAs before a hole are changed before the hole is found.
+    let expected = address;
+    for (const span of spans) {
+      if (span.start > expected) return fail(ENOMEM, 'len', `${hex(expected)} is not mapped`);
+      const lo = Math.max(address, span.start);
+      const hi = Math.min(end, span.end);
+      this.mm.splitRange(lo, hi);
+      for (const piece of this.mm.vmasIn(lo, hi)) {
+        let flags = piece.flags & ~(VM_READ | VM_WRITE | VM_EXEC);
+        if (prot & PROT_READ) flags |= VM_READ;
+        if (prot & PROT_WRITE) flags |= VM_WRITE | VM_READ;
+        if (prot & PROT_EXEC) flags |= VM_EXEC;
+        piece.flags = flags;
+        if (!(prot & PROT_WRITE)) this.dropWritePermission(piece);
+      }
+      this.mm.mergeRange(lo, hi);
+      expected = hi;
+    }
+    if (expected < end) return fail(ENOMEM, 'len', `${hex(expected)} is not mapped`);
+    return 0;
+  }
+
+  private dropWritePermission(vma: Vma): void {
+    this.mm.pageTable.forEachInRange(vma.start / 4096, vma.end / 4096, (vpn, flags) => {
+      if (flags & PTE_WRITE) this.mm.pageTable.setFlags(vpn, flags & ~PTE_WRITE);
+    });
+  }
+
+  // --- memory access by the calling thread ----------------------------------
+
+  /** Reads memory as the calling thread; a fault that would sleep on userfaultfd is refused. */
+  readMemory(address: number, length: number): DirectAccessResult {
+    const data = new Uint8Array(length);
+    const { doneBytes, result } = accessRange(
+      this.kernel.env,
+      this.mm,
+      address,
+      length,
+      false,
+      data,
+      0,
+      null,
+      true,
+    );
+    if (result === FAULT_HANDLED) return { ok: true, data };
+    return { ok: false, fault: result, address: address + doneBytes };
+  }
+
+  writeMemory(address: number, data: Uint8Array): DirectAccessResult {
+    const { doneBytes, result } = accessRange(
+      this.kernel.env,
+      this.mm,
+      address,
+      data.byteLength,
+      true,
+      data,
+      0,
+      null,
+      true,
+    );
+    if (result === FAULT_HANDLED) return { ok: true, data };
+    return { ok: false, fault: result, address: address + doneBytes };
+  }
+
+  static readonly WOULD_BLOCK = FAULT_RESULT_WOULD_BLOCK;
+
+  // --- threads -------------------------------------------------------------
+
+  spawnThread(program: Iterable<Access>, name = ''): Task {
+    const task = new Task(this.kernel.allocateTid(), this, program[Symbol.iterator](), name);
+    this.tasks.push(task);
+    this.kernel.enqueue(task);
+    return task;
+  }
+
+  // --- userfaultfd -----------------------------------------------------------
+
+  userfaultfd(flags: number): number {
+    const allowed =
+      flags & UFFD_USER_MODE_ONLY || this.privileged || this.kernel.unprivilegedUserfaultfd === 1;
+    if (!allowed)
+      return fail(EPERM, 'flags', 'vm.unprivileged_userfaultfd is 0 and the caller lacks CAP_SYS_PTRACE');
+    return this.newUserfaultfd(flags);
+  }
+
+  private newUserfaultfd(flags: number): number {
+    if ((flags & ~(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)) !== 0) {
+      return fail(
+        EINVAL,
+        'flags',
+        `unknown flags ${hex(flags & ~(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY))}`,
+      );
+    }
+    const ctx = new UffdContext(
+      this.kernel.nextContextId++,
+      this.mm,
+      (flags & UFFD_USER_MODE_ONLY) !== 0,
+      this.kernel,
+    );
+    ctx.fileReferences = 1;
+    const uffd = new UffdFile(ctx, this.kernel.env, flags & (O_CLOEXEC | O_NONBLOCK));
+    return this.installFd({ kind: 'uffd', uffd, references: 1 });
+  }
+
+  /** open("/dev/userfaultfd"): a root-only device node (mode 0600). */
+  openDevUserfaultfd(accessMode: number): number {
+    if (!this.privileged) return fail(EACCES, 'path', '/dev/userfaultfd is mode 0600 root');
+    if ((accessMode & O_ACCMODE) === O_ACCMODE) return fail(EINVAL, 'flags', 'bad access mode');
+    return this.installFd({ kind: 'dev-userfaultfd', references: 1 });
+  }
+
+  /** ioctl(2) on any fd. */
+  ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
+    const file = this.fds.get(fd);
+    if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
+    if (file.kind === 'dev-userfaultfd') {
+      if (request !== USERFAULTFD_IOC_NEW)
+        return fail(EINVAL, 'request', `unknown /dev/userfaultfd ioctl ${hex(request >>> 0)}`);
+      // The device node's permissions are the only gate: no sysctl or capability check.
+      return this.newUserfaultfd(typeof arg === 'number' ? arg : 0);
+    }
+    if (file.kind === 'uffd') {
+      if (typeof arg === 'number') return fail(EFAULT, 'arg', 'expected a pointer to the argument struct');
+      return file.uffd.ioctl({ mm: this.mm, capSysPtrace: this.privileged }, request, arg);
+    }
+    return fail(ENOTTY, 'fd', 'inappropriate ioctl for device');
+  }
+
+  /** read(2) on a userfaultfd (other files use pread). Never blocks. */
+  read(fd: number, count: number): Uint8Array | number {
+    const file = this.fds.get(fd);
+    if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
+    if (file.kind === 'uffd') return file.uffd.read(count);
+    if (file.kind === 'inode') return fail(ESPIPE, 'fd', 'use pread on files');
+    return fail(EINVAL, 'fd', 'not readable');
+  }
+
+  poll(fd: number): number {
+    const file = this.fds.get(fd);
+    if (file === undefined) return 0x20;
+    if (file.kind === 'uffd') return file.uffd.poll();
+    return 0x1 | 0x4;
+  }
+
+  uffdFile(fd: number): UffdFile | undefined {
+    const file = this.fds.get(fd);
+    return file?.kind === 'uffd' ? file.uffd : undefined;
+  }
+
+  /** exit_group: threads end, fds close, the address space goes away. */
+  exit(): void {
+    if (this.exited) return;
+    this.exited = true;
+    for (const task of this.tasks) if (!task.finished) this.kernel.finishTask(task, 'done');
+    for (const fd of [...this.fds.keys()]) this.close(fd);
+    if (--this.mm.users === 0) {
+      this.mm.dead = true;
+      for (const vma of [...this.mm.vmas]) {
+        this.mm.zapRange(vma, vma.start, vma.end);
+        this.mm.remove(vma);
+        if (vma.inode !== null) this.kernel.maybeReleaseInode(vma.inode);
+      }
+    }
+    this.kernel.processes.delete(this.pid);
+  }
+}
+
+/** userfaultfd_release: unregister everything and wake everyone. */
+export function releaseUffdContext(ctx: UffdContext): void {
+  ctx.released = true;
+  if (!ctx.mm.dead) unregisterAll(ctx);
+  ctx.wakeAll();
+  for (const event of ctx.events.splice(0)) event.onRead?.();
+  ctx.mmapChanging = 0;
+  ctx.notifyPollers();
+}
+
+/** Number of page-cache folios an inode holds in [offset, offset + length). */
+function cachedFolios(inode: Inode, offset: number, length: number): number {
+  return inode.cache.countInRange(offset / 4096, (offset + length) / 4096);
+}
+
+/** Unmaps the page-cache pages (not private COW copies) of a private mapping (punch hole). */
+function zapCachePagesOnly(vma: Vma, start: number, end: number, inode: Inode): void {
+  const memory = vma.mm.memory;
+  vma.mm.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, _flags, pfn) => {
+    if (memory.folioInode[pfn] === inode.id) vma.mm.zapRange(vma, vpn * 4096, vpn * 4096 + vma.pageSize);
+  });
+}

@@ -1,0 +1,63 @@
+/**
+ * Simulated threads. A task runs a program of memory accesses; an access can
+ * block on a userfaultfd fault, and is retried from the faulting page when the
+ * task is woken, as the kernel re-executes a fault after VM_FAULT_RETRY.
+ */
+import type { FaultWaiter } from './uffd/context.ts';
+
+export type TaskState = 'runnable' | 'blocked' | 'done' | 'sigbus' | 'segv';
+
+/**
+ * One access. `read` returns the bytes read; `write` stores `data`.
+ * `kernel` makes it a kernel-mode access (a syscall such as read(2) filling
+ * user memory): userfaultfd then treats it as a kernel fault, and a fault that
+ * cannot be handled fails the access with EFAULT instead of a signal.
+ */
+export type Access =
+  | { readonly kind: 'read'; readonly address: number; readonly length: number; readonly kernel?: boolean }
+  | {
+      readonly kind: 'write';
+      readonly address: number;
+      readonly data: Uint8Array;
+      readonly kernel?: boolean;
+    };
+
+export interface TaskSignal {
+  readonly signal: number;
+  readonly address: number;
+  readonly siCode: number;
+}
+
+export interface TaskOwner {
+  readonly pid: number;
+}
+
+export class Task {
+  state: TaskState = 'runnable';
+  /** The access being executed and how many of its bytes are done. */
+  current: Access | null = null;
+  progressBytes = 0;
+  readBuffer: Uint8Array | null = null;
+  /** Bytes of every completed read access, in order. */
+  readonly reads: Uint8Array[] = [];
+  /** The fault this task sleeps on, while blocked. */
+  waiter: FaultWaiter | null = null;
+  signal: TaskSignal | null = null;
+  /** Set when a kernel-mode access failed (EFAULT). */
+  errno = 0;
+  accessesDone = 0;
+  faultsTaken = 0;
+  /** Called once when the task ends. */
+  readonly exitCallbacks: Array<(task: Task) => void> = [];
+
+  constructor(
+    readonly tid: number,
+    readonly owner: TaskOwner,
+    readonly program: Iterator<Access>,
+    readonly name: string,
+  ) {}
+
+  get finished(): boolean {
+    return this.state === 'done' || this.state === 'sigbus' || this.state === 'segv';
+  }
+}

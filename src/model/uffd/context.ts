@@ -1,0 +1,124 @@
+/**
+ * A userfaultfd context (struct userfaultfd_ctx): its features, the queues of
+ * faults and events, and the waiters. Faults live in two queues, as in the
+ * kernel: `pending` (not yet read) and `read` (read, the thread still asleep).
+ */
+import { UFFD_FEATURE_INITIALIZED } from '../../uapi/constants.ts';
+import type { AddressSpace } from '../mm/mm.ts';
+import type { Task } from '../task.ts';
+
+export interface FaultWaiter {
+  readonly task: Task;
+  readonly context: UffdContext;
+  /** The address in the message: page-masked, or exact with EXACT_ADDRESS. Wake ranges match it. */
+  readonly address: number;
+  readonly flags: number;
+  readonly ptid: number;
+}
+
+/** A queued non-cooperative event, already encoded as the 32-byte message. */
+export interface QueuedEvent {
+  readonly message: Uint8Array;
+  /** Called once the event has been read (the blocked syscall may continue). */
+  readonly onRead?: () => void;
+}
+
+export interface Waker {
+  wake(task: Task): void;
+}
+
+export class UffdContext {
+  /** Features requested at UFFDIO_API, with UFFD_FEATURE_INITIALIZED once it succeeded. */
+  features = 0;
+  released = false;
+  /** Non-zero while a non-cooperative event is unread (mmap_changing). */
+  mmapChanging = 0;
+  readonly pending: FaultWaiter[] = [];
+  readonly read: FaultWaiter[] = [];
+  readonly events: QueuedEvent[] = [];
+  /** Open file descriptions referring to this context. */
+  fileReferences = 0;
+  /** Callbacks for pollers; each is called on any change that may make the fd readable. */
+  readonly pollWaiters = new Set<() => void>();
+
+  constructor(
+    readonly id: number,
+    readonly mm: AddressSpace,
+    readonly userModeOnly: boolean,
+    private readonly waker: Waker,
+  ) {}
+
+  get initialized(): boolean {
+    return (this.features & UFFD_FEATURE_INITIALIZED) !== 0;
+  }
+
+  hasFeature(bit: number): boolean {
+    return (this.features & bit) !== 0;
+  }
+
+  /** Queues a fault message and puts the task to sleep on it. */
+  enqueueFault(waiter: FaultWaiter): void {
+    waiter.task.state = 'blocked';
+    waiter.task.waiter = waiter;
+    this.pending.push(waiter);
+    this.notifyPollers();
+  }
+
+  enqueueEvent(event: QueuedEvent): void {
+    this.events.push(event);
+    this.notifyPollers();
+  }
+
+  notifyPollers(): void {
+    if (this.pollWaiters.size === 0) return;
+    for (const waiter of [...this.pollWaiters]) waiter();
+  }
+
+  /** Whether read(2) would return something: an unread fault or event. */
+  get readable(): boolean {
+    return this.pending.length > 0 || this.events.length > 0;
+  }
+
+  /**
+   * Wakes every fault waiter, read or not, whose message address lies in
+   * [start, start + length) (userfaultfd_wake_function). Returns the count.
+   */
+  wakeRange(start: number, length: number): number {
+    const end = start + length;
+    let woken = 0;
+    for (const queue of [this.pending, this.read]) {
+      let kept = 0;
+      for (let i = 0; i < queue.length; i++) {
+        const waiter = queue[i]!;
+        if (waiter.address >= start && waiter.address < end) {
+          this.release(waiter);
+          woken++;
+        } else {
+          queue[kept++] = waiter;
+        }
+      }
+      queue.length = kept;
+    }
+    return woken;
+  }
+
+  /** Wakes every waiter (close). */
+  wakeAll(): void {
+    for (const waiter of [...this.pending, ...this.read]) this.release(waiter);
+    this.pending.length = 0;
+    this.read.length = 0;
+  }
+
+  private release(waiter: FaultWaiter): void {
+    waiter.task.waiter = null;
+    this.waker.wake(waiter.task);
+  }
+
+  /** Drops a waiter whose task went away (exit) without waking anything. */
+  forget(task: Task): void {
+    for (const queue of [this.pending, this.read]) {
+      const index = queue.findIndex((waiter) => waiter.task === task);
+      if (index >= 0) queue.splice(index, 1);
+    }
+  }
+}

@@ -1,0 +1,381 @@
+/**
+ * The userfaultfd file: its ioctls, read(2) and poll(2), decoding and
+ * encoding the argument bytes exactly as the kernel does, so that which
+ * fields are read and which are written back (and when) match Linux.
+ */
+import {
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  UFFD_API,
+  UFFD_API_FEATURES,
+  UFFD_API_IOCTLS,
+  UFFD_FEATURE_EVENT_FORK,
+  UFFD_FEATURE_EXACT_ADDRESS,
+  UFFD_FEATURE_INITIALIZED,
+  UFFD_FEATURE_THREAD_ID,
+  UFFD_FEATURE_WP_ASYNC,
+  UFFD_FEATURE_WP_UNPOPULATED,
+  UFFDIO_API,
+  UFFDIO_CONTINUE,
+  UFFDIO_CONTINUE_MODE_DONTWAKE,
+  UFFDIO_CONTINUE_MODE_WP,
+  UFFDIO_COPY,
+  UFFDIO_COPY_MODE_DONTWAKE,
+  UFFDIO_COPY_MODE_WP,
+  UFFDIO_POISON,
+  UFFDIO_POISON_MODE_DONTWAKE,
+  UFFDIO_REGISTER,
+  UFFDIO_UNREGISTER,
+  UFFDIO_WAKE,
+  UFFDIO_WRITEPROTECT,
+  UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+  UFFDIO_WRITEPROTECT_MODE_WP,
+  UFFDIO_ZEROPAGE,
+  UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+} from '../../uapi/constants.ts';
+import { EAGAIN, EFAULT, EINVAL, EPERM, ESRCH } from '../../uapi/errno.ts';
+import {
+  decodeUffdioApi,
+  decodeUffdioContinue,
+  decodeUffdioCopy,
+  decodeUffdioPoison,
+  decodeUffdioRange,
+  decodeUffdioRegister,
+  decodeUffdioWriteprotect,
+  decodeUffdioZeropage,
+  encodeUffdMsg,
+  UFFD_MSG_SIZE,
+  UFFDIO_API_SIZE,
+  UFFDIO_CONTINUE_MAPPED_OFFSET,
+  UFFDIO_COPY_COPY_OFFSET,
+  UFFDIO_POISON_UPDATED_OFFSET,
+  UFFDIO_RANGE_SIZE,
+  UFFDIO_REGISTER_IOCTLS_OFFSET,
+  UFFDIO_WRITEPROTECT_SIZE,
+  UFFDIO_ZEROPAGE_ZEROPAGE_OFFSET,
+  u64ToNumber,
+} from '../../uapi/structs.ts';
+import { fail, hex } from '../failure.ts';
+import type { FaultEnvironment } from '../mm/fault.ts';
+import type { AddressSpace } from '../mm/mm.ts';
+import type { UffdContext } from './context.ts';
+import { MFILL_CONTINUE, MFILL_COPY, MFILL_POISON, MFILL_ZEROPAGE, mfillAtomic } from './mfill.ts';
+import { userfaultfdRegister, userfaultfdUnregister } from './register.ts';
+import { validateRange, validateUnalignedRange } from './validate.ts';
+import { writeProtectRange } from './writeprotect.ts';
+
+/** Who is calling: the caller's address space (for COPY's source) and privileges. */
+export interface UffdCaller {
+  readonly mm: AddressSpace;
+  readonly capSysPtrace: boolean;
+}
+
+const BIGINT_TWO_64 = 1n << 64n;
+
+function writeS64(arg: Uint8Array, offset: number, value: number): void {
+  const view = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+  view.setBigInt64(offset, BigInt(value), true);
+}
+
+function writeU64(arg: Uint8Array, offset: number, value: bigint): void {
+  const view = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+  view.setBigUint64(offset, ((value % BIGINT_TWO_64) + BIGINT_TWO_64) % BIGINT_TWO_64, true);
+}
+
+/** copy_from_user of `size` bytes: EFAULT when the buffer is absent or short. */
+function readable(arg: Uint8Array | null, size: number, argument: string): number {
+  if (arg === null) return fail(EFAULT, argument, 'bad address');
+  if (arg.byteLength < size)
+    return fail(EFAULT, argument, `buffer of ${arg.byteLength} bytes is shorter than ${size}`);
+  return 0;
+}
+
+export class UffdFile {
+  constructor(
+    readonly ctx: UffdContext,
+    private readonly env: FaultEnvironment,
+    /** Open-file flags (O_NONBLOCK, O_CLOEXEC). */
+    public fileFlags: number,
+  ) {}
+
+  get nonblocking(): boolean {
+    return (this.fileFlags & 0o4000) !== 0;
+  }
+
+  /** ioctl(2) on the userfaultfd. Returns 0 or -errno; writes back into `arg` as Linux does. */
+  ioctl(caller: UffdCaller, request: number, arg: Uint8Array | null): number {
+    const ctx = this.ctx;
+    if (request !== UFFDIO_API && !ctx.initialized) {
+      return fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
+    }
+    switch (request) {
+      case UFFDIO_API:
+        return this.api(caller, arg);
+      case UFFDIO_REGISTER:
+        return this.register(arg);
+      case UFFDIO_UNREGISTER:
+        return this.unregister(arg);
+      case UFFDIO_WAKE:
+        return this.wake(arg);
+      case UFFDIO_COPY:
+        return this.copy(caller, arg);
+      case UFFDIO_ZEROPAGE:
+        return this.fill(caller, arg, MFILL_ZEROPAGE);
+      case UFFDIO_CONTINUE:
+        return this.fill(caller, arg, MFILL_CONTINUE);
+      case UFFDIO_POISON:
+        return this.fill(caller, arg, MFILL_POISON);
+      case UFFDIO_WRITEPROTECT:
+        return this.writeProtect(arg);
+      default:
+        return fail(EINVAL, 'request', `unknown userfaultfd ioctl ${hex(request >>> 0)}`);
+    }
+  }
+
+  private api(caller: UffdCaller, arg: Uint8Array | null): number {
+    const bad = readable(arg, UFFDIO_API_SIZE, 'uffdio_api');
+    if (bad < 0 || arg === null) return bad;
+    const value = decodeUffdioApi(arg);
+    const zeroAndFail = (errno: number, argument: string, reason: string): number => {
+      arg.fill(0, 0, UFFDIO_API_SIZE);
+      return fail(errno, argument, reason);
+    };
+    if (value.api !== BigInt(UFFD_API))
+      return zeroAndFail(EINVAL, 'api', `${hex(value.api)} is not UFFD_API (0xaa)`);
+    let features = value.features;
+    if (features & BigInt(UFFD_FEATURE_EVENT_FORK) && !caller.capSysPtrace) {
+      return zeroAndFail(EPERM, 'features', 'UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE');
+    }
+    if (features & BigInt(UFFD_FEATURE_WP_ASYNC)) features |= BigInt(UFFD_FEATURE_WP_UNPOPULATED);
+    if ((features & ~BigInt(UFFD_API_FEATURES)) !== 0n) {
+      return zeroAndFail(
+        EINVAL,
+        'features',
+        `unsupported bits ${hex(features & ~BigInt(UFFD_API_FEATURES))}`,
+      );
+    }
+    writeU64(arg, 8, BigInt(UFFD_API_FEATURES));
+    writeU64(arg, 16, UFFD_API_IOCTLS);
+    if (this.ctx.initialized)
+      return zeroAndFail(EINVAL, 'uffd', 'UFFDIO_API was already called on this userfaultfd');
+    this.ctx.features = Number(features) | UFFD_FEATURE_INITIALIZED;
+    return 0;
+  }
+
+  private register(arg: Uint8Array | null): number {
+    const bad = readable(arg, 24, 'uffdio_register');
+    if (bad < 0 || arg === null) return bad;
+    const value = decodeUffdioRegister(padded(arg, 32));
+    const result = userfaultfdRegister(
+      this.ctx,
+      u64ToNumber(value.range.start),
+      u64ToNumber(value.range.len),
+      value.mode,
+    );
+    if (typeof result === 'number') return result;
+    if (arg.byteLength < 32) return fail(EFAULT, 'uffdio_register.ioctls', 'buffer too short to write back');
+    writeU64(arg, UFFDIO_REGISTER_IOCTLS_OFFSET, result);
+    return 0;
+  }
+
+  private unregister(arg: Uint8Array | null): number {
+    const bad = readable(arg, UFFDIO_RANGE_SIZE, 'uffdio_range');
+    if (bad < 0 || arg === null) return bad;
+    const value = decodeUffdioRange(arg);
+    return userfaultfdUnregister(
+      this.ctx,
+      u64ToNumber(value.start),
+      u64ToNumber(value.len),
+      (start, length) => this.ctx.wakeRange(start, length),
+    );
+  }
+
+  private wake(arg: Uint8Array | null): number {
+    const bad = readable(arg, UFFDIO_RANGE_SIZE, 'uffdio_range');
+    if (bad < 0 || arg === null) return bad;
+    const value = decodeUffdioRange(arg);
+    const start = u64ToNumber(value.start);
+    const length = u64ToNumber(value.len);
+    const invalid = validateRange(start, length, 'range');
+    if (invalid < 0) return invalid;
+    this.ctx.wakeRange(start, length);
+    return 0;
+  }
+
+  private copy(caller: UffdCaller, arg: Uint8Array | null): number {
+    const ctx = this.ctx;
+    if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, UFFDIO_COPY_COPY_OFFSET);
+    const bad = readable(arg, 32, 'uffdio_copy');
+    if (bad < 0 || arg === null) return bad;
+    const value = decodeUffdioCopy(padded(arg, 40));
+    const dst = u64ToNumber(value.dst);
+    const src = u64ToNumber(value.src);
+    const length = u64ToNumber(value.len);
+    let invalid = validateUnalignedRange(src, length, 'src');
+    if (invalid < 0) return invalid;
+    invalid = validateRange(dst, length, 'dst');
+    if (invalid < 0) return invalid;
+    const allowed = BigInt(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP);
+    if ((value.mode & ~allowed) !== 0n)
+      return fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
+    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+    const result = mfillAtomic(this.env, ctx, {
+      kind: MFILL_COPY,
+      dst,
+      src,
+      lengthBytes: length,
+      writeProtect: (value.mode & BigInt(UFFDIO_COPY_MODE_WP)) !== 0n,
+      sourceMm: caller.mm,
+    });
+    return this.finishFill(arg, UFFDIO_COPY_COPY_OFFSET, 40, result, dst, length, (value.mode & 1n) !== 0n);
+  }
+
+  /** ZEROPAGE, CONTINUE and POISON share one argument layout: range, mode, result. */
+  private fill(_caller: UffdCaller, arg: Uint8Array | null, kind: number): number {
+    const ctx = this.ctx;
+    const fieldOffset =
+      kind === MFILL_ZEROPAGE
+        ? UFFDIO_ZEROPAGE_ZEROPAGE_OFFSET
+        : kind === MFILL_CONTINUE
+          ? UFFDIO_CONTINUE_MAPPED_OFFSET
+          : UFFDIO_POISON_UPDATED_OFFSET;
+    if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, fieldOffset);
+    const bad = readable(arg, 24, 'arg');
+    if (bad < 0 || arg === null) return bad;
+    const decoded =
+      kind === MFILL_ZEROPAGE
+        ? decodeUffdioZeropage(padded(arg, 32))
+        : kind === MFILL_CONTINUE
+          ? decodeUffdioContinue(padded(arg, 32))
+          : decodeUffdioPoison(padded(arg, 32));
+    const start = u64ToNumber(decoded.range.start);
+    const length = u64ToNumber(decoded.range.len);
+    const invalid = validateRange(start, length, 'range');
+    if (invalid < 0) return invalid;
+    const allowed = BigInt(
+      kind === MFILL_ZEROPAGE
+        ? UFFDIO_ZEROPAGE_MODE_DONTWAKE
+        : kind === MFILL_CONTINUE
+          ? UFFDIO_CONTINUE_MODE_DONTWAKE | UFFDIO_CONTINUE_MODE_WP
+          : UFFDIO_POISON_MODE_DONTWAKE,
+    );
+    if ((decoded.mode & ~allowed) !== 0n)
+      return fail(EINVAL, 'mode', `unknown mode bits ${hex(decoded.mode & ~allowed)}`);
+    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+    const result = mfillAtomic(this.env, ctx, {
+      kind,
+      dst: start,
+      src: 0,
+      lengthBytes: length,
+      writeProtect: kind === MFILL_CONTINUE && (decoded.mode & BigInt(UFFDIO_CONTINUE_MODE_WP)) !== 0n,
+      sourceMm: ctx.mm,
+    });
+    return this.finishFill(arg, fieldOffset, 32, result, start, length, (decoded.mode & 1n) !== 0n);
+  }
+
+  /** mmap_changing: -EAGAIN goes into the result field before the struct is even read. */
+  private eagainIntoField(arg: Uint8Array | null, offset: number): number {
+    if (arg === null || arg.byteLength < offset + 8) return fail(EFAULT, 'arg', 'bad address');
+    writeS64(arg, offset, -EAGAIN);
+    return fail(EAGAIN, 'uffd', 'a non-cooperative event is unread (mmap_changing)');
+  }
+
+  private finishFill(
+    arg: Uint8Array,
+    fieldOffset: number,
+    size: number,
+    result: number,
+    start: number,
+    length: number,
+    dontWake: boolean,
+  ): number {
+    if (arg.byteLength < size) return fail(EFAULT, 'arg', 'buffer too short to write back the result');
+    writeS64(arg, fieldOffset, result);
+    if (result < 0) return result;
+    if (!dontWake) this.ctx.wakeRange(start, result);
+    if (result < length) return fail(EAGAIN, 'len', `only ${result} of ${length} bytes were done`);
+    return 0;
+  }
+
+  private writeProtect(arg: Uint8Array | null): number {
+    const ctx = this.ctx;
+    if (ctx.mmapChanging > 0)
+      return fail(EAGAIN, 'uffd', 'a non-cooperative event is unread (mmap_changing)');
+    const bad = readable(arg, UFFDIO_WRITEPROTECT_SIZE, 'uffdio_writeprotect');
+    if (bad < 0 || arg === null) return bad;
+    const value = decodeUffdioWriteprotect(arg);
+    const start = u64ToNumber(value.range.start);
+    const length = u64ToNumber(value.range.len);
+    const invalid = validateRange(start, length, 'range');
+    if (invalid < 0) return invalid;
+    const allowed = BigInt(UFFDIO_WRITEPROTECT_MODE_WP | UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
+    if ((value.mode & ~allowed) !== 0n)
+      return fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
+    const protect = (value.mode & BigInt(UFFDIO_WRITEPROTECT_MODE_WP)) !== 0n;
+    const dontWake = (value.mode & BigInt(UFFDIO_WRITEPROTECT_MODE_DONTWAKE)) !== 0n;
+    if (protect && dontWake) return fail(EINVAL, 'mode', 'MODE_WP and MODE_DONTWAKE together');
+    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+    const result = writeProtectRange(ctx, start, length, protect);
+    if (result < 0) return result;
+    if (!protect && !dontWake) ctx.wakeRange(start, length);
+    return 0;
+  }
+
+  /** read(2): whole 32-byte messages, faults before events; never blocks (the caller waits on poll). */
+  read(count: number): Uint8Array | number {
+    const ctx = this.ctx;
+    if (!ctx.initialized) return fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
+    if (count < UFFD_MSG_SIZE) return fail(EINVAL, 'count', `${count} is less than one message (32 bytes)`);
+    const slots = Math.floor(count / UFFD_MSG_SIZE);
+    const out = new Uint8Array(Math.min(slots, ctx.pending.length + ctx.events.length) * UFFD_MSG_SIZE);
+    let written = 0;
+    while (written < slots) {
+      const waiter = ctx.pending.shift();
+      if (waiter !== undefined) {
+        ctx.read.push(waiter);
+        encodeUffdMsg(
+          { event: 'pagefault', flags: waiter.flags, address: BigInt(waiter.address), ptid: waiter.ptid },
+          out,
+          written * UFFD_MSG_SIZE,
+        );
+        written++;
+        continue;
+      }
+      const event = ctx.events.shift();
+      if (event === undefined) break;
+      out.set(event.message, written * UFFD_MSG_SIZE);
+      written++;
+      event.onRead?.();
+    }
+    if (written === 0) return fail(EAGAIN, 'uffd', 'no message is pending');
+    return out;
+  }
+
+  /** poll(2) revents. */
+  poll(): number {
+    const ctx = this.ctx;
+    if (!ctx.initialized) return POLLERR;
+    // The kernel refuses blocking-mode pollers: a read could then block forever.
+    if (!this.nonblocking) return POLLERR;
+    if (ctx.released) return POLLHUP;
+    return ctx.readable ? POLLIN : 0;
+  }
+
+  /** The message address and flags a fault reports (used by handle_userfault). */
+  static reportedAddress(ctx: UffdContext, address: number, pageSize: number): number {
+    return ctx.hasFeature(UFFD_FEATURE_EXACT_ADDRESS) ? address : address - (address % pageSize);
+  }
+
+  static reportsThreadId(ctx: UffdContext): boolean {
+    return ctx.hasFeature(UFFD_FEATURE_THREAD_ID);
+  }
+}
+
+/** The argument bytes, zero-extended to `size` so a decoder can read fields the kernel ignores. */
+function padded(arg: Uint8Array, size: number): Uint8Array {
+  if (arg.byteLength >= size) return arg;
+  const copy = new Uint8Array(size);
+  copy.set(arg);
+  return copy;
+}

@@ -1,0 +1,198 @@
+/**
+ * The one generic fill loop behind UFFDIO_COPY, ZEROPAGE, CONTINUE and
+ * POISON (mfill_atomic), for every memory type and page size. hugetlb takes
+ * this path too, at its own page size.
+ */
+import { _UFFDIO_CONTINUE, _UFFDIO_COPY, _UFFDIO_POISON, _UFFDIO_ZEROPAGE } from '../../uapi/constants.ts';
+import { EAGAIN, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
+import { fail, hex } from '../failure.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE } from '../mem/physmem.ts';
+import { accessRange } from '../mm/access.ts';
+import { FAULT_HANDLED, type FaultEnvironment } from '../mm/fault.ts';
+import { checkNoallocFolio } from '../mm/hooks.ts';
+import type { VmUffdOps } from '../mm/memtype.ts';
+import type { AddressSpace } from '../mm/mm.ts';
+import {
+  PTE_DIRTY,
+  PTE_MARKER_POISONED,
+  PTE_PRESENT,
+  PTE_UFFD_WP,
+  PTE_WRITE,
+  PTE_ZERO,
+} from '../mm/pagetable.ts';
+import { VM_SHARED, VM_UFFD_WP, VM_WRITE, type Vma } from '../mm/vma.ts';
+import type { UffdContext } from './context.ts';
+
+export const MFILL_COPY = _UFFDIO_COPY;
+export const MFILL_ZEROPAGE = _UFFDIO_ZEROPAGE;
+export const MFILL_CONTINUE = _UFFDIO_CONTINUE;
+export const MFILL_POISON = _UFFDIO_POISON;
+
+const NAMES: Record<number, string> = {
+  [MFILL_COPY]: 'COPY',
+  [MFILL_ZEROPAGE]: 'ZEROPAGE',
+  [MFILL_CONTINUE]: 'CONTINUE',
+  [MFILL_POISON]: 'POISON',
+};
+
+/** One fill request; a single object carries the loop's state, as mfill_atomic's state does. */
+export interface MfillRequest {
+  kind: number;
+  dst: number;
+  /** COPY only: the source address in `sourceMm`. */
+  src: number;
+  lengthBytes: number;
+  /** Map the result write-protected (COPY_MODE_WP, CONTINUE_MODE_WP). */
+  writeProtect: boolean;
+  sourceMm: AddressSpace;
+}
+
+/**
+ * Returns the bytes filled (> 0) or -errno when nothing was filled. Stops at
+ * the first failing page, as the kernel does.
+ */
+export function mfillAtomic(env: FaultEnvironment, ctx: UffdContext, request: MfillRequest): number {
+  const mm = ctx.mm;
+  const { dst, lengthBytes } = request;
+  const name = NAMES[request.kind]!;
+  const vma = mm.findVma(dst);
+  if (vma === undefined) return fail(ENOENT, 'dst', `no mapping at ${hex(dst)}`);
+  if (dst + lengthBytes > vma.end)
+    return fail(ENOENT, 'len', `the range runs past the end of ${vma.describe()}`);
+  if (vma.uffdContext === null)
+    return fail(ENOENT, 'dst', `${vma.describe()} is not registered with userfaultfd`);
+  if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', 'a non-cooperative event is unread (mmap_changing)');
+  if (request.writeProtect && (vma.flags & VM_UFFD_WP) === 0) {
+    return fail(EINVAL, 'mode', `MODE_WP on ${vma.describe()}, which is not registered for WP`);
+  }
+  if (dst % vma.pageSize !== 0 || lengthBytes % vma.pageSize !== 0) {
+    return fail(
+      EINVAL,
+      'dst',
+      `range not aligned to the ${vma.pageSize / 1024} KiB pages of ${vma.describe()}`,
+    );
+  }
+  const type = vma.memoryType;
+  if (type.uffdOps === null)
+    return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
+  if ((type.rangeIoctls & (1n << BigInt(request.kind))) === 0n) {
+    return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
+  }
+
+  let done = 0;
+  let error = 0;
+  for (; done < lengthBytes; done += vma.pageSize) {
+    const result = mfillPage(env, ctx, vma, request, dst + done, request.src + done);
+    if (result < 0) {
+      error = result;
+      break;
+    }
+  }
+  return done > 0 ? done : error;
+}
+
+function mfillPage(
+  env: FaultEnvironment,
+  ctx: UffdContext,
+  vma: Vma,
+  request: MfillRequest,
+  address: number,
+  source: number,
+): number {
+  const mm = ctx.mm;
+  const entry = mm.pageTable.flagsAt(address / 4096);
+  const kind = request.kind;
+  // COPY and CONTINUE may replace a uffd marker; ZEROPAGE and POISON want pte_none.
+  if (kind === MFILL_COPY || kind === MFILL_CONTINUE ? entry & PTE_PRESENT : entry !== 0) {
+    return fail(EEXIST, 'dst', `${hex(address)} is already populated`);
+  }
+  if (vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
+    return fail(EFAULT, 'dst', `${hex(address)} lies beyond the end of the file`);
+  }
+  const wpBit = request.writeProtect ? PTE_UFFD_WP : 0;
+  if (kind === MFILL_POISON) {
+    mm.setEntries(address, vma.pageShift, PTE_MARKER_POISONED, 0);
+    return 0;
+  }
+  if (kind === MFILL_CONTINUE) return mfillContinue(env, vma, mm, address, wpBit);
+
+  // COPY and ZEROPAGE: a private mapping (anonymous, or MAP_PRIVATE of a file)
+  // is filled with anonymous memory and never touches the page cache.
+  const privateFill = (vma.flags & VM_SHARED) === 0;
+  if (kind === MFILL_ZEROPAGE && privateFill) {
+    mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_ZERO | wpBit, 0);
+    return 0;
+  }
+  const ops: VmUffdOps = privateFill ? env.anonymousType.uffdOps! : vma.memoryType.uffdOps!;
+  const allocFolio = ops.allocFolio;
+  if (allocFolio === undefined)
+    return fail(EINVAL, 'dst', `memory type ${vma.memoryType.name} cannot allocate`);
+  const pfn = allocFolio.call(ops, vma, address);
+  if (pfn < 0) return fail(-pfn, 'dst', `allocating a folio for ${hex(address)} failed`);
+  const memory = env.memory;
+  if (memory.folioOrder[pfn] !== vma.pageShift - 12) {
+    env.hooks.violation(
+      privateFill ? env.anonymousType : vma.memoryType,
+      'alloc_folio',
+      `returned folio ${pfn} of the wrong order`,
+    );
+    memory.putFolio(pfn);
+    return fail(EFAULT, 'dst', 'the memory type returned a folio of the wrong size');
+  }
+  if (kind === MFILL_COPY) {
+    const bytes = memory.frameBuffer(pfn);
+    const view = bytes.subarray(memory.frameOffset(pfn), memory.frameOffset(pfn) + vma.pageSize);
+    const copied = accessRange(env, request.sourceMm, source, vma.pageSize, false, view, 0, null, false);
+    if (copied.result !== FAULT_HANDLED) {
+      memory.putFolio(pfn);
+      return fail(EFAULT, 'src', `reading the source at ${hex(source + copied.doneBytes)} faulted`);
+    }
+  }
+  memory.setFlag(pfn, PG_UPTODATE);
+  if (!privateFill && ops.filemapAdd !== undefined) {
+    memory.lockFolio(pfn);
+    const added = ops.filemapAdd(pfn, vma, address);
+    if (added < 0) {
+      memory.unlockFolio(pfn);
+      memory.putFolio(pfn);
+      return fail(-added, 'dst', `the page cache already holds the page at ${hex(address)}`);
+    }
+    memory.unlockFolio(pfn);
+  } else {
+    mm.prepareAnonVma(vma);
+    memory.setFlag(pfn, PG_ANON | PG_ANON_EXCLUSIVE);
+  }
+  const writable = vma.flags & VM_WRITE && !request.writeProtect ? PTE_WRITE : 0;
+  mm.mapFolio(pfn);
+  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit, pfn);
+  memory.putFolio(pfn);
+  return 0;
+}
+
+/** CONTINUE maps what the page cache already holds; it never allocates. */
+function mfillContinue(
+  env: FaultEnvironment,
+  vma: Vma,
+  mm: AddressSpace,
+  address: number,
+  wpBit: number,
+): number {
+  const type = vma.memoryType;
+  const getFolioNoalloc = type.uffdOps?.getFolioNoalloc;
+  if (getFolioNoalloc === undefined)
+    return fail(EINVAL, 'range', `memory type ${type.name} has no page cache`);
+  const inode = vma.inode!;
+  const pgoff = vma.pgoffAt(address);
+  const pfn = checkNoallocFolio(env.hooks, type, 'UFFDIO_CONTINUE', inode, pgoff, vma.pageShift, () =>
+    getFolioNoalloc.call(type.uffdOps, inode, pgoff),
+  );
+  if (pfn === -ENOENT) return fail(EFAULT, 'range', `no page in the page cache at ${hex(address)}`);
+  if (pfn < 0) return fail(-pfn, 'range', `the memory type could not provide the page at ${hex(address)}`);
+  // A page-cache page is writable only through a shared mapping; a private one COWs on write.
+  const writable = vma.flags & VM_SHARED && vma.flags & VM_WRITE && !wpBit ? PTE_WRITE : 0;
+  mm.mapFolio(pfn);
+  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit, pfn);
+  env.memory.unlockFolio(pfn);
+  env.memory.putFolio(pfn);
+  return 0;
+}
