@@ -139,8 +139,10 @@ static inline int vmas(void *a, unsigned long len, char *desc, size_t dlen)
 static inline uint64_t pagemap(void *a)
 {
 	static int fd = -1;
+	static pid_t owner;
 	uint64_t v = 0;
-	if (fd < 0) fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd >= 0 && owner != getpid()) { close(fd); fd = -1; } /* re-open after fork */
+	if (fd < 0) { fd = open("/proc/self/pagemap", O_RDONLY); owner = getpid(); }
 	if (pread(fd, &v, 8, ((unsigned long)a / PG) * 8) != 8) return ~0ULL;
 	return v;
 }
