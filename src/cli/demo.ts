@@ -40,7 +40,8 @@ function snapshotPage(index: number): Uint8Array {
 function guestThreads(process: Process, start: number, pages: number, vcpus: number) {
   return Array.from({ length: vcpus }, (_, k) => {
     const accesses = [];
-    for (let i = k; i < pages; i += vcpus) accesses.push({ kind: 'read' as const, address: start + i * PAGE, length: 32 });
+    for (let i = k; i < pages; i += vcpus)
+      accesses.push({ kind: 'read' as const, address: start + i * PAGE, length: 32 });
     return process.thread(accesses, `vcpu${k}`);
   });
 }
@@ -59,7 +60,10 @@ async function serve(
       if (message.event !== 'pagefault') continue;
       const kind = describe(message.flags);
       kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-      if (served < 3) log(`    fault at ${hex(Number(message.address))} flags [${faultFlagNames(message.flags).join(',')}] → ${kind}`);
+      if (served < 3)
+        log(
+          `    fault at ${hex(Number(message.address))} flags [${faultFlagNames(message.flags).join(',')}] → ${kind}`,
+        );
       if (served === 3) log('    …');
       resolve(Number(message.address));
       served++;
@@ -79,10 +83,14 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   out(`1. MISSING faults on ${pages} pages of anonymous memory, resolved with UFFDIO_COPY`);
   const uffd = process.userfaultfd();
   const api = uffd.api();
-  out(`   UFFDIO_API: features 0x${api.features.toString(16)}, ioctls [${ioctlNames(api.ioctls).join(', ')}]`);
+  out(
+    `   UFFDIO_API: features 0x${api.features.toString(16)}, ioctls [${ioctlNames(api.ioctls).join(', ')}]`,
+  );
   const guest = process.mmap({ length: pages * PAGE });
   const ioctls = uffd.register({ start: guest, length: pages * PAGE }, UFFDIO_REGISTER_MODE_MISSING);
-  out(`   registered ${hex(guest)}-${hex(guest + pages * PAGE)} MISSING → ioctls [${ioctlNames(ioctls).join(', ')}]`);
+  out(
+    `   registered ${hex(guest)}-${hex(guest + pages * PAGE)} MISSING → ioctls [${ioctlNames(ioctls).join(', ')}]`,
+  );
   let started = performance.now();
   const threads = guestThreads(process, guest, pages, vcpus);
   const kinds = await serve(
@@ -107,12 +115,15 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   try {
     uffd.copyBytes(guest, snapshotPage(0));
   } catch (error) {
-    if (error instanceof KernelError) out(`   a second COPY of page 0: ${error.code}, copy field = ${error.progress}`);
+    if (error instanceof KernelError)
+      out(`   a second COPY of page 0: ${error.code}, copy field = ${error.progress}`);
   }
   out('');
 
   // Part 2: postcopy-style MINOR faults on shmem (CONTINUE).
-  out(`2. MINOR faults on ${pages} pages of shmem, page cache filled through a second mapping, resolved with UFFDIO_CONTINUE`);
+  out(
+    `2. MINOR faults on ${pages} pages of shmem, page cache filled through a second mapping, resolved with UFFDIO_CONTINUE`,
+  );
   const fd = process.memfd('guest-ram', { size: pages * PAGE });
   const fill = process.mmap({ length: pages * PAGE, fd, shared: true });
   for (let i = 0; i < pages; i++) process.write(fill + i * PAGE, snapshotPage(i));

@@ -4,7 +4,8 @@ import { runDemo } from './demo.ts';
 
 function integer(value: string): number {
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError(`'${value}' is not a non-negative integer`);
+  if (!Number.isInteger(parsed) || parsed < 0)
+    throw new InvalidArgumentError(`'${value}' is not a non-negative integer`);
   return parsed;
 }
 

@@ -36,8 +36,14 @@ export function checkInvariants(kernel: ModelKernel): void {
         registered !== ((vma.flags & VM_UFFD_FLAGS) !== 0),
         () => `VMA ${vma.describe()} has uffd flags without a context or the reverse`,
       );
-      failIf(registered && vma.uffdContext!.mm !== mm, () => `VMA ${vma.describe()} registered to another mm's uffd`);
-      failIf(registered && vma.uffdContext!.released, () => `VMA ${vma.describe()} registered to a released uffd`);
+      failIf(
+        registered && vma.uffdContext!.mm !== mm,
+        () => `VMA ${vma.describe()} registered to another mm's uffd`,
+      );
+      failIf(
+        registered && vma.uffdContext!.released,
+        () => `VMA ${vma.describe()} registered to a released uffd`,
+      );
       previousEnd = vma.end;
     }
     // Every entry lies inside a VMA; present entries reference live frames.
@@ -51,7 +57,10 @@ export function checkInvariants(kernel: ModelKernel): void {
         () => `page-table entry at 0x${address.toString(16)} lies outside every VMA`,
       );
       if (!(flags & PTE_PRESENT)) {
-        failIf((flags & PTE_MARKER_MASK) === 0, () => `non-present entry without a marker at 0x${address.toString(16)}`);
+        failIf(
+          (flags & PTE_MARKER_MASK) === 0,
+          () => `non-present entry without a marker at 0x${address.toString(16)}`,
+        );
         return;
       }
       if (flags & PTE_ZERO) {
@@ -69,9 +78,18 @@ export function checkInvariants(kernel: ModelKernel): void {
 
   for (const inode of kernel.liveInodes()) {
     inode.cache.forEachInRange(0, 2 ** 40, (pgoff, _flags, pfn) => {
-      failIf((memory.folioFlags[pfn]! & PG_ALLOCATED) === 0, () => `page cache of ${inode.name} holds free frame ${pfn}`);
-      failIf(memory.folioInode[pfn] !== inode.id, () => `folio ${pfn} cached by ${inode.name} names another owner`);
-      failIf(memory.folioIndex[pfn] !== pgoff, () => `folio ${pfn} cached at ${pgoff} says index ${memory.folioIndex[pfn]}`);
+      failIf(
+        (memory.folioFlags[pfn]! & PG_ALLOCATED) === 0,
+        () => `page cache of ${inode.name} holds free frame ${pfn}`,
+      );
+      failIf(
+        memory.folioInode[pfn] !== inode.id,
+        () => `folio ${pfn} cached by ${inode.name} names another owner`,
+      );
+      failIf(
+        memory.folioIndex[pfn] !== pgoff,
+        () => `folio ${pfn} cached at ${pgoff} says index ${memory.folioIndex[pfn]}`,
+      );
       cacheRefs.set(pfn, (cacheRefs.get(pfn) ?? 0) + 1);
     });
   }
@@ -80,10 +98,14 @@ export function checkInvariants(kernel: ModelKernel): void {
   for (const pfn of heads) {
     const mapped = mapcounts.get(pfn) ?? 0;
     const cached = cacheRefs.get(pfn) ?? 0;
-    failIf(memory.folioMapcount[pfn] !== mapped, () => `folio ${pfn} mapcount ${memory.folioMapcount[pfn]}, mapped ${mapped} times`);
+    failIf(
+      memory.folioMapcount[pfn] !== mapped,
+      () => `folio ${pfn} mapcount ${memory.folioMapcount[pfn]}, mapped ${mapped} times`,
+    );
     failIf(
       memory.folioRefcount[pfn] !== mapped + cached,
-      () => `folio ${pfn} refcount ${memory.folioRefcount[pfn]}, expected ${mapped} mappings + ${cached} cache`,
+      () =>
+        `folio ${pfn} refcount ${memory.folioRefcount[pfn]}, expected ${mapped} mappings + ${cached} cache`,
     );
     failIf((memory.folioFlags[pfn]! & PG_LOCKED) !== 0, () => `folio ${pfn} left locked`);
   }
