@@ -128,3 +128,36 @@ export function checkInvariants(kernel: ModelKernel): void {
     }
   }
 }
+
+/**
+ * A text digest of everything a failed call must leave alone: VMAs, page
+ * tables, page caches, file sizes, folio counts and userfaultfd state.
+ */
+export function digestKernel(kernel: ModelKernel): string {
+  const parts: string[] = [`folios ${kernel.memory.foliosAllocated}`];
+  for (const process of kernel.processes.values()) {
+    parts.push(`pid ${process.pid} fds ${[...process.fds.keys()].join(',')}`);
+    for (const vma of process.mm.vmas) {
+      parts.push(
+        `vma ${vma.start}-${vma.end} ${vma.flags} ${vma.pgoff} ${vma.uffdContext?.id ?? 0} ${vma.anonVma}`,
+      );
+    }
+    process.mm.pageTable.forEachInRange(0, 2 ** 36, (vpn, flags, value) => {
+      parts.push(`pte ${vpn} ${flags} ${value}`);
+    });
+    for (const file of process.fds.values()) {
+      if (file.kind !== 'uffd') continue;
+      const ctx = file.uffd.ctx;
+      parts.push(
+        `uffd ${ctx.id} ${ctx.features} ${ctx.pending.length} ${ctx.read.length} ${ctx.events.length}`,
+      );
+    }
+  }
+  for (const inode of kernel.liveInodes()) {
+    parts.push(`inode ${inode.id} ${inode.sizeBytes}`);
+    inode.cache.forEachInRange(0, 2 ** 40, (pgoff, _flags, pfn) => {
+      parts.push(`cache ${inode.id} ${pgoff} ${pfn}`);
+    });
+  }
+  return parts.join('\n');
+}
