@@ -131,7 +131,7 @@ const badCalls: fc.Arbitrary<BadCall>[] = [
   fc.integer({ min: 1, max: 511 }).map((pages) => ({
     name: `munmap splitting a huge page (+${pages} pages)`,
     errno: EINVAL,
-    names: 'addr',
+    names: 'len',
     run: (f: Fixture) => f.process.munmap(f.huge, pages * PAGE),
   })),
   fc.integer({ min: 8, max: 1 << 20 }).map((prot) => ({

@@ -200,8 +200,11 @@ export class ModelProcess {
     if (file.accessMode === O_RDONLY) return fail(EINVAL, 'fd', 'not open for writing');
     const inode = file.inode;
     if (inode.pageShift > 12 && length % inode.pageSize !== 0) {
-      // hugetlbfs rounds the size up to whole huge pages.
-      length = Math.ceil(length / inode.pageSize) * inode.pageSize;
+      return fail(
+        EINVAL,
+        'length',
+        `${length} is not a multiple of the ${inode.pageSize / 1024} KiB huge pages`,
+      );
     }
     if (length < inode.sizeBytes) this.truncatePagecache(inode, length, inode.sizeBytes, true);
     inode.sizeBytes = length;
@@ -476,19 +479,31 @@ export class ModelProcess {
 
   /** do_vmi_munmap: splits at the edges (refusing to break a huge page) and removes what is inside. */
   unmapRange(start: number, end: number): number {
-    const vmas = this.mm.vmasIn(start, end);
-    for (const vma of vmas) {
-      for (const edge of [start, end]) {
-        if (edge > vma.start && edge < vma.end && edge % vma.pageSize !== 0) {
-          return fail(EINVAL, 'addr', `${hex(edge)} would split a huge page of ${vma.describe()}`);
-        }
-      }
-    }
-    this.mm.splitRange(start, end);
+    const split = this.splitEdges(start, end);
+    if (split < 0) return split;
     for (const vma of this.mm.vmasIn(start, end)) {
       this.mm.zapRange(vma, vma.start, vma.end);
       this.mm.remove(vma);
       if (vma.inode !== null) this.kernel.maybeReleaseInode(vma.inode);
+    }
+    return 0;
+  }
+
+  /**
+   * Splits VMAs at `start`, then at `end`, refusing a split inside a huge
+   * page. As in Linux, a refused end split leaves the start split done.
+   */
+  private splitEdges(start: number, end: number): number {
+    for (const edge of [start, end]) {
+      const vma = this.mm.findVma(edge);
+      if (vma !== undefined && edge > vma.start && edge % vma.pageSize !== 0) {
+        return fail(
+          EINVAL,
+          edge === start ? 'addr' : 'len',
+          `${hex(edge)} would split a huge page of ${vma.describe()}`,
+        );
+      }
+      this.mm.splitAt(edge);
     }
     return 0;
   }
@@ -507,12 +522,9 @@ export class ModelProcess {
       if (prot & PROT_WRITE && !(vma.flags & VM_MAYWRITE)) {
         return fail(EACCES, 'prot', `${vma.describe()} cannot be made writable`);
       }
-      for (const edge of [address, end]) {
-        if (edge > vma.start && edge < vma.end && edge % vma.pageSize !== 0) {
-          return fail(EINVAL, 'addr', `${hex(edge)} would split a huge page of ${vma.describe()}`);
-        }
-      }
     }
+    const split = this.splitEdges(address, end);
+    if (split < 0) return split;
     // Like Linux, VMAs before a hole are changed before the hole is found.
     let expected = address;
     for (const span of spans) {

@@ -97,16 +97,20 @@ export function handleMmFault(
     return writeProtectedFault(env, mm, vma, pageAddress, entry);
   }
 
-  if (entry & PTE_MARKER_UFFD_WP && write && vma.flags & VM_UFFD_WP) {
-    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
-  }
+  // A missing page is a MISSING fault even under a uffd-wp marker; the marker
+  // makes a write a WP fault only when there is a page to protect [OBS: probes q5].
+  const wpMarkerWrite = (entry & PTE_MARKER_UFFD_WP) !== 0 && write && (vma.flags & VM_UFFD_WP) !== 0;
   // A uffd-wp marker that does not fault (a read) survives as the wp bit of the new entry.
   const keepWp = entry & PTE_MARKER_UFFD_WP && vma.flags & VM_UFFD_WP ? PTE_UFFD_WP : 0;
   if (vma.isAnonymous) {
     if (vma.flags & VM_UFFD_MISSING) {
       return env.handleUserfault(vma, address, USERFAULT_MISSING, write, task, userMode);
     }
+    if (wpMarkerWrite) return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
     return anonymousFault(env, mm, vma, pageAddress, write, keepWp);
+  }
+  if (wpMarkerWrite && !(vma.flags & VM_UFFD_MISSING)) {
+    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
   }
   return fileFault(env, mm, vma, address, pageAddress, write, task, userMode, keepWp);
 }
@@ -222,6 +226,7 @@ function fileFault(
     }
   }
 
+  if (keepWp && write) return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
   if (type.fault === undefined) return FAULT_RESULT_SIGBUS;
   const pfn = type.fault(inode, pgoff, (vma.flags & VM_SHARED) !== 0);
   if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;

@@ -102,8 +102,13 @@ function mfillPage(
   const mm = ctx.mm;
   const entry = mm.pageTable.flagsAt(address / 4096);
   const kind = request.kind;
-  // COPY and CONTINUE may replace a uffd marker; ZEROPAGE and POISON want pte_none.
-  if (kind === MFILL_COPY || kind === MFILL_CONTINUE ? entry & PTE_PRESENT : entry !== 0) {
+  // COPY and CONTINUE may replace a uffd marker, and so may ZEROPAGE where it
+  // allocates a page-cache folio (shared memory); the zero-page path and POISON
+  // want pte_none [OBS: tools/probes q5].
+  const privateFill = (vma.flags & VM_SHARED) === 0;
+  const markerReplaceable =
+    kind === MFILL_COPY || kind === MFILL_CONTINUE || (kind === MFILL_ZEROPAGE && !privateFill);
+  if (markerReplaceable ? entry & PTE_PRESENT : entry !== 0) {
     return fail(EEXIST, 'dst', `${hex(address)} is already populated`);
   }
   if (vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
@@ -118,7 +123,6 @@ function mfillPage(
 
   // COPY and ZEROPAGE: a private mapping (anonymous, or MAP_PRIVATE of a file)
   // is filled with anonymous memory and never touches the page cache.
-  const privateFill = (vma.flags & VM_SHARED) === 0;
   if (kind === MFILL_ZEROPAGE && privateFill) {
     mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_ZERO | wpBit, 0);
     return 0;
