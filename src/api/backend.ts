@@ -5,15 +5,16 @@
  * by uapi/, so both backends see exactly what a C program would pass.
  */
 
-/** One memory access of a thread's program. `kernel` makes it a syscall's access (read(2) into the range). */
-export type ThreadAccess =
-  | { readonly kind: 'read'; readonly address: number; readonly length: number; readonly kernel?: boolean }
-  | {
-      readonly kind: 'write';
-      readonly address: number;
-      readonly data: Uint8Array;
-      readonly kernel?: boolean;
-    };
+import type { MmapArgs } from '../model/process.ts';
+import type { Access } from '../model/task.ts';
+
+/**
+ * One memory access of a thread's program; `kernel` makes it a syscall's
+ * access (read(2) into the range). The model's own type is the contract both
+ * backends follow.
+ */
+export type ThreadAccess = Access;
+export type { MmapArgs };
 
 export type ThreadState = 'running' | 'blocked' | 'done' | 'sigbus' | 'segv';
 
@@ -38,15 +39,6 @@ export interface ThreadBackend {
   join(): Promise<ThreadResult>;
   /** The result if the thread has ended, else null. */
   result(): ThreadResult | null;
-}
-
-export interface MmapArgs {
-  readonly address: number;
-  readonly length: number;
-  readonly prot: number;
-  readonly flags: number;
-  readonly fd: number;
-  readonly offset: number;
 }
 
 export interface ProcessBackend {
