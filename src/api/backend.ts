@@ -70,6 +70,23 @@ export interface ProcessBackend {
   writeMemory(address: number, data: Uint8Array): void;
   spawnThread(program: Iterable<ThreadAccess>, name?: string): ThreadBackend;
   exit(): void;
+  /** Per 4 KiB page in [address, address + pages * 4096): what /proc/pid/pagemap shows. */
+  pagemap(address: number, pages: number): PageInfo[];
+  /** The VMAs intersecting [start, end), with their userfaultfd modes (smaps VmFlags um/uw/ui). */
+  vmas(start: number, end: number): VmaInfo[];
+}
+
+export interface PageInfo {
+  readonly present: boolean;
+  readonly uffdWp: boolean;
+  readonly marker: 'wp' | 'poison' | 'none';
+  readonly zeroPage: boolean;
+}
+
+export interface VmaInfo {
+  readonly start: number;
+  readonly end: number;
+  readonly modes: readonly ('missing' | 'wp' | 'minor')[];
 }
 
 export interface KernelBackend {

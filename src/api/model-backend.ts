@@ -13,6 +13,14 @@ import {
   FAULT_RESULT_SIGSEGV,
   FAULT_RESULT_WOULD_BLOCK,
 } from '../model/mm/fault.ts';
+import {
+  PTE_MARKER_POISONED,
+  PTE_MARKER_UFFD_WP,
+  PTE_PRESENT,
+  PTE_UFFD_WP,
+  PTE_ZERO,
+} from '../model/mm/pagetable.ts';
+import { VM_UFFD_MINOR, VM_UFFD_MISSING, VM_UFFD_WP } from '../model/mm/vma.ts';
 import type { ModelProcess } from '../model/process.ts';
 import type { Task } from '../model/task.ts';
 import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
@@ -20,11 +28,13 @@ import { KernelError, SignalError } from '../uapi/errno.ts';
 import {
   type KernelBackend,
   type MmapArgs,
+  type PageInfo,
   type ProcessBackend,
   type ThreadAccess,
   type ThreadBackend,
   type ThreadResult,
   type ThreadState,
+  type VmaInfo,
   WouldBlockError,
 } from './backend.ts';
 
@@ -212,6 +222,33 @@ class ModelProcessBackend implements ProcessBackend {
 
   exit(): void {
     this.process.exit();
+  }
+
+  pagemap(address: number, pages: number): PageInfo[] {
+    const table = this.process.mm.pageTable;
+    const infos: PageInfo[] = [];
+    for (let i = 0; i < pages; i++) {
+      const flags = table.flagsAt(Math.floor(address / 4096) + i);
+      infos.push({
+        present: (flags & PTE_PRESENT) !== 0,
+        uffdWp: (flags & (PTE_UFFD_WP | PTE_MARKER_UFFD_WP)) !== 0,
+        marker: flags & PTE_MARKER_POISONED ? 'poison' : flags & PTE_MARKER_UFFD_WP ? 'wp' : 'none',
+        zeroPage: (flags & PTE_ZERO) !== 0,
+      });
+    }
+    return infos;
+  }
+
+  vmas(start: number, end: number): VmaInfo[] {
+    return this.process.mm.vmasIn(start, end).map((vma) => ({
+      start: vma.start,
+      end: vma.end,
+      modes: [
+        ...(vma.flags & VM_UFFD_MISSING ? (['missing'] as const) : []),
+        ...(vma.flags & VM_UFFD_WP ? (['wp'] as const) : []),
+        ...(vma.flags & VM_UFFD_MINOR ? (['minor'] as const) : []),
+      ],
+    }));
   }
 }
 

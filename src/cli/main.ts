@@ -1,6 +1,8 @@
 /** The faultline command line. */
 import { Command, InvalidArgumentError } from 'commander';
+import { scenarioJsonSchema } from '../scenario/schema.ts';
 import { runDemo } from './demo.ts';
+import { runCommand } from './run.ts';
 
 function integer(value: string): number {
   const parsed = Number(value);
@@ -22,6 +24,36 @@ program
   .option('--vcpus <n>', 'faulting threads', integer, 2)
   .action(async (options: { seed: number; pages: number; vcpus: number }) => {
     process.exitCode = await runDemo({ ...options, out: (line) => console.log(line) });
+  });
+
+program
+  .command('run')
+  .description('run scenario files (a file or a directory) and check their expectations')
+  .argument('<path>', 'a scenario file or a directory of them')
+  .option('--backend <name>', 'model or host', 'model')
+  .option('--json', 'one JSON document instead of text', false)
+  .option('--seed <n>', 'seed of the model scheduler', integer, 1)
+  .option('--keep-going', 'run the remaining steps of a scenario after a failing one', false)
+  .action(
+    async (path: string, options: { backend: string; json: boolean; seed: number; keepGoing: boolean }) => {
+      if (options.backend !== 'model' && options.backend !== 'host') {
+        throw new InvalidArgumentError(`unknown backend '${options.backend}' (model or host)`);
+      }
+      process.exitCode = await runCommand(path, {
+        backend: options.backend,
+        json: options.json,
+        seed: options.seed,
+        keepGoing: options.keepGoing,
+        out: (line) => console.log(line),
+      });
+    },
+  );
+
+program
+  .command('schema')
+  .description('print the JSON Schema of scenario files, for editors')
+  .action(() => {
+    console.log(JSON.stringify(scenarioJsonSchema(), null, 2));
   });
 
 await program.parseAsync(process.argv);

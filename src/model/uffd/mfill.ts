@@ -78,6 +78,10 @@ export function mfillAtomic(env: FaultEnvironment, ctx: UffdContext, request: Mf
   if ((type.rangeIoctls & (1n << BigInt(request.kind))) === 0n) {
     return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
   }
+  // mfill_atomic prepares a private VMA's anon_vma before the first page, whatever the fill (even
+  // ZEROPAGE, which maps no anonymous page). Neighbours faulted in later while the flags differ then
+  // get an anon_vma of their own, and the VMAs no longer merge on unregister [OBS: probe q1a].
+  if (!vma.isShared) mm.prepareAnonVma(vma);
 
   let done = 0;
   let error = 0;

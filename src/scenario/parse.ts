@@ -1,0 +1,268 @@
+/**
+ * Loading scenario files: YAML or JSON (parsed by the yaml library, which
+ * keeps source positions for both), validated against the contract before
+ * anything runs. Every problem is reported as `file:line:col: field: problem`.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { OP_NAMES, OP_SCHEMAS, type OpName, ScenarioHeader } from './schema.ts';
+
+export class ScenarioError extends Error {
+  override name = 'ScenarioError';
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    readonly col: number,
+    readonly field: string,
+    readonly problem: string,
+  ) {
+    super(`${file}:${line}:${col}: ${field}: ${problem}`);
+  }
+}
+
+export interface Step {
+  readonly index: number;
+  readonly op: OpName;
+  // biome-ignore lint/suspicious/noExplicitAny: each op's arguments are checked by its schema; the runner narrows by op.
+  readonly args: Record<string, any>;
+  // biome-ignore lint/suspicious/noExplicitAny: as above, for the op's expect object.
+  readonly expect: Record<string, any> | undefined;
+  readonly line: number;
+}
+
+export interface Scenario {
+  readonly file: string;
+  readonly name: string;
+  readonly description: string;
+  readonly kernel: '6.18' | '7.1';
+  readonly requires: readonly string[];
+  readonly divergence: string | undefined;
+  readonly steps: readonly Step[];
+}
+
+type Path = readonly (string | number)[];
+
+class Locator {
+  private readonly lines = new LineCounter();
+  readonly document;
+
+  constructor(
+    readonly file: string,
+    text: string,
+  ) {
+    this.document = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true });
+  }
+
+  /** The node at `path`, or the nearest ancestor that exists. */
+  private nodeAt(path: Path): { node: Node | null; found: boolean } {
+    let node: unknown = this.document.contents;
+    for (let i = 0; i < path.length; i++) {
+      const next = (node as { get?: (key: unknown, keepScalar: boolean) => unknown })?.get?.(path[i], true);
+      if (next === undefined || next === null) return { node: node as Node, found: false };
+      node = next;
+    }
+    return { node: node as Node, found: true };
+  }
+
+  /** The key node of `key` inside the mapping at `path` (for unknown-field errors). */
+  private keyAt(path: Path, key: string): Node | null {
+    const { node, found } = this.nodeAt(path);
+    if (!found || !isMap(node)) return null;
+    for (const item of node.items) {
+      if (isPair(item) && isScalar(item.key) && item.key.value === key) return item.key;
+    }
+    return null;
+  }
+
+  position(offset: number | undefined): { line: number; col: number } {
+    if (offset === undefined) return { line: 1, col: 1 };
+    return this.lines.linePos(offset);
+  }
+
+  error(path: Path, problem: string, key?: string): ScenarioError {
+    const keyNode = key === undefined ? null : this.keyAt(path, key);
+    const { node } = keyNode === null ? this.nodeAt(path) : { node: keyNode };
+    const { line, col } = this.position(node?.range?.[0]);
+    const fieldPath = key === undefined ? path : [...path, key];
+    return new ScenarioError(this.file, line, col, formatPath(fieldPath), problem);
+  }
+
+  line(path: Path): number {
+    const { node } = this.nodeAt(path);
+    return this.position(node?.range?.[0]).line;
+  }
+}
+
+function formatPath(path: Path): string {
+  let out = '';
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : out === '' ? part : `.${part}`;
+  return out || '(file)';
+}
+
+function zodError(locator: Locator, base: Path, error: z.ZodError): ScenarioError {
+  const issue = error.issues[0]!;
+  const path = [...base, ...(issue.path as (string | number)[])];
+  if (issue.code === 'unrecognized_keys') {
+    return locator.error(path, `unknown field '${issue.keys[0]}'`, issue.keys[0]);
+  }
+  if (issue.code === 'invalid_type' && issue.input === undefined) {
+    const parent = path.slice(0, -1);
+    return locator.error(parent, `missing field '${String(path[path.length - 1])}'`);
+  }
+  if (issue.code === 'invalid_union') {
+    return locator.error(path, 'does not match any allowed form (data is {text}, {hex} or {fill, length})');
+  }
+  return locator.error(path, issue.message);
+}
+
+/** Parses and validates one scenario's text; throws ScenarioError. */
+export function parseScenario(text: string, file: string): Scenario {
+  const locator = new Locator(file, text);
+  const yamlError = locator.document.errors[0];
+  if (yamlError !== undefined) {
+    const { line, col } = locator.position(yamlError.pos[0]);
+    throw new ScenarioError(file, line, col, '(syntax)', yamlError.message.split('\n')[0]!);
+  }
+  const raw = locator.document.toJS();
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw locator.error([], 'a scenario is a mapping with name and steps');
+  }
+  const header = ScenarioHeader.safeParse(raw);
+  if (!header.success) throw zodError(locator, [], header.error);
+  const steps: Step[] = [];
+  header.data.steps.forEach((rawStep, index) => {
+    const path = ['steps', index];
+    if (typeof rawStep !== 'object' || rawStep === null || Array.isArray(rawStep)) {
+      throw locator.error(path, 'a step is a one-key mapping such as "copy: {…}"');
+    }
+    const keys = Object.keys(rawStep);
+    if (keys.length !== 1) throw locator.error(path, `a step has exactly one op, found ${keys.length} keys`);
+    const op = keys[0]!;
+    if (!(OP_NAMES as string[]).includes(op)) throw locator.error(path, `unknown op '${op}'`, op);
+    const value = (rawStep as Record<string, unknown>)[op] ?? {};
+    const parsed = OP_SCHEMAS[op as OpName].safeParse(value);
+    if (!parsed.success) throw zodError(locator, [...path, op], parsed.error);
+    const { expect, ...args } = parsed.data as Record<string, unknown> & { expect?: Record<string, unknown> };
+    steps.push({ index, op: op as OpName, args, expect, line: locator.line(path) });
+  });
+  const scenario: Scenario = {
+    file,
+    name: header.data.name,
+    description: header.data.description ?? '',
+    kernel: header.data.kernel ?? '6.18',
+    requires: header.data.requires ?? [],
+    divergence: header.data.divergence,
+    steps,
+  };
+  checkReferences(scenario, locator);
+  return scenario;
+}
+
+type Kind = 'file' | 'map' | 'uffd' | 'thread' | 'process';
+
+/** Names are defined before use, unique, and refer to objects of the right kind. */
+function checkReferences(scenario: Scenario, locator: Locator): void {
+  const defined = new Map<string, Kind>([['main', 'process']]);
+  const define = (name: string, kind: Kind, path: Path) => {
+    if (defined.has(name))
+      throw locator.error(path, `duplicate name '${name}' (already a ${defined.get(name)})`);
+    defined.set(name, kind);
+  };
+  const use = (name: unknown, kind: Kind, path: Path) => {
+    if (typeof name !== 'string') return;
+    const found = defined.get(name);
+    if (found === undefined)
+      throw locator.error(path, `unknown ${kind} '${name}' (not defined by an earlier step)`);
+    if (found !== kind) throw locator.error(path, `'${name}' is a ${found}, not a ${kind}`);
+  };
+  for (const step of scenario.steps) {
+    const base: Path = ['steps', step.index, step.op];
+    const a = step.args;
+    const at = (field: string) => [...base, field];
+    if (a.process !== undefined) use(a.process, 'process', at('process'));
+    if (a.file !== undefined) use(a.file, 'file', at('file'));
+    if (a.map !== undefined) use(a.map, 'map', at('map'));
+    if (a.uffd !== undefined) use(a.uffd, 'uffd', at('uffd'));
+    if (step.op === 'join' || step.op === 'signal') use(a.thread, 'thread', at('thread'));
+    if (a.onto !== undefined) use(a.onto, 'map', at('onto'));
+    if (typeof a.src === 'object') use(a.src.map, 'map', [...at('src'), 'map']);
+    if (typeof a.dst === 'object') use(a.dst.map, 'map', [...at('dst'), 'map']);
+    switch (step.op) {
+      case 'memfd':
+      case 'guest_memfd':
+        define(a.name, 'file', at('name'));
+        break;
+      case 'mmap':
+        define(a.name, 'map', at('name'));
+        break;
+      case 'mremap':
+        define(a.to, 'map', at('to'));
+        break;
+      case 'userfaultfd':
+        define(a.name, 'uffd', at('name'));
+        break;
+      case 'thread':
+        define(a.name, 'thread', at('name'));
+        if (a.access === 'write' && a.data === undefined) throw locator.error(base, "missing field 'data'");
+        break;
+      case 'fork':
+        define(a.name, 'process', at('name'));
+        break;
+      case 'copy':
+        if (a.data === undefined && a.src === undefined)
+          throw locator.error(base, "missing field 'data' (or 'src')");
+        break;
+      case 'register':
+        if (a.modes === undefined && a.mode_bits === undefined) {
+          throw locator.error(base, "missing field 'modes' (or 'mode_bits')");
+        }
+        break;
+      default:
+        break;
+    }
+    const expect = step.expect;
+    if (expect === undefined) continue;
+    const expectPath = [...base, 'expect'];
+    if (expect.map !== undefined) use(expect.map, 'map', [...expectPath, 'map']);
+    if (typeof expect.ptid === 'string') use(expect.ptid, 'thread', [...expectPath, 'ptid']);
+    if (typeof expect.from === 'object') use(expect.from.map, 'map', [...expectPath, 'from', 'map']);
+    if (typeof expect.to === 'object') use(expect.to.map, 'map', [...expectPath, 'to', 'map']);
+    if (expect.child_uffd !== undefined) define(expect.child_uffd, 'uffd', [...expectPath, 'child_uffd']);
+  }
+}
+
+/** Every scenario file under `path` (a file or a directory, recursively), sorted. */
+export function scenarioFiles(path: string): string[] {
+  if (!statSync(path).isDirectory()) return [path];
+  const files: string[] = [];
+  for (const entry of readdirSync(path).sort()) {
+    const full = join(path, entry);
+    if (statSync(full).isDirectory()) files.push(...scenarioFiles(full));
+    else if (/\.(ya?ml|json)$/.test(entry)) files.push(full);
+  }
+  return files;
+}
+
+/** Loads every scenario under `path`; the first malformed file stops the load. */
+export function loadScenarios(path: string): Scenario[] {
+  const scenarios: Scenario[] = [];
+  const names = new Map<string, string>();
+  for (const file of scenarioFiles(path)) {
+    const scenario = parseScenario(readFileSync(file, 'utf8'), file);
+    const previous = names.get(scenario.name);
+    if (previous !== undefined) {
+      throw new ScenarioError(
+        file,
+        1,
+        1,
+        'name',
+        `duplicate scenario name '${scenario.name}' (also in ${previous})`,
+      );
+    }
+    names.set(scenario.name, file);
+    scenarios.push(scenario);
+  }
+  return scenarios;
+}

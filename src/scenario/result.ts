@@ -1,0 +1,106 @@
+/** Observed step results and their comparison with a step's `expect`. */
+import { errnoName, KernelError } from '../uapi/errno.ts';
+import type { DataSpec } from './schema.ts';
+
+/** What a step did, in the vocabulary of `expect`. */
+export type ObservedResult = Record<string, unknown>;
+
+export function errnoOf(error: unknown): string {
+  if (error instanceof KernelError) return errnoName(error.errno);
+  throw error;
+}
+
+function sameList(a: unknown, b: unknown, ordered: boolean): boolean {
+  if (!Array.isArray(a) || !Array.isArray(b)) return false;
+  if (a.length !== b.length) return false;
+  if (ordered) return a.every((value, i) => JSON.stringify(value) === JSON.stringify(b[i]));
+  const sorted = (list: unknown[]) => list.map((value) => JSON.stringify(value)).sort();
+  return JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
+}
+
+/**
+ * The fields of `expected` that `observed` does not match, as
+ * "field: expected X, got Y" strings. A step without `errno` in its expect
+ * must succeed.
+ */
+export function compare(
+  expected: Record<string, unknown> | undefined,
+  observed: ObservedResult,
+  dataOf: (spec: DataSpec) => Uint8Array,
+): string[] {
+  const problems: string[] = [];
+  const wanted = expected ?? {};
+  if (wanted.errno === undefined && observed.errno !== undefined && observed.state === undefined) {
+    problems.push(`expected success, got ${observed.errno}`);
+  }
+  for (const [field, value] of Object.entries(wanted)) {
+    const got = observed[field];
+    let ok: boolean;
+    switch (field) {
+      case 'data': {
+        const bytes = dataOf(value as DataSpec);
+        ok =
+          got instanceof Uint8Array &&
+          got.length === bytes.length &&
+          got.every((byte, i) => byte === bytes[i]);
+        break;
+      }
+      case 'features':
+        // The kernel may offer more; the scenario lists what must be there.
+        ok = Array.isArray(got) && (value as string[]).every((name) => got.includes(name));
+        break;
+      case 'ioctls':
+      case 'flags':
+      case 'events':
+        ok = sameList(value, got, field === 'flags' && Array.isArray((value as unknown[])[0]));
+        break;
+      case 'pages':
+        ok =
+          Array.isArray(got) &&
+          (value as Record<string, unknown>[]).length === got.length &&
+          (value as Record<string, unknown>[]).every((page, i) =>
+            Object.entries(page).every(([key, want]) => (got[i] as Record<string, unknown>)[key] === want),
+          );
+        break;
+      case 'from':
+      case 'to': {
+        const want = value as { map: string; offset?: number };
+        const place = got as { map: string; offset: number } | undefined;
+        ok = place !== undefined && place.map === want.map && place.offset === (want.offset ?? 0);
+        break;
+      }
+      default:
+        ok = got === value;
+    }
+    if (!ok) problems.push(`${field}: expected ${show(value, dataOf)}, got ${show(got, dataOf)}`);
+  }
+  return problems;
+}
+
+export function show(value: unknown, dataOf?: (spec: DataSpec) => Uint8Array): string {
+  if (value === undefined) return '(nothing)';
+  if (value instanceof Uint8Array) return describeBytes(value);
+  if (
+    dataOf !== undefined &&
+    typeof value === 'object' &&
+    value !== null &&
+    ('text' in value || 'hex' in value || 'fill' in value)
+  ) {
+    return describeBytes(dataOf(value as DataSpec));
+  }
+  return JSON.stringify(value);
+}
+
+function describeBytes(bytes: Uint8Array): string {
+  const head = Array.from(bytes.subarray(0, 16), (byte) => byte.toString(16).padStart(2, '0')).join('');
+  return `${bytes.length} bytes ${head}${bytes.length > 16 ? '…' : ''}`;
+}
+
+/** The result as JSON: byte arrays become hex strings. */
+export function jsonResult(result: ObservedResult): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(result)) {
+    out[key] = value instanceof Uint8Array ? { hex: Buffer.from(value).toString('hex') } : value;
+  }
+  return out;
+}

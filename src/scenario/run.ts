@@ -1,0 +1,108 @@
+/**
+ * Running scenarios: one fresh kernel per scenario, steps checked against
+ * their `expect`, and a report per scenario in the shape SCENARIOS.md gives.
+ */
+import type { KernelBackend } from '../api/backend.ts';
+import { ModelBackend } from '../api/model-backend.ts';
+import type { Scenario } from './parse.ts';
+import { compare, jsonResult } from './result.ts';
+import { dataBytes, runStep, ScenarioContext } from './runner.ts';
+
+export type BackendName = 'model' | 'host';
+
+export interface StepReport {
+  readonly index: number;
+  readonly op: string;
+  readonly line: number;
+  readonly status: 'pass' | 'fail' | 'error';
+  readonly result: Record<string, unknown>;
+  readonly expected?: Record<string, unknown>;
+  readonly problems?: readonly string[];
+}
+
+export interface ScenarioReport {
+  readonly name: string;
+  readonly file: string;
+  readonly backend: BackendName;
+  readonly status: 'pass' | 'fail' | 'skip' | 'error';
+  readonly reason?: string;
+  readonly steps: StepReport[];
+  readonly replay: string;
+}
+
+export interface RunOptions {
+  readonly backend: BackendName;
+  readonly seed: number;
+  /** Run the remaining steps after a failing one. */
+  readonly keepGoing: boolean;
+}
+
+/** Capabilities each backend lacks, with the reason a scenario needing them is skipped. */
+function missingCapability(backend: BackendName, required: readonly string[]): string | undefined {
+  if (backend === 'host') return 'the host backend is not built yet';
+  for (const capability of required) {
+    if (capability === 'guest_memfd') return 'the model has no guest_memfd yet';
+  }
+  return undefined;
+}
+
+function createBackend(options: RunOptions, scenario: Scenario): KernelBackend {
+  return new ModelBackend({ seed: options.seed, version: scenario.kernel });
+}
+
+export async function runScenario(scenario: Scenario, options: RunOptions): Promise<ScenarioReport> {
+  const replay = `faultline run ${scenario.file} --backend ${options.backend} --seed ${options.seed}`;
+  const base = { name: scenario.name, file: scenario.file, backend: options.backend, replay };
+  const missing = missingCapability(options.backend, scenario.requires);
+  if (missing !== undefined) return { ...base, status: 'skip', reason: missing, steps: [] };
+
+  const backend = createBackend(options, scenario);
+  const context = new ScenarioContext(backend);
+  const steps: StepReport[] = [];
+  let status: ScenarioReport['status'] = 'pass';
+  let reason: string | undefined;
+  for (const step of scenario.steps) {
+    await backend.settle();
+    let report: StepReport;
+    try {
+      const observed = await runStep(context, step);
+      const problems = compare(step.expect, observed, dataBytes);
+      report = {
+        index: step.index,
+        op: step.op,
+        line: step.line,
+        status: problems.length === 0 ? 'pass' : 'fail',
+        result: jsonResult(observed),
+        ...(step.expect === undefined ? {} : { expected: step.expect }),
+        ...(problems.length === 0 ? {} : { problems }),
+      };
+    } catch (error) {
+      report = {
+        index: step.index,
+        op: step.op,
+        line: step.line,
+        status: 'error',
+        result: {},
+        problems: [(error as Error).message],
+      };
+    }
+    steps.push(report);
+    if (report.status !== 'pass') {
+      if (status === 'pass') {
+        status = report.status === 'error' ? 'error' : 'fail';
+        reason = `step ${step.index} (${step.op}, line ${step.line}): ${report.problems!.join('; ')}`;
+      }
+      if (!options.keepGoing || report.status === 'error') break;
+    }
+  }
+  // Threads still blocked are released by closing every userfaultfd.
+  for (const binding of context.uffds.values()) {
+    try {
+      binding.uffd.close();
+    } catch {
+      // Already closed by the scenario.
+    }
+  }
+  await backend.settle();
+  return { ...base, status, ...(reason === undefined ? {} : { reason }), steps };
+}

@@ -1,0 +1,532 @@
+/**
+ * Runs a scenario over the process API, so it runs on any backend. Names
+ * are bound to files, maps, uffds, threads and processes; places are map +
+ * offset; every uffd ioctl is issued with its raw struct so that mode bits,
+ * unaligned sources and "unwritten" result fields behave exactly as a C
+ * program would see them.
+ */
+import type { KernelBackend, ProcessBackend, ThreadBackend } from '../api/backend.ts';
+import { WouldBlockError } from '../api/backend.ts';
+import { featureMask, Process } from '../api/process.ts';
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  faultFlagNames,
+  featureNames,
+  ioctlNames,
+  MAP_ANONYMOUS,
+  MAP_HUGETLB,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  O_RDONLY,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  PROT_READ,
+  PROT_WRITE,
+  REGISTER_MODE_BITS,
+  siCodeName,
+  signalName,
+  UFFDIO_CONTINUE,
+  UFFDIO_CONTINUE_MODE_DONTWAKE,
+  UFFDIO_CONTINUE_MODE_WP,
+  UFFDIO_COPY,
+  UFFDIO_COPY_MODE_DONTWAKE,
+  UFFDIO_COPY_MODE_WP,
+  UFFDIO_MOVE,
+  UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+  UFFDIO_MOVE_MODE_DONTWAKE,
+  UFFDIO_POISON,
+  UFFDIO_POISON_MODE_DONTWAKE,
+  UFFDIO_REGISTER,
+  UFFDIO_UNREGISTER,
+  UFFDIO_WAKE,
+  UFFDIO_WRITEPROTECT,
+  UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+  UFFDIO_WRITEPROTECT_MODE_WP,
+  UFFDIO_ZEROPAGE,
+  UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+} from '../uapi/constants.ts';
+import { errnoName, KernelError, SignalError } from '../uapi/errno.ts';
+import {
+  decodeUffdioRegister,
+  decodeUffdMsgs,
+  encodeUffdioContinue,
+  encodeUffdioCopy,
+  encodeUffdioMove,
+  encodeUffdioPoison,
+  encodeUffdioRange,
+  encodeUffdioRegister,
+  encodeUffdioWriteprotect,
+  encodeUffdioZeropage,
+  UFFD_MSG_SIZE,
+} from '../uapi/structs.ts';
+import type { Scenario, Step } from './parse.ts';
+import { errnoOf, type ObservedResult } from './result.ts';
+import type { DataSpec } from './schema.ts';
+
+/** The value the runner presets result fields to, so "unwritten" can be told apart. */
+export const PROGRESS_PRESET = -0x5eed;
+
+export class UnsupportedStep extends Error {
+  override name = 'UnsupportedStep';
+}
+
+interface MapBinding {
+  readonly process: string;
+  readonly address: number;
+  readonly length: number;
+}
+
+interface UffdBinding {
+  readonly process: string;
+  readonly fd: number;
+  readonly uffd: import('../api/process.ts').Uffd;
+}
+
+export function dataBytes(spec: DataSpec): Uint8Array {
+  if ('text' in spec) return new TextEncoder().encode(spec.text);
+  if ('hex' in spec) {
+    const digits = spec.hex.replace(/\s+/g, '');
+    const bytes = new Uint8Array(digits.length / 2);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Number.parseInt(digits.slice(i * 2, i * 2 + 2), 16);
+    return bytes;
+  }
+  return new Uint8Array(spec.length as number).fill(spec.fill);
+}
+
+const MODE_BITS: Record<string, Record<string, number>> = {
+  copy: { dontwake: UFFDIO_COPY_MODE_DONTWAKE, wp: UFFDIO_COPY_MODE_WP },
+  zeropage: { dontwake: UFFDIO_ZEROPAGE_MODE_DONTWAKE },
+  continue: { dontwake: UFFDIO_CONTINUE_MODE_DONTWAKE, wp: UFFDIO_CONTINUE_MODE_WP },
+  writeprotect: { wp: UFFDIO_WRITEPROTECT_MODE_WP, dontwake: UFFDIO_WRITEPROTECT_MODE_DONTWAKE },
+  poison: { dontwake: UFFDIO_POISON_MODE_DONTWAKE },
+  move: { dontwake: UFFDIO_MOVE_MODE_DONTWAKE, allow_src_holes: UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES },
+};
+
+/** The state of one scenario run: what each name is bound to. */
+export class ScenarioContext {
+  readonly processes = new Map<string, Process>();
+  readonly files = new Map<string, { process: string; fd: number }>();
+  readonly maps = new Map<string, MapBinding>();
+  readonly uffds = new Map<string, UffdBinding>();
+  readonly threads = new Map<string, ThreadBackend>();
+  private readonly staging = new Map<string, { address: number; length: number }>();
+
+  constructor(readonly backend: KernelBackend) {
+    this.processes.set('main', new Process(backend.self));
+  }
+
+  process(name: string | undefined): Process {
+    return this.processes.get(name ?? 'main')!;
+  }
+
+  address(map: string, offset = 0): number {
+    return this.maps.get(map)!.address + offset;
+  }
+
+  /** The default length of a map operation: from `offset` to the end of the map. */
+  lengthOf(map: string, offset = 0, length?: number): number {
+    return length ?? this.maps.get(map)!.length - offset;
+  }
+
+  /** A private buffer of at least `length` bytes in `process`, holding `data` then zeros. */
+  sourceBuffer(processName: string, data: Uint8Array, length: number): number {
+    const process = this.process(processName);
+    let buffer = this.staging.get(processName);
+    const needed = Math.max(Math.ceil(length / 4096) * 4096, Math.ceil(data.byteLength / 4096) * 4096, 4096);
+    if (buffer === undefined || buffer.length < needed) {
+      if (buffer !== undefined) process.munmap(buffer.address, buffer.length);
+      buffer = { address: process.mmap({ length: needed }), length: needed };
+      this.staging.set(processName, buffer);
+    }
+    process.write(buffer.address, new Uint8Array(buffer.length));
+    process.write(buffer.address, data);
+    return buffer.address;
+  }
+
+  /** Translates an address of `process` back to a map name and offset. */
+  place(processName: string, address: number): { map: string; offset: number } | undefined {
+    for (const [name, map] of this.maps) {
+      if (map.process !== processName) continue;
+      if (address >= map.address && address < map.address + map.length)
+        return { map: name, offset: address - map.address };
+    }
+    return undefined;
+  }
+
+  threadName(tid: number): string | number {
+    for (const [name, thread] of this.threads) if (thread.tid === tid) return name;
+    return tid;
+  }
+}
+
+function modeBits(op: string, args: Record<string, unknown>): bigint {
+  if (typeof args.mode_bits === 'number') return BigInt(args.mode_bits);
+  let bits = 0;
+  for (const name of (args.mode as string[] | undefined) ?? []) bits |= MODE_BITS[op]![name]!;
+  return BigInt(bits);
+}
+
+/** Issues a range ioctl with its raw struct and reports errno and the result field. */
+function rangeIoctl(
+  backend: ProcessBackend,
+  fd: number,
+  request: number,
+  arg: Uint8Array,
+  fieldOffset: number | null,
+  field: string,
+): ObservedResult {
+  const view = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+  if (fieldOffset !== null) view.setBigInt64(fieldOffset, BigInt(PROGRESS_PRESET), true);
+  const result: ObservedResult = {};
+  try {
+    backend.ioctl(fd, request, arg);
+  } catch (error) {
+    result.errno = errnoOf(error);
+  }
+  if (fieldOffset !== null) {
+    const value = Number(view.getBigInt64(fieldOffset, true));
+    result[field] = value === PROGRESS_PRESET ? 'unwritten' : value;
+  }
+  return result;
+}
+
+const PROT: Record<string, number> = { rw: PROT_READ | PROT_WRITE, r: PROT_READ, none: 0 };
+
+/** Runs one step; returns what was observed. Throws UnsupportedStep for ops the backend lacks. */
+export async function runStep(context: ScenarioContext, step: Step): Promise<ObservedResult> {
+  const a = step.args;
+  const processName: string = a.process ?? 'main';
+  const process = context.process(processName);
+  const backend = process.backend;
+  const observe = (call: () => void): ObservedResult => {
+    try {
+      call();
+      return {};
+    } catch (error) {
+      return { errno: errnoOf(error) };
+    }
+  };
+  switch (step.op) {
+    case 'memfd':
+      return observe(() => {
+        const fd = process.memfd(a.name, { size: a.size, hugetlb: a.hugetlb === true });
+        context.files.set(a.name, { process: processName, fd });
+      });
+    case 'mmap':
+      return observe(() => {
+        let fd = -1;
+        if (a.file !== undefined) {
+          fd = context.files.get(a.file)!.fd;
+          if (a.fd_readonly === true) fd = backend.reopen(fd, O_RDONLY);
+        }
+        const shared = a.shared === true;
+        let flags = shared ? MAP_SHARED : MAP_PRIVATE;
+        if (fd < 0) flags |= MAP_ANONYMOUS;
+        if (a.hugetlb !== undefined && a.hugetlb !== false && fd < 0)
+          flags |= MAP_HUGETLB | (a.hugetlb === '1G' ? 30 << 26 : 0);
+        const address = backend.mmap({
+          address: 0,
+          length: a.length,
+          prot: PROT[a.prot ?? 'rw']!,
+          flags,
+          fd,
+          offset: a.offset ?? 0,
+        });
+        if (a.fd_readonly === true) backend.close(fd);
+        context.maps.set(a.name, { process: processName, address, length: a.length });
+      });
+    case 'munmap':
+      return observe(() =>
+        process.munmap(context.address(a.map, a.offset), context.lengthOf(a.map, a.offset, a.length)),
+      );
+    case 'mprotect':
+      return observe(() =>
+        process.mprotect(
+          context.address(a.map, a.offset),
+          context.lengthOf(a.map, a.offset, a.length),
+          PROT[a.prot]!,
+        ),
+      );
+    case 'fallocate':
+      return observe(() =>
+        process.fallocate(
+          context.files.get(a.file)!.fd,
+          FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+          a.offset,
+          a.length,
+        ),
+      );
+    case 'pwrite':
+      return observe(() => process.pwrite(context.files.get(a.file)!.fd, dataBytes(a.data), a.offset));
+    case 'pread': {
+      try {
+        return { data: process.pread(context.files.get(a.file)!.fd, a.length, a.offset) };
+      } catch (error) {
+        return { errno: errnoOf(error) };
+      }
+    }
+    case 'write':
+    case 'read': {
+      const address = context.address(a.map, a.offset);
+      try {
+        if (step.op === 'write') {
+          process.write(address, dataBytes(a.data));
+          return {};
+        }
+        return { data: process.read(address, a.length) };
+      } catch (error) {
+        if (error instanceof SignalError) return { signal: error.signalName };
+        if (error instanceof WouldBlockError) {
+          throw new Error(`step ${step.index} (${step.op}) would block on a userfaultfd fault; use a thread`);
+        }
+        return { errno: errnoOf(error) };
+      }
+    }
+    case 'thread': {
+      const address = context.address(a.map, a.offset);
+      const access =
+        a.access === 'read'
+          ? { kind: 'read' as const, address, length: a.length ?? 1 }
+          : a.access === 'write'
+            ? { kind: 'write' as const, address, data: dataBytes(a.data) }
+            : {
+                kind: 'write' as const,
+                address,
+                data: a.data === undefined ? new Uint8Array(a.length ?? 1) : dataBytes(a.data),
+                kernel: true,
+              };
+      context.threads.set(a.name, process.thread([access], a.name));
+      return {};
+    }
+    case 'join': {
+      const thread = context.threads.get(a.thread)!;
+      await context.backend.settle();
+      const result = thread.result();
+      if (result === null) return { state: 'blocked' };
+      const observed: ObservedResult = { state: result.state };
+      if (result.reads[0] !== undefined) observed.data = result.reads[0];
+      if (result.errno !== 0) observed.errno = errnoName(result.errno);
+      if (result.signal !== undefined) {
+        observed.si_code = siCodeName(result.signal.signal, result.signal.siCode);
+        observed.signal = signalName(result.signal.signal);
+      }
+      return observed;
+    }
+    case 'exit':
+      return observe(() => context.process(a.process).exit());
+    case 'userfaultfd':
+      return observe(() => {
+        const uffd = process.userfaultfd({
+          nonblock: a.nonblock ?? true,
+          userModeOnly: a.user_mode_only === true,
+          via: a.via ?? 'syscall',
+        });
+        context.uffds.set(a.name, { process: processName, fd: uffd.fd, uffd });
+      });
+    case 'api': {
+      const { uffd } = context.uffds.get(a.uffd)!;
+      try {
+        const result = uffd.api(featureMask(a.features ?? []));
+        return { features: featureNames(result.features), ioctls: ioctlNames(result.ioctls) };
+      } catch (error) {
+        return { errno: errnoOf(error) };
+      }
+    }
+    case 'register': {
+      const binding = context.uffds.get(a.uffd)!;
+      const mode =
+        a.mode_bits !== undefined
+          ? BigInt(a.mode_bits)
+          : BigInt(
+              (a.modes as string[]).reduce((bits, name) => bits | REGISTER_MODE_BITS[name as 'missing']!, 0),
+            );
+      const offset = a.offset ?? 0;
+      const arg = encodeUffdioRegister({
+        range: {
+          start: BigInt(context.address(a.map, offset)),
+          len: BigInt(context.lengthOf(a.map, offset, a.length)),
+        },
+        mode,
+        ioctls: 0n,
+      });
+      try {
+        context.process(binding.process).backend.ioctl(binding.fd, UFFDIO_REGISTER, arg);
+        return { ioctls: ioctlNames(decodeUffdioRegister(arg).ioctls) };
+      } catch (error) {
+        return { errno: errnoOf(error) };
+      }
+    }
+    case 'unregister':
+    case 'wake': {
+      const binding = context.uffds.get(a.uffd)!;
+      const offset = a.offset ?? 0;
+      const arg = encodeUffdioRange({
+        start: BigInt(context.address(a.map, offset)),
+        len: BigInt(context.lengthOf(a.map, offset, a.length)),
+      });
+      const request = step.op === 'wake' ? UFFDIO_WAKE : UFFDIO_UNREGISTER;
+      return rangeIoctl(context.process(binding.process).backend, binding.fd, request, arg, null, '');
+    }
+    case 'read_event':
+      return readEvent(context, a.uffd);
+    case 'read_raw': {
+      const binding = context.uffds.get(a.uffd)!;
+      try {
+        const bytes = context.process(binding.process).backend.read(binding.fd, a.buffer);
+        return { count: bytes.byteLength / UFFD_MSG_SIZE };
+      } catch (error) {
+        return { errno: errnoOf(error) };
+      }
+    }
+    case 'poll': {
+      const binding = context.uffds.get(a.uffd)!;
+      const revents = context.process(binding.process).backend.poll(binding.fd);
+      const events: string[] = [];
+      if (revents & POLLIN) events.push('in');
+      if (revents & POLLERR) events.push('err');
+      if (revents & POLLHUP) events.push('hup');
+      return { events };
+    }
+    case 'copy': {
+      const binding = context.uffds.get(a.uffd)!;
+      const caller = context.process(binding.process);
+      let src: number;
+      if (a.src !== undefined) src = context.address(a.src.map, a.src.offset ?? 0);
+      else {
+        const data = dataBytes(a.data);
+        const srcOffset = a.src_offset ?? 0;
+        const padded = new Uint8Array(srcOffset + data.byteLength);
+        padded.set(data, srcOffset);
+        src = context.sourceBuffer(binding.process, padded, srcOffset + a.length) + srcOffset;
+      }
+      const arg = encodeUffdioCopy({
+        dst: BigInt(context.address(a.map, a.offset)),
+        src: BigInt(src),
+        len: BigInt(a.length),
+        mode: modeBits('copy', a),
+        copy: 0n,
+      });
+      return rangeIoctl(caller.backend, binding.fd, UFFDIO_COPY, arg, 32, 'copy');
+    }
+    case 'zeropage':
+    case 'continue':
+    case 'poison': {
+      const binding = context.uffds.get(a.uffd)!;
+      const range = { start: BigInt(context.address(a.map, a.offset)), len: BigInt(a.length) };
+      const mode = modeBits(step.op, a);
+      const [request, arg, field] =
+        step.op === 'zeropage'
+          ? [UFFDIO_ZEROPAGE, encodeUffdioZeropage({ range, mode, zeropage: 0n }), 'zeropage']
+          : step.op === 'continue'
+            ? [UFFDIO_CONTINUE, encodeUffdioContinue({ range, mode, mapped: 0n }), 'mapped']
+            : [UFFDIO_POISON, encodeUffdioPoison({ range, mode, updated: 0n }), 'updated'];
+      return rangeIoctl(context.process(binding.process).backend, binding.fd, request, arg, 24, field);
+    }
+    case 'writeprotect': {
+      const binding = context.uffds.get(a.uffd)!;
+      const arg = encodeUffdioWriteprotect({
+        range: { start: BigInt(context.address(a.map, a.offset)), len: BigInt(a.length) },
+        mode: modeBits('writeprotect', a),
+      });
+      return rangeIoctl(
+        context.process(binding.process).backend,
+        binding.fd,
+        UFFDIO_WRITEPROTECT,
+        arg,
+        null,
+        '',
+      );
+    }
+    case 'move': {
+      const binding = context.uffds.get(a.uffd)!;
+      const arg = encodeUffdioMove({
+        dst: BigInt(context.address(a.dst.map, a.dst.offset ?? 0)),
+        src: BigInt(context.address(a.src.map, a.src.offset ?? 0)),
+        len: BigInt(a.length),
+        mode: modeBits('move', a),
+        move: 0n,
+      });
+      return rangeIoctl(context.process(binding.process).backend, binding.fd, UFFDIO_MOVE, arg, 32, 'move');
+    }
+    case 'close':
+      return observe(() => {
+        context.uffds.get(a.uffd)!.uffd.close();
+      });
+    case 'pagemap': {
+      const pages = backend.pagemap(context.address(a.map, a.offset), Math.ceil(a.length / 4096));
+      return {
+        pages: pages.map((page) => ({
+          present: page.present,
+          uffd_wp: page.uffdWp,
+          marker: page.marker,
+          zero_page: page.zeroPage,
+        })),
+      };
+    }
+    case 'vmas': {
+      const map = context.maps.get(a.map)!;
+      const vmas = context.process(map.process).backend.vmas(map.address, map.address + map.length);
+      return { count: vmas.length, flags: vmas.map((vma) => [...vma.modes]) };
+    }
+    default:
+      throw new UnsupportedStep(
+        `op '${step.op}' is not supported by the ${context.backend.name} backend yet`,
+      );
+  }
+}
+
+function readEvent(context: ScenarioContext, uffdName: string): ObservedResult {
+  const binding = context.uffds.get(uffdName)!;
+  let messages: ReturnType<typeof decodeUffdMsgs>;
+  try {
+    messages = decodeUffdMsgs(context.process(binding.process).backend.read(binding.fd, UFFD_MSG_SIZE));
+  } catch (error) {
+    return { errno: errnoOf(error) };
+  }
+  const message = messages[0]!;
+  // The monitored process is the one that registered: faults are reported in its address space.
+  const owner = binding.process;
+  switch (message.event) {
+    case 'pagefault': {
+      const place = context.place(owner, Number(message.address)) ?? {
+        map: '?',
+        offset: Number(message.address),
+      };
+      return {
+        event: 'pagefault',
+        map: place.map,
+        offset: place.offset,
+        flags: faultFlagNames(message.flags),
+        ptid: message.ptid === 0 ? 0 : context.threadName(message.ptid),
+      };
+    }
+    case 'remove':
+    case 'unmap': {
+      const place = context.place(owner, Number(message.start)) ?? {
+        map: '?',
+        offset: Number(message.start),
+      };
+      return {
+        event: message.event,
+        map: place.map,
+        offset: place.offset,
+        length: Number(message.end - message.start),
+      };
+    }
+    case 'remap':
+      return {
+        event: 'remap',
+        from: context.place(owner, Number(message.from)),
+        to: context.place(owner, Number(message.to)),
+        length: Number(message.len),
+      };
+    case 'fork':
+      return { event: 'fork' };
+    default:
+      return { event: 'unknown' };
+  }
+}
+
+export { KernelError };
