@@ -28,6 +28,10 @@ export interface ThreadResult {
   readonly errno: number;
   /** Userfaultfd faults the thread took (messages it queued). */
   readonly faults: number;
+  /** The return value (or -errno) of each `syscall` access, in order. */
+  readonly returns: readonly number[];
+  /** The child of each `fork` syscall access, in order. */
+  readonly children: readonly ProcessBackend[];
 }
 
 export interface ThreadBackend {
@@ -69,6 +73,16 @@ export interface ProcessBackend {
   readMemory(address: number, length: number): Uint8Array;
   writeMemory(address: number, data: Uint8Array): void;
   spawnThread(program: Iterable<ThreadAccess>, name?: string): ThreadBackend;
+  /**
+   * madvise(2), mremap(2) and fork(2) made by the calling thread. They return
+   * at once; where Linux would wait for a userfaultfd event to be read, use a
+   * thread's `syscall` access instead, which blocks as the kernel does.
+   */
+  madvise(address: number, length: number, advice: number): void;
+  mremap(oldAddress: number, oldLength: number, newLength: number, flags: number, newAddress: number): number;
+  fork(): ProcessBackend;
+  /** Delivers `signal` to a thread, which handles and ignores it (a blocked fault is retried). */
+  signalThread(thread: ThreadBackend, signal: number): void;
   exit(): void;
   /** Per 4 KiB page in [address, address + pages * 4096): what /proc/pid/pagemap shows. */
   pagemap(address: number, pages: number): PageInfo[];

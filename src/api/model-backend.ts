@@ -94,6 +94,8 @@ class ModelThread implements ThreadBackend {
       ...(task.signal === null ? {} : { signal: task.signal }),
       errno: task.errno,
       faults: task.faultsTaken,
+      returns: task.returns,
+      children: task.children.map((child) => this.backend.wrap(child as ModelProcess)),
     };
   }
 
@@ -220,6 +222,28 @@ class ModelProcessBackend implements ProcessBackend {
     return new ModelThread(this.backend, task);
   }
 
+  madvise(address: number, length: number, advice: number): void {
+    check('madvise', this.process.madvise(address, length, advice));
+  }
+
+  mremap(
+    oldAddress: number,
+    oldLength: number,
+    newLength: number,
+    flags: number,
+    newAddress: number,
+  ): number {
+    return check('mremap', this.process.mremap(oldAddress, oldLength, newLength, flags, newAddress));
+  }
+
+  fork(): ProcessBackend {
+    return this.backend.wrap(check('fork', this.process.fork()));
+  }
+
+  signalThread(thread: ThreadBackend, signal: number): void {
+    this.backend.kernel.signalTask((thread as ModelThread).task, signal);
+  }
+
   exit(): void {
     this.process.exit();
   }
@@ -278,8 +302,20 @@ export class ModelBackend implements KernelBackend {
   }
 
   createProcess(options: { privileged?: boolean } = {}): ProcessBackend {
-    return new ModelProcessBackend(this, this.kernel.createProcess(options));
+    return this.wrap(this.kernel.createProcess(options));
   }
+
+  /** The backend object of a model process (one per process). */
+  wrap(process: ModelProcess): ProcessBackend {
+    let wrapped = this.wrappers.get(process);
+    if (wrapped === undefined) {
+      wrapped = new ModelProcessBackend(this, process);
+      this.wrappers.set(process, wrapped);
+    }
+    return wrapped;
+  }
+
+  private readonly wrappers = new WeakMap<ModelProcess, ProcessBackend>();
 
   describe(): string {
     return `model kernel ${this.kernel.version}, seed ${this.kernel.seed}`;

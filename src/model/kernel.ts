@@ -22,7 +22,7 @@ import { HookChecker } from './mm/hooks.ts';
 import type { MemoryType, MemoryTypeModule, MemoryTypeServices, Provision } from './mm/memtype.ts';
 import { MemoryTypeRegistry } from './mm/registry.ts';
 import { Prng } from './prng.ts';
-import { ModelProcess } from './process.ts';
+import { ModelProcess, SYSCALL_BLOCKED } from './process.ts';
 import type { Access, Task } from './task.ts';
 import { handleUserfault } from './uffd/userfault.ts';
 
@@ -203,6 +203,14 @@ export class ModelKernel {
       this.finishTask(task, 'done');
       return;
     }
+    if (access.kind === 'syscall') {
+      const result = process.threadSyscall(task, access);
+      if (result === SYSCALL_BLOCKED) return;
+      task.returns.push(result);
+      task.current = null;
+      task.accessesDone++;
+      return;
+    }
     const write = access.kind === 'write';
     const buffer = write ? (access as Access & { kind: 'write' }).data : task.readBuffer!;
     const length = buffer.byteLength;
@@ -255,6 +263,19 @@ export class ModelKernel {
       return;
     }
     throw new Error(`stepTask: unexpected fault result ${result}`);
+  }
+
+  /**
+   * Delivers a signal the thread handles and ignores: a thread asleep on a
+   * fault wakes, returns to user space and retries the access, which queues
+   * a new message if the page is still missing.
+   */
+  signalTask(task: Task, _signal: number): void {
+    const waiter = task.waiter;
+    if (waiter === null) return;
+    waiter.context.forget(task);
+    task.waiter = null;
+    this.wake(task);
   }
 
   finishTask(task: Task, state: 'done' | 'sigbus' | 'segv'): void {

@@ -46,6 +46,7 @@ import {
   EINVAL,
   ENODEV,
   ENOMEM,
+  ENOSYS,
   ENOTTY,
   EOPNOTSUPP,
   EPERM,
@@ -73,7 +74,11 @@ import {
   VM_WRITE,
   Vma,
 } from './mm/vma.ts';
-import { type Access, Task } from './task.ts';
+import { type Access, type SyscallAccess, Task } from './task.ts';
+
+/** A thread's syscall went to sleep (waiting for a userfaultfd event to be read). */
+export const SYSCALL_BLOCKED = 1 << 30;
+
 import { UffdContext } from './uffd/context.ts';
 import { UffdFile } from './uffd/ioctl.ts';
 import { unregisterAll } from './uffd/register.ts';
@@ -598,6 +603,32 @@ export class ModelProcess {
     this.tasks.push(task);
     this.kernel.enqueue(task);
     return task;
+  }
+
+  /**
+   * A syscall made by a simulated thread. Returns its result (or -errno), or
+   * SYSCALL_BLOCKED when the task went to sleep waiting for an event read.
+   */
+  threadSyscall(_task: Task, access: SyscallAccess): number {
+    return fail(ENOSYS, 'call', `${access.call} is not modelled yet`);
+  }
+
+  madvise(_address: number, _length: number, _advice: number): number {
+    return fail(ENOSYS, 'advice', 'madvise is not modelled yet');
+  }
+
+  mremap(
+    _oldAddress: number,
+    _oldLength: number,
+    _newLength: number,
+    _flags: number,
+    _newAddress: number,
+  ): number {
+    return fail(ENOSYS, 'flags', 'mremap is not modelled yet');
+  }
+
+  fork(): ModelProcess | number {
+    return fail(ENOSYS, 'fork', 'fork is not modelled yet');
   }
 
   // --- userfaultfd -----------------------------------------------------------

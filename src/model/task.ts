@@ -20,7 +20,20 @@ export type Access =
       readonly address: number;
       readonly data: Uint8Array;
       readonly kernel?: boolean;
-    };
+    }
+  | SyscallAccess;
+
+/**
+ * A system call made by the thread, for the calls that can block until a
+ * userfaultfd event is read (madvise, munmap, mremap, fork). Arguments as
+ * the C call takes them: madvise(addr, len, advice), munmap(addr, len),
+ * mremap(old, oldLen, newLen, flags, newAddr), fork().
+ */
+export interface SyscallAccess {
+  readonly kind: 'syscall';
+  readonly call: 'madvise' | 'munmap' | 'mremap' | 'fork';
+  readonly args: readonly number[];
+}
 
 export interface TaskSignal {
   readonly signal: number;
@@ -46,6 +59,10 @@ export class Task {
   /** Set when a kernel-mode access failed (EFAULT). */
   errno = 0;
   accessesDone = 0;
+  /** Return values (or -errno) of the syscall accesses, in order. */
+  readonly returns: number[] = [];
+  /** Children created by fork syscall accesses. */
+  readonly children: TaskOwner[] = [];
   faultsTaken = 0;
   /** Called once when the task ends. */
   readonly exitCallbacks: Array<(task: Task) => void> = [];
