@@ -118,6 +118,8 @@ export function checkInvariants(kernel: ModelKernel): void {
   for (const process of kernel.processes.values()) {
     for (const task of process.tasks) {
       if (task.state !== 'blocked') continue;
+      // A syscall asleep until its userfaultfd events are read waits on no fault.
+      if (task.syscallContinuation !== null) continue;
       const waiter = task.waiter;
       failIf(waiter === null, () => `task ${task.tid} is blocked on nothing`);
       const ctx = waiter!.context;

@@ -79,7 +79,11 @@ import { type Access, type SyscallAccess, Task } from './task.ts';
 /** A thread's syscall went to sleep (waiting for a userfaultfd event to be read). */
 export const SYSCALL_BLOCKED = 1 << 30;
 
+import { forkProcess } from './fork.ts';
+import { prepareMadvise } from './mm/madvise.ts';
+import { doMremap } from './mm/mremap.ts';
 import { UffdContext } from './uffd/context.ts';
+import { EventWait, raiseUnmapEvents, unmapContexts } from './uffd/events.ts';
 import { UffdFile } from './uffd/ioctl.ts';
 import { unregisterAll } from './uffd/register.ts';
 
@@ -220,7 +224,7 @@ export class ModelProcess {
    * Removes cached pages of [from, to) and unmaps them everywhere (truncate
    * and punch hole). Partial folios at the edges are zeroed in place.
    */
-  private truncatePagecache(inode: Inode, from: number, to: number, evenCows: boolean): void {
+  truncatePagecache(inode: Inode, from: number, to: number, evenCows: boolean): void {
     const memory = this.kernel.memory;
     const folioBytes = inode.pageSize;
     const firstWhole = Math.ceil(from / folioBytes) * folioBytes;
@@ -464,7 +468,8 @@ export class ModelProcess {
       inode = this.kernel.createInode(type, 'anon_hugepage', pageShift, length);
     }
     if (flags & MAP_FIXED) {
-      const unmapped = this.unmapRange(start, start + length);
+      // The caller cannot sleep here: UNMAP events are queued without waiting.
+      const unmapped = this.unmapRange(start, start + length, null);
       if (unmapped < 0) return unmapped;
     }
     const pgoff = inode === null ? start / 4096 : offset / 4096;
@@ -474,31 +479,40 @@ export class ModelProcess {
     return start;
   }
 
-  munmap(address: number, length: number): number {
+  munmap(address: number, length: number, wait: EventWait | null = null): number {
     if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
     if (length === 0) return fail(EINVAL, 'length', 'is zero');
     const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
     if (end > TASK_SIZE || address < 0) return fail(EINVAL, 'addr', 'outside the address space');
-    return this.unmapRange(address, end);
+    return this.unmapRange(address, end, wait);
   }
 
-  /** do_vmi_munmap: splits at the edges (refusing to break a huge page) and removes what is inside. */
-  unmapRange(start: number, end: number): number {
+  /**
+   * do_vmi_munmap: splits at the edges (refusing to break a huge page) and
+   * removes what is inside; registered contexts with EVENT_UNMAP hear of it
+   * afterwards, once each, with the whole range.
+   */
+  unmapRange(start: number, end: number, wait: EventWait | null = null): number {
+    const contexts = unmapContexts(this.mm, start, end);
     const split = this.splitEdges(start, end);
     if (split < 0) return split;
-    for (const vma of this.mm.vmasIn(start, end)) {
-      this.mm.zapRange(vma, vma.start, vma.end);
-      this.mm.remove(vma);
-      if (vma.inode !== null) this.kernel.maybeReleaseInode(vma.inode);
-    }
+    for (const vma of this.mm.vmasIn(start, end)) this.removeVma(vma);
+    raiseUnmapEvents(contexts, start, end, wait);
     return 0;
+  }
+
+  /** Zaps and removes one whole VMA. */
+  removeVma(vma: Vma): void {
+    this.mm.zapRange(vma, vma.start, vma.end);
+    this.mm.remove(vma);
+    if (vma.inode !== null) this.kernel.maybeReleaseInode(vma.inode);
   }
 
   /**
    * Splits VMAs at `start`, then at `end`, refusing a split inside a huge
    * page. As in Linux, a refused end split leaves the start split done.
    */
-  private splitEdges(start: number, end: number): number {
+  splitEdges(start: number, end: number): number {
     for (const edge of [start, end]) {
       const vma = this.mm.findVma(edge);
       if (vma !== undefined && edge > vma.start && edge % vma.pageSize !== 0) {
@@ -609,26 +623,78 @@ export class ModelProcess {
    * A syscall made by a simulated thread. Returns its result (or -errno), or
    * SYSCALL_BLOCKED when the task went to sleep waiting for an event read.
    */
-  threadSyscall(_task: Task, access: SyscallAccess): number {
-    return fail(ENOSYS, 'call', `${access.call} is not modelled yet`);
+  threadSyscall(task: Task, access: SyscallAccess): number {
+    const resume = task.syscallContinuation;
+    if (resume !== null) {
+      task.syscallContinuation = null;
+      return resume();
+    }
+    const wait = new EventWait(() => this.kernel.wake(task));
+    const args = access.args;
+    let finish: () => number;
+    switch (access.call) {
+      case 'madvise': {
+        // The event is read before the pages go (userfaultfd_remove waits first).
+        const prepared = prepareMadvise(this, args[0] ?? 0, args[1] ?? 0, args[2] ?? 0, wait);
+        finish = typeof prepared === 'number' ? () => prepared : prepared;
+        break;
+      }
+      case 'munmap': {
+        const result = this.munmap(args[0] ?? 0, args[1] ?? 0, wait);
+        finish = () => result;
+        break;
+      }
+      case 'mremap': {
+        const result = doMremap(
+          this,
+          args[0] ?? 0,
+          args[1] ?? 0,
+          args[2] ?? 0,
+          args[3] ?? 0,
+          args[4] ?? 0,
+          wait,
+        );
+        finish = () => result;
+        break;
+      }
+      case 'fork': {
+        const child = forkProcess(this, wait);
+        if (typeof child !== 'number') task.children.push(child);
+        finish = () => (typeof child === 'number' ? child : child.pid);
+        break;
+      }
+    }
+    if (wait.outstanding === 0) return finish();
+    task.syscallContinuation = finish;
+    task.state = 'blocked';
+    return SYSCALL_BLOCKED;
   }
 
-  madvise(_address: number, _length: number, _advice: number): number {
-    return fail(ENOSYS, 'advice', 'madvise is not modelled yet');
+  /** madvise(2) by the calling thread: events are queued, the call does not wait for them. */
+  madvise(address: number, length: number, advice: number): number {
+    const prepared = prepareMadvise(this, address, length, advice, null);
+    return typeof prepared === 'number' ? prepared : prepared();
   }
 
   mremap(
-    _oldAddress: number,
-    _oldLength: number,
-    _newLength: number,
-    _flags: number,
-    _newAddress: number,
+    oldAddress: number,
+    oldLength: number,
+    newLength: number,
+    flags: number,
+    newAddress: number,
   ): number {
-    return fail(ENOSYS, 'flags', 'mremap is not modelled yet');
+    return doMremap(this, oldAddress, oldLength, newLength, flags, newAddress, null);
   }
 
   fork(): ModelProcess | number {
-    return fail(ENOSYS, 'fork', 'fork is not modelled yet');
+    return forkProcess(this, null);
+  }
+
+  /** Installs a new fd for a userfaultfd context (FORK event delivery, SCM_RIGHTS). */
+  installUffd(ctx: UffdContext): number {
+    ctx.fileReferences++;
+    const uffd = new UffdFile(ctx, this.kernel.env, ctx.openFlags);
+    return this.installFd({ kind: 'uffd', uffd, references: 1 });
   }
 
   // --- userfaultfd -----------------------------------------------------------
@@ -656,6 +722,7 @@ export class ModelProcess {
       this.kernel,
     );
     ctx.fileReferences = 1;
+    ctx.openFlags = flags & (O_CLOEXEC | O_NONBLOCK);
     const uffd = new UffdFile(ctx, this.kernel.env, flags & (O_CLOEXEC | O_NONBLOCK));
     return this.installFd({ kind: 'uffd', uffd, references: 1 });
   }
@@ -688,7 +755,7 @@ export class ModelProcess {
   read(fd: number, count: number): Uint8Array | number {
     const file = this.fds.get(fd);
     if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
-    if (file.kind === 'uffd') return file.uffd.read(count);
+    if (file.kind === 'uffd') return file.uffd.read(count, this);
     if (file.kind === 'inode') return fail(ESPIPE, 'fd', 'use pread on files');
     return fail(EINVAL, 'fd', 'not readable');
   }
@@ -728,7 +795,7 @@ export function releaseUffdContext(ctx: UffdContext): void {
   ctx.released = true;
   if (!ctx.mm.dead) unregisterAll(ctx);
   ctx.wakeAll();
-  for (const event of ctx.events.splice(0)) event.onRead?.();
+  for (const event of ctx.events.splice(0)) event.onDone?.();
   ctx.mmapChanging = 0;
   ctx.notifyPollers();
 }

@@ -61,6 +61,8 @@ export class Task {
   accessesDone = 0;
   /** Return values (or -errno) of the syscall accesses, in order. */
   readonly returns: number[] = [];
+  /** What finishes a syscall that slept until its userfaultfd events were read. */
+  syscallContinuation: (() => number) | null = null;
   /** Children created by fork syscall accesses. */
   readonly children: TaskOwner[] = [];
   faultsTaken = 0;

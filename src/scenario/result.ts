@@ -84,6 +84,7 @@ export function show(value: unknown, dataOf?: (spec: DataSpec) => Uint8Array): s
     dataOf !== undefined &&
     typeof value === 'object' &&
     value !== null &&
+    !Array.isArray(value) &&
     ('text' in value || 'hex' in value || 'fill' in value)
   ) {
     return describeBytes(dataOf(value as DataSpec));

@@ -5,7 +5,7 @@
  */
 import { type PhysicalMemory, ZERO_PFN } from '../mem/physmem.ts';
 import { SparseArray } from '../mem/sparse.ts';
-import { PTE_MARKER_MASK, PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
+import { PTE_MARKER_MASK, PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP, PTE_ZERO } from './pagetable.ts';
 import { canMerge, VM_ACCESS_FLAGS, type Vma } from './vma.ts';
 
 /** Top of the mmap area; mappings are placed top-down below it, as on x86_64. */
@@ -171,7 +171,9 @@ export class AddressSpace {
     this.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, flags, pfn) => {
       if (flags & PTE_PRESENT) {
         if (!(flags & PTE_ZERO) && vpn % pagesPerEntry === 0) this.unmapFolio(pfn);
-        this.pageTable.clear(vpn);
+        // A zapped write-protected page of file memory leaves a marker, so the protection survives.
+        if (keepMarkers && flags & PTE_UFFD_WP) this.pageTable.set(vpn, PTE_MARKER_UFFD_WP, 0);
+        else this.pageTable.clear(vpn);
         return;
       }
       if (keepMarkers && flags & PTE_MARKER_MASK) return;

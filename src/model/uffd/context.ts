@@ -16,11 +16,19 @@ export interface FaultWaiter {
   readonly ptid: number;
 }
 
-/** A queued non-cooperative event, already encoded as the 32-byte message. */
+/** What reading an event may need from the reader: FORK installs a new fd in the reader's process. */
+export interface EventReader {
+  installUffd(ctx: UffdContext): number;
+}
+
+/** A queued non-cooperative event. */
 export interface QueuedEvent {
-  readonly message: Uint8Array;
-  /** Called once the event has been read (the blocked syscall may continue). */
-  readonly onRead?: () => void;
+  /** For diagnostics, e.g. "REMOVE 0x7f0000000000-0x7f0000004000". */
+  readonly description: string;
+  /** The 32-byte message, made when it is read (FORK installs its fd then); -errno keeps it queued. */
+  encode(reader: EventReader): Uint8Array | number;
+  /** Called once the event has been read, or dropped when the context is released. */
+  readonly onDone?: () => void;
 }
 
 export interface Waker {
@@ -36,6 +44,8 @@ export class UffdContext {
   readonly pending: FaultWaiter[] = [];
   readonly read: FaultWaiter[] = [];
   readonly events: QueuedEvent[] = [];
+  /** O_NONBLOCK/O_CLOEXEC of the file that created it; fds installed for it later (FORK) get the same. */
+  openFlags = 0;
   /** Open file descriptions referring to this context. */
   fileReferences = 0;
   /** Callbacks for pollers; each is called on any change that may make the fd readable. */
@@ -64,9 +74,25 @@ export class UffdContext {
     this.notifyPollers();
   }
 
+  /** Queues an event; until it is read, mmap_changing makes the fill ioctls fail with EAGAIN. */
   enqueueEvent(event: QueuedEvent): void {
     this.events.push(event);
+    this.mmapChanging++;
     this.notifyPollers();
+  }
+
+  /** Marks the first event read. */
+  eventRead(event: QueuedEvent): void {
+    this.mmapChanging--;
+    event.onDone?.();
+  }
+
+  /** Why the fill ioctls fail with EAGAIN, naming the unread event. */
+  changingReason(): string {
+    const first = this.events[0];
+    const what = first === undefined ? 'a non-cooperative event' : `the ${first.description} event`;
+    const more = this.events.length > 1 ? ` and ${this.events.length - 1} more` : '';
+    return `${what}${more} is unread (mmap_changing): read the userfaultfd first`;
   }
 
   notifyPollers(): void {

@@ -23,6 +23,9 @@ import {
   UFFDIO_COPY,
   UFFDIO_COPY_MODE_DONTWAKE,
   UFFDIO_COPY_MODE_WP,
+  UFFDIO_MOVE,
+  UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+  UFFDIO_MOVE_MODE_DONTWAKE,
   UFFDIO_POISON,
   UFFDIO_POISON_MODE_DONTWAKE,
   UFFDIO_REGISTER,
@@ -39,6 +42,7 @@ import {
   decodeUffdioApi,
   decodeUffdioContinue,
   decodeUffdioCopy,
+  decodeUffdioMove,
   decodeUffdioPoison,
   decodeUffdioRange,
   decodeUffdioRegister,
@@ -49,6 +53,7 @@ import {
   UFFDIO_API_SIZE,
   UFFDIO_CONTINUE_MAPPED_OFFSET,
   UFFDIO_COPY_COPY_OFFSET,
+  UFFDIO_MOVE_MOVE_OFFSET,
   UFFDIO_POISON_UPDATED_OFFSET,
   UFFDIO_RANGE_SIZE,
   UFFDIO_REGISTER_IOCTLS_OFFSET,
@@ -59,8 +64,9 @@ import {
 import { fail, hex } from '../failure.ts';
 import type { FaultEnvironment } from '../mm/fault.ts';
 import type { AddressSpace } from '../mm/mm.ts';
-import type { UffdContext } from './context.ts';
+import type { EventReader, UffdContext } from './context.ts';
 import { MFILL_CONTINUE, MFILL_COPY, MFILL_POISON, MFILL_ZEROPAGE, mfillAtomic } from './mfill.ts';
+import { movePages } from './move.ts';
 import { userfaultfdRegister, userfaultfdUnregister } from './register.ts';
 import { validateRange, validateUnalignedRange } from './validate.ts';
 import { writeProtectRange } from './writeprotect.ts';
@@ -128,6 +134,8 @@ export class UffdFile {
         return this.fill(caller, arg, MFILL_POISON);
       case UFFDIO_WRITEPROTECT:
         return this.writeProtect(arg);
+      case UFFDIO_MOVE:
+        return this.move(caller, arg);
       default:
         return fail(EINVAL, 'request', `unknown userfaultfd ioctl ${hex(request >>> 0)}`);
     }
@@ -278,7 +286,7 @@ export class UffdFile {
   private eagainIntoField(arg: Uint8Array | null, offset: number): number {
     if (arg === null || arg.byteLength < offset + 8) return fail(EFAULT, 'arg', 'bad address');
     writeS64(arg, offset, -EAGAIN);
-    return fail(EAGAIN, 'uffd', 'a non-cooperative event is unread (mmap_changing)');
+    return fail(EAGAIN, 'uffd', this.ctx.changingReason());
   }
 
   private finishFill(
@@ -298,10 +306,38 @@ export class UffdFile {
     return 0;
   }
 
+  private move(caller: UffdCaller, arg: Uint8Array | null): number {
+    const ctx = this.ctx;
+    if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, UFFDIO_MOVE_MOVE_OFFSET);
+    const bad = readable(arg, 32, 'uffdio_move');
+    if (bad < 0 || arg === null) return bad;
+    if (ctx.mm !== caller.mm)
+      return fail(EINVAL, 'uffd', 'UFFDIO_MOVE works only from the registered process');
+    const value = decodeUffdioMove(padded(arg, 40));
+    const dst = u64ToNumber(value.dst);
+    const src = u64ToNumber(value.src);
+    const length = u64ToNumber(value.len);
+    let invalid = validateRange(dst, length, 'dst');
+    if (invalid < 0) return invalid;
+    invalid = validateRange(src, length, 'src');
+    if (invalid < 0) return invalid;
+    const allowed = BigInt(UFFDIO_MOVE_MODE_DONTWAKE | UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
+    if ((value.mode & ~allowed) !== 0n)
+      return fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
+    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+    const result = movePages(ctx, {
+      dst,
+      src,
+      lengthBytes: length,
+      allowSrcHoles: (value.mode & BigInt(UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES)) !== 0n,
+    });
+    const dontWake = (value.mode & BigInt(UFFDIO_MOVE_MODE_DONTWAKE)) !== 0n;
+    return this.finishFill(arg, UFFDIO_MOVE_MOVE_OFFSET, 40, result, dst, length, dontWake);
+  }
+
   private writeProtect(arg: Uint8Array | null): number {
     const ctx = this.ctx;
-    if (ctx.mmapChanging > 0)
-      return fail(EAGAIN, 'uffd', 'a non-cooperative event is unread (mmap_changing)');
+    if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', this.ctx.changingReason());
     const bad = readable(arg, UFFDIO_WRITEPROTECT_SIZE, 'uffdio_writeprotect');
     if (bad < 0 || arg === null) return bad;
     const value = decodeUffdioWriteprotect(arg);
@@ -323,7 +359,7 @@ export class UffdFile {
   }
 
   /** read(2): whole 32-byte messages, faults before events; never blocks (the caller waits on poll). */
-  read(count: number): Uint8Array | number {
+  read(count: number, reader: EventReader): Uint8Array | number {
     const ctx = this.ctx;
     if (!ctx.initialized) return fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
     if (count < UFFD_MSG_SIZE) return fail(EINVAL, 'count', `${count} is less than one message (32 bytes)`);
@@ -342,14 +378,21 @@ export class UffdFile {
         written++;
         continue;
       }
-      const event = ctx.events.shift();
+      const event = ctx.events[0];
       if (event === undefined) break;
-      out.set(event.message, written * UFFD_MSG_SIZE);
+      const message = event.encode(reader);
+      if (typeof message === 'number') {
+        // The event stays queued (a FORK whose fd could not be installed).
+        if (written === 0) return message;
+        break;
+      }
+      ctx.events.shift();
+      out.set(message, written * UFFD_MSG_SIZE);
       written++;
-      event.onRead?.();
+      ctx.eventRead(event);
     }
     if (written === 0) return fail(EAGAIN, 'uffd', 'no message is pending');
-    return out;
+    return written * UFFD_MSG_SIZE === out.byteLength ? out : out.subarray(0, written * UFFD_MSG_SIZE);
   }
 
   /** poll(2) revents. */

@@ -61,7 +61,7 @@ export function mfillAtomic(env: FaultEnvironment, ctx: UffdContext, request: Mf
     return fail(ENOENT, 'len', `the range runs past the end of ${vma.describe()}`);
   if (vma.uffdContext === null)
     return fail(ENOENT, 'dst', `${vma.describe()} is not registered with userfaultfd`);
-  if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', 'a non-cooperative event is unread (mmap_changing)');
+  if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', ctx.changingReason());
   if (request.writeProtect && (vma.flags & VM_UFFD_WP) === 0) {
     return fail(EINVAL, 'mode', `MODE_WP on ${vma.describe()}, which is not registered for WP`);
   }

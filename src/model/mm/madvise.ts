@@ -1,0 +1,137 @@
+/**
+ * madvise(2): the advices userfaultfd cares about (DONTNEED, FREE, REMOVE
+ * raise REMOVE events; PAGEOUT does not) and the VMA-flag advices. Checks in
+ * the kernel's order; a hole in the range gives ENOMEM after the mapped parts
+ * were handled, as Linux does.
+ */
+import {
+  MADV_COLD,
+  MADV_DODUMP,
+  MADV_DOFORK,
+  MADV_DONTDUMP,
+  MADV_DONTFORK,
+  MADV_DONTNEED,
+  MADV_DONTNEED_LOCKED,
+  MADV_FREE,
+  MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
+  MADV_NORMAL,
+  MADV_PAGEOUT,
+  MADV_RANDOM,
+  MADV_REMOVE,
+  MADV_SEQUENTIAL,
+  MADV_WILLNEED,
+  PAGE_SIZE,
+  TASK_SIZE,
+} from '../../uapi/constants.ts';
+import { EINVAL, ENOMEM } from '../../uapi/errno.ts';
+import { fail, hex } from '../failure.ts';
+import type { ModelProcess } from '../process.ts';
+import { type EventWait, raiseRemoveEvents } from '../uffd/events.ts';
+import { VM_DONTCOPY, VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, VM_SHARED, type Vma } from './vma.ts';
+
+const NO_OP_ADVICE = new Set([
+  MADV_NORMAL,
+  MADV_RANDOM,
+  MADV_SEQUENTIAL,
+  MADV_WILLNEED,
+  MADV_COLD,
+  MADV_PAGEOUT,
+  MADV_DONTDUMP,
+  MADV_DODUMP,
+]);
+const FLAG_ADVICE: Record<number, { set: number; clear: number }> = {
+  [MADV_DONTFORK]: { set: VM_DONTCOPY, clear: 0 },
+  [MADV_DOFORK]: { set: 0, clear: VM_DONTCOPY },
+  [MADV_HUGEPAGE]: { set: VM_HUGEPAGE, clear: VM_NOHUGEPAGE },
+  [MADV_NOHUGEPAGE]: { set: VM_NOHUGEPAGE, clear: VM_HUGEPAGE },
+};
+const DISCARD_ADVICE = new Set([MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE, MADV_REMOVE]);
+
+/**
+ * Validates and, for the discarding advices, raises the REMOVE events.
+ * Returns -errno, or the step that does the work: Linux reads the event
+ * before the pages go, so a sleeping caller runs it after the read.
+ */
+export function prepareMadvise(
+  process: ModelProcess,
+  address: number,
+  length: number,
+  advice: number,
+  wait: EventWait | null,
+): number | (() => number) {
+  if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
+  const known = NO_OP_ADVICE.has(advice) || advice in FLAG_ADVICE || DISCARD_ADVICE.has(advice);
+  if (!known) return fail(EINVAL, 'advice', `unknown or unsupported advice ${advice}`);
+  if (length === 0) return 0;
+  const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
+  if (end > TASK_SIZE || end < address) return fail(EINVAL, 'length', 'runs past the address space');
+  const mm = process.mm;
+  const vmas = mm.vmasIn(address, end);
+  if (vmas.length === 0) return fail(ENOMEM, 'addr', `${hex(address)}-${hex(end)} is not mapped`);
+  const hasHole =
+    vmas[0]!.start > address ||
+    vmas.some((vma, i) => i > 0 && vmas[i - 1]!.end < vma.start) ||
+    vmas[vmas.length - 1]!.end < end;
+  const holeResult = () => (hasHole ? fail(ENOMEM, 'length', 'part of the range is not mapped') : 0);
+
+  if (NO_OP_ADVICE.has(advice)) return holeResult;
+  const flagAdvice = FLAG_ADVICE[advice];
+  if (flagAdvice !== undefined) {
+    return () => {
+      const split = process.splitEdges(address, end);
+      if (split < 0) return split;
+      for (const vma of mm.vmasIn(address, end)) vma.flags = (vma.flags | flagAdvice.set) & ~flagAdvice.clear;
+      mm.mergeRange(address, end);
+      return holeResult();
+    };
+  }
+
+  for (const vma of vmas) {
+    const invalid = checkDiscard(vma, advice, address, end);
+    if (invalid < 0) return invalid;
+  }
+  raiseRemoveEvents(mm, address, end, wait);
+  return () => {
+    for (const vma of mm.vmasIn(address, end)) {
+      const lo = Math.max(address, vma.start);
+      let hi = Math.min(end, vma.end);
+      // hugetlb discards whole huge pages only: the end is rounded down.
+      hi -= hi % vma.pageSize;
+      if (hi <= lo) continue;
+      discard(process, vma, lo, hi, advice);
+    }
+    return holeResult();
+  };
+}
+
+function checkDiscard(vma: Vma, advice: number, start: number, end: number): number {
+  if (advice === MADV_DONTNEED && vma.flags & VM_LOCKED)
+    return fail(EINVAL, 'addr', `${vma.describe()} is locked`);
+  if (advice === MADV_FREE && (!vma.isAnonymous || vma.flags & VM_SHARED)) {
+    return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
+  }
+  if (advice === MADV_REMOVE && (vma.inode === null || (vma.flags & VM_SHARED) === 0)) {
+    return fail(EINVAL, 'advice', `MADV_REMOVE needs a shared file mapping, not ${vma.describe()}`);
+  }
+  if (vma.pageShift > 12 && Math.max(start, vma.start) % vma.pageSize !== 0) {
+    return fail(EINVAL, 'addr', `not aligned to the huge pages of ${vma.describe()}`);
+  }
+  return 0;
+}
+
+function discard(process: ModelProcess, vma: Vma, start: number, end: number, advice: number): void {
+  const mm = process.mm;
+  if (advice === MADV_FREE) {
+    // Lazily freed pages keep their data until reclaim, which the model never runs.
+    return;
+  }
+  if (advice === MADV_REMOVE) {
+    const inode = vma.inode!;
+    const fileStart = vma.pgoffAt(start) * 4096;
+    process.truncatePagecache(inode, fileStart, Math.min(fileStart + (end - start), inode.sizeBytes), false);
+    return;
+  }
+  // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp and poison markers.
+  mm.zapRange(vma, start, end, !vma.isAnonymous);
+}

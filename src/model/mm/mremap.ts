@@ -1,0 +1,157 @@
+/**
+ * mremap(2): shrink, grow in place, or move (MREMAP_MAYMOVE, MREMAP_FIXED,
+ * MREMAP_DONTUNMAP), with the userfaultfd consequences of §4.6: a moved VMA
+ * keeps its registration and raises REMAP only when its context asked for
+ * EVENT_REMAP, and is unregistered otherwise; unmapped ranges raise UNMAP.
+ */
+import {
+  MREMAP_DONTUNMAP,
+  MREMAP_FIXED,
+  MREMAP_MAYMOVE,
+  PAGE_SIZE,
+  TASK_SIZE,
+} from '../../uapi/constants.ts';
+import { EFAULT, EINVAL, ENOMEM } from '../../uapi/errno.ts';
+import { fail, hex } from '../failure.ts';
+import type { ModelProcess } from '../process.ts';
+import {
+  type EventWait,
+  raiseRemapEvent,
+  raiseUnmapEvents,
+  remapWanted,
+  unmapContexts,
+} from '../uffd/events.ts';
+import { clearUffdWp } from '../uffd/register.ts';
+import { VM_DONTEXPAND, VM_UFFD_FLAGS, Vma } from './vma.ts';
+
+export function doMremap(
+  process: ModelProcess,
+  oldAddress: number,
+  oldLengthRaw: number,
+  newLengthRaw: number,
+  flags: number,
+  newAddressRaw: number,
+  wait: EventWait | null,
+): number {
+  const mm = process.mm;
+  if (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP))
+    return fail(EINVAL, 'flags', `unknown flags ${hex(flags)}`);
+  if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) && !(flags & MREMAP_MAYMOVE)) {
+    return fail(EINVAL, 'flags', 'MREMAP_FIXED and MREMAP_DONTUNMAP need MREMAP_MAYMOVE');
+  }
+  if (oldAddress % PAGE_SIZE !== 0)
+    return fail(EINVAL, 'old_address', `${hex(oldAddress)} is not page aligned`);
+  const oldLength = Math.ceil(oldLengthRaw / PAGE_SIZE) * PAGE_SIZE;
+  const newLength = Math.ceil(newLengthRaw / PAGE_SIZE) * PAGE_SIZE;
+  if (newLength === 0) return fail(EINVAL, 'new_size', 'is zero');
+  const fixed = (flags & MREMAP_FIXED) !== 0;
+  if (fixed) {
+    if (newAddressRaw % PAGE_SIZE !== 0)
+      return fail(EINVAL, 'new_address', `${hex(newAddressRaw)} is not page aligned`);
+    if (newAddressRaw + newLength > TASK_SIZE)
+      return fail(EINVAL, 'new_address', 'outside the address space');
+    if (newAddressRaw < oldAddress + oldLength && oldAddress < newAddressRaw + newLength) {
+      return fail(EINVAL, 'new_address', 'the new range overlaps the old one');
+    }
+  }
+  const vma = mm.findVma(oldAddress);
+  if (vma === undefined) return fail(EFAULT, 'old_address', `${hex(oldAddress)} is not mapped`);
+  if (oldAddress + oldLength > vma.end)
+    return fail(EFAULT, 'old_size', 'the old range spans more than one mapping');
+  if (vma.pageShift > 12 && (oldLength % vma.pageSize !== 0 || newLength % vma.pageSize !== 0)) {
+    return fail(EINVAL, 'new_size', `not a multiple of the huge pages of ${vma.describe()}`);
+  }
+
+  if (fixed) {
+    // The destination is unmapped first: its contexts hear UNMAP before anything else.
+    const unmapped = process.unmapRange(newAddressRaw, newAddressRaw + newLength, wait);
+    if (unmapped < 0) return unmapped;
+  }
+  if (!fixed && newLength <= oldLength) {
+    if (newLength < oldLength) {
+      const shrunk = process.unmapRange(oldAddress + newLength, oldAddress + oldLength, wait);
+      if (shrunk < 0) return shrunk;
+    }
+    return oldAddress;
+  }
+  if (!fixed && !(vma.flags & VM_DONTEXPAND) && vma.end === oldAddress + oldLength) {
+    const growEnd = oldAddress + newLength;
+    if (growEnd <= TASK_SIZE && mm.isFree(vma.end, growEnd)) {
+      vma.end = growEnd;
+      return oldAddress;
+    }
+  }
+  if (!(flags & MREMAP_MAYMOVE))
+    return fail(ENOMEM, 'new_size', 'cannot grow in place and MREMAP_MAYMOVE is not set');
+  const target = fixed ? newAddressRaw : mm.findFreeRange(newLength, vma.pageSize);
+  if (target < 0) return fail(ENOMEM, 'new_size', 'no free range large enough');
+  return moveRange(
+    process,
+    vma,
+    oldAddress,
+    oldLength,
+    target,
+    newLength,
+    (flags & MREMAP_DONTUNMAP) !== 0,
+    wait,
+  );
+}
+
+/** move_vma: a new VMA at `target` takes over the pages of [old, old + oldLength). */
+function moveRange(
+  process: ModelProcess,
+  vma: Vma,
+  oldAddress: number,
+  oldLength: number,
+  target: number,
+  newLength: number,
+  dontUnmap: boolean,
+  wait: EventWait | null,
+): number {
+  const mm = process.mm;
+  const ctx = vma.uffdContext;
+  const unmapTargets = dontUnmap ? [] : unmapContexts(mm, oldAddress, oldAddress + oldLength);
+  const moved = new Vma(
+    target,
+    target + newLength,
+    vma.flags,
+    vma.inode,
+    vma.pgoffAt(oldAddress),
+    vma.memoryType,
+    vma.pageShift,
+    mm,
+  );
+  moved.anonVma = vma.anonVma;
+  if (remapWanted(ctx)) {
+    moved.uffdContext = ctx;
+  } else {
+    // Without EVENT_REMAP the kernel cannot tell the monitor, so the new VMA is not registered.
+    moved.flags &= ~VM_UFFD_FLAGS;
+  }
+  // Entries move with the pages; mapcounts and references do not change.
+  const shift = (target - oldAddress) / 4096;
+  const entries: Array<[number, number, number]> = [];
+  mm.pageTable.forEachInRange(
+    oldAddress / 4096,
+    (oldAddress + Math.min(oldLength, newLength)) / 4096,
+    (vpn, flags, value) => {
+      entries.push([vpn, flags, value]);
+    },
+  );
+  if (!dontUnmap) {
+    const split = process.splitEdges(oldAddress, oldAddress + oldLength);
+    if (split < 0) return split;
+  }
+  for (const [vpn] of entries) mm.pageTable.clear(vpn);
+  // The new VMA goes in before the old one leaves, so a file never looks unreferenced.
+  mm.insert(moved);
+  if (!dontUnmap) {
+    for (const old of mm.vmasIn(oldAddress, oldAddress + oldLength)) process.removeVma(old);
+  }
+  for (const [vpn, flags, value] of entries) mm.pageTable.set(vpn + shift, flags, value);
+  if (moved.uffdContext === null) clearUffdWp(mm, moved.start, moved.end);
+  mm.mergeRange(moved.start, moved.end);
+  if (remapWanted(ctx)) raiseRemapEvent(ctx, oldAddress, target, oldLength, wait);
+  raiseUnmapEvents(unmapTargets, oldAddress, oldAddress + oldLength, wait);
+  return target;
+}
