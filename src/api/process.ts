@@ -95,6 +95,21 @@ export class Process {
     });
   }
 
+  /**
+   * A private read-write buffer between two PROT_NONE guard pages, so that it
+   * never merges with (or changes the VMA layout of) the program's own maps.
+   * Returns the buffer's address; `munmapIsolated` frees it with its guards.
+   */
+  mmapIsolated(length: number): number {
+    const base = this.mmap({ length: length + 2 * 4096, prot: 0 });
+    this.mprotect(base + 4096, length, PROT_READ | PROT_WRITE);
+    return base + 4096;
+  }
+
+  munmapIsolated(address: number, length: number): void {
+    this.munmap(address - 4096, length + 2 * 4096);
+  }
+
   munmap(address: number, length: number): void {
     this.backend.munmap(address, length);
   }
@@ -263,9 +278,9 @@ export class Uffd {
 
   private stagingFor(length: number): number {
     if (this.staging === null || this.staging.length < length) {
-      if (this.staging !== null) this.process.munmap(this.staging.address, this.staging.length);
+      if (this.staging !== null) this.process.munmapIsolated(this.staging.address, this.staging.length);
       const rounded = Math.max(length, 64 * 1024);
-      this.staging = { address: this.process.mmap({ length: rounded }), length: rounded };
+      this.staging = { address: this.process.mmapIsolated(rounded), length: rounded };
     }
     return this.staging.address;
   }

@@ -1,5 +1,5 @@
 /** `faultline run`: scenario files on a backend, one line per scenario and a closing count. */
-import { loadScenarios, ScenarioError } from '../scenario/parse.ts';
+import { loadScenarios, type Scenario, ScenarioError } from '../scenario/parse.ts';
 import { type BackendName, runScenario, type ScenarioReport } from '../scenario/run.ts';
 
 export interface RunCommandOptions {
@@ -11,7 +11,7 @@ export interface RunCommandOptions {
 }
 
 export async function runCommand(path: string, options: RunCommandOptions): Promise<number> {
-  let scenarios;
+  let scenarios: Scenario[];
   try {
     scenarios = loadScenarios(path);
   } catch (error) {

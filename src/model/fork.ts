@@ -51,7 +51,7 @@ export function forkProcess(parent: ModelProcess, wait: EventWait | null): Model
     // anon_vma_fork gives the child an anon_vma of its own.
     copy.anonVma = vma.anonVma === 0 ? 0 : kernel.allocateAnonVmaId();
     const ctx = vma.uffdContext;
-    if (ctx !== null && ctx.hasFeature(UFFD_FEATURE_EVENT_FORK)) {
+    if (ctx?.hasFeature(UFFD_FEATURE_EVENT_FORK)) {
       copy.uffdContext = contextFor(ctx);
     } else {
       copy.flags &= ~VM_UFFD_FLAGS;

@@ -46,7 +46,6 @@ import {
   EINVAL,
   ENODEV,
   ENOMEM,
-  ENOSYS,
   ENOTTY,
   EOPNOTSUPP,
   EPERM,

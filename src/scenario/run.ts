@@ -61,11 +61,47 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
   const steps: StepReport[] = [];
   let status: ScenarioReport['status'] = 'pass';
   let reason: string | undefined;
+  const fail = (report: StepReport) => {
+    if (status !== 'pass') return;
+    status = report.status === 'error' ? 'error' : 'fail';
+    reason = `step ${report.index} (${report.op}, line ${report.line}): ${report.problems!.join('; ')}`;
+  };
+  /** Checks background steps that have returned since the last look. */
+  const collectBackground = () => {
+    for (const pending of [...context.background]) {
+      const result = pending.thread.result();
+      if (result === null) continue;
+      context.background.splice(context.background.indexOf(pending), 1);
+      const observed = pending.finish(result);
+      const problems = compare(pending.step.expect, observed, dataBytes);
+      const index = steps.findIndex((report) => report.index === pending.step.index);
+      const report: StepReport = {
+        ...steps[index]!,
+        status: problems.length === 0 ? 'pass' : 'fail',
+        result: jsonResult(observed),
+        ...(problems.length === 0 ? {} : { problems }),
+      };
+      steps[index] = report;
+      if (report.status !== 'pass') fail(report);
+    }
+  };
   for (const step of scenario.steps) {
     await backend.settle();
+    collectBackground();
+    if (status !== 'pass' && !options.keepGoing) break;
     let report: StepReport;
     try {
       const observed = await runStep(context, step);
+      if (observed.background === true) {
+        steps.push({
+          index: step.index,
+          op: step.op,
+          line: step.line,
+          status: 'pass',
+          result: { background: true },
+        });
+        continue;
+      }
       const problems = compare(step.expect, observed, dataBytes);
       report = {
         index: step.index,
@@ -88,12 +124,21 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
     }
     steps.push(report);
     if (report.status !== 'pass') {
-      if (status === 'pass') {
-        status = report.status === 'error' ? 'error' : 'fail';
-        reason = `step ${step.index} (${step.op}, line ${step.line}): ${report.problems!.join('; ')}`;
-      }
+      fail(report);
       if (!options.keepGoing || report.status === 'error') break;
     }
+  }
+  await backend.settle();
+  collectBackground();
+  for (const pending of context.background) {
+    const index = steps.findIndex((report) => report.index === pending.step.index);
+    const report: StepReport = {
+      ...steps[index]!,
+      status: 'fail',
+      problems: ['still blocked at the end of the scenario: the event it raised was never read'],
+    };
+    steps[index] = report;
+    fail(report);
   }
   // Threads still blocked are released by closing every userfaultfd.
   for (const binding of context.uffds.values()) {

@@ -5,19 +5,31 @@
  * unaligned sources and "unwritten" result fields behave exactly as a C
  * program would see them.
  */
-import type { KernelBackend, ProcessBackend, ThreadBackend } from '../api/backend.ts';
+import type {
+  KernelBackend,
+  ProcessBackend,
+  ThreadAccess,
+  ThreadBackend,
+  ThreadResult,
+} from '../api/backend.ts';
 import { WouldBlockError } from '../api/backend.ts';
-import { featureMask, Process } from '../api/process.ts';
+import { featureMask, Process, Uffd } from '../api/process.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   faultFlagNames,
   featureNames,
   ioctlNames,
+  MADV_DONTNEED,
+  MADV_FREE,
+  MADV_PAGEOUT,
+  MADV_REMOVE,
   MAP_ANONYMOUS,
   MAP_HUGETLB,
   MAP_PRIVATE,
   MAP_SHARED,
+  MREMAP_FIXED,
+  MREMAP_MAYMOVE,
   O_RDONLY,
   POLLERR,
   POLLHUP,
@@ -27,6 +39,7 @@ import {
   REGISTER_MODE_BITS,
   siCodeName,
   signalName,
+  signalNumber,
   UFFDIO_CONTINUE,
   UFFDIO_CONTINUE_MODE_DONTWAKE,
   UFFDIO_CONTINUE_MODE_WP,
@@ -61,7 +74,7 @@ import {
   encodeUffdioZeropage,
   UFFD_MSG_SIZE,
 } from '../uapi/structs.ts';
-import type { Scenario, Step } from './parse.ts';
+import type { Step } from './parse.ts';
 import { errnoOf, type ObservedResult } from './result.ts';
 import type { DataSpec } from './schema.ts';
 
@@ -136,8 +149,8 @@ export class ScenarioContext {
     let buffer = this.staging.get(processName);
     const needed = Math.max(Math.ceil(length / 4096) * 4096, Math.ceil(data.byteLength / 4096) * 4096, 4096);
     if (buffer === undefined || buffer.length < needed) {
-      if (buffer !== undefined) process.munmap(buffer.address, buffer.length);
-      buffer = { address: process.mmap({ length: needed }), length: needed };
+      if (buffer !== undefined) process.munmapIsolated(buffer.address, buffer.length);
+      buffer = { address: process.mmapIsolated(needed), length: needed };
       this.staging.set(processName, buffer);
     }
     process.write(buffer.address, new Uint8Array(buffer.length));
@@ -147,13 +160,23 @@ export class ScenarioContext {
 
   /** Translates an address of `process` back to a map name and offset. */
   place(processName: string, address: number): { map: string; offset: number } | undefined {
+    // Maps of the process itself first; a forked child's maps keep their parent's names and addresses.
+    let fallback: { map: string; offset: number } | undefined;
     for (const [name, map] of this.maps) {
-      if (map.process !== processName) continue;
-      if (address >= map.address && address < map.address + map.length)
-        return { map: name, offset: address - map.address };
+      if (address < map.address || address >= map.address + map.length) continue;
+      const place = { map: name, offset: address - map.address };
+      if (map.process === processName) return place;
+      fallback ??= place;
     }
-    return undefined;
+    return fallback;
   }
+
+  /** Background steps: syscalls asleep until their userfaultfd event is read. */
+  readonly background: Array<{
+    step: Step;
+    thread: ThreadBackend;
+    finish: (result: ThreadResult) => ObservedResult;
+  }> = [];
 
   threadName(tid: number): string | number {
     for (const [name, thread] of this.threads) if (thread.tid === tid) return name;
@@ -237,10 +260,6 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
         if (a.fd_readonly === true) backend.close(fd);
         context.maps.set(a.name, { process: processName, address, length: a.length });
       });
-    case 'munmap':
-      return observe(() =>
-        process.munmap(context.address(a.map, a.offset), context.lengthOf(a.map, a.offset, a.length)),
-      );
     case 'mprotect':
       return observe(() =>
         process.mprotect(
@@ -316,6 +335,17 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
     }
     case 'exit':
       return observe(() => context.process(a.process).exit());
+    case 'madvise':
+    case 'munmap':
+    case 'mremap':
+    case 'fork':
+      return runBlockingSyscall(context, step, processName);
+    case 'signal': {
+      const signo = signalNumber(a.signal);
+      if (signo === undefined) throw new Error(`unknown signal ${a.signal}`);
+      backend.signalThread(context.threads.get(a.thread)!, signo);
+      return {};
+    }
     case 'userfaultfd':
       return observe(() => {
         const uffd = process.userfaultfd({
@@ -369,8 +399,22 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
       const request = step.op === 'wake' ? UFFDIO_WAKE : UFFDIO_UNREGISTER;
       return rangeIoctl(context.process(binding.process).backend, binding.fd, request, arg, null, '');
     }
-    case 'read_event':
-      return readEvent(context, a.uffd);
+    case 'read_event': {
+      const observed = readEvent(context, a.uffd);
+      const child = observed.child_uffd as { fd: number; reader: Process } | undefined;
+      if (child !== undefined) {
+        // The FORK event installed an fd in the reader's process; the scenario names it.
+        const name: string = step.expect?.child_uffd ?? `child-of-${a.uffd}-${step.index}`;
+        const readerName = context.uffds.get(a.uffd)!.process;
+        context.uffds.set(name, {
+          process: readerName,
+          fd: child.fd,
+          uffd: new Uffd(child.reader, child.fd),
+        });
+        observed.child_uffd = name;
+      }
+      return observed;
+    }
     case 'read_raw': {
       const binding = context.uffds.get(a.uffd)!;
       try {
@@ -467,7 +511,8 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
     }
     case 'vmas': {
       const map = context.maps.get(a.map)!;
-      const vmas = context.process(map.process).backend.vmas(map.address, map.address + map.length);
+      const owner = context.process(a.process ?? map.process);
+      const vmas = owner.backend.vmas(map.address, map.address + map.length);
       return { count: vmas.length, flags: vmas.map((vma) => [...vma.modes]) };
     }
     default:
@@ -522,11 +567,92 @@ function readEvent(context: ScenarioContext, uffdName: string): ObservedResult {
         to: context.place(owner, Number(message.to)),
         length: Number(message.len),
       };
-    case 'fork':
-      return { event: 'fork' };
+    case 'fork': {
+      const reader = context.process(binding.process);
+      return { event: 'fork', child_uffd: { fd: message.ufd, reader } };
+    }
     default:
       return { event: 'unknown' };
   }
 }
 
 export { KernelError };
+
+const ADVICE: Record<string, number> = {
+  dontneed: MADV_DONTNEED,
+  free: MADV_FREE,
+  remove: MADV_REMOVE,
+  pageout: MADV_PAGEOUT,
+};
+
+/**
+ * fork, mremap, madvise and munmap can sleep until the monitor reads the
+ * event they raise, so they run in a thread of their own: if the call
+ * sleeps, the step goes to the background and is checked when it returns.
+ */
+async function runBlockingSyscall(
+  context: ScenarioContext,
+  step: Step,
+  processName: string,
+): Promise<ObservedResult> {
+  const a = step.args;
+  const process = context.process(processName);
+  let access: ThreadAccess;
+  let finish: (result: ThreadResult) => ObservedResult;
+  const errnoOrNothing = (value: number): ObservedResult => (value < 0 ? { errno: errnoName(-value) } : {});
+  switch (step.op) {
+    case 'madvise':
+      access = {
+        kind: 'syscall',
+        call: 'madvise',
+        args: [
+          context.address(a.map, a.offset),
+          context.lengthOf(a.map, a.offset, a.length),
+          ADVICE[a.advice]!,
+        ],
+      };
+      finish = (result) => errnoOrNothing(result.returns[0]!);
+      break;
+    case 'munmap':
+      access = {
+        kind: 'syscall',
+        call: 'munmap',
+        args: [context.address(a.map, a.offset), context.lengthOf(a.map, a.offset, a.length)],
+      };
+      finish = (result) => errnoOrNothing(result.returns[0]!);
+      break;
+    case 'mremap': {
+      const map = context.maps.get(a.map)!;
+      const newLength = a.length ?? map.length;
+      const onto = a.onto === undefined ? undefined : context.maps.get(a.onto)!;
+      const flags = MREMAP_MAYMOVE | (onto === undefined ? 0 : MREMAP_FIXED);
+      access = {
+        kind: 'syscall',
+        call: 'mremap',
+        args: [map.address, map.length, newLength, flags, onto?.address ?? 0],
+      };
+      finish = (result) => {
+        const value = result.returns[0]!;
+        if (value < 0) return { errno: errnoName(-value) };
+        context.maps.set(a.to, { process: processName, address: value, length: newLength });
+        return {};
+      };
+      break;
+    }
+    default: {
+      access = { kind: 'syscall', call: 'fork', args: [] };
+      finish = (result) => {
+        const value = result.returns[0]!;
+        if (value < 0) return { errno: errnoName(-value) };
+        context.processes.set(a.name, new Process(result.children[0]!));
+        return {};
+      };
+    }
+  }
+  const thread = process.thread([access], `${step.op}@${step.index}`);
+  await context.backend.settle();
+  const result = thread.result();
+  if (result !== null) return finish(result);
+  context.background.push({ step, thread, finish });
+  return { background: true };
+}

@@ -109,9 +109,6 @@ export function handleMmFault(
     if (wpMarkerWrite) return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
     return anonymousFault(env, mm, vma, pageAddress, write, keepWp);
   }
-  if (wpMarkerWrite && !(vma.flags & VM_UFFD_MISSING)) {
-    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
-  }
   return fileFault(env, mm, vma, address, pageAddress, write, task, userMode, keepWp);
 }
 

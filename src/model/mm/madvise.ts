@@ -105,7 +105,7 @@ export function prepareMadvise(
   };
 }
 
-function checkDiscard(vma: Vma, advice: number, start: number, end: number): number {
+function checkDiscard(vma: Vma, advice: number, start: number, _end: number): number {
   if (advice === MADV_DONTNEED && vma.flags & VM_LOCKED)
     return fail(EINVAL, 'addr', `${vma.describe()} is locked`);
   if (advice === MADV_FREE && (!vma.isAnonymous || vma.flags & VM_SHARED)) {

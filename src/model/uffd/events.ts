@@ -62,8 +62,7 @@ export function unmapContexts(mm: AddressSpace, start: number, end: number): Uff
   const contexts: UffdContext[] = [];
   for (const vma of mm.vmasIn(start, end)) {
     const ctx = vma.uffdContext;
-    if (ctx !== null && ctx.hasFeature(UFFD_FEATURE_EVENT_UNMAP) && !contexts.includes(ctx))
-      contexts.push(ctx);
+    if (ctx?.hasFeature(UFFD_FEATURE_EVENT_UNMAP) && !contexts.includes(ctx)) contexts.push(ctx);
   }
   return contexts;
 }
@@ -82,7 +81,7 @@ export function raiseUnmapEvents(
 }
 
 export function remapWanted(ctx: UffdContext | null): ctx is UffdContext {
-  return ctx !== null && ctx.hasFeature(UFFD_FEATURE_EVENT_REMAP);
+  return ctx?.hasFeature(UFFD_FEATURE_EVENT_REMAP) === true;
 }
 
 export function raiseRemapEvent(
