@@ -56,10 +56,14 @@ export interface ProcessBackend {
   ftruncate(fd: number, length: number): void;
   pread(fd: number, length: number, offset: number): Uint8Array;
   pwrite(fd: number, data: Uint8Array, offset: number): number;
+  /** write(2) at the file position (guest_memfd population). */
+  write(fd: number, data: Uint8Array): number;
+  /** lseek(2) with SEEK_SET (0) or SEEK_CUR (1). */
+  lseek(fd: number, offset: number, whence: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   close(fd: number): void;
   userfaultfd(flags: number): number;
-  /** open(2) of a device: only "/dev/userfaultfd" is known. */
+  /** open(2) of a device node: "/dev/userfaultfd" or "/dev/kvm". */
   open(path: string, flags: number): number;
   /** ioctl(2): `arg` is the argument struct's bytes (written back in place), an integer, or null for a bad pointer. */
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number;

@@ -164,15 +164,15 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   open(path: string, flags: number): number {
-    if (path !== '/dev/userfaultfd') {
-      throw new KernelError({
-        errno: 2,
-        syscall: 'open',
-        argument: 'path',
-        reason: `${path} does not exist in the model`,
-      });
-    }
-    return check('open', this.process.openDevUserfaultfd(flags));
+    return check('open', this.process.openDevice(path, flags));
+  }
+
+  write(fd: number, data: Uint8Array): number {
+    return check('write', this.process.write(fd, data));
+  }
+
+  lseek(fd: number, offset: number, whence: number): number {
+    return check('lseek', this.process.lseek(fd, offset, whence));
   }
 
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {

@@ -5,6 +5,10 @@
  */
 import {
   featureBit,
+  GUEST_MEMFD_FLAG_INIT_SHARED,
+  GUEST_MEMFD_FLAG_MMAP,
+  KVM_CREATE_GUEST_MEMFD,
+  KVM_CREATE_VM,
   MAP_ANONYMOUS,
   MAP_FIXED,
   MAP_HUGETLB,
@@ -35,6 +39,7 @@ import {
   decodeUffdioApi,
   decodeUffdioRegister,
   decodeUffdMsgs,
+  encodeKvmCreateGuestMemfd,
   encodeUffdioApi,
   encodeUffdioContinue,
   encodeUffdioCopy,
@@ -123,6 +128,41 @@ export class Process {
     const fd = this.backend.memfdCreate(name, (options.flags ?? 0) | (options.hugetlb ? MFD_HUGETLB : 0));
     if (options.size !== undefined) this.backend.ftruncate(fd, options.size);
     return fd;
+  }
+
+  /**
+   * A guest_memfd of `size` bytes: /dev/kvm, KVM_CREATE_VM, KVM_CREATE_GUEST_MEMFD
+   * with GUEST_MEMFD_FLAG_MMAP (default true) and INIT_SHARED (default: with MMAP).
+   */
+  guestMemfd(options: { size: number; mmap?: boolean; initShared?: boolean }): number {
+    const mmap = options.mmap ?? true;
+    const flags =
+      (mmap ? GUEST_MEMFD_FLAG_MMAP : 0) | ((options.initShared ?? mmap) ? GUEST_MEMFD_FLAG_INIT_SHARED : 0);
+    const kvm = this.backend.open('/dev/kvm', O_RDWR | O_CLOEXEC);
+    try {
+      const vm = this.backend.ioctl(kvm, KVM_CREATE_VM, 0);
+      try {
+        const arg = encodeKvmCreateGuestMemfd({
+          size: BigInt(options.size),
+          flags: BigInt(flags),
+          reserved: [],
+        });
+        return this.backend.ioctl(vm, KVM_CREATE_GUEST_MEMFD, arg);
+      } finally {
+        this.backend.close(vm);
+      }
+    } finally {
+      this.backend.close(kvm);
+    }
+  }
+
+  /** write(2) at the file position. */
+  writeFile(fd: number, data: Uint8Array): number {
+    return this.backend.write(fd, data);
+  }
+
+  lseek(fd: number, offset: number, whence = 0): number {
+    return this.backend.lseek(fd, offset, whence);
   }
 
   ftruncate(fd: number, length: number): void {

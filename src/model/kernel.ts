@@ -19,7 +19,13 @@ import {
   type FaultEnvironment,
 } from './mm/fault.ts';
 import { HookChecker } from './mm/hooks.ts';
-import type { MemoryType, MemoryTypeModule, MemoryTypeServices, Provision } from './mm/memtype.ts';
+import type {
+  DeviceDriver,
+  MemoryType,
+  MemoryTypeModule,
+  MemoryTypeServices,
+  Provision,
+} from './mm/memtype.ts';
 import { MemoryTypeRegistry } from './mm/registry.ts';
 import { Prng } from './prng.ts';
 import { ModelProcess, SYSCALL_BLOCKED } from './process.ts';
@@ -38,6 +44,11 @@ export interface ModelKernelOptions {
   readonly extraMemoryTypes?: readonly MemoryTypeModule[];
   /** Replace the built-in list entirely. */
   readonly memoryTypes?: readonly MemoryTypeModule[];
+  /**
+   * Userfaultfd on guest_memfd (the final vm_uffd_ops). Defaults to true for
+   * version 7.1 and false for 6.18, where registering guest_memfd fails.
+   */
+  readonly uffdGuestMemfd?: boolean;
   /** vm.unprivileged_userfaultfd (0 on current kernels). */
   readonly unprivilegedUserfaultfd?: 0 | 1;
   /** Called with each hook-violation warning. */
@@ -67,7 +78,12 @@ export class ModelKernel {
   nextMmId = 1;
   steps = 0;
 
+  /** Options memory types may read (`version`, `uffdGuestMemfd`, ...). */
+  readonly options: Record<string, unknown>;
+
   constructor(options: ModelKernelOptions = {}) {
+    const version = options.version ?? '6.18';
+    this.options = { ...options, version, uffdGuestMemfd: options.uffdGuestMemfd ?? version === '7.1' };
     this.seed = options.seed ?? 1;
     this.version = options.version ?? '6.18';
     this.prng = new Prng(this.seed);
@@ -99,11 +115,24 @@ export class ModelKernel {
       filemapInsert: (inode, pfn, pgoff) => filemapInsert(memory, inode, pfn, pgoff),
       filemapDelete: (inode, pgoff) => filemapDelete(memory, inode, pgoff),
       folioIndex: (pfn) => memory.folioIndex[pfn]!,
+      copyIntoFolio: (pfn, offset, source, sourceOffset, length) =>
+        memory.copyIntoFolio(pfn, offset, source, sourceOffset, length),
+      createInode: (type, name, pageShift, sizeBytes) => this.createInode(type, name, pageShift, sizeBytes),
+      kernelOption: (name) => this.options[name],
     };
   }
 
   provider(provision: Provision): MemoryType | undefined {
     return this.registry.provider(provision);
+  }
+
+  /** The driver of a device path, from the registered memory types. */
+  device(path: string): DeviceDriver | undefined {
+    for (const type of this.registry.all()) {
+      const driver = type.devices?.find((candidate) => candidate.path === path);
+      if (driver !== undefined) return driver;
+    }
+    return undefined;
   }
 
   allocateAnonVmaId(): number {

@@ -45,6 +45,7 @@ import {
   EFAULT,
   EINVAL,
   ENODEV,
+  ENOENT,
   ENOMEM,
   ENOTTY,
   EOPNOTSUPP,
@@ -56,7 +57,7 @@ import type { ModelKernel } from './kernel.ts';
 import { filemapDelete, filemapLookup, type Inode } from './mem/pagecache.ts';
 import { accessRange } from './mm/access.ts';
 import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK } from './mm/fault.ts';
-import type { MemoryType } from './mm/memtype.ts';
+import type { DeviceFile, MemoryType } from './mm/memtype.ts';
 import { AddressSpace } from './mm/mm.ts';
 import { PTE_WRITE } from './mm/pagetable.ts';
 import {
@@ -88,9 +89,10 @@ import { unregisterAll } from './uffd/register.ts';
 
 /** An open file description, shared by every fd (in any process) that refers to it. */
 export type OpenFile =
-  | { kind: 'inode'; inode: Inode; accessMode: number; flags: number; references: number }
+  | { kind: 'inode'; inode: Inode; accessMode: number; flags: number; references: number; position?: number }
   | { kind: 'uffd'; uffd: UffdFile; references: number }
-  | { kind: 'dev-userfaultfd'; references: number };
+  | { kind: 'dev-userfaultfd'; references: number }
+  | { kind: 'device'; device: DeviceFile; references: number };
 
 export interface MmapArgs {
   readonly address: number;
@@ -330,6 +332,8 @@ export class ModelProcess {
     if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
     const inode = file.inode;
     const type = inode.memoryType;
+    const refused = type.fallocateCheck?.(inode, mode) ?? 0;
+    if (refused < 0) return fail(-refused, 'mode', `${type.name} files refuse fallocate mode ${hex(mode)}`);
     if (mode & FALLOC_FL_PUNCH_HOLE) {
       if (type.fileOps.punchHole !== 0)
         return fail(type.fileOps.punchHole, 'mode', `${type.name} cannot punch holes`);
@@ -733,6 +737,41 @@ export class ModelProcess {
     return this.installFd({ kind: 'dev-userfaultfd', references: 1 });
   }
 
+  /** open(2) of a device node a memory type provides (or /dev/userfaultfd). */
+  openDevice(path: string, accessMode: number): number {
+    if (path === '/dev/userfaultfd') return this.openDevUserfaultfd(accessMode);
+    const driver = this.kernel.device(path);
+    if (driver === undefined) return fail(ENOENT, 'path', `${path} does not exist in the model`);
+    const refused = driver.openCheck(this.privileged);
+    if (refused < 0) return fail(-refused, 'path', `${path} refuses this caller`);
+    return this.installFd({ kind: 'device', device: driver.open(), references: 1 });
+  }
+
+  /** write(2) at the file position: a type's own write, else the page cache as pwrite. */
+  write(fd: number, data: Uint8Array): number {
+    const file = this.inodeFile(fd);
+    if (typeof file === 'number') return file;
+    if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
+    const position = file.position ?? 0;
+    const type = file.inode.memoryType;
+    const written =
+      type.write !== undefined ? type.write(file.inode, data, position) : this.pwrite(fd, data, position);
+    if (written < 0) return fail(-written, 'data', `${type.name} refused the write at offset ${position}`);
+    file.position = position + written;
+    return written;
+  }
+
+  /** lseek(2) with SEEK_SET (0) or SEEK_CUR (1). */
+  lseek(fd: number, offset: number, whence: number): number {
+    const file = this.inodeFile(fd);
+    if (typeof file === 'number') return file;
+    const base = whence === 0 ? 0 : whence === 1 ? (file.position ?? 0) : Number.NaN;
+    if (Number.isNaN(base)) return fail(EINVAL, 'whence', `unsupported whence ${whence}`);
+    if (base + offset < 0) return fail(EINVAL, 'offset', 'the position would be negative');
+    file.position = base + offset;
+    return file.position;
+  }
+
   /** ioctl(2) on any fd. */
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
     const file = this.fds.get(fd);
@@ -742,6 +781,20 @@ export class ModelProcess {
         return fail(EINVAL, 'request', `unknown /dev/userfaultfd ioctl ${hex(request >>> 0)}`);
       // The device node's permissions are the only gate: no sysctl or capability check.
       return this.newUserfaultfd(typeof arg === 'number' ? arg : 0);
+    }
+    if (file.kind === 'device') {
+      const result = file.device.ioctl(request, arg);
+      if (typeof result === 'number') return result;
+      if ('installDevice' in result)
+        return this.installFd({ kind: 'device', device: result.installDevice, references: 1 });
+      result.installInode.references++;
+      return this.installFd({
+        kind: 'inode',
+        inode: result.installInode,
+        accessMode: result.accessMode,
+        flags: 0,
+        references: 1,
+      });
     }
     if (file.kind === 'uffd') {
       if (typeof arg === 'number') return fail(EFAULT, 'arg', 'expected a pointer to the argument struct');

@@ -237,6 +237,15 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
         const fd = process.memfd(a.name, { size: a.size, hugetlb: a.hugetlb === true });
         context.files.set(a.name, { process: processName, fd });
       });
+    case 'guest_memfd':
+      return observe(() => {
+        const fd = process.guestMemfd({
+          size: a.size,
+          mmap: a.mmap ?? true,
+          ...(a.init_shared === undefined ? {} : { initShared: a.init_shared }),
+        });
+        context.files.set(a.name, { process: processName, fd });
+      });
     case 'mmap':
       return observe(() => {
         let fd = -1;

@@ -5,7 +5,8 @@
  */
 import type { MemoryTypeModule } from '../mm/memtype.ts';
 import { anonymous } from './anon.ts';
+import { guestMemfd } from './guest_memfd/index.ts';
 import { hugetlbfs } from './hugetlbfs.ts';
 import { shmem } from './shmem.ts';
 
-export const BUILTIN_MEMORY_TYPES: readonly MemoryTypeModule[] = [anonymous, shmem, hugetlbfs];
+export const BUILTIN_MEMORY_TYPES: readonly MemoryTypeModule[] = [anonymous, shmem, hugetlbfs, guestMemfd];

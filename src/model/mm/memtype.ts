@@ -46,6 +46,32 @@ export interface MemoryTypeServices {
   filemapDelete(inode: Inode, pgoff: number): void;
   /** The page-cache index (4 KiB units) a folio is cached at. */
   folioIndex(pfn: number): number;
+  /** Copies bytes into a folio (for a type's own write path). */
+  copyIntoFolio(pfn: number, offset: number, source: Uint8Array, sourceOffset: number, length: number): void;
+  /** A new inode of `type` (for types whose files come from a device ioctl). */
+  createInode(type: MemoryType, name: string, pageShift: number, sizeBytes: number): Inode;
+  /** A kernel option by name (e.g. the emulated version), for types whose behaviour changed across releases. */
+  kernelOption(name: string): unknown;
+}
+
+/** What a device ioctl may hand back: a number, or a new open file to install as an fd. */
+export type DeviceIoctlResult =
+  | number
+  | { readonly installDevice: DeviceFile }
+  | { readonly installInode: Inode; readonly accessMode: number };
+
+/** An open device file (a /dev node, or an fd a device handed out, such as a KVM VM). */
+export interface DeviceFile {
+  readonly name: string;
+  ioctl(request: number, arg: Uint8Array | number | null): DeviceIoctlResult;
+}
+
+/** A character device a memory type brings (for guest_memfd: /dev/kvm). */
+export interface DeviceDriver {
+  readonly path: string;
+  /** 0 when the caller may open it, else the errno (EACCES). */
+  openCheck(privileged: boolean): number;
+  open(): DeviceFile;
 }
 
 /** Returned by `fault` when the page must come from anonymous memory (private hugetlb holes). */
@@ -134,6 +160,15 @@ export interface MemoryType {
    * the page cache's reference only, unlocked; or -errno.
    */
   getFolioForWrite?(inode: Inode, pgoff: number): number;
+  /** Character devices the type brings; the core routes open(2) of their paths to them. */
+  readonly devices?: readonly DeviceDriver[];
+  /** Extra checks on fallocate(2) modes; 0 or -errno (guest_memfd refuses plain allocation). */
+  fallocateCheck?(inode: Inode, mode: number): number;
+  /**
+   * write(2) at `offset` (the file position): bytes written or -errno.
+   * Absent: the core uses the page cache as pwrite does.
+   */
+  write?(inode: Inode, data: Uint8Array, offset: number): number;
   /** The type's vm_uffd_ops, or null when it does not support userfaultfd. */
   readonly uffdOps: VmUffdOps | null;
 }

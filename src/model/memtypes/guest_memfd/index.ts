@@ -1,0 +1,157 @@
+/**
+ * guest_memfd: KVM guest memory as a file, created by KVM_CREATE_GUEST_MEMFD
+ * on a VM fd from /dev/kvm, which this module also provides. Behaves as
+ * Linux 6.18 does (uapi-facts.md §9), and, with the kernel option
+ * `uffdGuestMemfd` (the default for version 7.1), supports userfaultfd MINOR
+ * and MISSING through the final vm_uffd_ops, for files created with
+ * GUEST_MEMFD_FLAG_INIT_SHARED.
+ *
+ * `write(2)` population (page-aligned offset and length, shared pages only)
+ * follows the guest_memfd write patch (v7, Nov 2025), which is beyond 6.18.
+ */
+import {
+  _UFFDIO_CONTINUE,
+  _UFFDIO_COPY,
+  _UFFDIO_WAKE,
+  _UFFDIO_ZEROPAGE,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  GUEST_MEMFD_FLAG_INIT_SHARED,
+  GUEST_MEMFD_FLAG_MMAP,
+  KVM_API_VERSION,
+  KVM_CAP_GUEST_MEMFD,
+  KVM_CAP_GUEST_MEMFD_FLAGS,
+  KVM_CHECK_EXTENSION,
+  KVM_CREATE_GUEST_MEMFD,
+  KVM_CREATE_VM,
+  KVM_GET_API_VERSION,
+  O_RDWR,
+} from '../../../uapi/constants.ts';
+import { EFAULT, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, ESPIPE } from '../../../uapi/errno.ts';
+import { decodeKvmCreateGuestMemfd, KVM_CREATE_GUEST_MEMFD_SIZE } from '../../../uapi/structs.ts';
+import { fail, hex } from '../../failure.ts';
+import type { Inode } from '../../mem/pagecache.ts';
+import {
+  type DeviceFile,
+  FAULT_SIGBUS,
+  type MemoryType,
+  type MemoryTypeModule,
+  type MemoryTypeServices,
+} from '../../mm/memtype.ts';
+import { type FilemapPolicy, filemapFault, filemapGetForWrite, filemapUffdOps } from '../filemap.ts';
+
+const NAME = 'guest_memfd';
+const VALID_FLAGS = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
+const policy: FilemapPolicy = { order: 0, hugetlb: false, privateHolesAreAnonymous: false };
+const bit = (nr: number) => 1n << BigInt(nr);
+
+interface GuestMemfdState {
+  readonly flags: number;
+}
+
+function flagsOf(inode: Inode | null): number {
+  return (inode?.typeState as GuestMemfdState | undefined)?.flags ?? 0;
+}
+
+/** The KVM system fd and VM fds: just enough KVM to create guest_memfd files. */
+function kvmSystem(create: (size: number, flags: number) => Inode): DeviceFile {
+  const checkExtension = (arg: Uint8Array | number | null): number => {
+    if (arg === KVM_CAP_GUEST_MEMFD) return 1;
+    if (arg === KVM_CAP_GUEST_MEMFD_FLAGS) return VALID_FLAGS;
+    return 0;
+  };
+  const vm: DeviceFile = {
+    name: 'kvm-vm',
+    ioctl(request, arg) {
+      if (request === KVM_CHECK_EXTENSION) return checkExtension(arg);
+      if (request !== KVM_CREATE_GUEST_MEMFD)
+        return fail(EINVAL, 'request', `unknown KVM VM ioctl ${hex(request >>> 0)}`);
+      if (!(arg instanceof Uint8Array) || arg.byteLength < KVM_CREATE_GUEST_MEMFD_SIZE) {
+        return fail(EFAULT, 'arg', 'expected struct kvm_create_guest_memfd');
+      }
+      const request_ = decodeKvmCreateGuestMemfd(arg);
+      const size = Number(request_.size);
+      const flags = Number(request_.flags);
+      if (request_.flags & ~BigInt(VALID_FLAGS))
+        return fail(EINVAL, 'flags', `unknown flags ${hex(request_.flags)}`);
+      if (request_.reserved.some((word) => word !== 0n)) return fail(EINVAL, 'reserved', 'must be zero');
+      if (size <= 0 || size % 4096 !== 0)
+        return fail(EINVAL, 'size', `${size} is not a positive multiple of the page size`);
+      return { installInode: create(size, flags), accessMode: O_RDWR };
+    },
+  };
+  return {
+    name: 'kvm',
+    ioctl(request, arg) {
+      if (request === KVM_GET_API_VERSION) return KVM_API_VERSION;
+      if (request === KVM_CHECK_EXTENSION) return checkExtension(arg);
+      if (request === KVM_CREATE_VM) {
+        if (arg !== 0 && arg !== null) return fail(EINVAL, 'type', `VM type ${String(arg)} is not supported`);
+        return { installDevice: vm };
+      }
+      return fail(EINVAL, 'request', `unknown KVM ioctl ${hex(request >>> 0)}`);
+    },
+  };
+}
+
+function create(services: MemoryTypeServices): MemoryType {
+  const userfaultfd = services.kernelOption('uffdGuestMemfd') === true;
+  const getForWrite = filemapGetForWrite(services, policy);
+  const type: MemoryType = {
+    name: NAME,
+    description: 'KVM guest_memfd (KVM_CREATE_GUEST_MEMFD with GUEST_MEMFD_FLAG_MMAP / INIT_SHARED)',
+    provides: [],
+    vmFlags: 0,
+    // With the final vm_uffd_ops: MISSING (COPY, ZEROPAGE) and MINOR (CONTINUE); no WP.
+    rangeIoctls: userfaultfd
+      ? bit(_UFFDIO_WAKE) | bit(_UFFDIO_COPY) | bit(_UFFDIO_ZEROPAGE) | bit(_UFFDIO_CONTINUE)
+      : 0n,
+    // guest_memfd files are anonymous inodes without pread/pwrite.
+    fileOps: { pread: ESPIPE, pwrite: ESPIPE, punchHole: 0 },
+    inodePageShift: () => 12,
+    mmapCheck(inode, request) {
+      if ((flagsOf(inode) & GUEST_MEMFD_FLAG_MMAP) === 0) return -ENODEV;
+      if (!request.shared) return -EINVAL;
+      return 0;
+    },
+    fault(inode, pgoff, mayShare) {
+      // Without INIT_SHARED the memory starts private to the guest: a host touch is SIGBUS.
+      if ((flagsOf(inode) & GUEST_MEMFD_FLAG_INIT_SHARED) === 0) return FAULT_SIGBUS;
+      return filemapFault(services, policy)(inode, pgoff, mayShare);
+    },
+    getFolioForWrite: getForWrite,
+    fallocateCheck(_inode, mode) {
+      if (mode & FALLOC_FL_PUNCH_HOLE) return 0;
+      return mode & FALLOC_FL_KEEP_SIZE ? 0 : -EOPNOTSUPP;
+    },
+    write(inode, data, offset) {
+      if (offset % 4096 !== 0 || data.byteLength % 4096 !== 0) return -EINVAL;
+      if ((flagsOf(inode) & GUEST_MEMFD_FLAG_INIT_SHARED) === 0) return -EINVAL;
+      if (offset + data.byteLength > inode.sizeBytes) return -EINVAL;
+      for (let done = 0; done < data.byteLength; done += 4096) {
+        const pfn = getForWrite(inode, (offset + done) / 4096);
+        if (pfn < 0) return done > 0 ? done : -ENOMEM;
+        services.copyIntoFolio(pfn, 0, data, done, 4096);
+      }
+      return data.byteLength;
+    },
+    uffdOps: userfaultfd
+      ? filemapUffdOps(services, policy, (vma) => (flagsOf(vma.inode) & GUEST_MEMFD_FLAG_INIT_SHARED) !== 0)
+      : null,
+    devices: [
+      {
+        path: '/dev/kvm',
+        openCheck: () => 0,
+        open: () =>
+          kvmSystem((size, flags) => {
+            const inode = services.createInode(type, 'kvm-gmem', 12, size);
+            inode.typeState = { flags } satisfies GuestMemfdState;
+            return inode;
+          }),
+      },
+    ],
+  };
+  return type;
+}
+
+export const guestMemfd: MemoryTypeModule = { name: NAME, create };
