@@ -45,8 +45,8 @@ export interface ModelKernelOptions {
   /** Replace the built-in list entirely. */
   readonly memoryTypes?: readonly MemoryTypeModule[];
   /**
-   * Userfaultfd on guest_memfd (the final vm_uffd_ops). Defaults to true for
-   * version 7.1 and false for 6.18, where registering guest_memfd fails.
+   * Options read by individual memory types; `uffdGuestMemfd` switches
+   * userfaultfd support of the guest_memfd type (its default follows `version`).
    */
   readonly uffdGuestMemfd?: boolean;
   /** vm.unprivileged_userfaultfd (0 on current kernels). */
@@ -83,7 +83,7 @@ export class ModelKernel {
 
   constructor(options: ModelKernelOptions = {}) {
     const version = options.version ?? '6.18';
-    this.options = { ...options, version, uffdGuestMemfd: options.uffdGuestMemfd ?? version === '7.1' };
+    this.options = { ...options, version };
     this.seed = options.seed ?? 1;
     this.version = options.version ?? '6.18';
     this.prng = new Prng(this.seed);

@@ -1,6 +1,6 @@
 /**
  * Helpers for memory types whose pages live in their own page cache (shmem,
- * hugetlbfs, guest_memfd): the ordinary fault and the page-cache half of
+ * hugetlbfs and others): the ordinary fault and the page-cache half of
  * vm_uffd_ops, parameterised by folio order. A type composes these; the core
  * never sees this file.
  */

@@ -66,7 +66,7 @@ export interface DeviceFile {
   ioctl(request: number, arg: Uint8Array | number | null): DeviceIoctlResult;
 }
 
-/** A character device a memory type brings (for guest_memfd: /dev/kvm). */
+/** A character device a memory type brings (a device that hands out files of the type). */
 export interface DeviceDriver {
   readonly path: string;
   /** 0 when the caller may open it, else the errno (EACCES). */
@@ -162,7 +162,7 @@ export interface MemoryType {
   getFolioForWrite?(inode: Inode, pgoff: number): number;
   /** Character devices the type brings; the core routes open(2) of their paths to them. */
   readonly devices?: readonly DeviceDriver[];
-  /** Extra checks on fallocate(2) modes; 0 or -errno (guest_memfd refuses plain allocation). */
+  /** Extra checks on fallocate(2) modes; 0 or -errno (a type may refuse plain allocation). */
   fallocateCheck?(inode: Inode, mode: number): number;
   /**
    * write(2) at `offset` (the file position): bytes written or -errno.

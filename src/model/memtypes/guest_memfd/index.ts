@@ -95,7 +95,9 @@ function kvmSystem(create: (size: number, flags: number) => Inode): DeviceFile {
 }
 
 function create(services: MemoryTypeServices): MemoryType {
-  const userfaultfd = services.kernelOption('uffdGuestMemfd') === true;
+  // The final vm_uffd_ops reached mainline around 7.1; 6.18 refuses guest_memfd registration.
+  const option = services.kernelOption('uffdGuestMemfd');
+  const userfaultfd = typeof option === 'boolean' ? option : services.kernelOption('version') === '7.1';
   const getForWrite = filemapGetForWrite(services, policy);
   const type: MemoryType = {
     name: NAME,
