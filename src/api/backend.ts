@@ -32,6 +32,8 @@ export interface ThreadResult {
   readonly returns: readonly number[];
   /** The child of each `fork` syscall access, in order. */
   readonly children: readonly ProcessBackend[];
+  /** Time the thread spent asleep on userfaultfd faults, in milliseconds, where the backend can tell. */
+  readonly blockedMs?: number;
 }
 
 export interface ThreadBackend {

@@ -95,6 +95,7 @@ class ModelThread implements ThreadBackend {
       errno: task.errno,
       faults: task.faultsTaken,
       returns: task.returns,
+      blockedMs: task.blockedTotalMs,
       children: task.children.map((child) => this.backend.wrap(child as ModelProcess)),
     };
   }

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { scenarioJsonSchema } from '../scenario/schema.ts';
 import { runDemo } from './demo.ts';
 import { runCommand } from './run.ts';
+import { type SnapshotRestoreCommandOptions, snapshotRestoreCommand } from './workload.ts';
 
 function integer(value: string): number {
   const parsed = Number(value);
@@ -48,6 +49,28 @@ program
       });
     },
   );
+
+const workload = program
+  .command('workload')
+  .description('run a workload people run: a uffd handler and a guest');
+workload
+  .command('snapshot-restore')
+  .description('Firecracker-style lazy snapshot restore')
+  .option('--backend <name>', 'model or host', 'model')
+  .option('--mode <mode>', 'anon, hugetlb, gmem-minor or gmem-missing', 'anon')
+  .option('--size <bytes>', 'guest memory size (K, M, G)', '64M')
+  .option('--vcpus <n>', 'vCPU threads', integer, 2)
+  .option('--pattern <name>', 'sequential, random or working-set', 'sequential')
+  .option('--seed <n>', 'seed of the model and of the random pattern', integer, 1)
+  .option('--prefetch-window <pages>', 'pages to copy after each faulting page', integer, 0)
+  .option('--working-set <file>', 'prefetch this recorded working set before the guest runs')
+  .option('--record-working-set <file>', 'record the first-touch order of faulted pages')
+  .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
+  .option('--plot <file>', 'write a plot of the run (.svg or .png)')
+  .option('--json', 'one JSON document instead of text', false)
+  .action(async (options: SnapshotRestoreCommandOptions) => {
+    process.exitCode = await snapshotRestoreCommand(options, (line) => console.log(line));
+  });
 
 program
   .command('schema')

@@ -4,6 +4,7 @@
  */
 
 import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
+import type { KernelTracer } from '../trace/trace.ts';
 import { EFAULT } from '../uapi/errno.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
@@ -68,6 +69,8 @@ export class ModelKernel {
   readonly processes = new Map<number, ModelProcess>();
   private readonly inodes = new Map<number, Inode>();
   private readonly runQueue: Task[] = [];
+  /** Tracepoints (blocked spans), set by whoever wants a trace. */
+  tracer: KernelTracer | null = null;
   /** Called when a task becomes runnable (the async layer schedules a pump). */
   onRunnable: (() => void) | null = null;
   private nextPid = 1;
@@ -174,6 +177,12 @@ export class ModelKernel {
   /** Makes a task runnable (try_to_wake_up). */
   wake(task: Task): void {
     if (task.finished) return;
+    if (task.blockedSinceMs >= 0) {
+      const now = performance.now();
+      task.blockedTotalMs += now - task.blockedSinceMs;
+      this.tracer?.blocked(task.tid, task.waiter?.address ?? 0, task.blockedSinceMs, now);
+      task.blockedSinceMs = -1;
+    }
     task.state = 'runnable';
     this.runQueue.push(task);
     this.onRunnable?.();

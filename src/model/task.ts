@@ -59,6 +59,10 @@ export class Task {
   /** Set when a kernel-mode access failed (EFAULT). */
   errno = 0;
   accessesDone = 0;
+  /** When the current sleep on a fault began (performance.now()), or -1. */
+  blockedSinceMs = -1;
+  /** Total time asleep on userfaultfd faults, in milliseconds. */
+  blockedTotalMs = 0;
   /** Return values (or -errno) of the syscall accesses, in order. */
   readonly returns: number[] = [];
   /** What finishes a syscall that slept until its userfaultfd events were read. */

@@ -237,7 +237,9 @@ function fileFault(
   let result = FAULT_HANDLED;
   if (vma.flags & VM_SHARED) {
     mm.mapFolio(pfn);
-    const writable = vma.flags & VM_WRITE ? PTE_WRITE : 0;
+    // A kept uffd-wp bit write-protects the entry (x86 pte_mkuffd_wp clears write), so a later write
+    // is still a WP fault [§3.7, §4.1].
+    const writable = vma.flags & VM_WRITE && !keepWp ? PTE_WRITE : 0;
     mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | writable | (write ? PTE_DIRTY : 0) | keepWp, pfn);
   } else if (!write) {
     mm.mapFolio(pfn);

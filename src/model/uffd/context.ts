@@ -70,6 +70,7 @@ export class UffdContext {
   enqueueFault(waiter: FaultWaiter): void {
     waiter.task.state = 'blocked';
     waiter.task.waiter = waiter;
+    waiter.task.blockedSinceMs = performance.now();
     this.pending.push(waiter);
     this.notifyPollers();
   }
@@ -136,8 +137,9 @@ export class UffdContext {
   }
 
   private release(waiter: FaultWaiter): void {
-    waiter.task.waiter = null;
+    // Woken first, so the waker still sees which fault the task slept on.
     this.waker.wake(waiter.task);
+    waiter.task.waiter = null;
   }
 
   /** Drops a waiter whose task went away (exit) without waking anything. */

@@ -1,0 +1,214 @@
+/**
+ * Snapshot restore, Firecracker style: a memory snapshot file, a guest
+ * region restored lazily by a userfaultfd handler while vCPU threads touch
+ * it. Modes: anonymous MISSING + COPY (ZEROPAGE for zero pages), hugetlb
+ * 2 MiB MISSING + COPY, guest_memfd MINOR + write() + CONTINUE, and
+ * guest_memfd MISSING + COPY. Prefetch: none, a fixed window after each
+ * fault, or a working set recorded on an earlier run (REAP).
+ */
+import { writeFileSync } from 'node:fs';
+import type { KernelBackend, ThreadResult } from '../api/backend.ts';
+import { Process, type Uffd } from '../api/process.ts';
+import type { Trace } from '../trace/trace.ts';
+import {
+  FALLOC_FL_KEEP_SIZE,
+  UFFDIO_REGISTER_MODE_MINOR,
+  UFFDIO_REGISTER_MODE_MISSING,
+} from '../uapi/constants.ts';
+import { EAGAIN, EEXIST, KernelError } from '../uapi/errno.ts';
+import { type AccessPattern, type GuestLayout, touchPages, vcpuPages, type WorkingSetFile } from './guest.ts';
+import { type FaultSample, WorkloadStats } from './stats.ts';
+
+export type RestoreMode = 'anon' | 'hugetlb' | 'gmem-minor' | 'gmem-missing';
+export const RESTORE_MODES: readonly RestoreMode[] = ['anon', 'hugetlb', 'gmem-minor', 'gmem-missing'];
+
+export interface SnapshotRestoreOptions {
+  readonly backend: KernelBackend;
+  readonly mode: RestoreMode;
+  readonly guestBytes: number;
+  readonly vcpus: number;
+  readonly pattern: AccessPattern;
+  readonly seed: number;
+  /** Pages to copy after each faulting page (0: none). */
+  readonly prefetchWindow: number;
+  /** Pages to restore before the guest runs (REAP's recorded working set). */
+  readonly workingSet?: readonly number[];
+  /** Write the first-touch order of faulted pages here (record for a later run). */
+  readonly recordWorkingSet?: string;
+  readonly trace: Trace;
+  /** Called with (pages resolved, pages total) as the restore goes. */
+  readonly progress?: (done: number, total: number) => void;
+}
+
+export interface SnapshotRestoreResult {
+  readonly stats: WorkloadStats;
+  readonly verifiedPages: number;
+  readonly pages: number;
+  readonly pageSize: number;
+  readonly threads: readonly ThreadResult[];
+}
+
+/** The snapshot's content: deterministic per page, with every eighth page all zero. */
+export function snapshotPage(index: number, pageSize: number): Uint8Array {
+  const page = new Uint8Array(pageSize);
+  if (index % 8 === 7) return page;
+  const view = new DataView(page.buffer);
+  for (let offset = 0; offset < pageSize; offset += 64) {
+    view.setUint32(offset, index, true);
+    view.setUint32(offset + 4, offset, true);
+  }
+  return page;
+}
+
+function isZeroPage(index: number): boolean {
+  return index % 8 === 7;
+}
+
+export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promise<SnapshotRestoreResult> {
+  const { backend, mode, trace } = options;
+  const process = new Process(backend.self);
+  const pageSize = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
+  if (options.guestBytes % pageSize !== 0) {
+    throw new Error(
+      `--size: ${options.guestBytes} bytes is not a multiple of the ${pageSize}-byte pages of mode ${mode}`,
+    );
+  }
+  const pages = options.guestBytes / pageSize;
+  const stats = new WorkloadStats(options.vcpus);
+
+  // The snapshot memory file, and the handler's private read-only view of it.
+  const snapshotFd = process.memfd('snapshot', { size: options.guestBytes });
+  for (let i = 0; i < pages; i++) {
+    const page = snapshotPage(i, pageSize);
+    if (!isZeroPage(i)) process.pwrite(snapshotFd, page, i * pageSize);
+  }
+  const snapshot = process.mmap({ length: options.guestBytes, fd: snapshotFd, prot: 1 });
+
+  // The guest region and the userfaultfd, as the VMM sets them up.
+  let guest: number;
+  let guestFd = -1;
+  let registerMode = UFFDIO_REGISTER_MODE_MISSING;
+  if (mode === 'anon') {
+    guest = process.mmap({ length: options.guestBytes });
+  } else if (mode === 'hugetlb') {
+    guest = process.mmap({ length: options.guestBytes, hugetlb: true });
+  } else {
+    guestFd = process.guestMemfd({ size: options.guestBytes });
+    guest = process.mmap({ length: options.guestBytes, fd: guestFd, shared: true });
+    if (mode === 'gmem-minor') {
+      // The VMM preallocates guest memory, so every first touch finds a page in the
+      // cache and raises a MINOR fault that the handler answers with write() + CONTINUE.
+      process.fallocate(guestFd, FALLOC_FL_KEEP_SIZE, 0, options.guestBytes);
+      registerMode = UFFDIO_REGISTER_MODE_MINOR;
+    }
+  }
+  const uffd = process.userfaultfd({ nonblock: true, cloexec: true });
+  uffd.api(mode === 'anon' ? ['event_remove'] : []);
+  uffd.register({ start: guest, length: options.guestBytes }, registerMode);
+  const layout: GuestLayout = { base: guest, pageSize, pages };
+
+  const resolved = new Uint8Array(pages);
+  let resolvedCount = 0;
+  const firstTouch: number[] = [];
+
+  /** Makes page `index` present; returns false if it was already there. */
+  const populate = (index: number, source: 'fault' | 'prefetch'): boolean => {
+    if (resolved[index] === 1) return false;
+    const address = guest + index * pageSize;
+    const start = performance.now();
+    let name: string;
+    try {
+      if (mode === 'gmem-minor') {
+        name = 'write+UFFDIO_CONTINUE';
+        process.lseek(guestFd, index * pageSize);
+        process.writeFile(guestFd, process.read(snapshot + index * pageSize, pageSize));
+        uffd.continue({ start: address, length: pageSize });
+      } else if (mode === 'anon' && isZeroPage(index)) {
+        name = 'UFFDIO_ZEROPAGE';
+        uffd.zeropage({ start: address, length: pageSize });
+      } else {
+        name = 'UFFDIO_COPY';
+        uffd.copy({ dst: address, src: snapshot + index * pageSize, length: pageSize });
+      }
+    } catch (error) {
+      // Another path (a prefetch, a racing fault) got there first: the page is present.
+      if (!(error instanceof KernelError && (error.errno === EEXIST || error.errno === EAGAIN))) throw error;
+      if (error.errno === EAGAIN) return false;
+      name = 'EEXIST';
+    }
+    trace.span(name, source, 0, start, performance.now(), { page: index });
+    resolved[index] = 1;
+    resolvedCount++;
+    stats.bytesMoved += pageSize;
+    options.progress?.(resolvedCount, pages);
+    return true;
+  };
+
+  // REAP: restore the recorded working set before the guest runs.
+  if (options.workingSet !== undefined) {
+    for (const index of options.workingSet) if (index < pages) populate(index, 'prefetch');
+    stats.prefetched = resolvedCount;
+  }
+
+  const shares = vcpuPages(layout, options.vcpus, options.pattern, options.seed, options.workingSet);
+  trace.nameThread(0, 'uffd handler');
+  const threads = shares.map((share, v) => {
+    const thread = process.thread(touchPages(layout, share), `vcpu${v}`);
+    trace.nameThread(thread.tid, `vcpu${v}`);
+    return thread;
+  });
+  const vcpuByTid = new Map(threads.map((thread, v) => [thread.tid, v]));
+
+  let finished = false;
+  const joined = Promise.all(threads.map((thread) => thread.join())).then((results) => {
+    finished = true;
+    return results;
+  });
+  while (!finished) {
+    const readStart = performance.now();
+    const messages = await Promise.race([uffd.nextMessages(64), joined.then(() => [])]);
+    if (messages.length > 0)
+      trace.span('read(uffd)', 'handler', 0, readStart, performance.now(), { messages: messages.length });
+    for (const message of messages) {
+      if (message.event !== 'pagefault') continue;
+      const received = performance.now();
+      const address = Number(message.address);
+      const index = Math.floor((address - guest) / pageSize);
+      trace.instant('fault', 'fault', 0, received, { page: index, flags: message.flags });
+      if (resolved[index] === 0) firstTouch.push(index);
+      const newlyResolved = populate(index, 'fault');
+      // A fault for a page a prefetch already mapped only needs its waiter woken.
+      if (!newlyResolved) uffd.wake({ start: address - (address % pageSize), length: pageSize });
+      for (let next = index + 1; next <= index + options.prefetchWindow && next < pages; next++)
+        populate(next, 'prefetch');
+      const sample: FaultSample = {
+        atMs: received,
+        page: index,
+        kind: message.flags & 4 ? 'minor' : message.flags & 1 ? 'write miss' : 'read miss',
+        latencyUs: (performance.now() - received) * 1000,
+      };
+      stats.record(sample, vcpuByTid.get(message.ptid));
+    }
+  }
+  const results = await joined;
+  results.forEach((result, v) => {
+    stats.blockedMs[v] = result.blockedMs ?? 0;
+  });
+
+  // Every page the guest touched must hold the snapshot's bytes.
+  let verifiedPages = 0;
+  const touched = new Set(shares.flat());
+  for (const index of touched) {
+    const expected = snapshotPage(index, pageSize);
+    const actual = process.read(guest + index * pageSize, pageSize);
+    if (actual.every((byte, i) => byte === expected[i])) verifiedPages++;
+  }
+  if (options.recordWorkingSet !== undefined) {
+    const file: WorkingSetFile = { version: 1, pageSize, pages: firstTouch };
+    writeFileSync(options.recordWorkingSet, JSON.stringify(file));
+  }
+  uffd.close();
+  return { stats, verifiedPages, pages: touched.size, pageSize, threads: results };
+}
+
+export type { Uffd };
