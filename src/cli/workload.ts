@@ -126,7 +126,9 @@ export async function snapshotRestoreCommand(
   rows.push(['  total', stats.faults.toLocaleString('en-US')]);
   if (stats.prefetched > 0) rows.push(['pages prefetched', stats.prefetched.toLocaleString('en-US')]);
   rows.push(['bytes moved', `${fmt(stats.bytesMoved / 2 ** 20)} MiB`]);
-  stats.blockedMs.forEach((ms, v) => rows.push([`vcpu${v} blocked`, `${fmt(ms)} ms`]));
+  stats.blockedMs.forEach((ms, v) => {
+    rows.push([`vcpu${v} blocked`, `${fmt(ms)} ms`]);
+  });
   rows.push(['latency p50', `${fmt(latency.p50)} µs`]);
   rows.push(['latency p90', `${fmt(latency.p90)} µs`]);
   rows.push(['latency p99', `${fmt(latency.p99)} µs`]);

@@ -3,8 +3,8 @@
  * processes and the deterministic scheduler that runs simulated threads.
  */
 
-import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
 import type { KernelTracer } from '../trace/trace.ts';
+import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
 import { EFAULT } from '../uapi/errno.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';

@@ -46,7 +46,9 @@ export function vcpuPages(
     const per = Math.ceil(order.length / vcpus);
     for (let v = 0; v < vcpus; v++) shares[v] = order.slice(v * per, (v + 1) * per);
   } else {
-    order.forEach((page, i) => shares[i % vcpus]!.push(page));
+    order.forEach((page, i) => {
+      shares[i % vcpus]!.push(page);
+    });
   }
   return shares;
 }
