@@ -101,18 +101,38 @@ function formatPath(path: Path): string {
   return out || '(file)';
 }
 
-function zodError(locator: Locator, base: Path, error: z.ZodError): ScenarioError {
+/** Fields whose allowed forms are a size: an integer or a string with K, M or G. */
+const SIZE_FIELDS = new Set(['size', 'length', 'offset', 'src_offset', 'buffer']);
+
+/** Whether a value exists at `path` inside `raw` (zod v4 issues carry no `input` unless asked). */
+function present(raw: unknown, path: readonly (string | number)[]): boolean {
+  let node: unknown = raw;
+  for (const part of path) {
+    if (typeof node !== 'object' || node === null || !(part in node)) return false;
+    node = (node as Record<string | number, unknown>)[part];
+  }
+  return node !== undefined;
+}
+
+function zodError(locator: Locator, base: Path, error: z.ZodError, raw: unknown): ScenarioError {
   const issue = error.issues[0]!;
   const path = [...base, ...(issue.path as (string | number)[])];
   if (issue.code === 'unrecognized_keys') {
     return locator.error(path, `unknown field '${issue.keys[0]}'`, issue.keys[0]);
   }
-  if (issue.code === 'invalid_type' && issue.input === undefined) {
+  if (
+    (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
+    !present(raw, issue.path as (string | number)[])
+  ) {
     const parent = path.slice(0, -1);
     return locator.error(parent, `missing field '${String(path[path.length - 1])}'`);
   }
   if (issue.code === 'invalid_union') {
-    return locator.error(path, 'does not match any allowed form (data is {text}, {hex} or {fill, length})');
+    const field = String(path[path.length - 1]);
+    if (SIZE_FIELDS.has(field)) return locator.error(path, 'a size such as 4096, 16K, 2M or 1G');
+    if (field === 'data')
+      return locator.error(path, 'does not match any allowed form (data is {text}, {hex} or {fill, length})');
+    return locator.error(path, 'does not match any allowed form');
   }
   return locator.error(path, issue.message);
 }
@@ -130,7 +150,7 @@ export function parseScenario(text: string, file: string): Scenario {
     throw locator.error([], 'a scenario is a mapping with name and steps');
   }
   const header = ScenarioHeader.safeParse(raw);
-  if (!header.success) throw zodError(locator, [], header.error);
+  if (!header.success) throw zodError(locator, [], header.error, raw);
   const steps: Step[] = [];
   header.data.steps.forEach((rawStep, index) => {
     const path = ['steps', index];
@@ -143,7 +163,7 @@ export function parseScenario(text: string, file: string): Scenario {
     if (!(OP_NAMES as string[]).includes(op)) throw locator.error(path, `unknown op '${op}'`, op);
     const value = (rawStep as Record<string, unknown>)[op] ?? {};
     const parsed = OP_SCHEMAS[op as OpName].safeParse(value);
-    if (!parsed.success) throw zodError(locator, [...path, op], parsed.error);
+    if (!parsed.success) throw zodError(locator, [...path, op], parsed.error, value);
     const { expect, ...args } = parsed.data as Record<string, unknown> & { expect?: Record<string, unknown> };
     steps.push({ index, op: op as OpName, args, expect, line: locator.line(path) });
   });
