@@ -386,12 +386,13 @@ export class Uffd {
 
   /** Waits until at least one message is there, then reads up to `max`. */
   async nextMessages(max = 64): Promise<UffdMsg[]> {
-    for (;;) {
-      const messages = this.readMessages(max);
-      if (messages.length > 0) return messages;
-      await this.process.backend.waitReadable(this.fd);
-      if ((this.process.backend.poll(this.fd) & POLLIN) === 0) return [];
+    const backend = this.process.backend;
+    // Poll first: an empty read would throw EAGAIN, and exceptions are costly on the fault path.
+    if ((backend.poll(this.fd) & POLLIN) === 0) {
+      await backend.waitReadable(this.fd);
+      if ((backend.poll(this.fd) & POLLIN) === 0) return [];
     }
+    return this.readMessages(max);
   }
 
   poll(): number {
