@@ -254,10 +254,13 @@ class ModelProcessBackend implements ProcessBackend {
     const infos: PageInfo[] = [];
     for (let i = 0; i < pages; i++) {
       const flags = table.flagsAt(Math.floor(address / 4096) + i);
+      // Linux's pagemap does not show a poison marker in a hugetlb mapping [OBS: faultline diff].
+      const huge = (this.process.mm.findVma(address + i * 4096)?.pageShift ?? 12) > 12;
+      const poison = (flags & PTE_MARKER_POISONED) !== 0 && !huge;
       infos.push({
         present: (flags & PTE_PRESENT) !== 0,
         uffdWp: (flags & (PTE_UFFD_WP | PTE_MARKER_UFFD_WP)) !== 0,
-        marker: flags & PTE_MARKER_POISONED ? 'poison' : flags & PTE_MARKER_UFFD_WP ? 'wp' : 'none',
+        marker: poison ? 'poison' : flags & PTE_MARKER_UFFD_WP ? 'wp' : 'none',
         zeroPage: (flags & PTE_ZERO) !== 0,
       });
     }

@@ -26,6 +26,7 @@ import {
   UFFDIO_API,
   UFFDIO_CONTINUE,
   UFFDIO_COPY,
+  UFFDIO_MOVE,
   UFFDIO_POISON,
   UFFDIO_REGISTER,
   UFFDIO_UNREGISTER,
@@ -43,6 +44,7 @@ import {
   encodeUffdioApi,
   encodeUffdioContinue,
   encodeUffdioCopy,
+  encodeUffdioMove,
   encodeUffdioPoison,
   encodeUffdioRange,
   encodeUffdioRegister,
@@ -323,6 +325,22 @@ export class Uffd {
       this.staging = { address: this.process.mmapIsolated(rounded), length: rounded };
     }
     return this.staging.address;
+  }
+
+  /**
+   * UFFDIO_MOVE of [src, src+length) onto dst: the pages themselves move, with
+   * no copy. Both addresses are in the calling process, which must be the
+   * registered one (the kernel refuses MOVE from another mm).
+   */
+  move(args: { dst: number; src: number; length: number; mode?: number | bigint }): number {
+    const arg = encodeUffdioMove({
+      dst: BigInt(args.dst),
+      src: BigInt(args.src),
+      len: BigInt(args.length),
+      mode: BigInt(args.mode ?? 0),
+      move: 0n,
+    });
+    return this.rangeIoctl(UFFDIO_MOVE, arg, 32);
   }
 
   zeropage(range: RangeArgs, mode: number | bigint = 0): number {

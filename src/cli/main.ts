@@ -1,9 +1,24 @@
 /** The faultline command line. */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { scenarioJsonSchema } from '../scenario/schema.ts';
+import { SNAPSHOT_MODES } from '../workloads/background-snapshot.ts';
+import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
+import { POSTCOPY_MODES } from '../workloads/postcopy.ts';
 import { runDemo } from './demo.ts';
+import { diffCommand } from './diff.ts';
 import { runCommand } from './run.ts';
-import { type SnapshotRestoreCommandOptions, snapshotRestoreCommand } from './workload.ts';
+import {
+  type BackgroundSnapshotCommandOptions,
+  backgroundSnapshotCommand,
+  type GcCompactionCommandOptions,
+  gcCompactionCommand,
+  type PostcopyCommandOptions,
+  percentArgument,
+  postcopyCommand,
+  type SnapshotRestoreCommandOptions,
+  sizeArgument,
+  snapshotRestoreCommand,
+} from './workload.ts';
 
 function integer(value: string): number {
   const parsed = Number(value);
@@ -71,6 +86,93 @@ workload
   .action(async (options: SnapshotRestoreCommandOptions) => {
     process.exitCode = await snapshotRestoreCommand(options, (line) => console.log(line));
   });
+
+program
+  .command('diff')
+  .description('run scenarios on the model and on the host kernel and report every step where they differ')
+  .argument('<path>', 'a scenario file or a directory of them')
+  .option('--json', 'one JSON document instead of text', false)
+  .option('--seed <n>', 'seed of the model scheduler', integer, 1)
+  .action(async (path: string, options: { json: boolean; seed: number }) => {
+    process.exitCode = await diffCommand(path, { ...options, out: (line) => console.log(line) });
+  });
+
+/**
+ * Runs a workload command: its exit code becomes the process's (1 when a
+ * check fails); a bad option or a failed run prints one line and exits 1.
+ */
+function workloadAction<T>(run: (options: T, out: (line: string) => void) => Promise<number>) {
+  return async (options: T, command: Command) => {
+    try {
+      process.exitCode = await run(options, (line) => console.log(line));
+    } catch (error) {
+      command.error(`error: ${(error as Error).message}`, { exitCode: 1 });
+    }
+  };
+}
+
+/** The options every workload command shares. */
+function withCommonOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--backend <name>', 'kernel to run on').choices(['model', 'host']).default('model'))
+    .option('--seed <n>', 'seed of the model and of the workload', integer, 1)
+    .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
+    .option('--plot <file>', 'write a plot of the run (.svg or .png)')
+    .option('--json', 'one JSON document instead of text', false);
+}
+
+withCommonOptions(
+  workload
+    .command('postcopy')
+    .description('QEMU-style postcopy live migration from a source process over TCP on 127.0.0.1')
+    .addOption(new Option('--mode <mode>', 'guest RAM').choices(POSTCOPY_MODES).default('anon'))
+    .option('--size <bytes>', 'guest memory size (K, M, G)', sizeArgument, 64 * 2 ** 20)
+    .option('--vcpus <n>', 'vCPU threads', integer, 2)
+    .addOption(
+      new Option('--pattern <name>', 'vCPU access order').choices(['sequential', 'random']).default('random'),
+    )
+    .option('--dirty <percent>', 'pages dirtied after precopy (100: pure postcopy)', percentArgument, 100)
+    .option('--no-preempt', 'requested pages share the main connection with the stream')
+    .option(
+      '--bandwidth <bytes>',
+      'background stream limit per second (K, M, G; 0: none)',
+      (value: string) => (value === '0' ? 0 : sizeArgument(value)),
+      0,
+    )
+    .option('--timeout <seconds>', 'fail (and kill the source) if the migration takes longer', integer, 120),
+).action(workloadAction<PostcopyCommandOptions>(postcopyCommand));
+
+withCommonOptions(
+  workload
+    .command('background-snapshot')
+    .description('QEMU-style background snapshot: RAM saved under write protection while the guest writes')
+    .addOption(
+      new Option('--mode <mode>', 'how empty pages get protected')
+        .choices(SNAPSHOT_MODES)
+        .default('wp-unpopulated'),
+    )
+    .option('--size <bytes>', 'guest memory size (K, M, G)', sizeArgument, 64 * 2 ** 20)
+    .option('--vcpus <n>', 'vCPU threads', integer, 2)
+    .option('--write-percent <percent>', 'pages each vCPU writes per round', percentArgument, 50)
+    .option('--rounds <n>', 'rounds of guest writes while the snapshot runs', integer, 2)
+    .option('--chunk <pages>', 'pages the background saver saves and unprotects per step', integer, 64),
+).action(workloadAction<BackgroundSnapshotCommandOptions>(backgroundSnapshotCommand));
+
+withCommonOptions(
+  workload
+    .command('gc-compaction')
+    .description('Android ART-style concurrent compaction: SIGBUS on unprocessed pages, UFFDIO_MOVE or COPY')
+    .addOption(
+      new Option('--mode <mode>', 'how compacted pages are installed')
+        .choices(COMPACTION_MODES)
+        .default('move'),
+    )
+    .option('--size <bytes>', 'from-space size (K, M, G)', sizeArgument, 64 * 2 ** 20)
+    .option('--mutators <n>', 'mutator threads', integer, 2)
+    .option('--live <percent>', 'objects that survived marking', percentArgument, 50)
+    .option('--reads <n>', 'object reads per mutator', integer, 20_000)
+    .option('--chunk <pages>', 'pages the compaction thread compacts between yields', integer, 16),
+).action(workloadAction<GcCompactionCommandOptions>(gcCompactionCommand));
 
 program
   .command('schema')

@@ -4,9 +4,13 @@ import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { Trace } from '../trace/trace.ts';
+import { runBackgroundSnapshot, type SnapshotMode } from '../workloads/background-snapshot.ts';
+import { type CompactionMode, runGcCompaction } from '../workloads/gc-compaction.ts';
 import { ACCESS_PATTERNS, type AccessPattern, readWorkingSet } from '../workloads/guest.ts';
 import { renderPlot } from '../workloads/plot.ts';
+import { type PostcopyMode, runPostcopy } from '../workloads/postcopy.ts';
 import { RESTORE_MODES, type RestoreMode, runSnapshotRestore } from '../workloads/snapshot-restore.ts';
+import type { WorkloadStats } from '../workloads/stats.ts';
 import { Progress, table } from './output.ts';
 
 export interface SnapshotRestoreCommandOptions {
@@ -144,5 +148,411 @@ export async function snapshotRestoreCommand(
   if (options.trace !== undefined)
     out(`trace: ${options.trace} (Chrome trace JSON; open in https://ui.perfetto.dev)`);
   if (options.plot !== undefined) out(`plot:  ${options.plot}`);
+  return ok ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// postcopy, background-snapshot, gc-compaction
+// ---------------------------------------------------------------------------------------------------------
+
+/** Options every workload command takes. */
+interface CommonWorkloadOptions {
+  backend: string;
+  seed: number;
+  trace?: string;
+  plot?: string;
+  json: boolean;
+}
+
+/** A commander argument parser for sizes: '64M', '1G', '4096'. */
+export function sizeArgument(value: string): number {
+  const bytes = parseSize(value);
+  if (!Number.isInteger(bytes) || bytes <= 0)
+    throw new InvalidArgumentError(`'${value}' is not a size such as 64M or 1G`);
+  return bytes;
+}
+
+/** A commander argument parser for percentages (integers 0 to 100). */
+export function percentArgument(value: string): number {
+  const percent = Number(value);
+  if (!Number.isInteger(percent) || percent < 0 || percent > 100)
+    throw new InvalidArgumentError(`'${value}' is not a percentage from 0 to 100`);
+  return percent;
+}
+
+function mib(bytes: number): string {
+  return `${fmt(bytes / 2 ** 20)} MiB`;
+}
+
+function count(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+function latencyRows(
+  label: string,
+  latency: { p50: number; p90: number; p99: number; max: number },
+): string[][] {
+  return [
+    [`${label} p50`, `${fmt(latency.p50)} µs`],
+    [`${label} p90`, `${fmt(latency.p90)} µs`],
+    [`${label} p99`, `${fmt(latency.p99)} µs`],
+    [`${label} max`, `${fmt(latency.max)} µs`],
+  ];
+}
+
+function inRange(option: string, value: number, min: number, max: number): number {
+  if (value < min || value > max)
+    throw new InvalidArgumentError(`${option}: ${value} is not between ${min} and ${max}`);
+  return value;
+}
+
+/** The model (or host) kernel, a trace and a progress bar, as every workload command sets them up. */
+function setUp(options: CommonWorkloadOptions & { size: number }, label: string) {
+  // Checked before the run, not after it.
+  if (options.size % 4096 !== 0)
+    throw new InvalidArgumentError(`--size: ${options.size} bytes is not a multiple of 4 KiB`);
+  if (options.plot !== undefined && !/\.(svg|png)$/.test(options.plot))
+    throw new InvalidArgumentError(`--plot: ${options.plot}: the file must end in .svg or .png`);
+  const backend = createBackend(options.backend, options.seed, '6.18');
+  const trace = new Trace(1, options.trace !== undefined);
+  if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
+  const progress = new Progress(label, !options.json && process.stderr.isTTY === true);
+  return { backend, trace, progress, started: performance.now() };
+}
+
+/** Writes the trace and the plot if asked; the footer lines that name them. */
+async function writeOutputs(
+  options: CommonWorkloadOptions,
+  workload: string,
+  trace: Trace,
+  stats: WorkloadStats,
+  title: string,
+  metadata: Record<string, unknown>,
+): Promise<string[]> {
+  const lines: string[] = [];
+  if (options.trace !== undefined) {
+    trace.write(options.trace, { workload, ...metadata });
+    lines.push(`trace: ${options.trace} (Chrome trace JSON; open in https://ui.perfetto.dev)`);
+  }
+  if (options.plot !== undefined) {
+    await renderPlot(stats, title, options.plot);
+    lines.push(`plot:  ${options.plot}`);
+  }
+  return lines;
+}
+
+function emitJson(out: (line: string) => void, document: Record<string, unknown>): void {
+  out(JSON.stringify({ version: 1, ...document }, null, 2));
+}
+
+export interface PostcopyCommandOptions extends CommonWorkloadOptions {
+  mode: PostcopyMode;
+  size: number;
+  vcpus: number;
+  pattern: 'sequential' | 'random';
+  dirty: number;
+  preempt: boolean;
+  bandwidth: number;
+  timeout: number;
+}
+
+export async function postcopyCommand(
+  options: PostcopyCommandOptions,
+  out: (line: string) => void,
+): Promise<number> {
+  inRange('--vcpus', options.vcpus, 1, 64);
+  inRange('--timeout', options.timeout, 1, 3600);
+  const { backend, trace, progress, started } = setUp(
+    options,
+    `migrating ${mib(options.size)} (${options.mode})`,
+  );
+  const result = await runPostcopy({
+    backend,
+    mode: options.mode,
+    guestBytes: options.size,
+    vcpus: options.vcpus,
+    pattern: options.pattern,
+    seed: options.seed,
+    dirtyPercent: options.dirty,
+    preempt: options.preempt,
+    bandwidthBytes: options.bandwidth,
+    timeoutMs: options.timeout * 1000,
+    trace,
+    progress: (done, total) => progress.update(done, total),
+  });
+  progress.finish();
+  const elapsedMs = performance.now() - started;
+  const { stats, requests } = result;
+  const channels = options.preempt ? 'preempt' : 'single channel';
+  const footer = await writeOutputs(
+    options,
+    'postcopy',
+    trace,
+    stats,
+    `postcopy ${options.mode}, ${mib(options.size)}, ${options.vcpus} vCPUs, ${channels} (${backend.describe()})`,
+    { mode: options.mode, backend: backend.describe() },
+  );
+  const ok = result.verifiedPages === result.pages && result.verifiedReads === result.reads;
+  if (options.json) {
+    emitJson(out, {
+      workload: 'postcopy',
+      backend: backend.describe(),
+      mode: options.mode,
+      guestBytes: options.size,
+      vcpus: options.vcpus,
+      pattern: options.pattern,
+      dirtyPercent: options.dirty,
+      preempt: options.preempt,
+      bandwidthBytes: options.bandwidth,
+      elapsedMs: Math.round(elapsedMs),
+      switchoverMs: Math.round(result.switchoverMs),
+      pages: result.pages,
+      precopyPages: result.precopyPages,
+      postcopyPages: result.dirtyPages,
+      verifiedPages: result.verifiedPages,
+      reads: result.reads,
+      verifiedReads: result.verifiedReads,
+      requests: { ...requests, samplesUs: undefined },
+      ...stats.toJson(),
+      trace: options.trace ?? null,
+      plot: options.plot ?? null,
+    });
+    return ok ? 0 : 1;
+  }
+  out(
+    `postcopy: ${mib(options.size)} guest, mode ${options.mode}, ${options.vcpus} vCPUs, ${options.pattern}, ` +
+      `${options.dirty}% dirty, ${channels} — ${backend.describe()}`,
+  );
+  out('');
+  const rows: string[][] = [['pages', 'count']];
+  rows.push(['  sent in precopy', count(result.precopyPages)]);
+  rows.push(['  sent in postcopy', count(result.dirtyPages)]);
+  rows.push(['faults', '']);
+  for (const [kind, n] of stats.faultsByKind) rows.push([`  ${kind}`, count(n)]);
+  rows.push(['  total', count(stats.faults)]);
+  rows.push(['page requests', count(requests.count)]);
+  rows.push([`  answered${options.preempt ? ' (preempt)' : ''}`, count(requests.answered.count)]);
+  rows.push(['  already on the stream', count(requests.viaStream.count)]);
+  rows.push(...latencyRows('request latency', requests.latencyUs));
+  if (requests.answered.count > 0)
+    rows.push(['  answered p50', `${fmt(requests.answered.latencyUs.p50)} µs`]);
+  if (requests.viaStream.count > 0)
+    rows.push(['  on the stream p50', `${fmt(requests.viaStream.latencyUs.p50)} µs`]);
+  stats.blockedMs.forEach((ms, v) => {
+    rows.push([`vcpu${v} blocktime`, `${fmt(ms)} ms`]);
+  });
+  rows.push(...latencyRows('fault latency', stats.latencyPercentiles()));
+  rows.push(['bytes in postcopy', mib(stats.bytesMoved)]);
+  rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
+  out(table(rows));
+  out('');
+  out(
+    `verified: ${result.verifiedPages}/${result.pages} pages and ${result.verifiedReads}/${result.reads} vCPU reads ` +
+      `${ok ? 'match the source' : 'DIFFER from the source'}`,
+  );
+  if (footer.length > 0) out('');
+  for (const line of footer) out(line);
+  return ok ? 0 : 1;
+}
+
+export interface BackgroundSnapshotCommandOptions extends CommonWorkloadOptions {
+  mode: SnapshotMode;
+  size: number;
+  vcpus: number;
+  writePercent: number;
+  rounds: number;
+  chunk: number;
+}
+
+export async function backgroundSnapshotCommand(
+  options: BackgroundSnapshotCommandOptions,
+  out: (line: string) => void,
+): Promise<number> {
+  inRange('--vcpus', options.vcpus, 1, 64);
+  inRange('--rounds', options.rounds, 1, 100);
+  inRange('--chunk', options.chunk, 1, 1 << 20);
+  const { backend, trace, progress, started } = setUp(
+    options,
+    `saving ${mib(options.size)} (${options.mode})`,
+  );
+  const result = await runBackgroundSnapshot({
+    backend,
+    mode: options.mode,
+    guestBytes: options.size,
+    vcpus: options.vcpus,
+    seed: options.seed,
+    writePercent: options.writePercent,
+    rounds: options.rounds,
+    chunkPages: options.chunk,
+    trace,
+    progress: (done, total) => progress.update(done, total),
+  });
+  progress.finish();
+  const elapsedMs = performance.now() - started;
+  const stats = result.stats;
+  const footer = await writeOutputs(
+    options,
+    'background-snapshot',
+    trace,
+    stats,
+    `background-snapshot ${options.mode}, ${mib(options.size)}, ${options.vcpus} vCPUs (${backend.describe()})`,
+    { mode: options.mode, backend: backend.describe() },
+  );
+  const ok = result.imageVerifiedPages === result.pages && result.memoryVerifiedPages === result.pages;
+  if (options.json) {
+    emitJson(out, {
+      workload: 'background-snapshot',
+      backend: backend.describe(),
+      mode: options.mode,
+      guestBytes: options.size,
+      vcpus: options.vcpus,
+      writePercent: options.writePercent,
+      rounds: options.rounds,
+      chunkPages: options.chunk,
+      elapsedMs: Math.round(elapsedMs),
+      pages: result.pages,
+      savedByFault: result.savedByFault,
+      savedByBackground: result.savedByBackground,
+      guestWrites: result.guestWrites,
+      imageVerifiedPages: result.imageVerifiedPages,
+      imageDifferingPages: result.imageDifferingPages,
+      memoryVerifiedPages: result.memoryVerifiedPages,
+      ...stats.toJson(),
+      trace: options.trace ?? null,
+      plot: options.plot ?? null,
+    });
+    return ok ? 0 : 1;
+  }
+  out(
+    `background-snapshot: ${mib(options.size)} guest, mode ${options.mode}, ${options.vcpus} vCPUs, ` +
+      `${options.rounds} rounds writing ${options.writePercent}% — ${backend.describe()}`,
+  );
+  out('');
+  const rows: string[][] = [['pages saved', 'count']];
+  rows.push(['  on a WP fault', count(result.savedByFault)]);
+  rows.push(['  in the background', count(result.savedByBackground)]);
+  rows.push(['guest writes', count(result.guestWrites)]);
+  rows.push(['WP faults', count(stats.faults)]);
+  stats.blockedMs.forEach((ms, v) => {
+    rows.push([`vcpu${v} blocked`, `${fmt(ms)} ms`]);
+  });
+  rows.push(...latencyRows('save+unprotect', stats.latencyPercentiles()));
+  rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
+  const imageOk = result.imageVerifiedPages === result.pages;
+  out(table(rows));
+  out('');
+  out(
+    imageOk
+      ? `image: ${result.pages}/${result.pages} pages match memory at the snapshot instant`
+      : `image: ${result.pages - result.imageVerifiedPages} of ${result.pages} pages DIFFER from memory at the ` +
+          `snapshot instant (first: ${result.imageDifferingPages.join(', ')})`,
+  );
+  const memoryOk = result.memoryVerifiedPages === result.pages;
+  out(
+    `guest memory: ${result.memoryVerifiedPages}/${result.pages} pages ` +
+      `${memoryOk ? 'match the snapshot plus every guest write' : 'DIFFER from the snapshot plus every guest write'}`,
+  );
+  if (!imageOk && options.mode === 'no-prefault') {
+    out('');
+    out('As expected: without pre-faulting or WP_UNPOPULATED, write-protect skips empty anon pages,');
+    out('so guest writes to them were never trapped and the image holds the written bytes.');
+  }
+  if (footer.length > 0) out('');
+  for (const line of footer) out(line);
+  return ok ? 0 : 1;
+}
+
+export interface GcCompactionCommandOptions extends CommonWorkloadOptions {
+  mode: CompactionMode;
+  size: number;
+  mutators: number;
+  live: number;
+  reads: number;
+  chunk: number;
+}
+
+export async function gcCompactionCommand(
+  options: GcCompactionCommandOptions,
+  out: (line: string) => void,
+): Promise<number> {
+  inRange('--mutators', options.mutators, 1, 64);
+  inRange('--live', options.live, 1, 100);
+  inRange('--chunk', options.chunk, 1, 1 << 20);
+  const { backend, trace, progress, started } = setUp(
+    options,
+    `compacting ${mib(options.size)} (${options.mode})`,
+  );
+  const result = await runGcCompaction({
+    backend,
+    mode: options.mode,
+    heapBytes: options.size,
+    mutators: options.mutators,
+    seed: options.seed,
+    livePercent: options.live,
+    readsPerMutator: options.reads,
+    chunkPages: options.chunk,
+    trace,
+    progress: (done, total) => progress.update(done, total),
+  });
+  progress.finish();
+  const elapsedMs = performance.now() - started;
+  const stats = result.stats;
+  const footer = await writeOutputs(
+    options,
+    'gc-compaction',
+    trace,
+    stats,
+    `gc-compaction ${options.mode}, ${mib(options.size)} heap, ${options.mutators} mutators (${backend.describe()})`,
+    { mode: options.mode, backend: backend.describe() },
+  );
+  const ok = result.verifiedPages === result.toPages && result.verifiedReads === result.reads;
+  if (options.json) {
+    const { stats: _stats, threads: _threads, ...numbers } = result;
+    emitJson(out, {
+      workload: 'gc-compaction',
+      backend: backend.describe(),
+      mode: options.mode,
+      heapBytes: options.size,
+      mutators: options.mutators,
+      livePercent: options.live,
+      readsPerMutator: options.reads,
+      chunkPages: options.chunk,
+      elapsedMs: Math.round(elapsedMs),
+      ...numbers,
+      ...stats.toJson(),
+      trace: options.trace ?? null,
+      plot: options.plot ?? null,
+    });
+    return ok ? 0 : 1;
+  }
+  out(
+    `gc-compaction: ${mib(options.size)} from-space, ${options.live}% live, mode ${options.mode}, ` +
+      `${options.mutators} mutators — ${backend.describe()}`,
+  );
+  out('');
+  const rows: string[][] = [['to-space pages', 'count']];
+  rows.push(['  compacted by mutators (SIGBUS)', count(result.compactedByMutators)]);
+  rows.push(['  compacted by the compaction thread', count(result.compactedByCompactor)]);
+  rows.push(['live objects', count(result.liveObjects)]);
+  rows.push(['SIGBUS taken', count(result.sigbus)]);
+  if (result.sigbusAlreadyDone > 0) rows.push(['  page compacted already', count(result.sigbusAlreadyDone)]);
+  rows.push(['pages allocated', count(result.pagesAllocated)]);
+  if (options.mode === 'move') rows.push(['from-space pages recycled', count(result.pagesRecycled)]);
+  stats.blockedMs.forEach((ms, v) => {
+    rows.push([`mutator${v}: SIGBUS, in handlers`, `${count(result.sigbusPerMutator[v]!)}, ${fmt(ms)} ms`]);
+  });
+  rows.push(...latencyRows(`UFFDIO_${options.mode.toUpperCase()}`, result.installUs));
+  rows.push(...latencyRows('SIGBUS handler', stats.latencyPercentiles()));
+  rows.push(['compaction thread busy', `${fmt(result.compactorBusyMs)} ms`]);
+  rows.push(['compaction done after', `${fmt(result.compactionMs)} ms`]);
+  rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
+  out(table(rows));
+  out('');
+  out(
+    `verified: ${result.verifiedPages}/${result.toPages} to-space pages and ${result.verifiedReads}/${result.reads} ` +
+      `mutator reads ${ok ? 'match the reference compaction' : 'DIFFER from the reference compaction'}`,
+  );
+  if (footer.length > 0) out('');
+  for (const line of footer) out(line);
   return ok ? 0 : 1;
 }

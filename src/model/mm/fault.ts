@@ -84,7 +84,8 @@ export function handleMmFault(
   const pageAddress = address - (address % vma.pageSize);
   const entry = mm.pageTable.flagsAt(pageAddress / 4096);
 
-  if (entry & PTE_MARKER_POISONED) return FAULT_RESULT_HWPOISON;
+  // A UFFDIO_POISON marker: SIGBUS with si_code BUS_ADRERR on 6.18 [OBS: faultline diff against the host].
+  if (entry & PTE_MARKER_POISONED) return FAULT_RESULT_SIGBUS;
   if (entry & PTE_PRESENT) {
     if (!write) return FAULT_HANDLED;
     if (entry & PTE_WRITE) {
