@@ -4,6 +4,7 @@ import { scenarioJsonSchema } from '../scenario/schema.ts';
 import { SNAPSHOT_MODES } from '../workloads/background-snapshot.ts';
 import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
 import { POSTCOPY_MODES } from '../workloads/postcopy.ts';
+import { conformanceCommand } from './conformance.ts';
 import { runDemo } from './demo.ts';
 import { diffCommand } from './diff.ts';
 import { runCommand } from './run.ts';
@@ -19,6 +20,10 @@ import {
   sizeArgument,
   snapshotRestoreCommand,
 } from './workload.ts';
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
 
 function integer(value: string): number {
   const parsed = Number(value);
@@ -83,9 +88,9 @@ workload
   .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
   .option('--plot <file>', 'write a plot of the run (.svg or .png)')
   .option('--json', 'one JSON document instead of text', false)
-  .action(async (options: SnapshotRestoreCommandOptions) => {
-    process.exitCode = await snapshotRestoreCommand(options, (line) => console.log(line));
-  });
+  .action((options: SnapshotRestoreCommandOptions, command: Command) =>
+    workloadAction<SnapshotRestoreCommandOptions>(snapshotRestoreCommand)(options, command),
+  );
 
 program
   .command('diff')
@@ -173,6 +178,35 @@ withCommonOptions(
     .option('--reads <n>', 'object reads per mutator', integer, 20_000)
     .option('--chunk <pages>', 'pages the compaction thread compacts between yields', integer, 16),
 ).action(workloadAction<GcCompactionCommandOptions>(gcCompactionCommand));
+
+program
+  .command('conformance')
+  .description('run the memory-type conformance suite: every case against every memory type')
+  .option('--memtype <name>', 'check only this memory type (repeatable)', collect, [])
+  .option(
+    '--module <path>',
+    'also load a memory type module (default export or `memoryType`; repeatable)',
+    collect,
+    [],
+  )
+  .option('--json', 'one JSON document instead of text', false)
+  .addOption(
+    new Option('--kernel-version <version>', 'the Linux the model emulates')
+      .choices(['6.18', '7.1'])
+      .default('7.1'),
+  )
+  .option('--seed <n>', 'seed of the model scheduler', integer, 1)
+  .action(
+    async (options: {
+      memtype: string[];
+      module: string[];
+      json: boolean;
+      kernelVersion: '6.18' | '7.1';
+      seed: number;
+    }) => {
+      process.exitCode = await conformanceCommand({ ...options, out: (line) => console.log(line) });
+    },
+  );
 
 program
   .command('schema')
