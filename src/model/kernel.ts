@@ -93,7 +93,8 @@ export class ModelKernel {
     this.unprivilegedUserfaultfd = options.unprivilegedUserfaultfd ?? 0;
     this.memory = new PhysicalMemory({ ...DEFAULT_PHYSICAL_MEMORY, ...options.memory });
     this.hooks = new HookChecker(this.memory, options.warn);
-    this.registry = new MemoryTypeRegistry(this.makeServices());
+    // Memory types get journaled services, so the hook checker can judge and undo what a hook did.
+    this.registry = new MemoryTypeRegistry(this.hooks.watchServices(this.makeServices()));
     for (const module of options.memoryTypes ?? BUILTIN_MEMORY_TYPES) this.registry.register(module);
     for (const module of options.extraMemoryTypes ?? []) this.registry.register(module);
     const anonymousType = this.registry.provider('anonymous');

@@ -225,15 +225,18 @@ function fileFault(
   }
 
   if (keepWp && write) return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
-  if (type.fault === undefined) return FAULT_RESULT_SIGBUS;
-  const pfn = type.fault(inode, pgoff, (vma.flags & VM_SHARED) !== 0);
+  const fault = type.fault;
+  if (fault === undefined) return FAULT_RESULT_SIGBUS;
+  const mayShare = (vma.flags & VM_SHARED) !== 0;
+  // The checker hands back a checked folio, a FAULT_* code, or -EFAULT for a broken answer (SIGBUS).
+  const pfn = env.hooks.fault(type, inode, pgoff, vma.pageShift, () =>
+    fault.call(type, inode, pgoff, mayShare),
+  );
   if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;
   if (pfn === FAULT_ALLOC_PRIVATE) {
     return installNewAnonymousPage(env, mm, vma, pageAddress, -1, write);
   }
   if (pfn < 0) return FAULT_RESULT_SIGBUS;
-  const checked = env.hooks.checkFaultFolio(type, inode, pgoff, vma.pageShift, pfn);
-  if (checked < 0) return FAULT_RESULT_SIGBUS;
 
   let result = FAULT_HANDLED;
   if (vma.flags & VM_SHARED) {

@@ -31,7 +31,13 @@ export interface VmaView {
   readonly inode: Inode | null;
 }
 
-/** Services the core lends a memory type: folios and its own page cache. */
+/**
+ * Services the core lends a memory type: folios and its own page cache.
+ * While one of the type's hooks runs, the core journals these calls (see
+ * `HookChecker.watchServices` in hooks.ts) to judge and, on a violation, undo
+ * what the hook did; it refuses a put of the last reference to a folio the
+ * hook did not allocate, and any call on a frame that is not a folio.
+ */
 export interface MemoryTypeServices {
   /** A zeroed folio of 2^order pages with one reference, or -1. */
   allocFolio(order: number, options?: { hugetlb?: boolean }): number;
@@ -64,6 +70,17 @@ export type DeviceIoctlResult =
 export interface DeviceFile {
   readonly name: string;
   ioctl(request: number, arg: Uint8Array | number | null): DeviceIoctlResult;
+}
+
+/**
+ * The system calls a `conformanceFile` recipe may make: the raw calls of the
+ * process API, which throw errno errors. The conformance suite passes the
+ * process it tests in; the model itself never calls the recipe.
+ */
+export interface ConformanceSyscalls {
+  open(path: string, flags: number): number;
+  ioctl(fd: number, request: number, arg: Uint8Array | number | null): number;
+  close(fd: number): void;
 }
 
 /** A character device a memory type brings (a device that hands out files of the type). */
@@ -171,6 +188,15 @@ export interface MemoryType {
   write?(inode: Inode, data: Uint8Array, offset: number): number;
   /** The type's vm_uffd_ops, or null when it does not support userfaultfd. */
   readonly uffdOps: VmUffdOps | null;
+  /**
+   * For the conformance suite (src/conformance/), and only for types no
+   * provision reaches (files handed out by a device, as guest_memfd's by
+   * /dev/kvm): makes a new file of this type, `sizeBytes` long, with system
+   * calls alone, and returns its fd. The file must be mappable MAP_SHARED
+   * and, when the type supports userfaultfd, one `canUserfault` accepts:
+   * the suite's expectations come from the declaration and assume so.
+   */
+  conformanceFile?(syscalls: ConformanceSyscalls, sizeBytes: number): number;
 }
 
 /** What a memory type module exports: a name and a factory bound to one kernel. */

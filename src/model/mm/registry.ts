@@ -67,6 +67,9 @@ export function validateMemoryType(type: MemoryType, moduleName: string): void {
   if ((type.rangeIoctls & ~UFFD_API_RANGE_IOCTLS) !== 0n) {
     fail('rangeIoctls', `has bits outside UFFD_API_RANGE_IOCTLS (0x${type.rangeIoctls.toString(16)})`);
   }
+  if (type.conformanceFile !== undefined && typeof type.conformanceFile !== 'function') {
+    fail('conformanceFile', 'must be a function when present');
+  }
   const ops = type.uffdOps;
   const fileBacked = !type.provides.includes('anonymous');
   if (fileBacked && type.inodePageShift === undefined)

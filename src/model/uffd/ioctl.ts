@@ -180,6 +180,7 @@ export class UffdFile {
       u64ToNumber(value.range.start),
       u64ToNumber(value.range.len),
       value.mode,
+      this.env.hooks,
     );
     if (typeof result === 'number') return result;
     if (arg.byteLength < 32) return fail(EFAULT, 'uffdio_register.ioctls', 'buffer too short to write back');
@@ -196,6 +197,7 @@ export class UffdFile {
       u64ToNumber(value.start),
       u64ToNumber(value.len),
       (start, length) => this.ctx.wakeRange(start, length),
+      this.env.hooks,
     );
   }
 

@@ -131,22 +131,17 @@ function mfillPage(
     mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_ZERO | wpBit, 0);
     return 0;
   }
-  const ops: VmUffdOps = privateFill ? env.anonymousType.uffdOps! : vma.memoryType.uffdOps!;
+  const fillType = privateFill ? env.anonymousType : vma.memoryType;
+  const ops: VmUffdOps = fillType.uffdOps!;
   const allocFolio = ops.allocFolio;
   if (allocFolio === undefined)
     return fail(EINVAL, 'dst', `memory type ${vma.memoryType.name} cannot allocate`);
-  const pfn = allocFolio.call(ops, vma, address);
-  if (pfn < 0) return fail(-pfn, 'dst', `allocating a folio for ${hex(address)} failed`);
-  const memory = env.memory;
-  if (memory.folioOrder[pfn] !== vma.pageShift - 12) {
-    env.hooks.violation(
-      privateFill ? env.anonymousType : vma.memoryType,
-      'alloc_folio',
-      `returned folio ${pfn} of the wrong order`,
-    );
-    memory.putFolio(pfn);
-    return fail(EFAULT, 'dst', 'the memory type returned a folio of the wrong size');
+  // The checker hands back a fresh folio of the VMA's page size, an errno, or -EFAULT for a broken answer.
+  const pfn = env.hooks.allocFolio(fillType, vma, () => allocFolio.call(ops, vma, address));
+  if (pfn < 0) {
+    return fail(-pfn, 'dst', env.hooks.lastViolation ?? `allocating a folio for ${hex(address)} failed`);
   }
+  const memory = env.memory;
   if (kind === MFILL_COPY) {
     const bytes = memory.frameBuffer(pfn);
     const view = bytes.subarray(memory.frameOffset(pfn), memory.frameOffset(pfn) + vma.pageSize);
@@ -157,13 +152,22 @@ function mfillPage(
     }
   }
   memory.setFlag(pfn, PG_UPTODATE);
-  if (!privateFill && ops.filemapAdd !== undefined) {
+  const filemapAdd = ops.filemapAdd;
+  if (!privateFill && filemapAdd !== undefined) {
     memory.lockFolio(pfn);
-    const added = ops.filemapAdd(pfn, vma, address);
+    const added = env.hooks.filemapAdd(fillType, pfn, vma, address, () =>
+      filemapAdd.call(ops, pfn, vma, address),
+    );
     if (added < 0) {
+      // Undo the core's own steps: the checker already undid whatever the hook did.
       memory.unlockFolio(pfn);
       memory.putFolio(pfn);
-      return fail(-added, 'dst', `the page cache already holds the page at ${hex(address)}`);
+      const reason =
+        env.hooks.lastViolation ??
+        (added === -EEXIST
+          ? `the page cache already holds the page at ${hex(address)}`
+          : `adding the page at ${hex(address)} to the page cache failed`);
+      return fail(-added, 'dst', reason);
     }
     memory.unlockFolio(pfn);
   } else {
@@ -195,7 +199,10 @@ function mfillContinue(
     getFolioNoalloc.call(type.uffdOps, inode, pgoff),
   );
   if (pfn === -ENOENT) return fail(EFAULT, 'range', `no page in the page cache at ${hex(address)}`);
-  if (pfn < 0) return fail(-pfn, 'range', `the memory type could not provide the page at ${hex(address)}`);
+  if (pfn < 0) {
+    const reason = env.hooks.lastViolation ?? `the memory type could not provide the page at ${hex(address)}`;
+    return fail(-pfn, 'range', reason);
+  }
   // A page-cache page is writable only through a shared mapping; a private one COWs on write.
   const writable = vma.flags & VM_SHARED && vma.flags & VM_WRITE && !wpBit ? PTE_WRITE : 0;
   mm.mapFolio(pfn);

@@ -16,6 +16,7 @@ import {
 } from '../../uapi/constants.ts';
 import { EBUSY, EINVAL, ENOMEM, EPERM } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
+import type { HookChecker } from '../mm/hooks.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import { PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP } from '../mm/pagetable.ts';
 import {
@@ -53,7 +54,7 @@ export function vmFlagsToModes(flags: number): number {
  * type supports follow from its declared range ioctls; its `canUserfault`
  * hook has the last word.
  */
-export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean): boolean {
+export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean, hooks?: HookChecker): boolean {
   if (vma.flags & VM_DROPPABLE) return false;
   // Asynchronous dirty tracking needs no help from the memory type.
   if (wpAsync && modes === UFFDIO_REGISTER_MODE_WP) return true;
@@ -65,7 +66,9 @@ export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean): bool
   if (modes & UFFDIO_REGISTER_MODE_MINOR && (declared & bit(_UFFDIO_CONTINUE)) === 0n) return false;
   if (modes & UFFDIO_REGISTER_MODE_WP && (declared & bit(_UFFDIO_WRITEPROTECT)) === 0n) return false;
   if (!vma.isAnonymous && ops.getFolioNoalloc === undefined) return false;
-  return ops.canUserfault(vma, modes);
+  // Through the checker, a hook that throws or changes anything answers false and is reported.
+  if (hooks === undefined) return ops.canUserfault(vma, modes);
+  return hooks.canUserfault(type, vma, () => ops.canUserfault(vma, modes));
 }
 
 /** Returns the `ioctls` mask to write back, or -errno. */
@@ -74,6 +77,7 @@ export function userfaultfdRegister(
   start: number,
   length: number,
   mode: bigint,
+  hooks?: HookChecker,
 ): bigint | number {
   if (mode === 0n) return fail(EINVAL, 'mode', 'no mode requested');
   if ((mode & ~7n) !== 0n) return fail(EINVAL, 'mode', `unknown mode bits ${hex(mode & ~7n)}`);
@@ -96,7 +100,7 @@ export function userfaultfdRegister(
   const wpAsync = ctx.hasFeature(UFFD_FEATURE_WP_ASYNC);
   let ioctls = UFFD_API_RANGE_IOCTLS;
   for (const vma of vmas) {
-    if (!vmaCanUserfault(vma, modes, wpAsync)) {
+    if (!vmaCanUserfault(vma, modes, wpAsync, hooks)) {
       return fail(EINVAL, 'mode', `${vma.describe()} does not support mode ${describeModes(modes)}`);
     }
     if ((vma.flags & VM_MAYWRITE) === 0) {
@@ -138,6 +142,7 @@ export function userfaultfdUnregister(
   start: number,
   length: number,
   wake: (start: number, length: number) => void,
+  hooks?: HookChecker,
 ): number {
   const rangeError = validateRange(start, length, 'range');
   if (rangeError < 0) return rangeError;
@@ -155,7 +160,7 @@ export function userfaultfdUnregister(
     if (vma.uffdContext !== null && vma.uffdContext !== ctx) {
       return fail(EINVAL, 'range', `${vma.describe()} is registered with another userfaultfd`);
     }
-    if (!vmaCanUserfault(vma, vmFlagsToModes(vma.flags), wpAsync) && vma.uffdContext === null) {
+    if (vma.uffdContext === null && !vmaCanUserfault(vma, vmFlagsToModes(vma.flags), wpAsync, hooks)) {
       return fail(EINVAL, 'range', `${vma.describe()} cannot be registered with userfaultfd`);
     }
     if (vma.uffdContext === ctx && vma.pageShift > 12) {

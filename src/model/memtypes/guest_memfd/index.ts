@@ -25,10 +25,15 @@ import {
   KVM_CREATE_GUEST_MEMFD,
   KVM_CREATE_VM,
   KVM_GET_API_VERSION,
+  O_CLOEXEC,
   O_RDWR,
 } from '../../../uapi/constants.ts';
 import { EFAULT, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, ESPIPE } from '../../../uapi/errno.ts';
-import { decodeKvmCreateGuestMemfd, KVM_CREATE_GUEST_MEMFD_SIZE } from '../../../uapi/structs.ts';
+import {
+  decodeKvmCreateGuestMemfd,
+  encodeKvmCreateGuestMemfd,
+  KVM_CREATE_GUEST_MEMFD_SIZE,
+} from '../../../uapi/structs.ts';
 import { fail, hex } from '../../failure.ts';
 import type { Inode } from '../../mem/pagecache.ts';
 import {
@@ -140,6 +145,25 @@ function create(services: MemoryTypeServices): MemoryType {
     uffdOps: userfaultfd
       ? filemapUffdOps(services, policy, (vma) => (flagsOf(vma.inode) & GUEST_MEMFD_FLAG_INIT_SHARED) !== 0)
       : null,
+    // The conformance suite's file: mappable and shared from the start, as a VMM restoring a guest makes it.
+    conformanceFile(syscalls, sizeBytes) {
+      const kvm = syscalls.open('/dev/kvm', O_RDWR | O_CLOEXEC);
+      try {
+        const vm = syscalls.ioctl(kvm, KVM_CREATE_VM, 0);
+        try {
+          const arg = encodeKvmCreateGuestMemfd({
+            size: BigInt(sizeBytes),
+            flags: BigInt(VALID_FLAGS),
+            reserved: [],
+          });
+          return syscalls.ioctl(vm, KVM_CREATE_GUEST_MEMFD, arg);
+        } finally {
+          syscalls.close(vm);
+        }
+      } finally {
+        syscalls.close(kvm);
+      }
+    },
     devices: [
       {
         path: '/dev/kvm',

@@ -1,0 +1,58 @@
+/**
+ * `faultline conformance`: the memory-type conformance suite. Text output is
+ * one line per case × type and a closing count; `--json` prints one
+ * versioned document (format 'faultline-conformance', version 1).
+ */
+import { loadMemoryTypeModule, ModuleLoadError } from '../conformance/module.ts';
+import {
+  type CaseResult,
+  ConformanceError,
+  type ExtraModule,
+  runConformance,
+} from '../conformance/runner.ts';
+import type { KernelVersion } from '../model/kernel.ts';
+import { MemoryTypeError } from '../model/mm/registry.ts';
+
+export interface ConformanceCommandOptions {
+  readonly memtype: readonly string[];
+  readonly module: readonly string[];
+  readonly json: boolean;
+  readonly kernelVersion: KernelVersion;
+  readonly seed: number;
+  readonly out: (line: string) => void;
+}
+
+/** Returns the exit code: 0 when nothing failed, 1 when a case failed, 2 for bad arguments or modules. */
+export async function conformanceCommand(options: ConformanceCommandOptions): Promise<number> {
+  const out = options.out;
+  try {
+    const modules: ExtraModule[] = [];
+    for (const path of options.module) modules.push(await loadMemoryTypeModule(path));
+    const report = await runConformance({
+      modules,
+      memtypes: options.memtype,
+      version: options.kernelVersion,
+      seed: options.seed,
+      ...(options.json ? {} : { onResult: (result: CaseResult) => out(formatResult(result)) }),
+    });
+    const { passed, failed, skipped } = report.summary;
+    if (options.json) out(JSON.stringify(report, null, 2));
+    else out(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+    return failed === 0 ? 0 : 1;
+  } catch (error) {
+    if (
+      error instanceof ModuleLoadError ||
+      error instanceof ConformanceError ||
+      error instanceof MemoryTypeError
+    ) {
+      out(`faultline conformance: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+}
+
+function formatResult(result: CaseResult): string {
+  const line = `${result.status.padEnd(4)}  ${result.type.padEnd(12)}  ${result.case}`;
+  return result.reason === undefined ? line : `${line.padEnd(50)}  ${result.reason}`;
+}

@@ -1,0 +1,304 @@
+/**
+ * The conformance runner: every case of the table against every memory type
+ * under test, each run on a fresh model backend in which the type under test
+ * is registered last (so it provides its objects even where another type
+ * provides the same). A case is skipped, with the reason, when the type does
+ * not declare what it requires or offers no memory the suite can obtain. A
+ * case fails when it throws, when a hook broke its contract (the core's
+ * warning), or when the invariant checker finds the core inconsistent during
+ * or after it.
+ */
+import { ModelBackend } from '../api/model-backend.ts';
+import { checkInvariants } from '../model/check.ts';
+import type { KernelVersion } from '../model/kernel.ts';
+import { BUILTIN_MEMORY_TYPES } from '../model/memtypes/builtin.ts';
+import type { HookName } from '../model/mm/hooks.ts';
+import type { MemoryType, MemoryTypeModule } from '../model/mm/memtype.ts';
+import {
+  ioctlNames,
+  UFFDIO_REGISTER_MODE_MINOR,
+  UFFDIO_REGISTER_MODE_MISSING,
+  UFFDIO_REGISTER_MODE_WP,
+} from '../uapi/constants.ts';
+import { CASES, type ConformanceCase } from './cases.ts';
+import { CaseContext } from './context.ts';
+import { declaredModes, describeSource, isFileBacked, memorySource } from './declared.ts';
+
+export const CONFORMANCE_FORMAT = 'faultline-conformance';
+export const CONFORMANCE_VERSION = 1;
+
+/** A memory type module from outside the built-in list, with where it came from. */
+export interface ExtraModule {
+  readonly module: MemoryTypeModule;
+  /** The file it was loaded from (`--module`), or null for one passed in code. */
+  readonly path: string | null;
+}
+
+export interface ConformanceOptions {
+  /** Modules registered after the built-in types. */
+  readonly modules?: readonly ExtraModule[];
+  /** Names of the types to check; default: the extra modules' types if any, else every registered type. */
+  readonly memtypes?: readonly string[];
+  /** Names of the cases to run; default: all. */
+  readonly cases?: readonly string[];
+  /** The kernel the model emulates; '7.1' (the default) has the final vm_uffd_ops for guest_memfd. */
+  readonly version?: KernelVersion;
+  readonly seed?: number;
+  /** Milliseconds a case may take. */
+  readonly timeoutMs?: number;
+  /** Called with each result as it is decided (text output streams them). */
+  readonly onResult?: (result: CaseResult) => void;
+}
+
+export type CaseStatus = 'pass' | 'fail' | 'skip';
+
+export interface CaseResult {
+  readonly type: string;
+  readonly case: string;
+  readonly status: CaseStatus;
+  /** Why it failed or was skipped. */
+  readonly reason?: string;
+  /** The hooks of the type under test the case called, by their kernel names. */
+  readonly hooks: readonly HookName[];
+  readonly durationMs: number;
+}
+
+export interface TypeSummary {
+  readonly name: string;
+  readonly description: string;
+  /** 'builtin', or the module file it came from. */
+  readonly source: string;
+  readonly declares: {
+    readonly provides: readonly string[];
+    readonly rangeIoctls: readonly string[];
+    readonly modes: readonly string[];
+    readonly uffdOps: readonly string[] | null;
+    readonly fileOps: MemoryType['fileOps'];
+    readonly conformanceFile: boolean;
+  };
+  /** How the suite obtains its memory, or null when it cannot. */
+  readonly memory: string | null;
+}
+
+export interface ConformanceReport {
+  readonly format: typeof CONFORMANCE_FORMAT;
+  readonly version: typeof CONFORMANCE_VERSION;
+  readonly kernel: { readonly version: KernelVersion; readonly seed: number };
+  readonly types: readonly TypeSummary[];
+  readonly cases: readonly {
+    readonly name: string;
+    readonly description: string;
+    readonly requires: readonly string[];
+  }[];
+  readonly results: readonly CaseResult[];
+  readonly summary: { readonly passed: number; readonly failed: number; readonly skipped: number };
+}
+
+/** A problem with the options (an unknown type or case name). */
+export class ConformanceError extends Error {
+  override name = 'ConformanceError';
+}
+
+const HOOK_ORDER: readonly HookName[] = [
+  'can_userfault',
+  'get_folio_noalloc',
+  'alloc_folio',
+  'filemap_add',
+  'fault',
+];
+
+export async function runConformance(options: ConformanceOptions = {}): Promise<ConformanceReport> {
+  const version = options.version ?? '7.1';
+  const seed = options.seed ?? 1;
+  const extras = options.modules ?? [];
+  const modules = [...BUILTIN_MEMORY_TYPES, ...extras.map((extra) => extra.module)];
+  // One kernel to read the declarations: each module registers exactly one type, in order.
+  const probe = new ModelBackend({ seed, version, memoryTypes: modules }).kernel;
+  const types = probe.registry.all();
+  const sources = types.map((_, i) =>
+    i < BUILTIN_MEMORY_TYPES.length ? 'builtin' : (extras[i - BUILTIN_MEMORY_TYPES.length]!.path ?? 'module'),
+  );
+  const selected = selectTypes(types, sources, options.memtypes, extras.length > 0);
+  const cases = selectCases(options.cases);
+
+  const results: CaseResult[] = [];
+  for (const index of selected) {
+    for (const testCase of cases) {
+      const result = await runCase(testCase, types[index]!, modules, index, {
+        version,
+        seed,
+        timeoutMs: options.timeoutMs ?? 30_000,
+      });
+      results.push(result);
+      options.onResult?.(result);
+    }
+  }
+  const count = (status: CaseStatus) => results.filter((result) => result.status === status).length;
+  return {
+    format: CONFORMANCE_FORMAT,
+    version: CONFORMANCE_VERSION,
+    kernel: { version, seed },
+    types: selected.map((index) => summarizeType(types[index]!, sources[index]!)),
+    cases: cases.map((testCase) => ({
+      name: testCase.name,
+      description: testCase.description,
+      requires: testCase.requires.map((requirement) => requirement.label),
+    })),
+    results,
+    summary: { passed: count('pass'), failed: count('fail'), skipped: count('skip') },
+  };
+}
+
+function selectTypes(
+  types: readonly MemoryType[],
+  sources: readonly string[],
+  names: readonly string[] | undefined,
+  haveExtras: boolean,
+): number[] {
+  if (names !== undefined && names.length > 0) {
+    return names.map((name) => {
+      const index = types.findIndex((type) => type.name === name);
+      if (index < 0) {
+        const known = types.map((type) => type.name).join(', ');
+        throw new ConformanceError(`no memory type named '${name}' (registered: ${known})`);
+      }
+      return index;
+    });
+  }
+  const all = types.map((_, i) => i);
+  return haveExtras ? all.filter((i) => sources[i] !== 'builtin') : all;
+}
+
+function selectCases(names: readonly string[] | undefined): readonly ConformanceCase[] {
+  if (names === undefined || names.length === 0) return CASES;
+  return names.map((name) => {
+    const found = CASES.find((testCase) => testCase.name === name);
+    if (found === undefined) {
+      throw new ConformanceError(
+        `no conformance case named '${name}' (cases: ${CASES.map((c) => c.name).join(', ')})`,
+      );
+    }
+    return found;
+  });
+}
+
+interface RunSettings {
+  readonly version: KernelVersion;
+  readonly seed: number;
+  readonly timeoutMs: number;
+}
+
+async function runCase(
+  testCase: ConformanceCase,
+  declared: MemoryType,
+  modules: readonly MemoryTypeModule[],
+  index: number,
+  settings: RunSettings,
+): Promise<CaseResult> {
+  const started = performance.now();
+  const finish = (
+    status: CaseStatus,
+    reason: string | undefined,
+    hooks: readonly HookName[] = [],
+  ): CaseResult => ({
+    type: declared.name,
+    case: testCase.name,
+    status,
+    ...(reason === undefined ? {} : { reason }),
+    hooks,
+    durationMs: Math.round((performance.now() - started) * 10) / 10,
+  });
+
+  for (const requirement of testCase.requires) {
+    const unmet = requirement.unmet(declared);
+    if (unmet !== null) return finish('skip', unmet);
+  }
+  const source = memorySource(declared);
+  if (source === null) {
+    return finish('skip', 'offers no memory the suite can obtain (no provision and no conformanceFile)');
+  }
+  const pageShift = isFileBacked(declared) ? (declared.inodePageShift?.({ hugePageShift: 0 }) ?? 12) : 12;
+  if (pageShift < 0) return finish('skip', `inodePageShift refuses the default page size (-${-pageShift})`);
+
+  // The type under test registers last, so that its provisions are the ones the syscalls reach.
+  const ordered = [...modules.filter((_, i) => i !== index), modules[index]!];
+  const backend = new ModelBackend({ seed: settings.seed, version: settings.version, memoryTypes: ordered });
+  const kernel = backend.kernel;
+  const type = kernel.registry.byName(declared.name)!;
+  const called = new Set<HookName>();
+  kernel.hooks.onHook = (caller, hook) => {
+    if (caller === type) called.add(hook);
+  };
+  let inconsistency: string | null = null;
+  const checkCore = () => {
+    if (inconsistency !== null) return;
+    try {
+      checkInvariants(kernel);
+    } catch (error) {
+      inconsistency = (error as Error).message;
+    }
+  };
+  backend.afterPump = checkCore;
+
+  let failure: string | null = null;
+  let skip: string | null = null;
+  try {
+    const context = new CaseContext(backend, type, source, 2 ** pageShift);
+    const outcome = await withTimeout(testCase.run(context), settings.timeoutMs);
+    if (outcome !== undefined) skip = outcome.skip;
+  } catch (error) {
+    failure = error instanceof Error ? error.message : String(error);
+  }
+  kernel.hooks.onHook = null;
+  checkCore();
+  const hooks = HOOK_ORDER.filter((hook) => called.has(hook));
+  const warnings = kernel.hooks.warnings;
+  const problems = [
+    ...(warnings.length > 0 ? [`hook contract broken: ${warnings.join('; ')}`] : []),
+    ...(failure === null ? [] : [failure]),
+    ...(inconsistency === null ? [] : [`core state inconsistent: ${inconsistency}`]),
+  ];
+  if (problems.length > 0) return finish('fail', problems.join(' | '), hooks);
+  if (skip !== null) return finish('skip', skip, hooks);
+  return finish('pass', undefined, hooks);
+}
+
+async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function summarizeType(type: MemoryType, source: string): TypeSummary {
+  const ops = type.uffdOps;
+  const opNames =
+    ops === null
+      ? null
+      : Object.keys(ops).filter((key) => typeof ops[key as keyof typeof ops] === 'function');
+  const modes = declaredModes(type);
+  const memory = memorySource(type);
+  return {
+    name: type.name,
+    description: type.description,
+    source,
+    declares: {
+      provides: [...type.provides],
+      rangeIoctls: ioctlNames(type.rangeIoctls),
+      modes: [
+        ...(modes & UFFDIO_REGISTER_MODE_MISSING ? ['missing'] : []),
+        ...(modes & UFFDIO_REGISTER_MODE_WP ? ['wp'] : []),
+        ...(modes & UFFDIO_REGISTER_MODE_MINOR ? ['minor'] : []),
+      ],
+      uffdOps: opNames,
+      fileOps: type.fileOps,
+      conformanceFile: type.conformanceFile !== undefined,
+    },
+    memory: memory === null ? null : describeSource(memory),
+  };
+}
