@@ -7,6 +7,7 @@ import { POSTCOPY_MODES } from '../workloads/postcopy.ts';
 import { conformanceCommand } from './conformance.ts';
 import { runDemo } from './demo.ts';
 import { diffCommand } from './diff.ts';
+import { type FuzzCommandOptions, fuzzCommand } from './fuzz.ts';
 import { runCommand } from './run.ts';
 import {
   type BackgroundSnapshotCommandOptions,
@@ -206,6 +207,23 @@ program
     }) => {
       process.exitCode = await conformanceCommand({ ...options, out: (line) => console.log(line) });
     },
+  );
+
+program
+  .command('fuzz')
+  .description('differential fuzzing: random op sequences on the model and on the host kernel')
+  .option('--runs <n>', 'sequences to run', integer, 200)
+  .option('--seed <n>', 'fast-check seed (printed; replays the run)', integer, 1)
+  .option(
+    '--memory <type>',
+    'memory type (repeatable): anon, shmem, shmem-private, hugetlb, hugetlb-private',
+    (value: string, previous: string[]) => [...previous, value],
+    [] as string[],
+  )
+  .option('--out <dir>', 'where a shrunk divergent scenario is written', 'fuzz-out')
+  .option('--json', 'one JSON document instead of text', false)
+  .action((options: FuzzCommandOptions, command: Command) =>
+    workloadAction<FuzzCommandOptions>(fuzzCommand)(options, command),
   );
 
 program

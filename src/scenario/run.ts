@@ -4,6 +4,8 @@
  */
 import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
+import { missingHostCapability } from '../host/capabilities.ts';
+import { HostBackend } from '../host/host-backend.ts';
 import type { Scenario } from './parse.ts';
 import { compare, jsonResult } from './result.ts';
 import { dataBytes, runStep, ScenarioContext } from './runner.ts';
@@ -39,12 +41,12 @@ export interface RunOptions {
 
 /** Capabilities each backend lacks, with the reason a scenario needing them is skipped. */
 function missingCapability(backend: BackendName, required: readonly string[]): string | undefined {
-  if (backend === 'host') return 'the host backend is not built yet';
-  void required;
+  if (backend === 'host') return missingHostCapability(required);
   return undefined;
 }
 
 function createBackend(options: RunOptions, scenario: Scenario): KernelBackend {
+  if (options.backend === 'host') return new HostBackend();
   return new ModelBackend({ seed: options.seed, version: scenario.kernel });
 }
 
@@ -147,5 +149,6 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
     }
   }
   await backend.settle();
+  if (backend instanceof HostBackend) backend.dispose();
   return { ...base, status, ...(reason === undefined ? {} : { reason }), steps };
 }

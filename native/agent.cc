@@ -1,0 +1,391 @@
+#include "agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "guard.h"
+#include "threads.h"
+
+namespace faultline {
+
+namespace {
+
+// -1: no deadline.
+int64_t deadline_ms = -1;
+bool timed_out = false;
+
+bool WaitReadable(int fd) {
+  if (deadline_ms < 0) return true;
+  for (;;) {
+    int64_t left = deadline_ms - MonotonicNs() / 1000000;
+    if (left <= 0) {
+      timed_out = true;
+      return false;
+    }
+    struct pollfd entry = {fd, POLLIN, 0};
+    int ready = poll(&entry, 1, static_cast<int>(left));
+    if (ready > 0) return true;
+    if (ready < 0 && errno != EINTR) return false;
+  }
+}
+
+bool ReadAll(int fd, void* buffer, size_t length) {
+  uint8_t* at = static_cast<uint8_t*>(buffer);
+  while (length > 0) {
+    if (!WaitReadable(fd)) return false;
+    ssize_t n = recv(fd, at, length, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    at += n;
+    length -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool WriteAll(int fd, const void* buffer, size_t length) {
+  const uint8_t* at = static_cast<const uint8_t*>(buffer);
+  while (length > 0) {
+    ssize_t n = send(fd, at, length, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    at += n;
+    length -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// A frame with a fixed header of `header` bytes followed by u32 length + data.
+bool SendFrame(int fd, const void* header, size_t header_length, const uint8_t* data, size_t length) {
+  uint32_t data_length = static_cast<uint32_t>(length);
+  uint32_t total = static_cast<uint32_t>(header_length + 4 + length);
+  return WriteAll(fd, &total, 4) && WriteAll(fd, header, header_length) && WriteAll(fd, &data_length, 4) &&
+         (length == 0 || WriteAll(fd, data, length));
+}
+
+bool ReceiveFrame(int fd, void* header, size_t header_length, std::vector<uint8_t>* data) {
+  uint32_t total = 0;
+  uint32_t data_length = 0;
+  if (!ReadAll(fd, &total, 4) || total < header_length + 4) return false;
+  if (!ReadAll(fd, header, header_length) || !ReadAll(fd, &data_length, 4)) return false;
+  if (data_length != total - header_length - 4) return false;
+  data->resize(data_length);
+  return data_length == 0 || ReadAll(fd, data->data(), data_length);
+}
+
+struct RequestHeader {
+  uint32_t op;
+  uint32_t pad;
+  int64_t args[8];
+};
+
+struct ReplyHeader {
+  int64_t result;
+  int64_t extra[8];
+};
+
+int64_t Syscall(long result) { return result == -1 ? -static_cast<int64_t>(errno) : result; }
+
+// The agent's threads (index = the id the parent knows) and memory syscalls
+// that went to sleep on an event and finish in the background.
+std::vector<std::shared_ptr<AccessThread>> threads;
+std::vector<std::shared_ptr<AccessThread>> sleeping;
+
+// A memory syscall that may sleep until a userfaultfd event is read: it runs
+// in a thread, so the agent keeps answering.
+int64_t SleepingSyscall(int call, const int64_t* args) {
+  auto thread = std::make_shared<AccessThread>();
+  Op op;
+  op.kind = OP_SYSCALL;
+  op.call = call;
+  for (int i = 0; i < 6; i++) op.args[i] = static_cast<long>(args[i]);
+  thread->ops.push_back(std::move(op));
+  int error = StartAccessThread(thread);
+  if (error != 0) return -error;
+  WaitAccessThread(*thread);
+  if (!thread->finished.load(std::memory_order_acquire)) {
+    sleeping.push_back(thread);
+    return AGENT_WOULD_SLEEP;
+  }
+  return static_cast<int64_t>(thread->returns.empty() ? -ENOSYS : thread->returns[0]);
+}
+
+template <typename T>
+T Take(const std::vector<uint8_t>& data, size_t* at) {
+  T value{};
+  if (*at + sizeof(T) <= data.size()) std::memcpy(&value, data.data() + *at, sizeof(T));
+  *at += sizeof(T);
+  return value;
+}
+
+template <typename T>
+void Put(std::vector<uint8_t>* data, T value) {
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&value);
+  data->insert(data->end(), bytes, bytes + sizeof(T));
+}
+
+// Ops as the parent encodes them: u32 count, then per op i32 kind, i32
+// kernel, i32 call, i32 keep count, i64 address, i64 length, i64 args[6],
+// i32 keep fds..., u32 data length, data.
+bool ParseOps(const std::vector<uint8_t>& data, std::vector<Op>* ops) {
+  size_t at = 0;
+  uint32_t count = Take<uint32_t>(data, &at);
+  for (uint32_t i = 0; i < count && at <= data.size(); i++) {
+    Op op;
+    op.kind = Take<int32_t>(data, &at);
+    op.kernel = Take<int32_t>(data, &at) != 0;
+    op.call = Take<int32_t>(data, &at);
+    int32_t keep = Take<int32_t>(data, &at);
+    op.address = static_cast<uintptr_t>(Take<int64_t>(data, &at));
+    op.length = static_cast<size_t>(Take<int64_t>(data, &at));
+    for (int j = 0; j < 6; j++) op.args[j] = static_cast<long>(Take<int64_t>(data, &at));
+    for (int32_t j = 0; j < keep; j++) op.keep_fds.push_back(Take<int32_t>(data, &at));
+    uint32_t length = Take<uint32_t>(data, &at);
+    if (at + length > data.size()) return false;
+    op.data.assign(data.begin() + static_cast<long>(at), data.begin() + static_cast<long>(at + length));
+    at += length;
+    if (op.kind == OP_READ && op.length > (size_t{1} << 32)) return false;
+    ops->push_back(std::move(op));
+  }
+  return at <= data.size();
+}
+
+int StateCode(const char* state) {
+  if (std::strcmp(state, "blocked") == 0) return 1;
+  if (std::strcmp(state, "done") == 0) return 2;
+  if (std::strcmp(state, "sigbus") == 0) return 3;
+  if (std::strcmp(state, "segv") == 0) return 4;
+  return 0;
+}
+
+AccessThread* ThreadAt(int64_t index) {
+  if (index < 0 || static_cast<size_t>(index) >= threads.size()) return nullptr;
+  return threads[static_cast<size_t>(index)].get();
+}
+
+void Serve(const RequestHeader& request, const std::vector<uint8_t>& data, ReplyHeader* reply,
+           std::vector<uint8_t>* out) {
+  const int64_t* a = request.args;
+  int fd = static_cast<int>(a[0]);
+  switch (request.op) {
+    case AGENT_MMAP: {
+      if (a[3] & MAP_FIXED) {
+        reply->result = SleepingSyscall(CALL_MMAP, a);
+        break;
+      }
+      uintptr_t reservation = 0;
+      size_t reserved = 0;
+      reply->result = IsolatedMmap(static_cast<uintptr_t>(a[0]), static_cast<size_t>(a[1]), static_cast<int>(a[2]),
+                                   static_cast<int>(a[3]), static_cast<int>(a[4]), static_cast<long>(a[5]),
+                                   &reservation, &reserved);
+      break;
+    }
+    case AGENT_MUNMAP:
+      reply->result = SleepingSyscall(CALL_MUNMAP, a);
+      break;
+    case AGENT_MADVISE:
+      reply->result = SleepingSyscall(CALL_MADVISE, a);
+      break;
+    case AGENT_MREMAP:
+      reply->result = SleepingSyscall(CALL_MREMAP, a);
+      break;
+    case AGENT_MPROTECT:
+      reply->result = Syscall(syscall(SYS_mprotect, a[0], a[1], a[2]));
+      break;
+    case AGENT_MEMFD_CREATE: {
+      std::string name(data.begin(), data.end());
+      reply->result = Syscall(syscall(SYS_memfd_create, name.c_str(), static_cast<unsigned int>(a[0])));
+      break;
+    }
+    case AGENT_OPEN: {
+      std::string path(data.begin(), data.end());
+      reply->result = Syscall(open(path.c_str(), static_cast<int>(a[0])));
+      break;
+    }
+    case AGENT_FTRUNCATE:
+      reply->result = Syscall(ftruncate(fd, a[1]));
+      break;
+    case AGENT_FALLOCATE:
+      reply->result = Syscall(fallocate(fd, static_cast<int>(a[1]), a[2], a[3]));
+      break;
+    case AGENT_PREAD: {
+      out->resize(static_cast<size_t>(a[1]));
+      reply->result = Syscall(pread(fd, out->data(), out->size(), a[2]));
+      out->resize(reply->result > 0 ? static_cast<size_t>(reply->result) : 0);
+      break;
+    }
+    case AGENT_PWRITE:
+      reply->result = Syscall(pwrite(fd, data.data(), data.size(), a[1]));
+      break;
+    case AGENT_WRITE:
+      reply->result = Syscall(write(fd, data.data(), data.size()));
+      break;
+    case AGENT_LSEEK:
+      reply->result = Syscall(lseek(fd, a[1], static_cast<int>(a[2])));
+      break;
+    case AGENT_CLOSE:
+      reply->result = Syscall(close(fd));
+      break;
+    case AGENT_USERFAULTFD:
+      reply->result = Syscall(syscall(SYS_userfaultfd, static_cast<int>(a[0])));
+      break;
+    case AGENT_IOCTL: {
+      unsigned long request_code = static_cast<uint32_t>(a[1]);
+      if (a[2] == 0) {
+        *out = data;
+        reply->result = Syscall(ioctl(fd, request_code, out->data()));
+      } else if (a[2] == 1) {
+        reply->result = Syscall(ioctl(fd, request_code, static_cast<unsigned long>(a[3])));
+      } else {
+        reply->result = Syscall(ioctl(fd, request_code, nullptr));
+      }
+      break;
+    }
+    case AGENT_READ: {
+      out->resize(static_cast<size_t>(a[1]));
+      reply->result = Syscall(read(fd, out->data(), out->size()));
+      out->resize(reply->result > 0 ? static_cast<size_t>(reply->result) : 0);
+      break;
+    }
+    case AGENT_POLL: {
+      struct pollfd entry = {fd, POLLIN | POLLOUT, 0};
+      int result = poll(&entry, 1, 0);
+      reply->result = result < 0 ? -errno : entry.revents;
+      break;
+    }
+    case AGENT_READ_MEMORY:
+    case AGENT_WRITE_MEMORY: {
+      bool write = request.op == AGENT_WRITE_MEMORY;
+      std::vector<uint8_t> buffer = write ? data : std::vector<uint8_t>(static_cast<size_t>(a[1]));
+      DirectOutcome outcome = DirectAccess(static_cast<uintptr_t>(a[0]), buffer.data(), buffer.size(), write);
+      reply->result = outcome.kind;
+      reply->extra[0] = outcome.signal;
+      reply->extra[1] = static_cast<int64_t>(outcome.address);
+      reply->extra[2] = outcome.code;
+      if (!write && outcome.kind == COPY_DONE) *out = std::move(buffer);
+      break;
+    }
+    case AGENT_PAGEMAP: {
+      size_t pages = static_cast<size_t>(a[1]);
+      out->resize(pages * 8);
+      reply->result = pages == 0 || ReadPagemap(static_cast<uintptr_t>(a[0]), pages,
+                                                reinterpret_cast<uint64_t*>(out->data()))
+                          ? 0
+                          : -EINVAL;
+      break;
+    }
+    case AGENT_SPAWN: {
+      auto thread = std::make_shared<AccessThread>();
+      if (!ParseOps(data, &thread->ops)) {
+        reply->result = -EINVAL;
+        break;
+      }
+      int error = StartAccessThread(thread);
+      if (error != 0) {
+        reply->result = -error;
+        break;
+      }
+      threads.push_back(thread);
+      reply->result = static_cast<int64_t>(threads.size() - 1);
+      reply->extra[0] = thread->tid.load();
+      break;
+    }
+    case AGENT_THREAD_STATE: {
+      AccessThread* thread = ThreadAt(a[0]);
+      reply->result = thread == nullptr ? -ESRCH : StateCode(AccessThreadState(*thread));
+      break;
+    }
+    case AGENT_THREAD_RESULT: {
+      AccessThread* thread = ThreadAt(a[0]);
+      if (thread == nullptr) {
+        reply->result = -ESRCH;
+        break;
+      }
+      if (!thread->finished.load(std::memory_order_acquire)) {
+        reply->result = 0;
+        break;
+      }
+      reply->result = 1;
+      Put<int32_t>(out, thread->end);
+      Put<int32_t>(out, thread->signal);
+      Put<int64_t>(out, static_cast<int64_t>(thread->signal_address));
+      Put<int32_t>(out, thread->signal_code);
+      Put<int32_t>(out, thread->error);
+      Put<int64_t>(out, thread->faults);
+      Put<uint32_t>(out, static_cast<uint32_t>(thread->returns.size()));
+      for (double value : thread->returns) Put<double>(out, value);
+      Put<uint32_t>(out, static_cast<uint32_t>(thread->reads.size()));
+      for (const auto& bytes : thread->reads) {
+        Put<uint32_t>(out, static_cast<uint32_t>(bytes.size()));
+        out->insert(out->end(), bytes.begin(), bytes.end());
+      }
+      break;
+    }
+    case AGENT_THREAD_SIGNAL: {
+      AccessThread* thread = ThreadAt(a[0]);
+      int signal = static_cast<int>(a[1]);
+      if (thread == nullptr) {
+        reply->result = -ESRCH;
+      } else if (!InstallIgnoredSignal(signal)) {
+        reply->result = -EINVAL;
+      } else {
+        reply->result = Syscall(syscall(SYS_tgkill, getpid(), thread->tid.load(), signal));
+      }
+      break;
+    }
+    default:
+      reply->result = -ENOSYS;
+  }
+}
+
+}  // namespace
+
+AgentCallStatus AgentCall(int socket, uint32_t op, const int64_t args[8], const uint8_t* data, size_t length,
+                          AgentReply* reply, int timeout_ms) {
+  RequestHeader request = {};
+  request.op = op;
+  for (int i = 0; i < 8; i++) request.args[i] = args[i];
+  if (!SendFrame(socket, &request, sizeof request, data, length)) return AGENT_CALL_BROKEN;
+  ReplyHeader header = {};
+  deadline_ms = MonotonicNs() / 1000000 + timeout_ms;
+  timed_out = false;
+  bool received = ReceiveFrame(socket, &header, sizeof header, &reply->data);
+  deadline_ms = -1;
+  if (!received) return timed_out ? AGENT_CALL_TIMEOUT : AGENT_CALL_BROKEN;
+  reply->result = header.result;
+  for (int i = 0; i < 8; i++) reply->extra[i] = header.extra[i];
+  return AGENT_CALL_OK;
+}
+
+void AgentServe(int socket) {
+  // A child of this agent would have no way back to the parent: no nested forks.
+  ForkedChildMain = nullptr;
+  InstallHandlers();
+  for (;;) {
+    RequestHeader request = {};
+    std::vector<uint8_t> data;
+    if (!ReceiveFrame(socket, &request, sizeof request, &data)) _exit(0);
+    ReplyHeader reply = {};
+    std::vector<uint8_t> out;
+    if (request.op == AGENT_EXIT) {
+      SendFrame(socket, &reply, sizeof reply, nullptr, 0);
+      _exit(0);
+    }
+    Serve(request, data, &reply, &out);
+    if (!SendFrame(socket, &reply, sizeof reply, out.data(), out.size())) _exit(0);
+  }
+}
+
+void InstallAgent() { ForkedChildMain = AgentServe; }
+
+}  // namespace faultline

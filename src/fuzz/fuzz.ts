@@ -1,0 +1,68 @@
+/**
+ * Differential fuzzing: random scenarios run on both backends; the first
+ * divergence shrinks (fast-check) to a minimal scenario written to disk.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { type DiffReport, diffScenario } from '../scenario/diff.ts';
+import type { BackendName } from '../scenario/run.ts';
+import { type FuzzMemory, fuzzCaseArbitrary, materialize, scenarioYaml } from './generate.ts';
+
+export interface FuzzOptions {
+  readonly runs: number;
+  readonly seed: number;
+  readonly memories: readonly FuzzMemory[];
+  readonly backends: readonly [BackendName, BackendName];
+  /** Where a shrunk divergent scenario is written. */
+  readonly outDirectory: string;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface FuzzResult {
+  readonly runs: number;
+  readonly seed: number;
+  readonly skipped: number;
+  /** The shrunk divergence, if one was found. */
+  readonly divergence?: { readonly file: string; readonly report: DiffReport };
+}
+
+export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
+  let done = 0;
+  let skipped = 0;
+  let last: DiffReport | undefined;
+  const property = fc.asyncProperty(fuzzCaseArbitrary(options.memories), async (fuzzCase) => {
+    const report = await diffScenario(materialize(fuzzCase, 'fuzz-case'), {
+      seed: 1,
+      backends: options.backends,
+    });
+    options.onProgress?.(++done, options.runs);
+    if (report.status === 'skip') skipped++;
+    if (report.status === 'diverge') {
+      last = report;
+      return false;
+    }
+    return true;
+  });
+  const result = await fc.check(property, { numRuns: options.runs, seed: options.seed, endOnFailure: true });
+  if (!result.failed || result.counterexample === null)
+    return { runs: result.numRuns, seed: options.seed, skipped };
+  const name = `fuzz-divergence-seed-${options.seed}`;
+  const scenario = materialize(result.counterexample[0], name);
+  const report = await diffScenario(scenario, { seed: 1, backends: options.backends });
+  mkdirSync(options.outDirectory, { recursive: true });
+  const file = join(options.outDirectory, `${name}.yaml`);
+  writeFileSync(
+    file,
+    scenarioYaml({
+      ...scenario,
+      description: `Shrunk by faultline fuzz --seed ${options.seed}: the backends diverge`,
+    }),
+  );
+  return {
+    runs: result.numRuns,
+    seed: options.seed,
+    skipped,
+    divergence: { file, report: report.status === 'diverge' ? report : last! },
+  };
+}
