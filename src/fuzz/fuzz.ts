@@ -44,7 +44,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
     }
     return true;
   });
-  const result = await fc.check(property, { numRuns: options.runs, seed: options.seed, endOnFailure: true });
+  const result = await fc.check(property, { numRuns: options.runs, seed: options.seed });
   if (!result.failed || result.counterexample === null)
     return { runs: result.numRuns, seed: options.seed, skipped };
   const name = `fuzz-divergence-seed-${options.seed}`;

@@ -5,7 +5,7 @@
  */
 import type { MemoryType } from '../mm/memtype.ts';
 import type { Vma } from '../mm/vma.ts';
-import type { PhysicalMemory } from './physmem.ts';
+import { PG_UPTODATE, type PhysicalMemory } from './physmem.ts';
 import { SparseArray } from './sparse.ts';
 
 export class Inode {
@@ -53,6 +53,8 @@ export function filemapInsert(memory: PhysicalMemory, inode: Inode, pfn: number,
   memory.getFolio(pfn);
   memory.folioInode[pfn] = inode.id;
   memory.folioIndex[pfn] = pgoff;
+  // Every page the model caches holds valid data (zeroes or what was written).
+  memory.setFlag(pfn, PG_UPTODATE);
   return true;
 }
 

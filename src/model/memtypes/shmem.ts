@@ -22,6 +22,7 @@ export const shmem: MemoryTypeModule = {
       fileOps: { pread: 0, pwrite: 0, punchHole: 0 },
       inodePageShift: (request) => (request.hugePageShift === 0 ? 12 : -EINVAL),
       fault: filemapFault(services, policy),
+      mapPages: true,
       getFolioForWrite: filemapGetForWrite(services, policy),
       uffdOps: filemapUffdOps(services, policy, () => true),
     } satisfies MemoryType;

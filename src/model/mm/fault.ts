@@ -5,7 +5,8 @@
  * kernel, so that mm/ does not import uffd/.
  */
 import { ENOENT } from '../../uapi/errno.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, type PhysicalMemory } from '../mem/physmem.ts';
+import { filemapLookup } from '../mem/pagecache.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
 import type { Task } from '../task.ts';
 import { checkNoallocFolio, type HookChecker } from './hooks.ts';
 import { FAULT_ALLOC_PRIVATE, FAULT_OOM, FAULT_SIGBUS, type MemoryType } from './memtype.ts';
@@ -252,5 +253,33 @@ function fileFault(
     result = installNewAnonymousPage(env, mm, vma, pageAddress, pfn, true);
   }
   env.memory.putFolio(pfn);
+  if (!write && result === FAULT_HANDLED) faultAround(env, mm, vma, pageAddress);
   return result;
+}
+
+/** Bytes a read fault maps around itself (the kernel's fault_around_bytes default). */
+const FAULT_AROUND_BYTES = 64 * 1024;
+
+/**
+ * do_fault_around: after a read fault, map the other pages of the aligned
+ * 64 KiB window that are already in the page cache and have no entry. Not on
+ * VMAs registered for MINOR or WP (uffd_disable_fault_around), and only for
+ * types that declare `mapPages` [OBS: faultline fuzz against the host].
+ */
+function faultAround(env: FaultEnvironment, mm: AddressSpace, vma: Vma, pageAddress: number): void {
+  if (vma.memoryType.mapPages !== true || vma.pageShift !== 12) return;
+  if (vma.flags & (VM_UFFD_MINOR | VM_UFFD_WP)) return;
+  const inode = vma.inode!;
+  const windowStart = Math.max(vma.start, pageAddress - (pageAddress % FAULT_AROUND_BYTES));
+  const windowEnd = Math.min(vma.end, windowStart + FAULT_AROUND_BYTES);
+  const writable = vma.flags & VM_SHARED && vma.flags & VM_WRITE ? PTE_WRITE : 0;
+  for (let address = windowStart; address < windowEnd; address += 4096) {
+    if (address === pageAddress || mm.pageTable.flagsAt(address / 4096) !== 0) continue;
+    const pgoff = vma.pgoffAt(address);
+    if (pgoff * 4096 >= inode.sizeBytes) break;
+    const pfn = filemapLookup(inode, pgoff);
+    if (pfn < 0 || !env.memory.hasFlag(pfn, PG_UPTODATE) || env.memory.isLocked(pfn)) continue;
+    mm.mapFolio(pfn);
+    mm.setEntries(address, 12, PTE_PRESENT | writable, pfn);
+  }
 }

@@ -24,19 +24,27 @@ import {
   PAGE_SIZE,
   TASK_SIZE,
 } from '../../uapi/constants.ts';
-import { EINVAL, ENOMEM } from '../../uapi/errno.ts';
+import { EACCES, EINVAL, ENOMEM } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
 import type { ModelProcess } from '../process.ts';
 import { type EventWait, raiseRemoveEvents } from '../uffd/events.ts';
-import { VM_DONTCOPY, VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, VM_SHARED, type Vma } from './vma.ts';
+import { PTE_MARKER_POISONED } from './pagetable.ts';
+import {
+  VM_DONTCOPY,
+  VM_HUGEPAGE,
+  VM_HUGETLB,
+  VM_LOCKED,
+  VM_MAYWRITE,
+  VM_NOHUGEPAGE,
+  VM_SHARED,
+  type Vma,
+} from './vma.ts';
 
 const NO_OP_ADVICE = new Set([
   MADV_NORMAL,
   MADV_RANDOM,
   MADV_SEQUENTIAL,
   MADV_WILLNEED,
-  MADV_COLD,
-  MADV_PAGEOUT,
   MADV_DONTDUMP,
   MADV_DODUMP,
 ]);
@@ -61,7 +69,12 @@ export function prepareMadvise(
   wait: EventWait | null,
 ): number | (() => number) {
   if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
-  const known = NO_OP_ADVICE.has(advice) || advice in FLAG_ADVICE || DISCARD_ADVICE.has(advice);
+  const known =
+    NO_OP_ADVICE.has(advice) ||
+    advice === MADV_PAGEOUT ||
+    advice === MADV_COLD ||
+    advice in FLAG_ADVICE ||
+    DISCARD_ADVICE.has(advice);
   if (!known) return fail(EINVAL, 'advice', `unknown or unsupported advice ${advice}`);
   if (length === 0) return 0;
   const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
@@ -76,6 +89,13 @@ export function prepareMadvise(
   const holeResult = () => (hasHole ? fail(ENOMEM, 'length', 'part of the range is not mapped') : 0);
 
   if (NO_OP_ADVICE.has(advice)) return holeResult;
+  if (advice === MADV_PAGEOUT || advice === MADV_COLD) {
+    // can_madv_lru_vma: locked and hugetlb memory is not on the LRU [OBS: faultline fuzz against the host].
+    const refused = vmas.find((vma) => vma.flags & (VM_LOCKED | VM_HUGETLB));
+    if (refused !== undefined) return fail(EINVAL, 'advice', `${refused.describe()} is not on the LRU`);
+    // Reclaim depends on swap and LRU state the model does not have: the pages stay [documented divergence].
+    return holeResult;
+  }
   const flagAdvice = FLAG_ADVICE[advice];
   if (flagAdvice !== undefined) {
     return () => {
@@ -99,6 +119,11 @@ export function prepareMadvise(
       // hugetlb discards whole huge pages only: the end is rounded down.
       hi -= hi % vma.pageSize;
       if (hi <= lo) continue;
+      // madvise_free_single_vma refuses non-anonymous memory only after userfaultfd_remove has
+      // raised (and waited for) the REMOVE event [OBS: host 6.18, MADV_FREE on memfd MAP_SHARED].
+      if (advice === MADV_FREE && !vma.isAnonymous) {
+        return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
+      }
       discard(process, vma, lo, hi, advice);
     }
     return holeResult();
@@ -108,11 +133,16 @@ export function prepareMadvise(
 function checkDiscard(vma: Vma, advice: number, start: number, _end: number): number {
   if (advice === MADV_DONTNEED && vma.flags & VM_LOCKED)
     return fail(EINVAL, 'addr', `${vma.describe()} is locked`);
-  if (advice === MADV_FREE && (!vma.isAnonymous || vma.flags & VM_SHARED)) {
+  // hugetlb takes only DONTNEED; other non-anonymous memory fails MADV_FREE after its REMOVE event.
+  if (advice === MADV_FREE && vma.flags & VM_HUGETLB) {
     return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
   }
-  if (advice === MADV_REMOVE && (vma.inode === null || (vma.flags & VM_SHARED) === 0)) {
-    return fail(EINVAL, 'advice', `MADV_REMOVE needs a shared file mapping, not ${vma.describe()}`);
+  if (advice === MADV_REMOVE && vma.inode === null) {
+    return fail(EINVAL, 'advice', `MADV_REMOVE needs a file mapping, not ${vma.describe()}`);
+  }
+  // vma_is_shared_maywrite: a MAP_PRIVATE file mapping gets EACCES [OBS: host 6.18, memfd MAP_PRIVATE].
+  if (advice === MADV_REMOVE && (!(vma.flags & VM_SHARED) || !(vma.flags & VM_MAYWRITE))) {
+    return fail(EACCES, 'advice', `MADV_REMOVE needs a shared writable mapping, not ${vma.describe()}`);
   }
   if (vma.pageShift > 12 && Math.max(start, vma.start) % vma.pageSize !== 0) {
     return fail(EINVAL, 'addr', `not aligned to the huge pages of ${vma.describe()}`);
@@ -132,6 +162,10 @@ function discard(process: ModelProcess, vma: Vma, start: number, end: number, ad
     process.truncatePagecache(inode, fileStart, Math.min(fileStart + (end - start), inode.sizeBytes), false);
     return;
   }
-  // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp and poison markers.
+  // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp markers, but poison
+  // markers go everywhere (the zap is even_cows) [OBS: host 6.18, shmem and hugetlb, shared and private].
   mm.zapRange(vma, start, end, !vma.isAnonymous);
+  mm.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, flags) => {
+    if (flags & PTE_MARKER_POISONED) mm.pageTable.clear(vpn);
+  });
 }

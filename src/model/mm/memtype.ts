@@ -177,6 +177,11 @@ export interface MemoryType {
    * the page cache's reference only, unlocked; or -errno.
    */
   getFolioForWrite?(inode: Inode, pgoff: number): number;
+  /**
+   * vm_ops->map_pages: a read fault also maps the neighbouring pages already
+   * in the page cache (fault-around, 64 KiB), as filemap_map_pages does.
+   */
+  readonly mapPages?: boolean;
   /** Character devices the type brings; the core routes open(2) of their paths to them. */
   readonly devices?: readonly DeviceDriver[];
   /** Extra checks on fallocate(2) modes; 0 or -errno (a type may refuse plain allocation). */
