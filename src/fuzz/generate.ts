@@ -69,11 +69,13 @@ function opArbitrary(pages: number): fc.Arbitrary<FuzzOp> {
     }),
     fc.record({ op: fc.constant('writeprotect' as const), first: page, count, protect: fc.boolean() }),
     fc.record({ op: fc.constant('move' as const), src: page, dst: page, count, holes: fc.boolean() }),
+    // MADV_PAGEOUT is left out: whether the kernel reclaims a page depends on LRU batching and
+    // timing, so the host's answer is not deterministic.
     fc.record({
       op: fc.constant('madvise' as const),
       first: page,
       count,
-      advice: fc.constantFrom('dontneed' as const, 'pageout' as const),
+      advice: fc.constant('dontneed' as const),
     }),
     fc.record({ op: fc.constant('pwrite' as const), first: page, fill: fc.integer({ min: 1, max: 255 }) }),
     fc.record({ op: fc.constant('fault' as const), page, write: fc.boolean() }),

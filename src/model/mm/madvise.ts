@@ -26,9 +26,10 @@ import {
 } from '../../uapi/constants.ts';
 import { EACCES, EINVAL, ENOMEM } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
+import { PG_ANON } from '../mem/physmem.ts';
 import type { ModelProcess } from '../process.ts';
-import { type EventWait, raiseRemoveEvents } from '../uffd/events.ts';
-import { PTE_MARKER_POISONED } from './pagetable.ts';
+import { afterEvents, type EventWait, raiseRemoveEvent } from '../uffd/events.ts';
+import { PTE_MARKER_POISONED, PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
 import {
   VM_DONTCOPY,
   VM_HUGEPAGE,
@@ -93,8 +94,12 @@ export function prepareMadvise(
     // can_madv_lru_vma: locked and hugetlb memory is not on the LRU [OBS: faultline fuzz against the host].
     const refused = vmas.find((vma) => vma.flags & (VM_LOCKED | VM_HUGETLB));
     if (refused !== undefined) return fail(EINVAL, 'advice', `${refused.describe()} is not on the LRU`);
-    // Reclaim depends on swap and LRU state the model does not have: the pages stay [documented divergence].
-    return holeResult;
+    if (advice === MADV_COLD) return holeResult;
+    return () => {
+      for (const vma of mm.vmasIn(address, end))
+        pageOut(process, vma, Math.max(address, vma.start), Math.min(end, vma.end));
+      return holeResult();
+    };
   }
   const flagAdvice = FLAG_ADVICE[advice];
   if (flagAdvice !== undefined) {
@@ -111,20 +116,30 @@ export function prepareMadvise(
     const invalid = checkDiscard(vma, advice, address, end);
     if (invalid < 0) return invalid;
   }
-  raiseRemoveEvents(mm, address, end, wait);
-  return () => {
-    for (const vma of mm.vmasIn(address, end)) {
-      const lo = Math.max(address, vma.start);
-      let hi = Math.min(end, vma.end);
-      // hugetlb discards whole huge pages only: the end is rounded down.
-      hi -= hi % vma.pageSize;
-      if (hi <= lo) continue;
-      // madvise_free_single_vma refuses non-anonymous memory only after userfaultfd_remove has
-      // raised (and waited for) the REMOVE event [OBS: host 6.18, MADV_FREE on memfd MAP_SHARED].
-      if (advice === MADV_FREE && !vma.isAnonymous) {
-        return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
+  // VMA by VMA, as madvise walks them: the REMOVE event (if any) is read before that VMA's pages
+  // go, and the next VMA's event is raised only after that [OBS: host 6.18].
+  let refused: Vma | null = null;
+  for (const vma of vmas) {
+    raiseRemoveEvent(vma, address, end, wait);
+    // madvise_free_single_vma refuses non-anonymous memory only after userfaultfd_remove has
+    // raised (and waited for) the REMOVE event, and the walk stops there [OBS: host 6.18].
+    if (advice === MADV_FREE && !vma.isAnonymous) {
+      refused = vma;
+      break;
+    }
+    const lo = Math.max(address, vma.start);
+    // hugetlb discards whole huge pages only: the end is rounded down.
+    const hi = Math.min(end, vma.end) - (Math.min(end, vma.end) % vma.pageSize);
+    if (hi <= lo) continue;
+    afterEvents(wait, () => {
+      for (const current of mm.vmasIn(lo, hi)) {
+        discard(process, current, Math.max(lo, current.start), Math.min(hi, current.end), advice);
       }
-      discard(process, vma, lo, hi, advice);
+    });
+  }
+  return () => {
+    if (refused !== null) {
+      return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${refused.describe()}`);
     }
     return holeResult();
   };
@@ -168,4 +183,21 @@ function discard(process: ModelProcess, vma: Vma, start: number, end: number, ad
   mm.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, flags) => {
     if (flags & PTE_MARKER_POISONED) mm.pageTable.clear(vpn);
   });
+}
+
+/**
+ * MADV_PAGEOUT reclaims what it can. Page-cache pages are unmapped from this
+ * address space (they stay in the cache: without swap, shmem cannot be
+ * written out); anonymous pages stay, as there is no swap in the model
+ * [OBS: faultline fuzz against the host].
+ */
+function pageOut(process: ModelProcess, vma: Vma, start: number, end: number): void {
+  const mm = process.mm;
+  const memory = mm.memory;
+  const cachePages: number[] = [];
+  mm.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, flags, pfn) => {
+    if (!(flags & PTE_PRESENT) || flags & PTE_ZERO) return;
+    if (!memory.hasFlag(pfn, PG_ANON)) cachePages.push(vpn * 4096);
+  });
+  for (const address of cachePages) mm.zapRange(vma, address, address + vma.pageSize, true);
 }

@@ -41,6 +41,8 @@ export class UffdContext {
   released = false;
   /** Non-zero while a non-cooperative event is unread (mmap_changing). */
   mmapChanging = 0;
+  /** Events prepared (mmap_changing raised) that wait their turn behind a syscall's earlier events. */
+  readonly reserved: string[] = [];
   readonly pending: FaultWaiter[] = [];
   readonly read: FaultWaiter[] = [];
   readonly events: QueuedEvent[] = [];
@@ -75,11 +77,27 @@ export class UffdContext {
     this.notifyPollers();
   }
 
-  /** Queues an event; until it is read, mmap_changing makes the fill ioctls fail with EAGAIN. */
-  enqueueEvent(event: QueuedEvent): void {
+  /**
+   * Queues an event; until it is read, mmap_changing makes the fill ioctls fail
+   * with EAGAIN. A `reserved` event raised mmap_changing when it was prepared.
+   */
+  enqueueEvent(event: QueuedEvent, reserved = false): void {
+    if (reserved) this.dropReservation(event.description);
+    else this.mmapChanging++;
     this.events.push(event);
-    this.mmapChanging++;
     this.notifyPollers();
+  }
+
+  /** Raises mmap_changing for an event that will be queued later (userfaultfd_unmap_prep and the like). */
+  reserveEvent(description: string): void {
+    this.reserved.push(description);
+    this.mmapChanging++;
+  }
+
+  /** Forgets a reservation; its mmap_changing count now belongs to the queued event (or was reset by release). */
+  dropReservation(description: string): void {
+    const index = this.reserved.indexOf(description);
+    if (index >= 0) this.reserved.splice(index, 1);
   }
 
   /** Marks the first event read. */
@@ -90,9 +108,10 @@ export class UffdContext {
 
   /** Why the fill ioctls fail with EAGAIN, naming the unread event. */
   changingReason(): string {
-    const first = this.events[0];
-    const what = first === undefined ? 'a non-cooperative event' : `the ${first.description} event`;
-    const more = this.events.length > 1 ? ` and ${this.events.length - 1} more` : '';
+    const pending = [...this.events.map((event) => event.description), ...this.reserved];
+    const first = pending[0];
+    const what = first === undefined ? 'a non-cooperative event' : `the ${first} event`;
+    const more = pending.length > 1 ? ` and ${pending.length - 1} more` : '';
     return `${what}${more} is unread (mmap_changing): read the userfaultfd first`;
   }
 

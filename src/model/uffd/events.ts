@@ -1,7 +1,15 @@
 /**
  * Non-cooperative events (uapi-facts.md §4.6): which contexts an mm change
  * notifies, and the queued events themselves. A syscall that raised events
- * waits until every one of them is read; `EventWait` counts them down.
+ * waits until every one of them is read; `EventWait` runs them in order.
+ *
+ * As in Linux, a syscall queues its events one at a time: the next message
+ * appears only once the previous one has been read (each
+ * userfaultfd_event_wait_completion waits before the next is queued), and
+ * work between them, such as MADV_DONTNEED zapping one VMA before the REMOVE
+ * of the next, happens in between. UNMAP, REMAP and FORK raise mmap_changing
+ * on every context when they are prepared; REMOVE only when it is queued
+ * [OBS: host 6.18, two contexts and two VMAs].
  */
 import {
   UFFD_FEATURE_EVENT_REMAP,
@@ -11,50 +19,107 @@ import {
 import { encodeUffdMsg } from '../../uapi/structs.ts';
 import { hex } from '../failure.ts';
 import type { AddressSpace } from '../mm/mm.ts';
-import type { UffdContext } from './context.ts';
+import type { Vma } from '../mm/vma.ts';
+import type { QueuedEvent, UffdContext } from './context.ts';
 
-/** Counts a syscall's unread events; `onAllRead` runs when the last one is read (or dropped). */
+/**
+ * A syscall's events and the work between them, in order: each event is
+ * queued once the one before it has been read (or dropped); `onAllRead` runs
+ * when the last one is.
+ */
 export class EventWait {
+  /** Events not yet read, queued or still waiting their turn. */
   outstanding = 0;
+  private readonly steps: Array<() => boolean> = [];
+  private blocked = false;
   constructor(private readonly onAllRead: () => void) {}
 
-  add(): () => void {
+  /** Queues an event behind the earlier ones: `publish` queues it and calls `done` once it is read or dropped. */
+  add(publish: (done: () => void) => void): void {
     this.outstanding++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      if (--this.outstanding === 0) this.onAllRead();
+    let finished = false;
+    const done = () => {
+      if (finished) return;
+      finished = true;
+      this.blocked = false;
+      this.outstanding--;
+      this.advance();
+      if (this.outstanding === 0) this.onAllRead();
     };
+    this.steps.push(() => {
+      publish(done);
+      return !finished;
+    });
+    this.advance();
+  }
+
+  /** Runs `action` once every event added before it has been read (at once when none is pending). */
+  after(action: () => void): void {
+    this.steps.push(() => {
+      action();
+      return false;
+    });
+    this.advance();
+  }
+
+  private advance(): void {
+    while (!this.blocked && this.steps.length > 0) {
+      if (this.steps.shift()!()) this.blocked = true;
+    }
   }
 }
 
-function queue(ctx: UffdContext, description: string, message: Uint8Array, wait: EventWait | null): void {
-  const onDone = wait?.add();
-  ctx.enqueueEvent({ description, encode: () => message, ...(onDone === undefined ? {} : { onDone }) });
+/** Runs `action` in the order of `wait`'s events, or at once for a caller that does not wait. */
+export function afterEvents(wait: EventWait | null, action: () => void): void {
+  if (wait === null) action();
+  else wait.after(action);
 }
 
 /**
- * REMOVE (MADV_DONTNEED, FREE, REMOVE): one event per registered VMA whose
- * context asked for it, clipped to the VMA.
+ * Queues an event. A `prepared` one raises mmap_changing at once, even while
+ * it waits its turn behind the syscall's earlier events.
  */
-export function raiseRemoveEvents(
-  mm: AddressSpace,
-  start: number,
-  end: number,
+function queue(
+  ctx: UffdContext,
+  description: string,
+  encode: QueuedEvent['encode'],
   wait: EventWait | null,
-): number {
-  let raised = 0;
-  for (const vma of mm.vmasIn(start, end)) {
-    const ctx = vma.uffdContext;
-    if (ctx === null || !ctx.hasFeature(UFFD_FEATURE_EVENT_REMOVE)) continue;
-    const lo = Math.max(start, vma.start);
-    const hi = Math.min(end, vma.end);
-    const message = encodeUffdMsg({ event: 'remove', start: BigInt(lo), end: BigInt(hi) });
-    queue(ctx, `REMOVE ${hex(lo)}-${hex(hi)}`, message, wait);
-    raised++;
+  prepared: boolean,
+  onDone?: () => void,
+): void {
+  if (wait === null) {
+    ctx.enqueueEvent({ description, encode, ...(onDone === undefined ? {} : { onDone }) });
+    return;
   }
-  return raised;
+  if (prepared) ctx.reserveEvent(description);
+  wait.add((done) => {
+    const finish = () => {
+      onDone?.();
+      done();
+    };
+    if (ctx.released) {
+      // Released while waiting its turn: the event is dropped, as the kernel drops it.
+      if (prepared) ctx.dropReservation(description);
+      finish();
+      return;
+    }
+    ctx.enqueueEvent({ description, encode, onDone: finish }, prepared);
+  });
+}
+
+/**
+ * REMOVE (MADV_DONTNEED, FREE, REMOVE) for one VMA, if its context asked for
+ * it: madvise raises one per registered VMA, clipped to it, in VMA order.
+ * Returns whether an event was raised.
+ */
+export function raiseRemoveEvent(vma: Vma, start: number, end: number, wait: EventWait | null): boolean {
+  const ctx = vma.uffdContext;
+  if (ctx === null || !ctx.hasFeature(UFFD_FEATURE_EVENT_REMOVE)) return false;
+  const lo = Math.max(start, vma.start);
+  const hi = Math.min(end, vma.end);
+  const message = encodeUffdMsg({ event: 'remove', start: BigInt(lo), end: BigInt(hi) });
+  queue(ctx, `REMOVE ${hex(lo)}-${hex(hi)}`, () => message, wait, false);
+  return true;
 }
 
 /** The contexts an unmap of [start, end) notifies: each once, with the whole range. */
@@ -75,7 +140,7 @@ export function raiseUnmapEvents(
 ): number {
   for (const ctx of contexts) {
     const message = encodeUffdMsg({ event: 'unmap', start: BigInt(start), end: BigInt(end) });
-    queue(ctx, `UNMAP ${hex(start)}-${hex(end)}`, message, wait);
+    queue(ctx, `UNMAP ${hex(start)}-${hex(end)}`, () => message, wait, true);
   }
   return contexts.length;
 }
@@ -92,7 +157,7 @@ export function raiseRemapEvent(
   wait: EventWait | null,
 ): void {
   const message = encodeUffdMsg({ event: 'remap', from: BigInt(from), to: BigInt(to), len: BigInt(length) });
-  queue(ctx, `REMAP ${hex(from)} -> ${hex(to)} (${length} bytes)`, message, wait);
+  queue(ctx, `REMAP ${hex(from)} -> ${hex(to)} (${length} bytes)`, () => message, wait, true);
 }
 
 /**
@@ -105,19 +170,20 @@ export function raiseForkEvent(
   wait: EventWait | null,
   onDropped: () => void,
 ): void {
-  const onDone = wait?.add();
   let delivered = false;
-  parent.enqueueEvent({
-    description: `FORK (child context ${child.id})`,
-    encode: (reader) => {
+  queue(
+    parent,
+    `FORK (child context ${child.id})`,
+    (reader) => {
       const fd = reader.installUffd(child);
       if (fd < 0) return fd;
       delivered = true;
       return encodeUffdMsg({ event: 'fork', ufd: fd });
     },
-    onDone: () => {
+    wait,
+    true,
+    () => {
       if (!delivered) onDropped();
-      onDone?.();
     },
-  });
+  );
 }

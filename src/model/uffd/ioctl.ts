@@ -365,8 +365,9 @@ export class UffdFile {
     const ctx = this.ctx;
     if (!ctx.initialized) return fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
     if (count < UFFD_MSG_SIZE) return fail(EINVAL, 'count', `${count} is less than one message (32 bytes)`);
-    const slots = Math.floor(count / UFFD_MSG_SIZE);
-    const out = new Uint8Array(Math.min(slots, ctx.pending.length + ctx.events.length) * UFFD_MSG_SIZE);
+    // Only what is queued now: reading an event lets its syscall queue the next one, after this read.
+    const slots = Math.min(Math.floor(count / UFFD_MSG_SIZE), ctx.pending.length + ctx.events.length);
+    const out = new Uint8Array(slots * UFFD_MSG_SIZE);
     let written = 0;
     while (written < slots) {
       const waiter = ctx.pending.shift();
