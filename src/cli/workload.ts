@@ -2,6 +2,8 @@
 import { InvalidArgumentError } from 'commander';
 import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
+import { hostUnavailable } from '../host/capabilities.ts';
+import { HostBackend } from '../host/host-backend.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { Trace } from '../trace/trace.ts';
 import { runBackgroundSnapshot, type SnapshotMode } from '../workloads/background-snapshot.ts';
@@ -37,8 +39,16 @@ function choice<T extends string>(option: string, value: string, allowed: readon
 
 export function createBackend(name: string, seed: number, version: '6.18' | '7.1'): KernelBackend {
   if (name === 'model') return new ModelBackend({ seed, version });
-  if (name === 'host')
-    throw new InvalidArgumentError('--backend: the host backend is not available in this build');
+  if (name === 'host') {
+    const missing = hostUnavailable();
+    if (missing !== undefined) throw new InvalidArgumentError(`--backend host: ${missing}`);
+    if (version === '7.1') {
+      throw new InvalidArgumentError(
+        '--backend host: this mode needs userfaultfd on guest_memfd (Linux 7.1); the host runs 6.18',
+      );
+    }
+    return new HostBackend();
+  }
   throw new InvalidArgumentError(`--backend: '${name}' is not one of model, host`);
 }
 
