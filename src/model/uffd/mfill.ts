@@ -112,7 +112,8 @@ function mfillPage(
   const privateFill = (vma.flags & VM_SHARED) === 0;
   const markerReplaceable =
     kind === MFILL_COPY || kind === MFILL_CONTINUE || (kind === MFILL_ZEROPAGE && !privateFill);
-  if (markerReplaceable ? entry & PTE_PRESENT : entry !== 0) {
+  // CONTINUE looks the page up before it looks at the entry (see mfillContinue).
+  if (kind !== MFILL_CONTINUE && (markerReplaceable ? entry & PTE_PRESENT : entry !== 0)) {
     return fail(EEXIST, 'dst', `${hex(address)} is already populated`);
   }
   if (vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
@@ -202,6 +203,13 @@ function mfillContinue(
   if (pfn < 0) {
     const reason = env.hooks.lastViolation ?? `the memory type could not provide the page at ${hex(address)}`;
     return fail(-pfn, 'range', reason);
+  }
+  // The page-cache lookup comes first, so a mapped page that is not in the cache (a private
+  // copy) gives EFAULT, and only a cached one EEXIST [OBS: faultline fuzz against the host].
+  if (mm.pageTable.flagsAt(address / 4096) & PTE_PRESENT) {
+    env.memory.unlockFolio(pfn);
+    env.memory.putFolio(pfn);
+    return fail(EEXIST, 'range', `${hex(address)} is already populated`);
   }
   // A page-cache page is writable only through a shared mapping; a private one COWs on write.
   const writable = vma.flags & VM_SHARED && vma.flags & VM_WRITE && !wpBit ? PTE_WRITE : 0;
