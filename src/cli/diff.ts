@@ -1,6 +1,6 @@
 /** `faultline diff FILE|DIR`: the model against the host kernel, step by step. */
 import { type DiffReport, diffScenario } from '../scenario/diff.ts';
-import { loadScenarios, type Scenario, ScenarioError } from '../scenario/parse.ts';
+import { loadOrReport } from './load.ts';
 
 export interface DiffCommandOptions {
   readonly json: boolean;
@@ -9,16 +9,8 @@ export interface DiffCommandOptions {
 }
 
 export async function diffCommand(path: string, options: DiffCommandOptions): Promise<number> {
-  let scenarios: Scenario[];
-  try {
-    scenarios = loadScenarios(path);
-  } catch (error) {
-    if (error instanceof ScenarioError) {
-      options.out(error.message);
-      return 2;
-    }
-    throw error;
-  }
+  const scenarios = loadOrReport(path, options.out);
+  if (scenarios === undefined) return 2;
   const reports: DiffReport[] = [];
   for (const scenario of scenarios) {
     const report = await diffScenario(scenario, { seed: options.seed });

@@ -1,6 +1,7 @@
 /** `faultline run`: scenario files on a backend, one line per scenario and a closing count. */
-import { loadScenarios, type Scenario, ScenarioError } from '../scenario/parse.ts';
+
 import { type BackendName, runScenario, type ScenarioReport } from '../scenario/run.ts';
+import { loadOrReport } from './load.ts';
 
 export interface RunCommandOptions {
   readonly backend: BackendName;
@@ -11,16 +12,8 @@ export interface RunCommandOptions {
 }
 
 export async function runCommand(path: string, options: RunCommandOptions): Promise<number> {
-  let scenarios: Scenario[];
-  try {
-    scenarios = loadScenarios(path);
-  } catch (error) {
-    if (error instanceof ScenarioError) {
-      options.out(error.message);
-      return 2;
-    }
-    throw error;
-  }
+  const scenarios = loadOrReport(path, options.out);
+  if (scenarios === undefined) return 2;
   const reports: ScenarioReport[] = [];
   for (const scenario of scenarios) {
     const report = await runScenario(scenario, options);
