@@ -206,6 +206,9 @@ function fileFault(
   const type = vma.memoryType;
   const pgoff = vma.pgoffAt(pageAddress);
   if (pgoff * 4096 >= inode.sizeBytes) return FAULT_RESULT_SIGBUS;
+  // do_read_fault maps the cached neighbours first, even when the faulting page then goes to
+  // userfaultfd as MISSING [OBS: faultline fuzz against the host].
+  if (!write) faultAround(env, mm, vma, pageAddress);
 
   const getFolioNoalloc = type.uffdOps?.getFolioNoalloc;
   if (vma.flags & (VM_UFFD_MISSING | VM_UFFD_MINOR) && getFolioNoalloc !== undefined) {
@@ -253,7 +256,6 @@ function fileFault(
     result = installNewAnonymousPage(env, mm, vma, pageAddress, pfn, true);
   }
   env.memory.putFolio(pfn);
-  if (!write && result === FAULT_HANDLED) faultAround(env, mm, vma, pageAddress);
   return result;
 }
 
