@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -20,9 +21,11 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "agent.h"
 #include "guard.h"
@@ -517,6 +520,119 @@ Napi::Value KvmCreateGuestMemfd(const Napi::CallbackInfo& info) {
   return Num(info.Env(), Result(ioctl(IntArg(info, 0), request_code, &request)));
 }
 
+
+// --- Unix sockets and SCM_RIGHTS (Firecracker's uffd handshake) ------------
+
+// Fills a sockaddr_un for `path`; false when the path does not fit.
+bool UnixAddress(const std::string& path, struct sockaddr_un* address) {
+  memset(address, 0, sizeof(*address));
+  address->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(address->sun_path)) return false;
+  memcpy(address->sun_path, path.c_str(), path.size());
+  return true;
+}
+
+// unixListen(path): a bound, listening, non-blocking stream socket, or -errno.
+Napi::Value UnixListen(const Napi::CallbackInfo& info) {
+  struct sockaddr_un address;
+  if (!UnixAddress(info[0].As<Napi::String>().Utf8Value(), &address)) return Num(info.Env(), -ENAMETOOLONG);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return Num(info.Env(), -errno);
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&address), sizeof(address)) < 0 || listen(fd, 1) < 0) {
+    int error = errno;
+    close(fd);
+    return Num(info.Env(), -error);
+  }
+  return Num(info.Env(), fd);
+}
+
+// unixAccept(fd): a connected (blocking, close-on-exec) socket, or -errno
+// (-EAGAIN while no connection is pending on the non-blocking listener).
+Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), Result(accept4(IntArg(info, 0), nullptr, nullptr, SOCK_CLOEXEC)));
+}
+
+// unixConnect(path): a connected stream socket, or -errno.
+Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
+  struct sockaddr_un address;
+  if (!UnixAddress(info[0].As<Napi::String>().Utf8Value(), &address)) return Num(info.Env(), -ENAMETOOLONG);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Num(info.Env(), -errno);
+  if (connect(fd, reinterpret_cast<struct sockaddr*>(&address), sizeof(address)) < 0) {
+    int error = errno;
+    close(fd);
+    return Num(info.Env(), -error);
+  }
+  return Num(info.Env(), fd);
+}
+
+// sendFdWithData(sock, data, fd): one sendmsg carrying `data` and `fd` (SCM_RIGHTS); bytes sent or -errno.
+Napi::Value SendFdWithData(const Napi::CallbackInfo& info) {
+  int sock = IntArg(info, 0);
+  size_t length;
+  uint8_t* bytes = BytesArg(info, 1, &length);
+  int fd = IntArg(info, 2);
+  if (length == 0) return Num(info.Env(), -EINVAL);
+  struct iovec iov = {bytes, length};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  memset(control, 0, sizeof(control));
+  struct msghdr message;
+  memset(&message, 0, sizeof(message));
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof(control);
+  struct cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(header), &fd, sizeof(int));
+  ssize_t sent;
+  do {
+    sent = sendmsg(sock, &message, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  return Num(info.Env(), Result(sent));
+}
+
+// recvFdWithData(sock, maxBytes): {data, fd} (fd -1 when none came; close-on-exec), or -errno.
+Napi::Value RecvFdWithData(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sock = IntArg(info, 0);
+  long max = LongArg(info, 1);
+  if (max <= 0 || max > (64L << 20)) return Num(env, -EINVAL);
+  std::vector<uint8_t> buffer(static_cast<size_t>(max));
+  struct iovec iov = {buffer.data(), buffer.size()};
+  // Room for several descriptors: any beyond the first are closed, never leaked.
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  struct msghdr message;
+  memset(&message, 0, sizeof(message));
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof(control);
+  ssize_t received;
+  do {
+    received = recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
+  } while (received < 0 && errno == EINTR);
+  if (received < 0) return Num(env, -errno);
+  int fd = -1;
+  for (struct cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
+       header = CMSG_NXTHDR(&message, header)) {
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      int received_fd;
+      memcpy(&received_fd, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
+      if (fd < 0) fd = received_fd;
+      else close(received_fd);
+    }
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("data", Napi::Buffer<uint8_t>::Copy(env, buffer.data(), static_cast<size_t>(received)));
+  result.Set("fd", Num(env, fd));
+  result.Set("truncated", Napi::Boolean::New(env, (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0));
+  return result;
+}
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -559,6 +675,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kvmCreateVm", Napi::Function::New(env, KvmCreateVm));
   exports.Set("kvmCheckExtension", Napi::Function::New(env, KvmCheckExtension));
   exports.Set("kvmCreateGuestMemfd", Napi::Function::New(env, KvmCreateGuestMemfd));
+  exports.Set("unixListen", Napi::Function::New(env, UnixListen));
+  exports.Set("unixAccept", Napi::Function::New(env, UnixAccept));
+  exports.Set("unixConnect", Napi::Function::New(env, UnixConnect));
+  exports.Set("sendFdWithData", Napi::Function::New(env, SendFdWithData));
+  exports.Set("recvFdWithData", Napi::Function::New(env, RecvFdWithData));
   return exports;
 }
 

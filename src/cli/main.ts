@@ -86,6 +86,10 @@ workload
   .option('--prefetch-window <pages>', 'pages to copy after each faulting page', integer, 0)
   .option('--working-set <file>', 'prefetch this recorded working set before the guest runs')
   .option('--record-working-set <file>', 'record the first-touch order of faulted pages')
+  .option(
+    '--firecracker-socket <path>',
+    'hand the regions and the uffd to the handler over this Unix socket, as Firecracker does (host backend; anon, hugetlb)',
+  )
   .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
   .option('--plot <file>', 'write a plot of the run (.svg or .png)')
   .option('--json', 'one JSON document instead of text', false)

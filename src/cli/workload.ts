@@ -25,6 +25,7 @@ export interface SnapshotRestoreCommandOptions {
   prefetchWindow: number;
   workingSet?: string;
   recordWorkingSet?: string;
+  firecrackerSocket?: string;
   trace?: string;
   plot?: string;
   json: boolean;
@@ -73,6 +74,16 @@ export async function snapshotRestoreCommand(
   if (pattern === 'working-set' && workingSet === undefined) {
     throw new InvalidArgumentError('--pattern working-set needs --working-set FILE');
   }
+  if (options.firecrackerSocket !== undefined) {
+    if (options.backend !== 'host') {
+      throw new InvalidArgumentError(
+        '--firecracker-socket needs --backend host: the handshake passes a real userfaultfd over a Unix socket',
+      );
+    }
+    if (mode !== 'anon' && mode !== 'hugetlb') {
+      throw new InvalidArgumentError(`--firecracker-socket: mode ${mode} is not supported (anon or hugetlb)`);
+    }
+  }
   // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 for those modes.
   const backend = createBackend(options.backend, options.seed, mode.startsWith('gmem') ? '7.1' : '6.18');
   const trace = new Trace(1, options.trace !== undefined);
@@ -90,6 +101,7 @@ export async function snapshotRestoreCommand(
     prefetchWindow: options.prefetchWindow,
     ...(workingSet === undefined ? {} : { workingSet }),
     ...(options.recordWorkingSet === undefined ? {} : { recordWorkingSet: options.recordWorkingSet }),
+    ...(options.firecrackerSocket === undefined ? {} : { firecrackerSocket: options.firecrackerSocket }),
     trace,
     progress: (done, total) => progress.update(done, total),
   });
@@ -120,6 +132,7 @@ export async function snapshotRestoreCommand(
           elapsedMs: Math.round(elapsedMs),
           verifiedPages: result.verifiedPages,
           touchedPages: result.pages,
+          firecrackerSocket: options.firecrackerSocket ?? null,
           ...stats.toJson(),
           trace: options.trace ?? null,
           plot: options.plot ?? null,

@@ -119,6 +119,19 @@ export interface NativeAddon {
   kvmCreateVm(type: number): number;
   kvmCheckExtension(fd: number, capability: number): number;
   kvmCreateGuestMemfd(vmFd: number, size: number, flags: number): number;
+  /** A bound, listening, non-blocking (close-on-exec) Unix stream socket at `path`, or -errno. */
+  unixListen(path: string): number;
+  /** accept4 on a listener: the connected socket (close-on-exec), or -errno (-EAGAIN: none pending). */
+  unixAccept(fd: number): number;
+  /** A Unix stream socket connected to `path`, or -errno. */
+  unixConnect(path: string): number;
+  /** One sendmsg carrying `data` and `fdToSend` as SCM_RIGHTS: the bytes sent, or -errno. */
+  sendFdWithData(socket: number, data: Uint8Array, fdToSend: number): number;
+  /**
+   * One recvmsg (MSG_CMSG_CLOEXEC) of at most maxBytes: the data and the first descriptor received
+   * (-1 when none; any further ones are closed), or -errno.
+   */
+  recvFdWithData(socket: number, maxBytes: number): { data: Buffer; fd: number; truncated: boolean } | number;
 }
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

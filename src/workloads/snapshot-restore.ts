@@ -8,7 +8,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import type { KernelBackend, ThreadResult } from '../api/backend.ts';
-import { Process, type Uffd } from '../api/process.ts';
+import { Process, Uffd } from '../api/process.ts';
 import type { Trace } from '../trace/trace.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -16,6 +16,13 @@ import {
   UFFDIO_REGISTER_MODE_MISSING,
 } from '../uapi/constants.ts';
 import { EAGAIN, EEXIST, KernelError } from '../uapi/errno.ts';
+import {
+  type GuestRegionUffdMapping,
+  listenHandshake,
+  regionAddress,
+  regionFileOffset,
+  sendHandshake,
+} from './firecracker.ts';
 import { type AccessPattern, type GuestLayout, touchPages, vcpuPages, type WorkingSetFile } from './guest.ts';
 import { type FaultSample, WorkloadStats } from './stats.ts';
 
@@ -38,6 +45,13 @@ export interface SnapshotRestoreOptions {
   readonly trace: Trace;
   /** Called with (pages resolved, pages total) as the restore goes. */
   readonly progress?: (done: number, total: number) => void;
+  /**
+   * Play Firecracker and its page-fault handler over this Unix socket (host
+   * backend, anon and hugetlb modes): the handler listens, the VMM sends the
+   * regions and the userfaultfd, and the handler serves faults on the
+   * descriptor it received.
+   */
+  readonly firecrackerSocket?: string;
 }
 
 export interface SnapshotRestoreResult {
@@ -74,6 +88,12 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     );
   }
   const pages = options.guestBytes / pageSize;
+  const socketPath = options.firecrackerSocket;
+  if (socketPath !== undefined && mode !== 'anon' && mode !== 'hugetlb') {
+    throw new Error(`--firecracker-socket: mode ${mode} is not supported (anon and hugetlb only)`);
+  }
+  // The handler binds its socket before the VMM starts (needs the host backend: checked here).
+  const listener = socketPath === undefined ? undefined : listenHandshake(backend, socketPath);
   const stats = new WorkloadStats(options.vcpus);
 
   // The snapshot memory file, and the handler's private read-only view of it.
@@ -102,10 +122,46 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
       registerMode = UFFDIO_REGISTER_MODE_MINOR;
     }
   }
-  const uffd = process.userfaultfd({ nonblock: true, cloexec: true });
-  uffd.api(mode === 'anon' ? ['event_remove'] : []);
-  uffd.register({ start: guest, length: options.guestBytes }, registerMode);
+  const vmmUffd = process.userfaultfd({ nonblock: true, cloexec: true });
+  vmmUffd.api(mode === 'anon' ? ['event_remove'] : []);
+  vmmUffd.register({ start: guest, length: options.guestBytes }, registerMode);
   const layout: GuestLayout = { base: guest, pageSize, pages };
+
+  // The handler's view of guest memory: the regions (from the handshake, or the VMM's own).
+  let uffd: Uffd = vmmUffd;
+  let regions: GuestRegionUffdMapping[] = [
+    {
+      base_host_virt_addr: guest,
+      size: options.guestBytes,
+      offset: 0,
+      page_size: pageSize,
+      page_size_kib: pageSize,
+    },
+  ];
+  if (listener !== undefined && socketPath !== undefined) {
+    try {
+      const handshake = listener.accept();
+      sendHandshake(backend, socketPath, regions, vmmUffd.fd);
+      // Firecracker closes its own copy once sent: from here only the handler's descriptor remains.
+      vmmUffd.close();
+      const received = await handshake;
+      regions = received.regions;
+      // The VMM already did UFFDIO_API and UFFDIO_REGISTER on this file.
+      uffd = new Uffd(process, received.uffdFd);
+    } finally {
+      listener.close();
+    }
+    for (const region of regions) {
+      if (region.page_size !== pageSize)
+        throw new Error(`Firecracker handshake: page_size ${region.page_size}, the guest uses ${pageSize}`);
+    }
+  }
+  /** The guest address of snapshot page `index`, as the handler finds it in the regions. */
+  const pageAddress = (index: number): number => {
+    const address = regionAddress(regions, index * pageSize);
+    if (address === undefined) throw new Error(`snapshot page ${index} lies in no guest region`);
+    return address;
+  };
 
   const resolved = new Uint8Array(pages);
   let resolvedCount = 0;
@@ -114,7 +170,7 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   /** Makes page `index` present; returns false if it was already there. */
   const populate = (index: number, source: 'fault' | 'prefetch'): boolean => {
     if (resolved[index] === 1) return false;
-    const address = guest + index * pageSize;
+    const address = pageAddress(index);
     const start = performance.now();
     let name: string;
     try {
@@ -173,7 +229,10 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
       if (message.event !== 'pagefault') continue;
       const received = performance.now();
       const address = Number(message.address);
-      const index = Math.floor((address - guest) / pageSize);
+      const fileOffset = regionFileOffset(regions, address);
+      if (fileOffset === undefined)
+        throw new Error(`fault at 0x${address.toString(16)} outside every guest region`);
+      const index = Math.floor(fileOffset / pageSize);
       trace.instant('fault', 'fault', 0, received, { page: index, flags: message.flags });
       if (resolved[index] === 0) firstTouch.push(index);
       const newlyResolved = populate(index, 'fault');

@@ -228,7 +228,10 @@ function fileFault(
     }
   }
 
-  if (keepWp && write) return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+  // A write under a uffd-wp marker first maps the page with the wp bit (the page is allocated if
+  // absent), then takes the WP fault on it [OBS: faultline fuzz against the host, hugetlb and shmem].
+  const wpAfterMap = keepWp !== 0 && write;
+  if (wpAfterMap) write = false;
   const fault = type.fault;
   if (fault === undefined) return FAULT_RESULT_SIGBUS;
   const mayShare = (vma.flags & VM_SHARED) !== 0;
@@ -238,7 +241,11 @@ function fileFault(
   );
   if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;
   if (pfn === FAULT_ALLOC_PRIVATE) {
-    return installNewAnonymousPage(env, mm, vma, pageAddress, -1, write);
+    const installed = installNewAnonymousPage(env, mm, vma, pageAddress, -1, write);
+    if (installed !== FAULT_HANDLED || !wpAfterMap) return installed;
+    const flags = mm.pageTable.flagsAt(pageAddress / 4096);
+    mm.setEntryFlags(pageAddress, vma.pageShift, flags | PTE_UFFD_WP);
+    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
   }
   if (pfn < 0) return FAULT_RESULT_SIGBUS;
 
@@ -256,6 +263,9 @@ function fileFault(
     result = installNewAnonymousPage(env, mm, vma, pageAddress, pfn, true);
   }
   env.memory.putFolio(pfn);
+  if (wpAfterMap && result === FAULT_HANDLED) {
+    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+  }
   return result;
 }
 
