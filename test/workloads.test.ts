@@ -211,3 +211,23 @@ describe('faultline workload commands', () => {
     assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
   });
 });
+
+describe('snapshot-restore with a balloon', () => {
+  it('reads the REMOVE event, serves discarded pages as zeros, and verifies every page', async () => {
+    const { runSnapshotRestore } = await import('../src/workloads/snapshot-restore.ts');
+    const result = await runSnapshotRestore({
+      backend: new ModelBackend({ seed: 3 }),
+      mode: 'anon',
+      guestBytes: 4 * MiB,
+      vcpus: 2,
+      pattern: 'random',
+      seed: 3,
+      prefetchWindow: 0,
+      balloonPages: 256,
+      trace: new Trace(1, false),
+    });
+    assert.equal(result.stats.removeEvents, 1);
+    assert.equal(result.verifiedPages, 1024);
+    assert.equal(result.pages, 1024);
+  });
+});

@@ -84,6 +84,7 @@ workload
   .option('--pattern <name>', 'sequential, random or working-set', 'sequential')
   .option('--seed <n>', 'seed of the model and of the random pattern', integer, 1)
   .option('--prefetch-window <pages>', 'pages to copy after each faulting page', integer, 0)
+  .option('--balloon <pages>', 'pages a balloon discards while the guest runs (anon mode)', integer, 0)
   .option('--working-set <file>', 'prefetch this recorded working set before the guest runs')
   .option('--record-working-set <file>', 'record the first-touch order of faulted pages')
   .option(

@@ -23,6 +23,7 @@ export interface SnapshotRestoreCommandOptions {
   pattern: string;
   seed: number;
   prefetchWindow: number;
+  balloon: number;
   workingSet?: string;
   recordWorkingSet?: string;
   firecrackerSocket?: string;
@@ -99,6 +100,7 @@ export async function snapshotRestoreCommand(
     pattern,
     seed: options.seed,
     prefetchWindow: options.prefetchWindow,
+    balloonPages: options.balloon,
     ...(workingSet === undefined ? {} : { workingSet }),
     ...(options.recordWorkingSet === undefined ? {} : { recordWorkingSet: options.recordWorkingSet }),
     ...(options.firecrackerSocket === undefined ? {} : { firecrackerSocket: options.firecrackerSocket }),
@@ -152,6 +154,10 @@ export async function snapshotRestoreCommand(
   for (const [kind, count] of stats.faultsByKind) rows.push([`  ${kind}`, count.toLocaleString('en-US')]);
   rows.push(['  total', stats.faults.toLocaleString('en-US')]);
   if (stats.prefetched > 0) rows.push(['pages prefetched', stats.prefetched.toLocaleString('en-US')]);
+  if (stats.removeEvents > 0) {
+    rows.push(['REMOVE events', stats.removeEvents.toLocaleString('en-US')]);
+    rows.push(['faults deferred (EAGAIN)', stats.deferredFaults.toLocaleString('en-US')]);
+  }
   rows.push(['bytes moved', `${fmt(stats.bytesMoved / 2 ** 20)} MiB`]);
   stats.blockedMs.forEach((ms, v) => {
     rows.push([`vcpu${v} blocked`, `${fmt(ms)} ms`]);

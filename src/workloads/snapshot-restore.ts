@@ -12,6 +12,7 @@ import { Process, Uffd } from '../api/process.ts';
 import type { Trace } from '../trace/trace.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
+  MADV_DONTNEED,
   UFFDIO_REGISTER_MODE_MINOR,
   UFFDIO_REGISTER_MODE_MISSING,
 } from '../uapi/constants.ts';
@@ -38,6 +39,12 @@ export interface SnapshotRestoreOptions {
   readonly seed: number;
   /** Pages to copy after each faulting page (0: none). */
   readonly prefetchWindow: number;
+  /**
+   * Pages at the end of guest memory a balloon discards (MADV_DONTNEED) while
+   * the guest runs (anon mode): the handler reads the REMOVE event, defers
+   * faults that hit EAGAIN meanwhile, and serves removed pages with ZEROPAGE.
+   */
+  readonly balloonPages?: number;
   /** Pages to restore before the guest runs (REAP's recorded working set). */
   readonly workingSet?: readonly number[];
   /** Write the first-touch order of faulted pages here (record for a later run). */
@@ -167,7 +174,13 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   let resolvedCount = 0;
   const firstTouch: number[] = [];
 
-  /** Makes page `index` present; returns false if it was already there. */
+  // Pages a balloon removed (REMOVE events read): they read as zero from now on.
+  const removed = new Uint8Array(pages);
+  /** Faults that met EAGAIN while a REMOVE event was unread; retried after the events are read. */
+  let deferred: number[] = [];
+  let deferredFaults = 0;
+
+  /** Makes page `index` present; false if it was there already or must wait (EAGAIN: see `deferred`). */
   const populate = (index: number, source: 'fault' | 'prefetch'): boolean => {
     if (resolved[index] === 1) return false;
     const address = pageAddress(index);
@@ -179,7 +192,7 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
         process.lseek(guestFd, index * pageSize);
         process.writeFile(guestFd, process.read(snapshot + index * pageSize, pageSize));
         uffd.continue({ start: address, length: pageSize });
-      } else if (mode === 'anon' && isZeroPage(index)) {
+      } else if (mode === 'anon' && (isZeroPage(index) || removed[index] === 1)) {
         name = 'UFFDIO_ZEROPAGE';
         uffd.zeropage({ start: address, length: pageSize });
       } else {
@@ -189,7 +202,13 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     } catch (error) {
       // Another path (a prefetch, a racing fault) got there first: the page is present.
       if (!(error instanceof KernelError && (error.errno === EEXIST || error.errno === EAGAIN))) throw error;
-      if (error.errno === EAGAIN) return false;
+      if (error.errno === EAGAIN) {
+        if (source === 'fault') {
+          deferred.push(index);
+          deferredFaults++;
+        }
+        return false;
+      }
       name = 'EEXIST';
     }
     trace.span(name, source, 0, start, performance.now(), { page: index });
@@ -214,6 +233,23 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     return thread;
   });
   const vcpuByTid = new Map(threads.map((thread, v) => [thread.tid, v]));
+  const balloonPages = mode === 'anon' ? Math.min(options.balloonPages ?? 0, pages) : 0;
+  const balloonFirst = pages - balloonPages;
+  if (balloonPages > 0) {
+    // virtio-balloon inflating: the VMM discards the pages, and userfaultfd tells the handler.
+    const balloon = process.thread(
+      [
+        {
+          kind: 'syscall',
+          call: 'madvise',
+          args: [pageAddress(balloonFirst), balloonPages * pageSize, MADV_DONTNEED],
+        },
+      ],
+      'balloon',
+    );
+    trace.nameThread(balloon.tid, 'balloon');
+    threads.push(balloon);
+  }
 
   let finished = false;
   const joined = Promise.all(threads.map((thread) => thread.join())).then((results) => {
@@ -226,6 +262,20 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     if (messages.length > 0)
       trace.span('read(uffd)', 'handler', 0, readStart, performance.now(), { messages: messages.length });
     for (const message of messages) {
+      if (message.event === 'remove') {
+        const first = regionFileOffset(regions, Number(message.start));
+        const last = regionFileOffset(regions, Number(message.end) - 1);
+        if (first === undefined || last === undefined) continue;
+        for (let index = first / pageSize; index <= Math.floor(last / pageSize); index++) {
+          removed[index] = 1;
+          resolved[index] = 0;
+        }
+        stats.removeEvents++;
+        trace.instant('REMOVE', 'event', 0, performance.now(), {
+          pages: Math.floor(last / pageSize) - first / pageSize + 1,
+        });
+        continue;
+      }
       if (message.event !== 'pagefault') continue;
       const received = performance.now();
       const address = Number(message.address);
@@ -248,17 +298,29 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
       };
       stats.record(sample, vcpuByTid.get(message.ptid));
     }
+    // With the events read, the deferred faults can go through.
+    const retry = deferred;
+    deferred = [];
+    for (const index of retry) {
+      if (!populate(index, 'fault') && !deferred.includes(index)) {
+        const address = pageAddress(index);
+        uffd.wake({ start: address, length: pageSize });
+      }
+    }
   }
   const results = await joined;
-  results.forEach((result, v) => {
+  results.slice(0, options.vcpus).forEach((result, v) => {
     stats.blockedMs[v] = result.blockedMs ?? 0;
   });
+  stats.deferredFaults = deferredFaults;
+  // Closing unregisters the guest, so discarded pages read as zero instead of faulting.
+  uffd.close();
 
   // Every page the guest touched must hold the snapshot's bytes.
   let verifiedPages = 0;
   const touched = new Set(shares.flat());
   for (const index of touched) {
-    const expected = snapshotPage(index, pageSize);
+    const expected = index >= balloonFirst ? new Uint8Array(pageSize) : snapshotPage(index, pageSize);
     const actual = process.read(guest + index * pageSize, pageSize);
     if (actual.every((byte, i) => byte === expected[i])) verifiedPages++;
   }
@@ -266,7 +328,6 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     const file: WorkingSetFile = { version: 1, pageSize, pages: firstTouch };
     writeFileSync(options.recordWorkingSet, JSON.stringify(file));
   }
-  uffd.close();
   return { stats, verifiedPages, pages: touched.size, pageSize, threads: results };
 }
 

@@ -17,6 +17,9 @@ export class WorkloadStats {
   readonly startedMs = performance.now();
   bytesMoved = 0;
   prefetched = 0;
+  /** REMOVE events read (balloon), and faults deferred because one was unread (EAGAIN). */
+  removeEvents = 0;
+  deferredFaults = 0;
 
   constructor(readonly vcpus: number) {
     this.blockedMs = new Array(vcpus).fill(0);
@@ -45,6 +48,8 @@ export class WorkloadStats {
       faultsByKind: Object.fromEntries(this.faultsByKind),
       bytesMoved: this.bytesMoved,
       prefetchedPages: this.prefetched,
+      removeEvents: this.removeEvents,
+      deferredFaults: this.deferredFaults,
       blockedMsPerVcpu: this.blockedMs.map((ms) => Math.round(ms * 1000) / 1000),
       latencyUs: this.latencyPercentiles(),
     };
