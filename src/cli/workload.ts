@@ -160,7 +160,10 @@ export async function snapshotRestoreCommand(
   }
   rows.push(['bytes moved', `${fmt(stats.bytesMoved / 2 ** 20)} MiB`]);
   stats.blockedMs.forEach((ms, v) => {
-    rows.push([`vcpu${v} blocked`, `${fmt(ms)} ms`]);
+    rows.push([
+      `vcpu${v} blocked`,
+      Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`,
+    ]);
   });
   rows.push(['latency p50', `${fmt(latency.p50)} µs`]);
   rows.push(['latency p90', `${fmt(latency.p90)} µs`]);
@@ -368,7 +371,10 @@ export async function postcopyCommand(
   if (requests.viaStream.count > 0)
     rows.push(['  on the stream p50', `${fmt(requests.viaStream.latencyUs.p50)} µs`]);
   stats.blockedMs.forEach((ms, v) => {
-    rows.push([`vcpu${v} blocktime`, `${fmt(ms)} ms`]);
+    rows.push([
+      `vcpu${v} blocktime`,
+      Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`,
+    ]);
   });
   rows.push(...latencyRows('fault latency', stats.latencyPercentiles()));
   rows.push(['bytes in postcopy', mib(stats.bytesMoved)]);
@@ -463,7 +469,10 @@ export async function backgroundSnapshotCommand(
   rows.push(['guest writes', count(result.guestWrites)]);
   rows.push(['WP faults', count(stats.faults)]);
   stats.blockedMs.forEach((ms, v) => {
-    rows.push([`vcpu${v} blocked`, `${fmt(ms)} ms`]);
+    rows.push([
+      `vcpu${v} blocked`,
+      Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`,
+    ]);
   });
   rows.push(...latencyRows('save+unprotect', stats.latencyPercentiles()));
   rows.push(['wall time', `${fmt(elapsedMs)} ms`]);

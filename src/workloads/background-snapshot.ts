@@ -247,7 +247,7 @@ export async function runBackgroundSnapshot(
 
   const [results] = await Promise.all([joined, faultThread(), backgroundSaver()]);
   results.forEach((result, v) => {
-    stats.blockedMs[v] = result.blockedMs ?? 0;
+    stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
   });
   uffd.unregister(range);
   uffd.close();

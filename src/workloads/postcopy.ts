@@ -557,7 +557,7 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   uffd.unregister({ start: guest, length: pages * PAGE_SIZE });
   uffd.close();
   results.forEach((result, v) => {
-    stats.blockedMs[v] = result.blockedMs ?? 0;
+    stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
   });
 
   let verifiedPages = 0;

@@ -310,7 +310,7 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   }
   const results = await joined;
   results.slice(0, options.vcpus).forEach((result, v) => {
-    stats.blockedMs[v] = result.blockedMs ?? 0;
+    stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
   });
   stats.deferredFaults = deferredFaults;
   // Closing unregisters the guest, so discarded pages read as zero instead of faulting.

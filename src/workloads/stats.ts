@@ -50,7 +50,8 @@ export class WorkloadStats {
       prefetchedPages: this.prefetched,
       removeEvents: this.removeEvents,
       deferredFaults: this.deferredFaults,
-      blockedMsPerVcpu: this.blockedMs.map((ms) => Math.round(ms * 1000) / 1000),
+      // null where the backend does not measure blocked time (the host).
+      blockedMsPerVcpu: this.blockedMs.map((ms) => (Number.isNaN(ms) ? null : Math.round(ms * 1000) / 1000)),
       latencyUs: this.latencyPercentiles(),
     };
   }
