@@ -242,9 +242,11 @@ function fileFault(
   if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;
   if (pfn === FAULT_ALLOC_PRIVATE) {
     const installed = installNewAnonymousPage(env, mm, vma, pageAddress, -1, write);
-    if (installed !== FAULT_HANDLED || !wpAfterMap) return installed;
+    if (installed !== FAULT_HANDLED || !keepWp) return installed;
+    // The new private page keeps the marker's uffd-wp bit, read fault or write [OBS: faultline fuzz].
     const flags = mm.pageTable.flagsAt(pageAddress / 4096);
-    mm.setEntryFlags(pageAddress, vma.pageShift, flags | PTE_UFFD_WP);
+    mm.setEntryFlags(pageAddress, vma.pageShift, (flags & ~PTE_WRITE) | PTE_UFFD_WP);
+    if (!wpAfterMap) return installed;
     return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
   }
   if (pfn < 0) return FAULT_RESULT_SIGBUS;
