@@ -231,3 +231,10 @@ describe('snapshot-restore with a balloon', () => {
     assert.equal(result.pages, 1024);
   });
 });
+
+describe('postcopy on guest_memfd (the 7.1 model)', () => {
+  it('resolves MINOR faults with CONTINUE after the precopy fill, verified against the source', async () => {
+    const result = await postcopy({ mode: 'gmem', backend: new ModelBackend({ seed: 2, version: '7.1' }) });
+    assert.equal(result.verifiedPages, result.pages);
+  });
+});

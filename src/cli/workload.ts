@@ -239,13 +239,17 @@ function inRange(option: string, value: number, min: number, max: number): numbe
 }
 
 /** The model (or host) kernel, a trace and a progress bar, as every workload command sets them up. */
-function setUp(options: CommonWorkloadOptions & { size: number }, label: string) {
+function setUp(
+  options: CommonWorkloadOptions & { size: number },
+  label: string,
+  version: '6.18' | '7.1' = '6.18',
+) {
   // Checked before the run, not after it.
   if (options.size % 4096 !== 0)
     throw new InvalidArgumentError(`--size: ${options.size} bytes is not a multiple of 4 KiB`);
   if (options.plot !== undefined && !/\.(svg|png)$/.test(options.plot))
     throw new InvalidArgumentError(`--plot: ${options.plot}: the file must end in .svg or .png`);
-  const backend = createBackend(options.backend, options.seed, '6.18');
+  const backend = createBackend(options.backend, options.seed, version);
   const trace = new Trace(1, options.trace !== undefined);
   if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
   const progress = new Progress(label, !options.json && process.stderr.isTTY === true);
@@ -297,6 +301,8 @@ export async function postcopyCommand(
   const { backend, trace, progress, started } = setUp(
     options,
     `migrating ${mib(options.size)} (${options.mode})`,
+    // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 (the host refuses).
+    options.mode === 'gmem' ? '7.1' : '6.18',
   );
   const result = await runPostcopy({
     backend,

@@ -29,6 +29,7 @@ import type { KernelBackend, ThreadResult } from '../api/backend.ts';
 import { Process, type Uffd } from '../api/process.ts';
 import { percentiles, type Trace } from '../trace/trace.ts';
 import {
+  FALLOC_FL_KEEP_SIZE,
   MADV_DONTNEED,
   UFFDIO_REGISTER_MODE_MINOR,
   UFFDIO_REGISTER_MODE_MISSING,
@@ -54,8 +55,9 @@ import {
 } from './postcopy-wire.ts';
 import { WorkloadStats } from './stats.ts';
 
-export type PostcopyMode = 'anon' | 'shmem';
-export const POSTCOPY_MODES: readonly PostcopyMode[] = ['anon', 'shmem'];
+/** anon: MISSING + COPY; shmem and gmem (guest_memfd, the 7.1 model only): MINOR + CONTINUE. */
+export type PostcopyMode = 'anon' | 'shmem' | 'gmem';
+export const POSTCOPY_MODES: readonly PostcopyMode[] = ['anon', 'shmem', 'gmem'];
 
 const PAGE_SIZE = 4096;
 
@@ -249,9 +251,13 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
     guest = process.mmap({ length: options.guestBytes });
     fill = guest;
   } else {
-    const fd = process.memfd('guest-ram', { size: options.guestBytes });
+    const fd =
+      mode === 'gmem'
+        ? process.guestMemfd({ size: options.guestBytes })
+        : process.memfd('guest-ram', { size: options.guestBytes });
     // Preallocated RAM: every page is in the cache, so every first touch of the guest is a MINOR fault.
-    process.fallocate(fd, 0, 0, options.guestBytes);
+    // guest_memfd preallocates only with FALLOC_FL_KEEP_SIZE.
+    process.fallocate(fd, mode === 'gmem' ? FALLOC_FL_KEEP_SIZE : 0, 0, options.guestBytes);
     guest = process.mmap({ length: options.guestBytes, fd, shared: true });
     fill = process.mmap({ length: options.guestBytes, fd, shared: true });
     process.close(fd);
@@ -524,9 +530,9 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
         if (stale[index] === 0) {
           // Not stale: a clean page (shmem: map it from the cache; anon: a zero page precopy had no
           // need to write), or one placed after this fault was queued (EEXIST: just wake).
-          let kind = mode === 'shmem' ? 'clean' : 'zero';
+          let kind = mode !== 'anon' ? 'clean' : 'zero';
           try {
-            if (mode === 'shmem') uffd.continue({ start: address, length: PAGE_SIZE });
+            if (mode !== 'anon') uffd.continue({ start: address, length: PAGE_SIZE });
             else uffd.zeropage({ start: address, length: PAGE_SIZE });
           } catch (error) {
             if (!(error instanceof KernelError && error.errno === EEXIST)) throw error;
