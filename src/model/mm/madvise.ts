@@ -116,28 +116,37 @@ export function prepareMadvise(
     const invalid = checkDiscard(vma, advice, address, end);
     if (invalid < 0) return invalid;
   }
-  // VMA by VMA, as madvise walks them: the REMOVE event (if any) is read before that VMA's pages
-  // go, and the next VMA's event is raised only after that [OBS: host 6.18].
-  let refused: Vma | null = null;
-  for (const vma of vmas) {
-    raiseRemoveEvent(vma, address, end, wait);
+  // VMA by VMA, as madvise walks them: each VMA's REMOVE event is decided when the walk reaches
+  // it, after the previous VMA's event was read and its pages went, so a VMA registered meanwhile
+  // raises one too [OBS: host 6.18; faultline fuzz].
+  const outcome: { refused: Vma | null } = { refused: null };
+  const walk = (cursor: number): void => {
+    const vma = mm.findIntersecting(cursor, end);
+    if (vma === undefined) return;
+    raiseRemoveEvent(vma, Math.max(cursor, address), end, wait);
     // madvise_free_single_vma refuses non-anonymous memory only after userfaultfd_remove has
     // raised (and waited for) the REMOVE event, and the walk stops there [OBS: host 6.18].
     if (advice === MADV_FREE && !vma.isAnonymous) {
-      refused = vma;
-      break;
+      outcome.refused = vma;
+      return;
     }
-    const lo = Math.max(address, vma.start);
+    const lo = Math.max(cursor, vma.start);
     // hugetlb discards whole huge pages only: the end is rounded down.
-    const hi = Math.min(end, vma.end) - (Math.min(end, vma.end) % vma.pageSize);
-    if (hi <= lo) continue;
+    const top = Math.min(end, vma.end);
+    const hi = top - (top % vma.pageSize);
+    const next = vma.end;
     afterEvents(wait, () => {
-      for (const current of mm.vmasIn(lo, hi)) {
-        discard(process, current, Math.max(lo, current.start), Math.min(hi, current.end), advice);
+      if (hi > lo) {
+        for (const current of mm.vmasIn(lo, hi)) {
+          discard(process, current, Math.max(lo, current.start), Math.min(hi, current.end), advice);
+        }
       }
+      walk(next);
     });
-  }
+  };
+  walk(address);
   return () => {
+    const refused = outcome.refused;
     if (refused !== null) {
       return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${refused.describe()}`);
     }
