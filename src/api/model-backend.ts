@@ -7,12 +7,7 @@
 
 import { clearFailure, lastFailure } from '../model/failure.ts';
 import { ModelKernel, type ModelKernelOptions } from '../model/kernel.ts';
-import {
-  FAULT_RESULT_HWPOISON,
-  FAULT_RESULT_SIGBUS,
-  FAULT_RESULT_SIGSEGV,
-  FAULT_RESULT_WOULD_BLOCK,
-} from '../model/mm/fault.ts';
+import { FAULT_RESULT_SIGBUS, FAULT_RESULT_SIGSEGV, FAULT_RESULT_WOULD_BLOCK } from '../model/mm/fault.ts';
 import {
   PTE_MARKER_POISONED,
   PTE_MARKER_UFFD_WP,
@@ -23,7 +18,7 @@ import {
 import { VM_UFFD_MINOR, VM_UFFD_MISSING, VM_UFFD_WP } from '../model/mm/vma.ts';
 import type { ModelProcess } from '../model/process.ts';
 import type { Task } from '../model/task.ts';
-import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
+import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
 import { KernelError, SignalError } from '../uapi/errno.ts';
 import {
   type KernelBackend,
@@ -283,8 +278,6 @@ class ModelProcessBackend implements ProcessBackend {
 function accessError(fault: number, address: number): Error {
   if (fault === FAULT_RESULT_WOULD_BLOCK) return new WouldBlockError(address);
   if (fault === FAULT_RESULT_SIGBUS) return new SignalError({ signal: SIGBUS, address, siCode: BUS_ADRERR });
-  if (fault === FAULT_RESULT_HWPOISON)
-    return new SignalError({ signal: SIGBUS, address, siCode: BUS_MCEERR_AR });
   if (fault === FAULT_RESULT_SIGSEGV)
     return new SignalError({ signal: SIGSEGV, address, siCode: SEGV_MAPERR });
   return new SignalError({ signal: SIGSEGV, address, siCode: SEGV_ACCERR });

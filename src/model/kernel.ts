@@ -4,7 +4,7 @@
  */
 
 import type { KernelTracer } from '../trace/trace.ts';
-import { BUS_ADRERR, BUS_MCEERR_AR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
+import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
 import { EFAULT } from '../uapi/errno.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
@@ -12,7 +12,6 @@ import { BUILTIN_MEMORY_TYPES } from './memtypes/builtin.ts';
 import { accessRange } from './mm/access.ts';
 import {
   FAULT_HANDLED,
-  FAULT_RESULT_HWPOISON,
   FAULT_RESULT_SIGBUS,
   FAULT_RESULT_SIGSEGV,
   FAULT_RESULT_SIGSEGV_ACCERR,
@@ -283,12 +282,8 @@ export class ModelKernel {
       task.accessesDone++;
       return;
     }
-    if (result === FAULT_RESULT_SIGBUS || result === FAULT_RESULT_HWPOISON) {
-      task.signal = {
-        signal: SIGBUS,
-        address,
-        siCode: result === FAULT_RESULT_HWPOISON ? BUS_MCEERR_AR : BUS_ADRERR,
-      };
+    if (result === FAULT_RESULT_SIGBUS) {
+      task.signal = { signal: SIGBUS, address, siCode: BUS_ADRERR };
       this.finishTask(task, 'sigbus');
       return;
     }

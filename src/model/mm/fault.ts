@@ -37,8 +37,6 @@ export const FAULT_HANDLED = 0;
 export const FAULT_RETRY = 1;
 export const FAULT_RESULT_SIGBUS = 2;
 export const FAULT_RESULT_SIGSEGV = 3;
-/** A poison marker (VM_FAULT_HWPOISON): SIGBUS with BUS_MCEERR_AR. */
-export const FAULT_RESULT_HWPOISON = 4;
 /** A userfaultfd would have put the caller to sleep, but the caller cannot sleep. */
 export const FAULT_RESULT_WOULD_BLOCK = 5;
 /** SIGSEGV for an access the VMA's protection forbids (SEGV_ACCERR). */
