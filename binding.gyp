@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "faultline_host",
-      "sources": ["native/addon.cc", "native/agent.cc", "native/guard.cc", "native/threads.cc"],
+      "sources": ["native/addon.cc", "native/agent.cc", "native/bench.cc", "native/guard.cc", "native/threads.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

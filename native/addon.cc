@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "agent.h"
+#include "bench.h"
 #include "guard.h"
 #include "threads.h"
 
@@ -384,6 +385,7 @@ Napi::Value ThreadResult(const Napi::CallbackInfo& info) {
   result.Set("code", thread.signal_code);
   result.Set("errno", thread.error);
   result.Set("faults", static_cast<double>(thread.faults));
+  result.Set("blockedMs", static_cast<double>(thread.blocked_ns) / 1e6);
   Napi::Array returns = Napi::Array::New(env, thread.returns.size());
   for (size_t i = 0; i < thread.returns.size(); i++) returns.Set(static_cast<uint32_t>(i), thread.returns[i]);
   result.Set("returns", returns);
@@ -680,6 +682,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unixConnect", Napi::Function::New(env, UnixConnect));
   exports.Set("sendFdWithData", Napi::Function::New(env, SendFdWithData));
   exports.Set("recvFdWithData", Napi::Function::New(env, RecvFdWithData));
+  RegisterBench(env, exports);  // benchHandler, benchMemcpy, spinReadable (bench.cc)
   return exports;
 }
 

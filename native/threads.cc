@@ -32,6 +32,45 @@ long VoluntarySwitches() {
   return usage.ru_nvcsw;
 }
 
+// A touch slower than this may have slept; faster ones cannot have (a sleep
+// and a wakeup by another thread cost microseconds), so only slower ones pay
+// for a getrusage(2).
+constexpr int64_t kSlowTouchNs = 2000;
+
+// Blocked time, the host's postcopy-blocktime: how long the thread sat in the
+// kernel waiting for userfaultfd to resolve its faults. Every touch of
+// memory is timed with CLOCK_MONOTONIC (clock_gettime through the vDSO, tens
+// of nanoseconds): each page span of a user access (its first byte is what
+// faults), and each read(2)/write(2) through which a kernel-mode access copies
+// to or from the range. A touch of a resident page takes nanoseconds; one
+// that faults into handle_userfault sleeps until the handler has placed the
+// page and woken it, tens of microseconds at least. A touch counts as blocked
+// when it took longer than kSlowTouchNs and the thread's voluntary context
+// switches (getrusage RUSAGE_THREAD, read only after such a touch) went up
+// during it, i.e. the thread slept: a fault that is slow without sleeping
+// (zeroing a fresh 2 MiB huge page) and a thread merely preempted
+// (an involuntary switch) do not count. The whole touch is added: fault
+// entry, the sleep, and the retry, which is what the vCPU lost. A sleep in a
+// fault for another reason (a contended page lock) would count too; with
+// userfaultfd registered memory that is the waiter on the same page. Time in
+// syscall accesses (madvise waiting for its event to be read) is not fault
+// time and is left out, as the model leaves it out.
+struct BlockClock {
+  AccessThread& thread;
+  long switches;
+  int64_t started = 0;
+  explicit BlockClock(AccessThread& owner) : thread(owner), switches(VoluntarySwitches()) {}
+  void Start() { started = MonotonicNs(); }
+  void Stop() {
+    int64_t took = MonotonicNs() - started;
+    if (took < kSlowTouchNs) return;
+    long now = VoluntarySwitches();
+    if (now == switches) return;
+    switches = now;
+    thread.blocked_ns += took;
+  }
+};
+
 // A pipe a thread's kernel-mode accesses go through.
 struct Pipe {
   int read_fd = -1;
@@ -75,14 +114,16 @@ bool WriteAll(int fd, const uint8_t* data, size_t length) {
 }
 
 // copy_to_user: read(2) from a pipe holding `data` into [address, +length).
-int KernelWrite(Pipe& pipe, uintptr_t address, const uint8_t* data, size_t length) {
+int KernelWrite(Pipe& pipe, uintptr_t address, const uint8_t* data, size_t length, BlockClock& clock) {
   size_t offset = 0;
   while (offset < length) {
     size_t chunk = std::min(pipe.capacity, length - offset);
     if (!WriteAll(pipe.write_fd, data + offset, chunk)) return errno != 0 ? errno : EIO;
     size_t got = 0;
     while (got < chunk) {
+      clock.Start();
       ssize_t n = read(pipe.read_fd, reinterpret_cast<void*>(address + offset + got), chunk - got);
+      clock.Stop();
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         int error = errno;
@@ -98,14 +139,16 @@ int KernelWrite(Pipe& pipe, uintptr_t address, const uint8_t* data, size_t lengt
 }
 
 // copy_from_user: write(2) from [address, +length) into a pipe, then drain it.
-int KernelRead(Pipe& pipe, uintptr_t address, uint8_t* into, size_t length) {
+int KernelRead(Pipe& pipe, uintptr_t address, uint8_t* into, size_t length, BlockClock& clock) {
   size_t offset = 0;
   while (offset < length) {
     size_t chunk = std::min(pipe.capacity, length - offset);
     size_t put = 0;
     int error = 0;
     while (put < chunk) {
+      clock.Start();
       ssize_t n = write(pipe.write_fd, reinterpret_cast<const void*>(address + offset + put), chunk - put);
+      clock.Stop();
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         error = errno;
@@ -195,6 +238,7 @@ double RunFork(AccessThread& thread, const Op& op) {
 
 void RunProgram(AccessThread& thread) {
   Pipe pipe;
+  BlockClock clock(thread);
   for (size_t index = 0; index < thread.ops.size(); index++) {
     Op& op = thread.ops[index];
     thread.current.store(static_cast<int>(index), std::memory_order_release);
@@ -214,9 +258,11 @@ void RunProgram(AccessThread& thread) {
     }
     size_t length = write ? op.data.size() : op.length;
     long switches = VoluntarySwitches();
+    // Sleeps outside timed touches (a syscall access's) are not blocked time.
+    clock.switches = switches;
     if (op.kernel) {
-      int error = pipe.Open() ? (write ? KernelWrite(pipe, op.address, bytes, length)
-                                       : KernelRead(pipe, op.address, bytes, length))
+      int error = pipe.Open() ? (write ? KernelWrite(pipe, op.address, bytes, length, clock)
+                                       : KernelRead(pipe, op.address, bytes, length, clock))
                               : errno;
       thread.faults += VoluntarySwitches() - switches;
       if (error != 0) {
@@ -225,8 +271,16 @@ void RunProgram(AccessThread& thread) {
         continue;
       }
     } else {
+      // One guarded copy per page span, each timed (see BlockClock).
       std::atomic<size_t> done{0};
-      int outcome = GuardedCopy(&thread.guard, op.address, bytes, length, write, &done, false);
+      int outcome = COPY_DONE;
+      for (size_t offset = 0; outcome == COPY_DONE && offset < length; offset = done.load()) {
+        uintptr_t at = op.address + offset;
+        size_t end = offset + std::min<size_t>(4096 - (at & 4095), length - offset);
+        clock.Start();
+        outcome = GuardedCopy(&thread.guard, op.address, bytes, end, write, &done, false);
+        clock.Stop();
+      }
       thread.faults += VoluntarySwitches() - switches;
       if (outcome == COPY_SIGNAL) {
         thread.signal = thread.guard.signal;

@@ -57,6 +57,9 @@ struct AccessThread {
   int signal_code = 0;
   int error = 0;
   long faults = 0;
+  // Time spent in touches of memory that slept in the kernel (userfaultfd
+  // waits): see BlockClock in threads.cc for how it is measured.
+  int64_t blocked_ns = 0;
   std::vector<double> returns;
   std::vector<ForkedChild> children;
   Guard guard;

@@ -9,13 +9,18 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { hostUnavailable } from '../src/host/capabilities.ts';
+import { Process } from '../src/api/process.ts';
+import { hostUnavailable, reserveHugePages } from '../src/host/capabilities.ts';
+import { HostBackend } from '../src/host/host-backend.ts';
+import { UFFDIO_REGISTER_MODE_MISSING } from '../src/uapi/constants.ts';
 import { encodeRegions, type GuestRegionUffdMapping, parseRegions } from '../src/workloads/firecracker.ts';
 
 const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const missing = hostUnavailable();
+/** Four 2 MiB huge pages for the hugetlb postcopy run (surplus pages, given back at exit). */
+const hugetlbMissing = missing ?? reserveHugePages(4);
 
 function workload(args: readonly string[]): Record<string, unknown> {
   const run = spawnSync(
@@ -62,7 +67,25 @@ describe('workloads on the host kernel', { skip: missing }, () => {
   });
 
   it('postcopy, anonymous MISSING and shmem MINOR: verified against the source process', () => {
-    for (const mode of ['anon', 'shmem']) workload(['postcopy', '--mode', mode, '--size', '8M']);
+    for (const mode of ['anon', 'shmem']) {
+      const result = workload(['postcopy', '--mode', mode, '--size', '8M']);
+      // Blocked time is measured on the host too: numbers, not null ("n/a").
+      const blocked = result.blockedMsPerVcpu as (number | null)[];
+      assert.equal(blocked.length, 2);
+      for (const ms of blocked) assert.ok(typeof ms === 'number' && ms >= 0, `blocktime ${ms}`);
+    }
+  });
+
+  it('postcopy, hugetlb MINOR with 2 MiB pages: verified against the source process', {
+    skip: hugetlbMissing,
+  }, () => {
+    const result = workload(['postcopy', '--mode', 'hugetlb', '--size', '8M', '--dirty', '50']);
+    assert.equal(result.pages, 4);
+    assert.equal(result.verifiedPages, 4);
+    assert.equal(result.verifiedReads, 4);
+    assert.equal(result.precopyPages, 4);
+    assert.ok((result.postcopyPages as number) > 0);
+    assert.equal(result.bytesMoved, (result.postcopyPages as number) * 2 * 2 ** 20);
   });
 
   it('background-snapshot: the saved image equals memory at the snapshot instant', () => {
@@ -118,5 +141,63 @@ describe('Firecracker handshake regions', () => {
     bad([{ ...region, size: 4095 }], /field 'size'/);
     bad([region, { ...second, offset: 0 }], /region 1: field 'offset'/);
     assert.throws(() => encodeRegions([{ ...region, offset: 1.5 }]), /field 'offset'/);
+  });
+});
+
+describe('blocked time on the host (native access threads)', { skip: missing }, () => {
+  const backend = missing === undefined ? new HostBackend() : null;
+  after(() => backend?.dispose());
+
+  it('a thread whose fault the handler answers after 20 ms reports it; one that never faults, next to nothing', async () => {
+    const proc = new Process(backend!.self);
+    const length = 4 * 4096;
+    const area = proc.mmap({ length });
+    const uffd = proc.userfaultfd({ nonblock: true, cloexec: true });
+    uffd.api(0);
+    uffd.register({ start: area, length }, UFFDIO_REGISTER_MODE_MISSING);
+    const resident = proc.mmap({ length });
+    proc.write(resident, new Uint8Array(length).fill(1));
+
+    const faulting = proc.thread([{ kind: 'read', address: area + 4096 + 8, length: 8 }], 'faulting');
+    const [message] = await uffd.nextMessages(1);
+    assert.equal(message?.event, 'pagefault');
+    // The handler takes its time: the thread sleeps in the kernel meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    uffd.copyBytes(area + 4096, new Uint8Array(4096).fill(7));
+    const slow = await faulting.join();
+    assert.equal(slow.state, 'done');
+    assert.deepEqual([...slow.reads[0]!], [7, 7, 7, 7, 7, 7, 7, 7]);
+    assert.ok(slow.blockedMs !== undefined && slow.blockedMs >= 15, `blocked ${slow.blockedMs} ms`);
+    assert.ok(slow.blockedMs! < 5000, `blocked ${slow.blockedMs} ms`);
+
+    // A kernel-mode access (read(2) filling the range) sleeps in the same way.
+    const syscall = proc.thread(
+      [{ kind: 'read', address: area + 2 * 4096, length: 8, kernel: true }],
+      'kernel',
+    );
+    await uffd.nextMessages(1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    uffd.copyBytes(area + 2 * 4096, new Uint8Array(4096).fill(9));
+    const viaKernel = await syscall.join();
+    assert.deepEqual([...viaKernel.reads[0]!], [9, 9, 9, 9, 9, 9, 9, 9]);
+    assert.ok(
+      viaKernel.blockedMs !== undefined && viaKernel.blockedMs >= 15,
+      `blocked ${viaKernel.blockedMs} ms`,
+    );
+
+    const quiet = await proc
+      .thread(
+        Array.from({ length: 64 }, (_, i) => ({
+          kind: 'read' as const,
+          address: resident + (i % 4) * 4096,
+          length: 64,
+        })),
+        'resident',
+      )
+      .join();
+    assert.equal(quiet.state, 'done');
+    assert.equal(quiet.faults, 0);
+    assert.ok(quiet.blockedMs !== undefined && quiet.blockedMs < 1, `blocked ${quiet.blockedMs} ms`);
+    uffd.close();
   });
 });

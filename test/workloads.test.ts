@@ -8,11 +8,12 @@ import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ModelBackend } from '../src/api/model-backend.ts';
-import { gcCompactionCommand } from '../src/cli/workload.ts';
+import { gcCompactionCommand, postcopyCommand } from '../src/cli/workload.ts';
 import { Trace } from '../src/trace/trace.ts';
 import { runBackgroundSnapshot, type SnapshotMode } from '../src/workloads/background-snapshot.ts';
 import { type CompactionMode, runGcCompaction } from '../src/workloads/gc-compaction.ts';
-import { type PostcopyOptions, runPostcopy } from '../src/workloads/postcopy.ts';
+import { type PostcopyOptions, runPostcopy, touchOffset } from '../src/workloads/postcopy.ts';
+import { isDirty } from '../src/workloads/postcopy-wire.ts';
 import { MiB } from './helpers.ts';
 
 function exited(pid: number): boolean {
@@ -236,5 +237,78 @@ describe('postcopy on guest_memfd (the 7.1 model)', () => {
   it('resolves MINOR faults with CONTINUE after the precopy fill, verified against the source', async () => {
     const result = await postcopy({ mode: 'gmem', backend: new ModelBackend({ seed: 2, version: '7.1' }) });
     assert.equal(result.verifiedPages, result.pages);
+  });
+});
+
+describe('postcopy on hugetlbfs: MINOR with 2 MiB pages', () => {
+  const HUGE = 2 * MiB;
+
+  for (const c of [
+    { name: '30% dirty after precopy, preempt', dirtyPercent: 30, preempt: true },
+    { name: 'pure postcopy, one connection', dirtyPercent: 100, preempt: false },
+  ] as const) {
+    it(`${c.name}: every huge page and every vCPU read matches the source`, async () => {
+      const guestBytes = 32 * MiB;
+      const pages = guestBytes / HUGE;
+      const result = await postcopy({
+        mode: 'hugetlb',
+        guestBytes,
+        dirtyPercent: c.dirtyPercent,
+        preempt: c.preempt,
+      });
+      assert.equal(result.pageSize, HUGE);
+      assert.equal(result.pages, pages);
+      assert.equal(result.verifiedPages, pages, 'every byte of every huge page');
+      assert.equal(result.reads, pages);
+      assert.equal(result.verifiedReads, result.reads);
+      const dirty = Array.from({ length: pages }, (_, i) => isDirty(i, 1, c.dirtyPercent)).filter(
+        Boolean,
+      ).length;
+      assert.equal(result.dirtyPages, dirty);
+      assert.equal(result.precopyPages, c.dirtyPercent === 100 ? 0 : pages);
+      // A whole huge page travels, is refreshed and is continued per request.
+      assert.equal(result.stats.bytesMoved, dirty * HUGE);
+      const { requests, stats } = result;
+      assert.ok(requests.count <= dirty);
+      assert.equal(requests.answered.count + requests.viaStream.count, requests.count);
+      assert.equal(stats.faults, pages, 'one MINOR fault per huge page, wherever inside it the vCPU touched');
+      if (c.dirtyPercent < 100) assert.ok((stats.faultsByKind.get('clean') ?? 0) > 0);
+      for (const ms of stats.blockedMs) assert.ok(ms >= 0 && Number.isFinite(ms));
+      for (const thread of result.threads) assert.equal(thread.state, 'done');
+      assert.ok(exited(result.sourcePid), 'the source process is gone');
+    });
+  }
+
+  it('vCPUs touch inside huge pages, not only at their start; 4 KiB pages are read at their start', () => {
+    const offsets = Array.from({ length: 16 }, (_, i) => touchOffset(i, HUGE));
+    assert.ok(offsets.some((offset) => offset >= 4096));
+    for (const offset of offsets) assert.ok(offset >= 0 && offset + 8 <= HUGE);
+    for (let i = 0; i < 16; i++) assert.equal(touchOffset(i, 4096), 0);
+  });
+
+  it('a size that is not whole huge pages is refused, naming --size', async () => {
+    await assert.rejects(
+      postcopy({ mode: 'hugetlb', guestBytes: 3 * MiB }),
+      /--size: .* 2 MiB huge pages of --mode hugetlb/,
+    );
+    await assert.rejects(
+      postcopyCommand(
+        {
+          backend: 'model',
+          seed: 1,
+          json: true,
+          mode: 'hugetlb',
+          size: 3 * MiB,
+          vcpus: 2,
+          pattern: 'random',
+          dirty: 100,
+          preempt: true,
+          bandwidth: 0,
+          timeout: 10,
+        },
+        () => {},
+      ),
+      /--size: 3145728 bytes is not a multiple of 2\.0 MiB, the huge page size of --mode hugetlb/,
+    );
   });
 });

@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from 'commander';
 import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
-import { hostUnavailable } from '../host/capabilities.ts';
+import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { Trace } from '../trace/trace.ts';
@@ -10,7 +10,7 @@ import { runBackgroundSnapshot, type SnapshotMode } from '../workloads/backgroun
 import { type CompactionMode, runGcCompaction } from '../workloads/gc-compaction.ts';
 import { ACCESS_PATTERNS, type AccessPattern, readWorkingSet } from '../workloads/guest.ts';
 import { renderPlot } from '../workloads/plot.ts';
-import { type PostcopyMode, runPostcopy } from '../workloads/postcopy.ts';
+import { type PostcopyMode, postcopyPageSize, runPostcopy } from '../workloads/postcopy.ts';
 import { RESTORE_MODES, type RestoreMode, runSnapshotRestore } from '../workloads/snapshot-restore.ts';
 import type { WorkloadStats } from '../workloads/stats.ts';
 import { Progress, table } from './output.ts';
@@ -298,12 +298,33 @@ export async function postcopyCommand(
 ): Promise<number> {
   inRange('--vcpus', options.vcpus, 1, 64);
   inRange('--timeout', options.timeout, 1, 3600);
+  const pageSize = postcopyPageSize(options.mode);
+  if (options.mode === 'hugetlb' && options.size % pageSize !== 0) {
+    throw new InvalidArgumentError(
+      `--size: ${options.size} bytes is not a multiple of ${mib(pageSize)}, the huge page size of --mode ${options.mode}`,
+    );
+  }
   const { backend, trace, progress, started } = setUp(
     options,
     `migrating ${mib(options.size)} (${options.mode})`,
     // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 (the host refuses).
     options.mode === 'gmem' ? '7.1' : '6.18',
   );
+  if (options.mode === 'hugetlb') {
+    // The guest RAM is one hugetlbfs memfd, preallocated: one huge page per page of the run.
+    const needed = options.size / pageSize;
+    if (backend instanceof ModelBackend) {
+      const free = backend.kernel.memory.hugePagesFree;
+      if (needed > free) {
+        throw new InvalidArgumentError(
+          `--size: ${mib(options.size)} needs ${needed} huge pages, the model's hugetlb pool has ${free} (${mib(free * pageSize)})`,
+        );
+      }
+    } else {
+      const reason = reserveHugePages(needed);
+      if (reason !== undefined) throw new InvalidArgumentError(`--mode hugetlb: ${reason}`);
+    }
+  }
   const result = await runPostcopy({
     backend,
     mode: options.mode,

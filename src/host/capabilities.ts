@@ -115,9 +115,16 @@ function readMeminfo(field: string): number | undefined {
   }
 }
 
+/** Whether faultline has raised vm.nr_overcommit_hugepages and not restored it yet. */
+export function hugePagesRaised(): boolean {
+  return originalOvercommit !== undefined;
+}
+
 /** Restores vm.nr_overcommit_hugepages (surplus pages in use are freed as their mappings go). */
 export function releaseHugePages(): void {
   if (originalOvercommit === undefined) return;
+  // reserveHugePages adds the exit listener again once this has restored the limit.
+  process.removeListener('exit', releaseHugePages);
   try {
     writeFileSync(NR_OVERCOMMIT_HUGEPAGES, `${originalOvercommit}\n`);
   } catch {

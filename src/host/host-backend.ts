@@ -93,6 +93,8 @@ class HostThread implements ThreadBackend {
         : { signal: { signal: raw.signal, address: raw.address, siCode: raw.code } }),
       errno: raw.errno,
       faults: raw.faults,
+      // Measured in the native thread: timed touches that slept (see BlockClock in native/threads.cc).
+      blockedMs: raw.blockedMs,
       returns: raw.returns,
       children: raw.children.map(([pid, socket]) => this.owner.child(pid, socket)),
     };
@@ -134,6 +136,7 @@ export class HostProcessBackend implements ProcessBackend {
   constructor(
     private readonly backend: HostBackend,
     private readonly addon: NativeAddon,
+    private readonly spinTries: number,
   ) {}
 
   private openedFd(fd: number): number {
@@ -278,8 +281,10 @@ export class HostProcessBackend implements ProcessBackend {
     return revents < 0 ? POLLNVAL : revents;
   }
 
+  /** A non-blocking poll, then up to spinTries more (see HostBackendOptions), then a libuv poll watcher. */
   waitReadable(fd: number): Promise<void> {
     if (this.poll(fd) !== 0) return Promise.resolve();
+    if (this.spinTries > 0 && this.addon.spinReadable(fd, this.spinTries) !== 0) return Promise.resolve();
     return new Promise((resolve) => {
       if (this.addon.waitReadable(fd, resolve) < 0) resolve();
     });
@@ -426,6 +431,22 @@ export class HostProcessBackend implements ProcessBackend {
   }
 }
 
+/**
+ * Non-blocking polls waitReadable tries before it sleeps (HostBackendOptions.spinTries), about 0.7 ms
+ * at 0.35 µs a poll. On a 2-vCPU VM a TypeScript MISSING + COPY handler made 16k faults/s sleeping
+ * at once and 41-43k spinning, the same from 100 to 10,000 tries.
+ */
+export const DEFAULT_SPIN_TRIES = 2000;
+
+export interface HostBackendOptions {
+  /**
+   * How many non-blocking polls waitReadable tries (holding the event loop meanwhile) before it
+   * sleeps on the event loop: on VMs waking a halted vCPU costs more than a fault's round trip.
+   * 0 sleeps at once. Default DEFAULT_SPIN_TRIES.
+   */
+  readonly spinTries?: number;
+}
+
 /** The host kernel. Construct it only when hostUnavailable() is undefined (the constructor checks). */
 export class HostBackend implements KernelBackend, RemoteOwner {
   readonly name = 'host' as const;
@@ -436,11 +457,11 @@ export class HostBackend implements KernelBackend, RemoteOwner {
   private readonly others = new Set<RemoteProcessBackend>();
   private readonly addon: NativeAddon;
 
-  constructor() {
+  constructor(options: HostBackendOptions = {}) {
     const reason = hostUnavailable();
     if (reason !== undefined || native === null) throw new Error(`host backend unavailable: ${reason}`);
     this.addon = native;
-    this.self = new HostProcessBackend(this, native);
+    this.self = new HostProcessBackend(this, native, options.spinTries ?? DEFAULT_SPIN_TRIES);
   }
 
   /**

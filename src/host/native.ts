@@ -32,6 +32,8 @@ export interface NativeThreadResult {
   readonly code: number;
   readonly errno: number;
   readonly faults: number;
+  /** Time in touches of memory that slept in the kernel (userfaultfd waits), in ms (BlockClock in threads.cc). */
+  readonly blockedMs: number;
   readonly returns: number[];
   /** [pid, socket to its agent] of each child a fork access made. */
   readonly children: Array<[number, number]>;
@@ -132,6 +134,22 @@ export interface NativeAddon {
    * (-1 when none; any further ones are closed), or -errno.
    */
   recvFdWithData(socket: number, maxBytes: number): { data: Buffer; fd: number; truncated: boolean } | number;
+  /** poll(fd, POLLIN, 0) up to `tries` times (native/bench.cc): the revents once readable, 0 if never, or -errno. */
+  spinReadable(fd: number, tries: number): number;
+  /** The C reference handler, run inside the call (native/bench.cc; typed in bench.ts). */
+  benchHandler(config: {
+    row: string;
+    regionBytes: number;
+    bytesPerFault?: number;
+    spin?: number;
+    pin?: 'none' | 'same' | 'split';
+  }): { faults: number; polls: number; ns: number; error: string | null };
+  /** memcpy into a prefaulted and into a fresh destination (native/bench.cc; typed in bench.ts). */
+  benchMemcpy(config: { regionBytes: number; chunkBytes: number }): {
+    ns: number;
+    nsFresh: number;
+    error: string | null;
+  };
 }
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -40,6 +40,10 @@ export interface Frame {
 export interface SourceConfig {
   readonly version: 1;
   readonly pages: number;
+  /**
+   * The run's page size: the host page size of the guest RAM (4 KiB, or 2 MiB on hugetlbfs). Page
+   * indices in frames, requests and the discard bitmap all count in it.
+   */
   readonly pageSize: number;
   readonly seed: number;
   readonly dirtyPercent: number;

@@ -13,6 +13,12 @@
  *   registered MINOR. A first touch of a clean page is answered with
  *   UFFDIO_CONTINUE at once; a stale (dirtied) page is requested, refreshed
  *   through the second mapping, then continued.
+ * - hugetlb: the same on a hugetlbfs memfd (MFD_HUGETLB) of 2 MiB pages. The
+ *   run's page is the guest RAM's host page, 2 MiB: the wire carries whole
+ *   huge pages, a fault anywhere inside one requests all of it (the kernel
+ *   reports the huge page's address, and QEMU asks for the RAM block's host
+ *   page), and it is refreshed through the second mapping (hugetlbfs has no
+ *   write(2)) and continued as one 2 MiB page.
  *
  * Meanwhile the source streams every dirty page in address order. With
  * preempt (QEMU's postcopy-preempt) requested pages come back on their own
@@ -31,11 +37,12 @@ import { percentiles, type Trace } from '../trace/trace.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
   MADV_DONTNEED,
+  UFFD_FEATURE_MINOR_HUGETLBFS,
   UFFDIO_REGISTER_MODE_MINOR,
   UFFDIO_REGISTER_MODE_MISSING,
 } from '../uapi/constants.ts';
 import { EEXIST, KernelError } from '../uapi/errno.ts';
-import { type AccessPattern, type GuestLayout, touchPages, vcpuPages } from './guest.ts';
+import { type AccessPattern, type GuestLayout, vcpuPages } from './guest.ts';
 import {
   CHANNEL_MAIN,
   CHANNEL_PREEMPT,
@@ -55,11 +62,33 @@ import {
 } from './postcopy-wire.ts';
 import { WorkloadStats } from './stats.ts';
 
-/** anon: MISSING + COPY; shmem and gmem (guest_memfd, the 7.1 model only): MINOR + CONTINUE. */
-export type PostcopyMode = 'anon' | 'shmem' | 'gmem';
-export const POSTCOPY_MODES: readonly PostcopyMode[] = ['anon', 'shmem', 'gmem'];
+/**
+ * anon: MISSING + COPY; shmem, hugetlb (2 MiB hugetlbfs) and gmem (guest_memfd, the 7.1 model only):
+ * MINOR + CONTINUE.
+ */
+export type PostcopyMode = 'anon' | 'shmem' | 'hugetlb' | 'gmem';
+export const POSTCOPY_MODES: readonly PostcopyMode[] = ['anon', 'shmem', 'hugetlb', 'gmem'];
 
-const PAGE_SIZE = 4096;
+const SMALL_PAGE = 4096;
+const HUGE_PAGE = 2 * 1024 * 1024;
+
+/**
+ * The page size of a run: the host page size of the guest RAM, the unit in
+ * which pages are discarded, requested, sent and placed.
+ */
+export function postcopyPageSize(mode: PostcopyMode): number {
+  return mode === 'hugetlb' ? HUGE_PAGE : SMALL_PAGE;
+}
+
+/**
+ * Where a vCPU reads in page `index`: a 4 KiB subpage that varies with the
+ * page (always the start with 4 KiB pages), so faults land anywhere inside a
+ * huge page, not only at its first byte.
+ */
+export function touchOffset(index: number, pageSize: number): number {
+  const subpages = pageSize / SMALL_PAGE;
+  return ((Math.imul(index, 0x9e3779b1) >>> 0) % subpages) * SMALL_PAGE + (subpages > 1 ? 64 : 0);
+}
 
 export interface PostcopyOptions {
   readonly backend: KernelBackend;
@@ -136,9 +165,12 @@ interface SourceLink {
 
 const SOURCE_SCRIPT = fileURLToPath(new URL('./postcopy-source.ts', import.meta.url));
 const START_TIMEOUT_MS = 15_000;
-/** Stream frames placed per event-loop turn, and the backlog at which the main connection pauses. */
-const STREAM_SLICE_FRAMES = 16;
-const BACKLOG_FRAMES_MAX = 256;
+/**
+ * Stream bytes placed per event-loop turn, and the backlog at which the main connection pauses;
+ * counted in frames of the run's page size, at least 1 per turn and 4 in the backlog.
+ */
+const STREAM_SLICE_BYTES = 64 * 1024;
+const BACKLOG_BYTES_MAX = 1024 * 1024;
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -228,13 +260,17 @@ async function stopSource(link: SourceLink, complete: boolean): Promise<void> {
 
 export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyResult> {
   const { backend, mode, trace } = options;
-  if (options.guestBytes % PAGE_SIZE !== 0)
-    throw new Error(`--size: ${options.guestBytes} bytes is not a multiple of ${PAGE_SIZE}-byte pages`);
-  const pages = options.guestBytes / PAGE_SIZE;
+  const pageSize = postcopyPageSize(mode);
+  if (options.guestBytes <= 0 || options.guestBytes % pageSize !== 0) {
+    throw new Error(
+      `--size: ${options.guestBytes} bytes is not a multiple of the ${pageSize >= HUGE_PAGE ? '2 MiB huge' : `${pageSize}-byte`} pages of --mode ${mode}`,
+    );
+  }
+  const pages = options.guestBytes / pageSize;
   const config: SourceConfig = {
     version: 1,
     pages,
-    pageSize: PAGE_SIZE,
+    pageSize,
     seed: options.seed,
     dirtyPercent: options.dirtyPercent,
     preempt: options.preempt,
@@ -244,7 +280,7 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
   const process = new Process(backend.self);
   const stats = new WorkloadStats(options.vcpus);
 
-  // Guest RAM as the destination VMM maps it, and (shmem) the second view precopy fills.
+  // Guest RAM as the destination VMM maps it, and (shmem, hugetlb, gmem) the second view precopy fills.
   let guest: number;
   let fill: number;
   if (mode === 'anon') {
@@ -254,7 +290,7 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
     const fd =
       mode === 'gmem'
         ? process.guestMemfd({ size: options.guestBytes })
-        : process.memfd('guest-ram', { size: options.guestBytes });
+        : process.memfd('guest-ram', { size: options.guestBytes, hugetlb: mode === 'hugetlb' });
     // Preallocated RAM: every page is in the cache, so every first touch of the guest is a MINOR fault.
     // guest_memfd preallocates only with FALLOC_FL_KEEP_SIZE.
     process.fallocate(fd, mode === 'gmem' ? FALLOC_FL_KEEP_SIZE : 0, 0, options.guestBytes);
@@ -264,8 +300,15 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
   }
   const uffd = process.userfaultfd({ nonblock: true, cloexec: true });
   // QEMU probes with features 0: it needs nothing beyond MISSING/MINOR and the fill ioctls.
-  uffd.api(0);
-  const layout: GuestLayout = { base: guest, pageSize: PAGE_SIZE, pages };
+  const { features } = uffd.api(0);
+  // As QEMU checks MISSING_HUGETLBFS for hugepage RAM it places with COPY: MINOR needs its hugetlbfs bit.
+  if (mode === 'hugetlb' && (features & UFFD_FEATURE_MINOR_HUGETLBFS) === 0) {
+    uffd.close();
+    throw new Error(
+      '--mode hugetlb: this kernel has no UFFD_FEATURE_MINOR_HUGETLBFS (MINOR faults on hugetlbfs)',
+    );
+  }
+  const layout: GuestLayout = { base: guest, pageSize, pages };
   const shares = vcpuPages(layout, options.vcpus, options.pattern, options.seed);
 
   trace.nameThread(0, 'fault thread');
@@ -301,7 +344,7 @@ interface MigrateContext {
 
 async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   const { options, source, process, uffd, stats, guest, fill, shares, link } = context;
-  const pages = source.pages;
+  const { pages, pageSize } = source;
   const { mode, trace } = options;
   const startedMs = performance.now();
 
@@ -323,7 +366,7 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   let vcpusDone = false;
   let threads: ReturnType<Process['thread']>[] = [];
   let results: ThreadResult[] = [];
-  const zeros = new Uint8Array(PAGE_SIZE);
+  const zeros = new Uint8Array(pageSize);
   const total = () => (options.dirtyPercent < 100 ? pages : 0) + dirtyPages;
 
   let finish!: () => void;
@@ -339,7 +382,7 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   const precopy = (frame: Frame) => {
     precopyPages++;
     // Fresh RAM (and the fallocated cache) reads as zero already.
-    if ((frame.flags & PAGE_ZERO) === 0) process.write(fill + frame.index * PAGE_SIZE, frame.payload);
+    if ((frame.flags & PAGE_ZERO) === 0) process.write(fill + frame.index * pageSize, frame.payload);
     options.progress?.(precopyPages, total());
   };
 
@@ -360,20 +403,24 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
           }
           let end = i;
           while (end < pages && stale[end] === 1) end++;
-          process.backend.madvise(guest + i * PAGE_SIZE, (end - i) * PAGE_SIZE, MADV_DONTNEED);
+          process.backend.madvise(guest + i * pageSize, (end - i) * pageSize, MADV_DONTNEED);
           i = end;
         }
       }
-      uffd.register({ start: guest, length: pages * PAGE_SIZE }, UFFDIO_REGISTER_MODE_MISSING);
+      uffd.register({ start: guest, length: pages * pageSize }, UFFDIO_REGISTER_MODE_MISSING);
     } else {
-      uffd.register({ start: guest, length: pages * PAGE_SIZE }, UFFDIO_REGISTER_MODE_MINOR);
+      uffd.register({ start: guest, length: pages * pageSize }, UFFDIO_REGISTER_MODE_MINOR);
     }
     trace.instant('switchover', 'migration', 0, performance.now(), { dirtyPages });
     switched = true;
     // The guest runs on the destination from here.
     threads = shares.map((share, v) => {
       const thread = process.thread(
-        touchPages({ base: guest, pageSize: PAGE_SIZE, pages }, share),
+        share.map((index) => ({
+          kind: 'read' as const,
+          address: guest + index * pageSize + touchOffset(index, pageSize),
+          length: 8,
+        })),
         `vcpu${v}`,
       );
       trace.nameThread(thread.tid, `vcpu${v}`);
@@ -389,19 +436,19 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
 
   /** Maps page `index` in the guest now that its bytes are current; wakes its faults. */
   const place = (index: number, payload: Uint8Array | null) => {
-    const address = guest + index * PAGE_SIZE;
+    const address = guest + index * pageSize;
     const start = performance.now();
     let name: string;
     try {
       if (mode === 'anon') {
         name = payload === null ? 'UFFDIO_ZEROPAGE' : 'UFFDIO_COPY';
-        if (payload === null) uffd.zeropage({ start: address, length: PAGE_SIZE });
+        if (payload === null) uffd.zeropage({ start: address, length: pageSize });
         else uffd.copyBytes(address, payload);
       } else {
         name = 'refresh+UFFDIO_CONTINUE';
-        process.write(fill + index * PAGE_SIZE, payload ?? zeros);
+        process.write(fill + index * pageSize, payload ?? zeros);
         // A page nobody waits for is continued on its first touch instead.
-        if (waiting.has(index)) uffd.continue({ start: address, length: PAGE_SIZE });
+        if (waiting.has(index)) uffd.continue({ start: address, length: pageSize });
       }
     } catch (error) {
       if (!(error instanceof KernelError && error.errno === EEXIST)) throw error;
@@ -418,7 +465,7 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
     const placedMs = place(index, frame.flags & PAGE_ZERO ? null : frame.payload);
     stale[index] = 0;
     dirtyReceived++;
-    stats.bytesMoved += PAGE_SIZE;
+    stats.bytesMoved += pageSize;
     if (requestedAtMs[index]! >= 0) {
       const latencyUs = (placedMs - requestedAtMs[index]!) * 1000;
       requestLatencyUs.push(latencyUs);
@@ -455,10 +502,12 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   // the source through TCP), and the event loop reads the preempt connection between slices.
   const backlog: Frame[] = [];
   let backlogHead = 0;
+  const sliceFrames = Math.max(1, Math.floor(STREAM_SLICE_BYTES / pageSize));
+  const backlogFramesMax = Math.max(4, Math.floor(BACKLOG_BYTES_MAX / pageSize));
   let draining = false;
   const drainSlice = () => {
     try {
-      const end = Math.min(backlog.length, backlogHead + STREAM_SLICE_FRAMES);
+      const end = Math.min(backlog.length, backlogHead + sliceFrames);
       while (backlogHead < end) onFrame(backlog[backlogHead++]!);
     } catch (error) {
       abort(error as Error);
@@ -483,7 +532,7 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
           return;
         }
         for (const frame of frames) backlog.push(frame);
-        if (backlog.length - backlogHead > BACKLOG_FRAMES_MAX) socket.pause();
+        if (backlog.length - backlogHead > backlogFramesMax) socket.pause();
         if (!draining && backlog.length > backlogHead) {
           draining = true;
           setImmediate(drainSlice);
@@ -524,19 +573,20 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
       for (const message of messages) {
         if (message.event !== 'pagefault') continue;
         const receivedMs = performance.now();
-        const address = Number(message.address);
-        const index = Math.floor((address - guest) / PAGE_SIZE);
+        // The page holding the address: with huge pages a fault anywhere inside asks for all of it.
+        const index = Math.floor((Number(message.address) - guest) / pageSize);
+        const address = guest + index * pageSize;
         trace.instant('fault', 'fault', 0, receivedMs, { page: index, flags: message.flags });
         if (stale[index] === 0) {
           // Not stale: a clean page (shmem: map it from the cache; anon: a zero page precopy had no
           // need to write), or one placed after this fault was queued (EEXIST: just wake).
           let kind = mode !== 'anon' ? 'clean' : 'zero';
           try {
-            if (mode !== 'anon') uffd.continue({ start: address, length: PAGE_SIZE });
-            else uffd.zeropage({ start: address, length: PAGE_SIZE });
+            if (mode !== 'anon') uffd.continue({ start: address, length: pageSize });
+            else uffd.zeropage({ start: address, length: pageSize });
           } catch (error) {
             if (!(error instanceof KernelError && error.errno === EEXIST)) throw error;
-            uffd.wake({ start: address, length: PAGE_SIZE });
+            uffd.wake({ start: address, length: pageSize });
             kind = 'raced';
           }
           stats.record(
@@ -560,7 +610,7 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   await finished;
 
   // Migration complete: the destination stops tracking the guest.
-  uffd.unregister({ start: guest, length: pages * PAGE_SIZE });
+  uffd.unregister({ start: guest, length: pages * pageSize });
   uffd.close();
   results.forEach((result, v) => {
     stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
@@ -570,8 +620,9 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   const expected: Uint8Array[] = [];
   for (let i = 0; i < pages; i++) {
     const want = finalPage(i, source);
-    expected.push(want.subarray(0, 8));
-    const actual = process.read(guest + i * PAGE_SIZE, PAGE_SIZE);
+    const offset = touchOffset(i, pageSize);
+    expected.push(want.subarray(offset, offset + 8));
+    const actual = process.read(guest + i * pageSize, pageSize);
     if (equalBytes(actual, want)) verifiedPages++;
   }
   let reads = 0;
@@ -585,7 +636,7 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
   return {
     stats,
     pages,
-    pageSize: PAGE_SIZE,
+    pageSize,
     precopyPages,
     dirtyPages,
     requests: {

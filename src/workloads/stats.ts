@@ -50,7 +50,7 @@ export class WorkloadStats {
       prefetchedPages: this.prefetched,
       removeEvents: this.removeEvents,
       deferredFaults: this.deferredFaults,
-      // null where the backend does not measure blocked time (the host).
+      // null where the backend does not measure blocked time (NaN: the thread result had no blockedMs).
       blockedMsPerVcpu: this.blockedMs.map((ms) => (Number.isNaN(ms) ? null : Math.round(ms * 1000) / 1000)),
       latencyUs: this.latencyPercentiles(),
     };
