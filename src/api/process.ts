@@ -42,16 +42,19 @@ import {
   decodeUffdMsgs,
   encodeKvmCreateGuestMemfd,
   encodeUffdioApi,
-  encodeUffdioContinue,
-  encodeUffdioCopy,
-  encodeUffdioMove,
-  encodeUffdioPoison,
-  encodeUffdioRange,
   encodeUffdioRegister,
-  encodeUffdioWriteprotect,
-  encodeUffdioZeropage,
+  readS64Number,
   UFFD_MSG_SIZE,
+  UFFDIO_CONTINUE_SIZE,
+  UFFDIO_COPY_SIZE,
+  UFFDIO_MOVE_SIZE,
+  UFFDIO_POISON_SIZE,
+  UFFDIO_RANGE_SIZE,
+  UFFDIO_WRITEPROTECT_SIZE,
+  UFFDIO_ZEROPAGE_SIZE,
   type UffdMsg,
+  writeInt64Number,
+  writeU64,
 } from '../uapi/structs.ts';
 import type { ProcessBackend, ThreadAccess, ThreadBackend } from './backend.ts';
 
@@ -246,6 +249,45 @@ export function featureMask(features: number | readonly string[]): number {
 }
 
 /**
+ * Stores a u64 argument field: the bytes the encoders store for `BigInt(value)` (a number that is not an
+ * integer throws the same RangeError), without making a bigint on the handler's hot path.
+ */
+function putU64(bytes: Uint8Array, offset: number, value: number | bigint): void {
+  if (typeof value === 'number') writeInt64Number(bytes, offset, value);
+  else writeU64(bytes, offset, value);
+}
+
+/**
+ * The argument buffers of one userfaultfd's range ioctls, one per struct size
+ * over a single buffer: the ioctls are synchronous, so each call fills the
+ * bytes afresh instead of allocating them, once per fault.
+ */
+class IoctlArgs {
+  private readonly bytes = new Uint8Array(UFFDIO_COPY_SIZE);
+  private readonly views = new Map<number, Uint8Array>();
+
+  /** `size` zeroed bytes. */
+  take(size: number): Uint8Array {
+    let view = this.views.get(size);
+    if (view === undefined) {
+      view = this.bytes.subarray(0, size);
+      this.views.set(size, view);
+    }
+    view.fill(0);
+    return view;
+  }
+
+  /** A struct uffdio_range-led argument of `size` bytes: start, len, then the mode at 16 when given. */
+  range(size: number, range: RangeArgs, mode?: number | bigint): Uint8Array {
+    const arg = this.take(size);
+    putU64(arg, 0, range.start);
+    putU64(arg, 8, range.length);
+    if (mode !== undefined) putU64(arg, 16, mode);
+    return arg;
+  }
+}
+
+/**
  * A userfaultfd. The range ioctls return the bytes done; on failure they
  * throw a KernelError whose `progress` holds the value the kernel wrote back
  * (bytes done for a partial EAGAIN, or -errno).
@@ -253,6 +295,7 @@ export function featureMask(features: number | readonly string[]): number {
 export class Uffd {
   /** The caller-owned staging mapping `copyBytes` copies from, created on first use. */
   private staging: { address: number; length: number } | null = null;
+  private readonly args = new IoctlArgs();
 
   constructor(
     readonly process: Process,
@@ -286,25 +329,21 @@ export class Uffd {
   }
 
   unregister(range: RangeArgs): void {
-    this.ioctl(
-      UFFDIO_UNREGISTER,
-      encodeUffdioRange({ start: BigInt(range.start), len: BigInt(range.length) }),
-    );
+    this.ioctl(UFFDIO_UNREGISTER, this.args.range(UFFDIO_RANGE_SIZE, range));
   }
 
   wake(range: RangeArgs): void {
-    this.ioctl(UFFDIO_WAKE, encodeUffdioRange({ start: BigInt(range.start), len: BigInt(range.length) }));
+    this.ioctl(UFFDIO_WAKE, this.args.range(UFFDIO_RANGE_SIZE, range));
   }
 
   /** UFFDIO_COPY from `src`, an address in the calling process. */
   copy(args: { dst: number; src: number; length: number; mode?: number | bigint }): number {
-    const arg = encodeUffdioCopy({
-      dst: BigInt(args.dst),
-      src: BigInt(args.src),
-      len: BigInt(args.length),
-      mode: BigInt(args.mode ?? 0),
-      copy: 0n,
-    });
+    // struct uffdio_copy: dst, src, len, mode, then the copy result (zero going in).
+    const arg = this.args.take(UFFDIO_COPY_SIZE);
+    putU64(arg, 0, args.dst);
+    putU64(arg, 8, args.src);
+    putU64(arg, 16, args.length);
+    putU64(arg, 24, args.mode ?? 0);
     return this.rangeIoctl(UFFDIO_COPY, arg, 32);
   }
 
@@ -333,63 +372,40 @@ export class Uffd {
    * registered one (the kernel refuses MOVE from another mm).
    */
   move(args: { dst: number; src: number; length: number; mode?: number | bigint }): number {
-    const arg = encodeUffdioMove({
-      dst: BigInt(args.dst),
-      src: BigInt(args.src),
-      len: BigInt(args.length),
-      mode: BigInt(args.mode ?? 0),
-      move: 0n,
-    });
+    // struct uffdio_move: dst, src, len, mode, then the move result (zero going in).
+    const arg = this.args.take(UFFDIO_MOVE_SIZE);
+    putU64(arg, 0, args.dst);
+    putU64(arg, 8, args.src);
+    putU64(arg, 16, args.length);
+    putU64(arg, 24, args.mode ?? 0);
     return this.rangeIoctl(UFFDIO_MOVE, arg, 32);
   }
 
   zeropage(range: RangeArgs, mode: number | bigint = 0): number {
-    const arg = encodeUffdioZeropage({
-      range: { start: BigInt(range.start), len: BigInt(range.length) },
-      mode: BigInt(mode),
-      zeropage: 0n,
-    });
-    return this.rangeIoctl(UFFDIO_ZEROPAGE, arg, 24);
+    return this.rangeIoctl(UFFDIO_ZEROPAGE, this.args.range(UFFDIO_ZEROPAGE_SIZE, range, mode), 24);
   }
 
   continue(range: RangeArgs, mode: number | bigint = 0): number {
-    const arg = encodeUffdioContinue({
-      range: { start: BigInt(range.start), len: BigInt(range.length) },
-      mode: BigInt(mode),
-      mapped: 0n,
-    });
-    return this.rangeIoctl(UFFDIO_CONTINUE, arg, 24);
+    return this.rangeIoctl(UFFDIO_CONTINUE, this.args.range(UFFDIO_CONTINUE_SIZE, range, mode), 24);
   }
 
   poison(range: RangeArgs, mode: number | bigint = 0): number {
-    const arg = encodeUffdioPoison({
-      range: { start: BigInt(range.start), len: BigInt(range.length) },
-      mode: BigInt(mode),
-      updated: 0n,
-    });
-    return this.rangeIoctl(UFFDIO_POISON, arg, 24);
+    return this.rangeIoctl(UFFDIO_POISON, this.args.range(UFFDIO_POISON_SIZE, range, mode), 24);
   }
 
   writeprotect(range: RangeArgs, mode: number | bigint): void {
-    this.ioctl(
-      UFFDIO_WRITEPROTECT,
-      encodeUffdioWriteprotect({
-        range: { start: BigInt(range.start), len: BigInt(range.length) },
-        mode: BigInt(mode),
-      }),
-    );
+    this.ioctl(UFFDIO_WRITEPROTECT, this.args.range(UFFDIO_WRITEPROTECT_SIZE, range, mode));
   }
 
   /** Runs a range ioctl and returns the result field; a failure carries it as `progress`. */
   private rangeIoctl(request: number, arg: Uint8Array, fieldOffset: number): number {
-    const view = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
     try {
       this.ioctl(request, arg);
     } catch (error) {
-      if (error instanceof KernelError) error.progress = Number(view.getBigInt64(fieldOffset, true));
+      if (error instanceof KernelError) error.progress = readS64Number(arg, fieldOffset);
       throw error;
     }
-    return Number(view.getBigInt64(fieldOffset, true));
+    return readS64Number(arg, fieldOffset);
   }
 
   /** Reads up to `max` messages without blocking; [] when none is pending. */
@@ -402,15 +418,23 @@ export class Uffd {
     }
   }
 
-  /** Waits until at least one message is there, then reads up to `max`. */
-  async nextMessages(max = 64): Promise<UffdMsg[]> {
+  /**
+   * Waits until at least one message is there, then reads up to `max`. A
+   * promise chain rather than an async function (a handler calls it once per
+   * fault), settling in the same microtask turns: at once when a message is
+   * pending, else one turn after the fd becomes readable.
+   */
+  nextMessages(max = 64): Promise<UffdMsg[]> {
     const backend = this.process.backend;
-    // Poll first: an empty read would throw EAGAIN, and exceptions are costly on the fault path.
-    if ((backend.poll(this.fd) & POLLIN) === 0) {
-      await backend.waitReadable(this.fd);
-      if ((backend.poll(this.fd) & POLLIN) === 0) return [];
+    try {
+      // Poll first: an empty read would throw EAGAIN, and exceptions are costly on the fault path.
+      if ((backend.poll(this.fd) & POLLIN) !== 0) return Promise.resolve(this.readMessages(max));
+      return backend
+        .waitReadable(this.fd)
+        .then(() => ((backend.poll(this.fd) & POLLIN) === 0 ? [] : this.readMessages(max)));
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return this.readMessages(max);
   }
 
   poll(): number {

@@ -9,7 +9,7 @@ import { EFAULT } from '../uapi/errno.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
 import { BUILTIN_MEMORY_TYPES } from './memtypes/builtin.ts';
-import { accessRange } from './mm/access.ts';
+import { accessRange, accessRangeDone } from './mm/access.ts';
 import {
   FAULT_HANDLED,
   FAULT_RESULT_SIGBUS,
@@ -208,14 +208,14 @@ export class ModelKernel {
       const index = this.runQueue.length === 1 ? 0 : this.prng.nextInt(this.runQueue.length);
       const task = this.runQueue[index]!;
       if (task.state !== 'runnable') {
-        this.runQueue.splice(index, 1);
+        removeAt(this.runQueue, index);
         continue;
       }
       this.stepTask(task);
       steps++;
       if (task.state !== 'runnable') {
         const at = this.runQueue.indexOf(task);
-        if (at >= 0) this.runQueue.splice(at, 1);
+        if (at >= 0) removeAt(this.runQueue, at);
       }
     }
     this.steps += steps;
@@ -227,6 +227,8 @@ export class ModelKernel {
     let access = task.current;
     if (access === null) {
       const next = task.program.next();
+      // A parallel vCPU's program hands the thread back to user mode on its own CPU.
+      if (task.state === 'user') return;
       if (next.done === true) {
         this.finishTask(task, 'done');
         return;
@@ -253,7 +255,7 @@ export class ModelKernel {
     const buffer = write ? (access as Access & { kind: 'write' }).data : task.readBuffer!;
     const length = buffer.byteLength;
     const userMode = access.kernel !== true;
-    const { doneBytes, result } = accessRange(
+    const result = accessRange(
       this.env,
       process.mm,
       access.address,
@@ -264,6 +266,7 @@ export class ModelKernel {
       task,
       userMode,
     );
+    const doneBytes = accessRangeDone;
     task.progressBytes = doneBytes;
     if (result === FAULT_HANDLED) {
       if (!write) task.reads.push(task.readBuffer!);
@@ -320,4 +323,10 @@ export class ModelKernel {
     task.state = state;
     for (const callback of task.exitCallbacks.splice(0)) callback(task);
   }
+}
+
+/** Removes one element in place (splice would allocate the array of removed elements, once per step). */
+function removeAt<T>(array: T[], index: number): void {
+  for (let i = index + 1; i < array.length; i++) array[i - 1] = array[i]!;
+  array.pop();
 }

@@ -55,7 +55,7 @@ import {
 import { fail, hex } from './failure.ts';
 import type { ModelKernel } from './kernel.ts';
 import { filemapDelete, filemapLookup, type Inode } from './mem/pagecache.ts';
-import { accessRange } from './mm/access.ts';
+import { accessRange, accessRangeDone } from './mm/access.ts';
 import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK } from './mm/fault.ts';
 import type { DeviceFile, MemoryType } from './mm/memtype.ts';
 import { AddressSpace } from './mm/mm.ts';
@@ -84,7 +84,7 @@ import { prepareMadvise } from './mm/madvise.ts';
 import { doMremap } from './mm/mremap.ts';
 import { UffdContext } from './uffd/context.ts';
 import { EventWait, raiseUnmapEvents, unmapContexts } from './uffd/events.ts';
-import { UffdFile } from './uffd/ioctl.ts';
+import { type UffdCaller, UffdFile } from './uffd/ioctl.ts';
 import { unregisterAll } from './uffd/register.ts';
 
 /** An open file description, shared by every fd (in any process) that refers to it. */
@@ -113,6 +113,8 @@ export class ModelProcess {
   readonly fds = new Map<number, OpenFile>();
   readonly tasks: Task[] = [];
   exited = false;
+  /** Who this process is to a userfaultfd ioctl (its mm and privilege), made once. */
+  private uffdCaller: UffdCaller | null = null;
 
   constructor(
     readonly kernel: ModelKernel,
@@ -580,35 +582,15 @@ export class ModelProcess {
   /** Reads memory as the calling thread; a fault that would sleep on userfaultfd is refused. */
   readMemory(address: number, length: number): DirectAccessResult {
     const data = new Uint8Array(length);
-    const { doneBytes, result } = accessRange(
-      this.kernel.env,
-      this.mm,
-      address,
-      length,
-      false,
-      data,
-      0,
-      null,
-      true,
-    );
+    const result = accessRange(this.kernel.env, this.mm, address, length, false, data, 0, null, true);
     if (result === FAULT_HANDLED) return { ok: true, data };
-    return { ok: false, fault: result, address: address + doneBytes };
+    return { ok: false, fault: result, address: address + accessRangeDone };
   }
 
   writeMemory(address: number, data: Uint8Array): DirectAccessResult {
-    const { doneBytes, result } = accessRange(
-      this.kernel.env,
-      this.mm,
-      address,
-      data.byteLength,
-      true,
-      data,
-      0,
-      null,
-      true,
-    );
+    const result = accessRange(this.kernel.env, this.mm, address, data.byteLength, true, data, 0, null, true);
     if (result === FAULT_HANDLED) return { ok: true, data };
-    return { ok: false, fault: result, address: address + doneBytes };
+    return { ok: false, fault: result, address: address + accessRangeDone };
   }
 
   static readonly WOULD_BLOCK = FAULT_RESULT_WOULD_BLOCK;
@@ -798,7 +780,8 @@ export class ModelProcess {
     }
     if (file.kind === 'uffd') {
       if (typeof arg === 'number') return fail(EFAULT, 'arg', 'expected a pointer to the argument struct');
-      return file.uffd.ioctl({ mm: this.mm, capSysPtrace: this.privileged }, request, arg);
+      this.uffdCaller ??= { mm: this.mm, capSysPtrace: this.privileged };
+      return file.uffd.ioctl(this.uffdCaller, request, arg);
     }
     return fail(ENOTTY, 'fd', 'inappropriate ioctl for device');
   }

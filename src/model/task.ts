@@ -5,7 +5,12 @@
  */
 import type { FaultWaiter } from './uffd/context.ts';
 
-export type TaskState = 'runnable' | 'blocked' | 'done' | 'sigbus' | 'segv';
+/**
+ * `user`: running user code on a CPU of its own, outside the kernel and off
+ * the run queue (a parallel vCPU, `model/parallel/`); it re-enters when it
+ * traps.
+ */
+export type TaskState = 'runnable' | 'blocked' | 'user' | 'done' | 'sigbus' | 'segv';
 
 /**
  * One access. `read` returns the bytes read; `write` stores `data`.

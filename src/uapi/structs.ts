@@ -70,8 +70,113 @@ export function toU64(value: number | bigint): bigint {
   return BigInt.asUintN(64, BigInt(value));
 }
 
-function viewOf(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+// Fields are read and written byte by byte rather than through a DataView: a DataView needs the array's
+// ArrayBuffer, which V8 must first move off the heap for a small array, and these structs are encoded and
+// decoded on every fault of a userfaultfd round trip.
+
+function viewOf(bytes: Uint8Array): Uint8Array {
+  return bytes;
+}
+
+const TWO_32 = 4294967296;
+/** The high words below this keep a u64 under 2**53, so a number holds it exactly. */
+const EXACT_HIGH = 0x200000;
+
+function setU8(bytes: Uint8Array, offset: number, value: number): void {
+  bytes[offset] = value;
+}
+
+function getU32(bytes: Uint8Array, offset: number): number {
+  return (
+    (bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24)) >>>
+    0
+  );
+}
+
+function setU32(bytes: Uint8Array, offset: number, value: number): void {
+  bytes[offset] = value;
+  bytes[offset + 1] = value >>> 8;
+  bytes[offset + 2] = value >>> 16;
+  bytes[offset + 3] = value >>> 24;
+}
+
+/**
+ * The u64 at `offset` as a number, without a bigint: the same value as `u64ToNumber` of the decoded
+ * field (exact below 2**53, rounded to nearest above, as `Number(bigint)` rounds).
+ */
+export function readU64Number(bytes: Uint8Array, offset: number): number {
+  return getU32(bytes, offset + 4) * TWO_32 + getU32(bytes, offset);
+}
+
+/** The s64 at `offset` as a number (exact within ±2**53, rounded beyond as `Number(bigint)` rounds). */
+export function readS64Number(bytes: Uint8Array, offset: number): number {
+  return (getU32(bytes, offset + 4) | 0) * TWO_32 + getU32(bytes, offset);
+}
+
+/** The low and high 32 bits of the u64 at `offset` (mode fields are checked bit by bit). */
+export function readU64Low(bytes: Uint8Array, offset: number): number {
+  return getU32(bytes, offset);
+}
+
+export function readU64High(bytes: Uint8Array, offset: number): number {
+  return getU32(bytes, offset + 4);
+}
+
+/**
+ * Stores an integer as a 64-bit field, two's complement for a negative one (what `BigInt(value)` stored
+ * through `setU64` or `setS64` gives). A value that is not a safe integer goes through BigInt, so it
+ * throws exactly as `BigInt(value)` does.
+ */
+export function writeInt64Number(bytes: Uint8Array, offset: number, value: number): void {
+  if (!Number.isSafeInteger(value)) {
+    setU64(bytes, offset, BigInt(value));
+    return;
+  }
+  const high = Math.floor(value / TWO_32);
+  setU32(bytes, offset, value - high * TWO_32);
+  setU32(bytes, offset + 4, high);
+}
+
+/** Stores `value` as the u64 at `offset` (reduced modulo 2**64, as a C cast does). */
+export function writeU64(bytes: Uint8Array, offset: number, value: bigint): void {
+  setU64(bytes, offset, value);
+}
+
+/** The u64 at `offset`. */
+export function readU64(bytes: Uint8Array, offset: number): bigint {
+  return getU64(bytes, offset);
+}
+
+function getU64(view: Uint8Array, offset: number): bigint {
+  const low = getU32(view, offset);
+  const high = getU32(view, offset + 4);
+  if (high < EXACT_HIGH) return BigInt(high * TWO_32 + low);
+  return (BigInt(high) << 32n) | BigInt(low);
+}
+
+function getS64(view: Uint8Array, offset: number): bigint {
+  const low = getU32(view, offset);
+  const high = getU32(view, offset + 4) | 0;
+  if (high < EXACT_HIGH && high >= -EXACT_HIGH) return BigInt(high * TWO_32 + low);
+  return (BigInt(high) << 32n) + BigInt(low);
+}
+
+function setU64(view: Uint8Array, offset: number, value: bigint): void {
+  const bits = BigInt.asUintN(64, value);
+  if (bits < 0x20000000000000n) {
+    const number = Number(bits);
+    const high = Math.floor(number / TWO_32);
+    setU32(view, offset, number - high * TWO_32);
+    setU32(view, offset + 4, high);
+    return;
+  }
+  setU32(view, offset, Number(bits & 0xffffffffn));
+  setU32(view, offset + 4, Number(bits >> 32n));
+}
+
+function setS64(view: Uint8Array, offset: number, value: bigint): void {
+  // The same 64 bits as the signed value's two's complement.
+  setU64(view, offset, value);
 }
 
 function checkLength(what: string, bytes: Uint8Array, offset: number, size: number): void {
@@ -87,26 +192,10 @@ function target(what: string, into: Uint8Array | undefined, size: number): Uint8
 }
 
 function checkU32(what: string, value: number): void {
-  // DataView.setUint32 would wrap silently; a value that does not fit is a caller bug worth reporting.
+  // A u32 store would wrap silently; a value that does not fit is a caller bug worth reporting.
   if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
     throw new RangeError(`${what}: ${value} is not a u32`);
   }
-}
-
-function getU64(view: DataView, offset: number): bigint {
-  return view.getBigUint64(offset, true);
-}
-
-function getS64(view: DataView, offset: number): bigint {
-  return view.getBigInt64(offset, true);
-}
-
-function setU64(view: DataView, offset: number, value: bigint): void {
-  view.setBigUint64(offset, BigInt.asUintN(64, value), true);
-}
-
-function setS64(view: DataView, offset: number, value: bigint): void {
-  view.setBigInt64(offset, BigInt.asIntN(64, value), true);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -118,11 +207,11 @@ export interface UffdioRange {
   len: bigint;
 }
 
-function getRange(view: DataView, offset: number): UffdioRange {
+function getRange(view: Uint8Array, offset: number): UffdioRange {
   return { start: getU64(view, offset), len: getU64(view, offset + 8) };
 }
 
-function setRange(view: DataView, offset: number, range: UffdioRange): void {
+function setRange(view: Uint8Array, offset: number, range: UffdioRange): void {
   setU64(view, offset, range.start);
   setU64(view, offset + 8, range.len);
 }
@@ -476,29 +565,29 @@ export function encodeUffdMsg(msg: UffdMsg, into?: Uint8Array, offset = 0): Uint
   const arg = offset + MSG_ARG;
   switch (msg.event) {
     case 'pagefault':
-      view.setUint8(offset, UFFD_EVENT_PAGEFAULT);
+      setU8(view, offset, UFFD_EVENT_PAGEFAULT);
       if (!Number.isSafeInteger(msg.flags) || msg.flags < 0) {
         throw new RangeError(`encodeUffdMsg: flags ${msg.flags} is not a valid mask`);
       }
       setU64(view, arg, BigInt(msg.flags));
       setU64(view, arg + 8, msg.address);
       checkU32('encodeUffdMsg ptid', msg.ptid);
-      view.setUint32(arg + 16, msg.ptid, true);
+      setU32(view, arg + 16, msg.ptid);
       break;
     case 'fork':
-      view.setUint8(offset, UFFD_EVENT_FORK);
+      setU8(view, offset, UFFD_EVENT_FORK);
       checkU32('encodeUffdMsg ufd', msg.ufd);
-      view.setUint32(arg, msg.ufd, true);
+      setU32(view, arg, msg.ufd);
       break;
     case 'remap':
-      view.setUint8(offset, UFFD_EVENT_REMAP);
+      setU8(view, offset, UFFD_EVENT_REMAP);
       setU64(view, arg, msg.from);
       setU64(view, arg + 8, msg.to);
       setU64(view, arg + 16, msg.len);
       break;
     case 'remove':
     case 'unmap':
-      view.setUint8(offset, msg.event === 'remove' ? UFFD_EVENT_REMOVE : UFFD_EVENT_UNMAP);
+      setU8(view, offset, msg.event === 'remove' ? UFFD_EVENT_REMOVE : UFFD_EVENT_UNMAP);
       setU64(view, arg, msg.start);
       setU64(view, arg + 8, msg.end);
       break;
@@ -507,10 +596,30 @@ export function encodeUffdMsg(msg: UffdMsg, into?: Uint8Array, offset = 0): Uint
       if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xff || knownEvent(msg.code)) {
         throw new RangeError(`encodeUffdMsg: ${msg.code} is not an unknown event code`);
       }
-      view.setUint8(offset, msg.code);
+      setU8(view, offset, msg.code);
       break;
   }
   return bytes;
+}
+
+/**
+ * Writes a pagefault message at `offset` from plain numbers (the kernel side's read(2), once per fault):
+ * the bytes `encodeUffdMsg` writes for `{ event: 'pagefault', flags, address, ptid }`. `flags`, `address`
+ * and `ptid` are the kernel's own values: non-negative integers, ptid a u32.
+ */
+export function encodeUffdMsgPagefault(
+  into: Uint8Array,
+  offset: number,
+  flags: number,
+  address: number,
+  ptid: number,
+): void {
+  checkLength('encodeUffdMsg', into, offset, UFFD_MSG_SIZE);
+  into.fill(0, offset, offset + UFFD_MSG_SIZE);
+  into[offset] = UFFD_EVENT_PAGEFAULT;
+  writeInt64Number(into, offset + MSG_ARG, flags);
+  writeInt64Number(into, offset + MSG_ARG + 8, address);
+  setU32(into, offset + MSG_ARG + 16, ptid);
 }
 
 function knownEvent(code: number): boolean {
@@ -521,18 +630,18 @@ function knownEvent(code: number): boolean {
 export function decodeUffdMsg(bytes: Uint8Array, offset = 0): UffdMsg {
   checkLength('decodeUffdMsg', bytes, offset, UFFD_MSG_SIZE);
   const view = viewOf(bytes);
-  const code = view.getUint8(offset);
+  const code = view[offset]!;
   const arg = offset + MSG_ARG;
   switch (code) {
     case UFFD_EVENT_PAGEFAULT:
       return {
         event: 'pagefault',
-        flags: u64ToNumber(getU64(view, arg)),
+        flags: readU64Number(view, arg),
         address: getU64(view, arg + 8),
-        ptid: view.getUint32(arg + 16, true),
+        ptid: getU32(view, arg + 16),
       };
     case UFFD_EVENT_FORK:
-      return { event: 'fork', ufd: view.getUint32(arg, true) };
+      return { event: 'fork', ufd: getU32(view, arg) };
     case UFFD_EVENT_REMAP:
       return {
         event: 'remap',

@@ -12,7 +12,7 @@ export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 
 /** Frames per buffer chunk: 64 MiB, large enough for 32 order-9 folios. */
-const CHUNK_SHIFT = 14;
+export const CHUNK_SHIFT = 14;
 const CHUNK_FRAMES = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_FRAMES - 1;
 
@@ -39,6 +39,20 @@ export interface PhysicalMemoryOptions {
   readonly memoryBytesMax: number;
   /** Number of 2 MiB pages in the hugetlb pool (vm.nr_hugepages). */
   readonly hugePages2M: number;
+  /**
+   * Memory made resident at boot, in bytes (rounded up to whole 64 MiB
+   * chunks, at most `memoryBytesMax`): its chunks are allocated and written
+   * once when the memory is created, as a machine's RAM is all there before
+   * anything runs. Frames beyond it are committed by the host when first
+   * touched, which then costs a host page fault inside whatever touches
+   * them (a fault, a COPY). Default 0.
+   */
+  readonly residentBytes?: number;
+  /**
+   * Frame chunks on SharedArrayBuffers, so worker threads (parallel vCPUs,
+   * `model/parallel/`) can touch page data. Off by default.
+   */
+  readonly shared?: boolean;
 }
 
 export const DEFAULT_PHYSICAL_MEMORY: PhysicalMemoryOptions = {
@@ -49,9 +63,17 @@ export const DEFAULT_PHYSICAL_MEMORY: PhysicalMemoryOptions = {
 export class PhysicalMemory {
   private readonly chunks: Uint8Array[] = [];
   private readonly framesMax: number;
+  private readonly shared: boolean;
   /** Frames handed out so far by the bump allocator (never reused by it). */
   private framesUsedHigh = 0;
+  /**
+   * Free order-0 frames, a FIFO ring (capacity a power of two): frames come
+   * back in the order they were freed, so a range freed in address order is
+   * handed out again in address order, as contiguous frames that COPY fills
+   * with one memcpy.
+   */
   private freeOrder0: Int32Array = new Int32Array(1024);
+  private freeOrder0Head = 0;
   private freeOrder0Count = 0;
   /** Freed order-9 blocks, kept whole for the hugetlb pool. */
   private readonly freeOrder9: number[] = [];
@@ -66,16 +88,25 @@ export class PhysicalMemory {
 
   hugePagesTotal: number;
   hugePagesFree: number;
+  /**
+   * Set by a caller that writes every byte of the folios it allocates before
+   * anything can read them (UFFDIO_COPY, as mfill_atomic_pte_copy allocates
+   * without __GFP_ZERO): reused frames are then not zeroed first.
+   */
+  overwriteNextAllocations = false;
   /** Folios currently allocated (heads), by order: for leak checks. */
   foliosAllocated = 0;
   framesAllocated = 0;
 
   constructor(options: PhysicalMemoryOptions = DEFAULT_PHYSICAL_MEMORY) {
     this.framesMax = Math.floor(options.memoryBytesMax / PAGE_SIZE);
+    this.shared = options.shared ?? false;
     this.hugePagesTotal = options.hugePages2M;
     this.hugePagesFree = options.hugePages2M;
     // pfn 0 is the zero page: allocated forever, never written.
     this.ensureFrames(1);
+    const resident = Math.min(options.residentBytes ?? 0, options.memoryBytesMax);
+    if (resident > 0) this.makeResident(Math.ceil(resident / PAGE_SIZE));
     this.framesUsedHigh = 1;
     this.folioFlags[ZERO_PFN] = PG_ALLOCATED | PG_UPTODATE;
     this.folioRefcount[ZERO_PFN] = 1;
@@ -89,6 +120,16 @@ export class PhysicalMemory {
 
   frameOffset(pfn: number): number {
     return (pfn & CHUNK_MASK) << PAGE_SHIFT;
+  }
+
+  /** Frame chunks allocated so far; chunk `i` holds frames [i << CHUNK_SHIFT, (i + 1) << CHUNK_SHIFT). */
+  get chunkCount(): number {
+    return this.chunks.length;
+  }
+
+  /** The buffer of chunk `index` (on a SharedArrayBuffer when `shared`). */
+  chunk(index: number): Uint8Array {
+    return this.chunks[index]!;
   }
 
   /**
@@ -118,9 +159,13 @@ export class PhysicalMemory {
 
   private allocFrame0(): number {
     if (this.freeOrder0Count > 0) {
-      const pfn = this.freeOrder0[--this.freeOrder0Count]!;
+      const pfn = this.freeOrder0[this.freeOrder0Head]!;
+      this.freeOrder0Head = (this.freeOrder0Head + 1) & (this.freeOrder0.length - 1);
+      this.freeOrder0Count--;
       // Freed frames are dirty; the kernel hands out zeroed pages for user memory.
-      this.frameBuffer(pfn).fill(0, this.frameOffset(pfn), this.frameOffset(pfn) + PAGE_SIZE);
+      if (!this.overwriteNextAllocations) {
+        this.frameBuffer(pfn).fill(0, this.frameOffset(pfn), this.frameOffset(pfn) + PAGE_SIZE);
+      }
       return pfn;
     }
     if (this.framesUsedHigh >= this.framesMax) return -1;
@@ -136,7 +181,7 @@ export class PhysicalMemory {
       const pfn = this.freeOrder9.pop()!;
       const buffer = this.frameBuffer(pfn);
       const offset = this.frameOffset(pfn);
-      buffer.fill(0, offset, offset + frames * PAGE_SIZE);
+      if (!this.overwriteNextAllocations) buffer.fill(0, offset, offset + frames * PAGE_SIZE);
       return pfn;
     }
     if (frames > CHUNK_FRAMES) return -1;
@@ -149,20 +194,33 @@ export class PhysicalMemory {
     return aligned;
   }
 
+  /** Allocates the chunks holding `frames` frames and writes every page of them, so the host commits them now. */
+  private makeResident(frames: number): void {
+    this.ensureFrames(frames);
+    const chunks = Math.ceil(frames / CHUNK_FRAMES);
+    // Nothing is allocated yet: the chunks hold zeroes, and writing zeroes commits them.
+    for (let index = 0; index < chunks; index++) this.chunks[index]!.fill(0);
+  }
+
   private pushFree0(pfn: number): void {
-    if (this.freeOrder0Count === this.freeOrder0.length) {
-      const grown = new Int32Array(this.freeOrder0.length * 2);
-      grown.set(this.freeOrder0);
+    const ring = this.freeOrder0;
+    if (this.freeOrder0Count === ring.length) {
+      // Unrolled into the grown ring oldest first.
+      const grown = new Int32Array(ring.length * 2);
+      grown.set(ring.subarray(this.freeOrder0Head));
+      grown.set(ring.subarray(0, this.freeOrder0Head), ring.length - this.freeOrder0Head);
       this.freeOrder0 = grown;
+      this.freeOrder0Head = 0;
     }
-    this.freeOrder0[this.freeOrder0Count++] = pfn;
+    this.freeOrder0[(this.freeOrder0Head + this.freeOrder0Count++) & (this.freeOrder0.length - 1)] = pfn;
   }
 
   private ensureFrames(frames: number): boolean {
     const chunksNeeded = Math.ceil(frames / CHUNK_FRAMES);
     if (chunksNeeded <= this.chunks.length) return true;
     while (this.chunks.length < chunksNeeded) {
-      this.chunks.push(new Uint8Array(CHUNK_FRAMES * PAGE_SIZE));
+      const bytes = CHUNK_FRAMES * PAGE_SIZE;
+      this.chunks.push(this.shared ? new Uint8Array(new SharedArrayBuffer(bytes)) : new Uint8Array(bytes));
     }
     const capacity = this.chunks.length * CHUNK_FRAMES;
     if (capacity > this.folioOrder.length) {
@@ -263,6 +321,13 @@ export class PhysicalMemory {
 
   /** Bytes of metadata held per frame, for the scale measurements. */
   static readonly metadataBytesPerFrame = 1 + 1 + 4 + 4 + 4 + 8;
+
+  /** Bytes of page-frame storage (the chunks), which the metadata measurement subtracts. */
+  get frameStorageBytes(): number {
+    let bytes = 0;
+    for (const chunk of this.chunks) bytes += chunk.byteLength;
+    return bytes;
+  }
 }
 
 function grow<T extends Uint8Array | Int32Array | Float64Array>(old: T, grown: T): T {

@@ -24,6 +24,16 @@ export class SparseArray {
   private readonly leaves = new Map<number, SparseLeaf>();
   private cachedKey = -1;
   private cachedLeaf: SparseLeaf | undefined;
+  /** The entry `cachedKey` held before: a table is often walked at two places at once (COPY's source and destination). */
+  private otherKey = -1;
+  private otherLeaf: SparseLeaf | undefined;
+  /**
+   * Called with the index before a slot is changed by `set`, `setFlags` or
+   * `clear` (every write goes through them). The parallel model sets it on
+   * page tables to shoot down cached translations; null (the default) costs
+   * one test per write.
+   */
+  onWrite: ((index: number) => void) | null = null;
 
   get leafCount(): number {
     return this.leaves.size;
@@ -32,7 +42,9 @@ export class SparseArray {
   private leaf(index: number): SparseLeaf | undefined {
     const key = Math.floor(index / LEAF_SLOTS);
     if (key === this.cachedKey) return this.cachedLeaf;
-    const leaf = this.leaves.get(key);
+    const leaf = key === this.otherKey ? this.otherLeaf : this.leaves.get(key);
+    this.otherKey = this.cachedKey;
+    this.otherLeaf = this.cachedLeaf;
     this.cachedKey = key;
     this.cachedLeaf = leaf;
     return leaf;
@@ -49,6 +61,7 @@ export class SparseArray {
   }
 
   set(index: number, flags: number, value: number): void {
+    if (this.onWrite !== null) this.onWrite(index);
     let leaf = this.leaf(index);
     if (flags === 0) {
       if (leaf === undefined) return;
@@ -74,6 +87,7 @@ export class SparseArray {
 
   /** Changes only the flags of an occupied slot (flags must stay non-zero). */
   setFlags(index: number, flags: number): void {
+    if (this.onWrite !== null) this.onWrite(index);
     const leaf = this.leaf(index);
     if (leaf === undefined || leaf.flags[index & LEAF_MASK] === 0 || flags === 0) {
       throw new Error(`SparseArray.setFlags: slot ${index} is empty or flags are zero`);
@@ -89,6 +103,7 @@ export class SparseArray {
     const key = Math.floor(index / LEAF_SLOTS);
     this.leaves.delete(key);
     if (this.cachedKey === key) this.cachedLeaf = undefined;
+    if (this.otherKey === key) this.otherLeaf = undefined;
   }
 
   /**

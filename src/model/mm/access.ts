@@ -34,6 +34,9 @@ export function faultInPage(
   }
 }
 
+/** Spans up to this many bytes are copied byte by byte: cheaper than a subarray and a set. */
+const SMALL_COPY = 16;
+
 /** Copies the bytes of one page-bounded span out of present memory. */
 export function readPresent(
   env: FaultEnvironment,
@@ -52,6 +55,10 @@ export function readPresent(
   const pfn = mm.pageTable.valueAt(vpn);
   const buffer = env.memory.frameBuffer(pfn);
   const offset = env.memory.frameOffset(pfn) + (address % 4096);
+  if (length <= SMALL_COPY) {
+    for (let i = 0; i < length; i++) into[intoOffset + i] = buffer[offset + i]!;
+    return;
+  }
   into.set(buffer.subarray(offset, offset + length), intoOffset);
 }
 
@@ -65,15 +72,23 @@ export function writePresent(
   length: number,
 ): void {
   const pfn = mm.pageTable.valueAt(Math.floor(address / 4096));
-  env.memory
-    .frameBuffer(pfn)
-    .set(from.subarray(fromOffset, fromOffset + length), env.memory.frameOffset(pfn) + (address % 4096));
+  const buffer = env.memory.frameBuffer(pfn);
+  const offset = env.memory.frameOffset(pfn) + (address % 4096);
+  if (length <= SMALL_COPY) {
+    for (let i = 0; i < length; i++) buffer[offset + i] = from[fromOffset + i]!;
+    return;
+  }
+  buffer.set(from.subarray(fromOffset, fromOffset + length), offset);
 }
+
+/** The bytes done by the last `accessRange` (a result object per access would cost more than the access). */
+export let accessRangeDone = 0;
 
 /**
  * Runs an access over [address, address + length) page by page, starting
- * `doneBytes` in. Returns the bytes done and the fault result that stopped it
- * (FAULT_HANDLED when the whole range was done).
+ * `doneBytes` in. Returns the fault result that stopped it (FAULT_HANDLED
+ * when the whole range was done) and leaves the bytes done in
+ * `accessRangeDone`.
  */
 export function accessRange(
   env: FaultEnvironment,
@@ -85,16 +100,20 @@ export function accessRange(
   doneBytes: number,
   task: Task | null,
   userMode: boolean,
-): { doneBytes: number; result: number } {
+): number {
   let done = doneBytes;
   while (done < length) {
     const at = address + done;
     const span = Math.min(length - done, 4096 - (at % 4096));
     const result = faultInPage(env, mm, at, write, task, userMode);
-    if (result !== FAULT_HANDLED) return { doneBytes: done, result };
+    if (result !== FAULT_HANDLED) {
+      accessRangeDone = done;
+      return result;
+    }
     if (write) writePresent(env, mm, at, buffer, done, span);
     else readPresent(env, mm, at, buffer, done, span);
     done += span;
   }
-  return { doneBytes: done, result: FAULT_HANDLED };
+  accessRangeDone = done;
+  return FAULT_HANDLED;
 }

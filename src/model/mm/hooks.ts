@@ -22,7 +22,7 @@
 import { EFAULT, errnoName } from '../../uapi/errno.ts';
 import { filemapLookup, type Inode } from '../mem/pagecache.ts';
 import { NO_INODE, PG_ALLOCATED, PG_LOCKED, type PhysicalMemory } from '../mem/physmem.ts';
-import type { MemoryType, MemoryTypeServices, VmaView } from './memtype.ts';
+import type { MemoryType, MemoryTypeServices, VmaView, VmUffdOps } from './memtype.ts';
 
 /** The hooks the core calls through the checker, by their kernel names. */
 export type HookName = 'can_userfault' | 'get_folio_noalloc' | 'alloc_folio' | 'filemap_add' | 'fault';
@@ -159,11 +159,36 @@ export class HookChecker {
    * page size, with one reference, unlocked and owned by no file.
    */
   allocFolio(type: MemoryType, vma: VmaView, call: () => number): number {
+    return this.checkAllocFolio(type, vma, call, null, null, 0);
+  }
+
+  /**
+   * `allocFolio` of `ops.allocFolio` (`allocate`) at `address`, without a
+   * closure: COPY calls it once per page.
+   */
+  allocFolioAt(
+    type: MemoryType,
+    vma: VmaView,
+    ops: VmUffdOps,
+    allocate: NonNullable<VmUffdOps['allocFolio']>,
+    address: number,
+  ): number {
+    return this.checkAllocFolio(type, vma, null, ops, allocate, address);
+  }
+
+  private checkAllocFolio(
+    type: MemoryType,
+    vma: VmaView,
+    call: (() => number) | null,
+    ops: VmUffdOps | null,
+    allocate: VmUffdOps['allocFolio'] | null,
+    address: number,
+  ): number {
     const hook = 'alloc_folio';
     this.begin(type, hook, vma, vma.inode);
     let result: number;
     try {
-      result = call();
+      result = call !== null ? call() : allocate!.call(ops, vma, address);
     } catch (error) {
       return this.reject(type, hook, `threw: ${messageOf(error)}`);
     }

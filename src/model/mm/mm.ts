@@ -22,6 +22,12 @@ export class AddressSpace {
   dead = false;
   /** Processes using this mm. */
   users = 1;
+  /**
+   * The VMA `findVma` found last (the kernel's per-mm VMA cache): a hit is
+   * checked against its current range, so splits, merges and mremap need no
+   * invalidation; `remove` forgets it.
+   */
+  private cachedVma: Vma | null = null;
 
   constructor(
     readonly id: number,
@@ -43,8 +49,12 @@ export class AddressSpace {
 
   /** The VMA containing `address` (vma_lookup). */
   findVma(address: number): Vma | undefined {
+    const cached = this.cachedVma;
+    if (cached !== null && cached.start <= address && address < cached.end) return cached;
     const vma = this.vmas[this.indexAfter(address)];
-    return vma !== undefined && vma.start <= address ? vma : undefined;
+    if (vma === undefined || vma.start > address) return undefined;
+    this.cachedVma = vma;
+    return vma;
   }
 
   /** The first VMA intersecting [start, end) (find_vma_intersection). */
@@ -79,6 +89,7 @@ export class AddressSpace {
     const index = this.vmas.indexOf(vma);
     if (index < 0) throw new Error(`AddressSpace.remove: ${vma.describe()} is not in the mm`);
     this.vmas.splice(index, 1);
+    if (this.cachedVma === vma) this.cachedVma = null;
     vma.inode?.mappings.delete(vma);
     if (vma.inode !== null) vma.inode.references--;
   }

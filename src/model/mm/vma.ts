@@ -37,6 +37,8 @@ export class Vma implements VmaView {
   uffdContext: UffdContext | null = null;
   /** Identity of the anon_vma, 0 before the first anonymous page (anon_vma_prepare). */
   anonVma = 0;
+  /** 2^pageShift, kept as a field: the fault and fill paths read it on every page. */
+  readonly pageSize: number;
 
   constructor(
     public start: number,
@@ -50,10 +52,8 @@ export class Vma implements VmaView {
     readonly pageShift: number,
     /** The address space this VMA belongs to. */
     readonly mm: AddressSpace,
-  ) {}
-
-  get pageSize(): number {
-    return 2 ** this.pageShift;
+  ) {
+    this.pageSize = 2 ** pageShift;
   }
 
   get lengthBytes(): number {

@@ -35,6 +35,46 @@ export interface Waker {
   wake(task: Task): void;
 }
 
+/**
+ * The pollers of a context, called on any change that may make the fd
+ * readable: the part of a Set that pollers use, over an array, since a
+ * handler adds and removes a poller around every fault and a Set's table
+ * churns with that.
+ */
+export class PollWaiters {
+  /** The first `count` slots are the pollers; the array keeps its length so that it never regrows. */
+  private readonly list: Array<(() => void) | null> = [];
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  add(waiter: () => void): void {
+    const list = this.list;
+    for (let i = 0; i < this.count; i++) if (list[i] === waiter) return;
+    if (this.count === list.length) list.push(waiter);
+    else list[this.count] = waiter;
+    this.count++;
+  }
+
+  delete(waiter: () => void): boolean {
+    const list = this.list;
+    let index = 0;
+    while (index < this.count && list[index] !== waiter) index++;
+    if (index === this.count) return false;
+    for (let i = index + 1; i < this.count; i++) list[i - 1] = list[i]!;
+    list[--this.count] = null;
+    return true;
+  }
+
+  /** Calls every poller registered now (one removed or added by an earlier call is still called, or not). */
+  notify(): void {
+    if (this.count === 1) this.list[0]!();
+    else if (this.count > 1) for (const waiter of this.list.slice(0, this.count)) waiter!();
+  }
+}
+
 export class UffdContext {
   /** Features requested at UFFDIO_API, with UFFD_FEATURE_INITIALIZED once it succeeded. */
   features = 0;
@@ -51,7 +91,7 @@ export class UffdContext {
   /** Open file descriptions referring to this context. */
   fileReferences = 0;
   /** Callbacks for pollers; each is called on any change that may make the fd readable. */
-  readonly pollWaiters = new Set<() => void>();
+  readonly pollWaiters = new PollWaiters();
 
   constructor(
     readonly id: number,
@@ -116,8 +156,7 @@ export class UffdContext {
   }
 
   notifyPollers(): void {
-    if (this.pollWaiters.size === 0) return;
-    for (const waiter of [...this.pollWaiters]) waiter();
+    this.pollWaiters.notify();
   }
 
   /** Whether read(2) would return something: an unread fault or event. */
@@ -131,20 +170,23 @@ export class UffdContext {
    */
   wakeRange(start: number, length: number): number {
     const end = start + length;
+    return this.wakeIn(this.pending, start, end) + this.wakeIn(this.read, start, end);
+  }
+
+  private wakeIn(queue: FaultWaiter[], start: number, end: number): number {
     let woken = 0;
-    for (const queue of [this.pending, this.read]) {
-      let kept = 0;
-      for (let i = 0; i < queue.length; i++) {
-        const waiter = queue[i]!;
-        if (waiter.address >= start && waiter.address < end) {
-          this.release(waiter);
-          woken++;
-        } else {
-          queue[kept++] = waiter;
-        }
+    let kept = 0;
+    for (let i = 0; i < queue.length; i++) {
+      const waiter = queue[i]!;
+      if (waiter.address >= start && waiter.address < end) {
+        this.release(waiter);
+        woken++;
+      } else {
+        queue[kept++] = waiter;
       }
-      queue.length = kept;
     }
+    // Popped, not `length = kept`: the queue then keeps its backing store from fault to fault.
+    while (queue.length > kept) queue.pop();
     return woken;
   }
 

@@ -40,15 +40,14 @@ import {
 import { EAGAIN, EFAULT, EINVAL, EPERM, ESRCH } from '../../uapi/errno.ts';
 import {
   decodeUffdioApi,
-  decodeUffdioContinue,
-  decodeUffdioCopy,
   decodeUffdioMove,
-  decodeUffdioPoison,
   decodeUffdioRange,
   decodeUffdioRegister,
-  decodeUffdioWriteprotect,
-  decodeUffdioZeropage,
-  encodeUffdMsg,
+  encodeUffdMsgPagefault,
+  readU64,
+  readU64High,
+  readU64Low,
+  readU64Number,
   UFFD_MSG_SIZE,
   UFFDIO_API_SIZE,
   UFFDIO_CONTINUE_MAPPED_OFFSET,
@@ -60,6 +59,7 @@ import {
   UFFDIO_WRITEPROTECT_SIZE,
   UFFDIO_ZEROPAGE_ZEROPAGE_OFFSET,
   u64ToNumber,
+  writeInt64Number,
 } from '../../uapi/structs.ts';
 import { fail, hex } from '../failure.ts';
 import type { FaultEnvironment } from '../mm/fault.ts';
@@ -80,8 +80,17 @@ export interface UffdCaller {
 const BIGINT_TWO_64 = 1n << 64n;
 
 function writeS64(arg: Uint8Array, offset: number, value: number): void {
-  const view = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
-  view.setBigInt64(offset, BigInt(value), true);
+  writeInt64Number(arg, offset, value);
+}
+
+/** The bits of the u64 mode at `offset` outside `allowed`, as a bigint (for the EINVAL reason only). */
+function unknownModeBits(arg: Uint8Array, offset: number, allowed: number): bigint {
+  return readU64(arg, offset) & ~BigInt(allowed);
+}
+
+/** Whether the u64 mode at `offset` has a bit outside `allowed` (a mask of low bits). */
+function hasUnknownModeBits(arg: Uint8Array, offset: number, allowed: number): boolean {
+  return (readU64Low(arg, offset) & ~allowed) !== 0 || readU64High(arg, offset) !== 0;
 }
 
 function writeU64(arg: Uint8Array, offset: number, value: bigint): void {
@@ -218,27 +227,28 @@ export class UffdFile {
     if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, UFFDIO_COPY_COPY_OFFSET);
     const bad = readable(arg, 32, 'uffdio_copy');
     if (bad < 0 || arg === null) return bad;
-    const value = decodeUffdioCopy(padded(arg, 40));
-    const dst = u64ToNumber(value.dst);
-    const src = u64ToNumber(value.src);
-    const length = u64ToNumber(value.len);
+    // The fields are read in place (struct uffdio_copy: dst, src, len, mode), as numbers.
+    const dst = readU64Number(arg, 0);
+    const src = readU64Number(arg, 8);
+    const length = readU64Number(arg, 16);
     let invalid = validateUnalignedRange(src, length, 'src');
     if (invalid < 0) return invalid;
     invalid = validateRange(dst, length, 'dst');
     if (invalid < 0) return invalid;
-    const allowed = BigInt(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP);
-    if ((value.mode & ~allowed) !== 0n)
-      return fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
+    const allowed = UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP;
+    if (hasUnknownModeBits(arg, 24, allowed))
+      return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 24, allowed))}`);
     if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+    const mode = readU64Low(arg, 24);
     const result = mfillAtomic(this.env, ctx, {
       kind: MFILL_COPY,
       dst,
       src,
       lengthBytes: length,
-      writeProtect: (value.mode & BigInt(UFFDIO_COPY_MODE_WP)) !== 0n,
+      writeProtect: (mode & UFFDIO_COPY_MODE_WP) !== 0,
       sourceMm: caller.mm,
     });
-    return this.finishFill(arg, UFFDIO_COPY_COPY_OFFSET, 40, result, dst, length, (value.mode & 1n) !== 0n);
+    return this.finishFill(arg, UFFDIO_COPY_COPY_OFFSET, 40, result, dst, length, (mode & 1) !== 0);
   }
 
   /** ZEROPAGE, CONTINUE and POISON share one argument layout: range, mode, result. */
@@ -253,35 +263,30 @@ export class UffdFile {
     if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, fieldOffset);
     const bad = readable(arg, 24, 'arg');
     if (bad < 0 || arg === null) return bad;
-    const decoded =
-      kind === MFILL_ZEROPAGE
-        ? decodeUffdioZeropage(padded(arg, 32))
-        : kind === MFILL_CONTINUE
-          ? decodeUffdioContinue(padded(arg, 32))
-          : decodeUffdioPoison(padded(arg, 32));
-    const start = u64ToNumber(decoded.range.start);
-    const length = u64ToNumber(decoded.range.len);
+    // uffdio_zeropage, uffdio_continue and uffdio_poison: range (start, len) and mode, read in place.
+    const start = readU64Number(arg, 0);
+    const length = readU64Number(arg, 8);
     const invalid = validateRange(start, length, 'range');
     if (invalid < 0) return invalid;
-    const allowed = BigInt(
+    const allowed =
       kind === MFILL_ZEROPAGE
         ? UFFDIO_ZEROPAGE_MODE_DONTWAKE
         : kind === MFILL_CONTINUE
           ? UFFDIO_CONTINUE_MODE_DONTWAKE | UFFDIO_CONTINUE_MODE_WP
-          : UFFDIO_POISON_MODE_DONTWAKE,
-    );
-    if ((decoded.mode & ~allowed) !== 0n)
-      return fail(EINVAL, 'mode', `unknown mode bits ${hex(decoded.mode & ~allowed)}`);
+          : UFFDIO_POISON_MODE_DONTWAKE;
+    if (hasUnknownModeBits(arg, 16, allowed))
+      return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
     if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+    const mode = readU64Low(arg, 16);
     const result = mfillAtomic(this.env, ctx, {
       kind,
       dst: start,
       src: 0,
       lengthBytes: length,
-      writeProtect: kind === MFILL_CONTINUE && (decoded.mode & BigInt(UFFDIO_CONTINUE_MODE_WP)) !== 0n,
+      writeProtect: kind === MFILL_CONTINUE && (mode & UFFDIO_CONTINUE_MODE_WP) !== 0,
       sourceMm: ctx.mm,
     });
-    return this.finishFill(arg, fieldOffset, 32, result, start, length, (decoded.mode & 1n) !== 0n);
+    return this.finishFill(arg, fieldOffset, 32, result, start, length, (mode & 1) !== 0);
   }
 
   /** mmap_changing: -EAGAIN goes into the result field before the struct is even read. */
@@ -342,16 +347,17 @@ export class UffdFile {
     if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', this.ctx.changingReason());
     const bad = readable(arg, UFFDIO_WRITEPROTECT_SIZE, 'uffdio_writeprotect');
     if (bad < 0 || arg === null) return bad;
-    const value = decodeUffdioWriteprotect(arg);
-    const start = u64ToNumber(value.range.start);
-    const length = u64ToNumber(value.range.len);
+    // struct uffdio_writeprotect: range (start, len) and mode, read in place.
+    const start = readU64Number(arg, 0);
+    const length = readU64Number(arg, 8);
     const invalid = validateRange(start, length, 'range');
     if (invalid < 0) return invalid;
-    const allowed = BigInt(UFFDIO_WRITEPROTECT_MODE_WP | UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
-    if ((value.mode & ~allowed) !== 0n)
-      return fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
-    const protect = (value.mode & BigInt(UFFDIO_WRITEPROTECT_MODE_WP)) !== 0n;
-    const dontWake = (value.mode & BigInt(UFFDIO_WRITEPROTECT_MODE_DONTWAKE)) !== 0n;
+    const allowed = UFFDIO_WRITEPROTECT_MODE_WP | UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
+    if (hasUnknownModeBits(arg, 16, allowed))
+      return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
+    const mode = readU64Low(arg, 16);
+    const protect = (mode & UFFDIO_WRITEPROTECT_MODE_WP) !== 0;
+    const dontWake = (mode & UFFDIO_WRITEPROTECT_MODE_DONTWAKE) !== 0;
     if (protect && dontWake) return fail(EINVAL, 'mode', 'MODE_WP and MODE_DONTWAKE together');
     if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
     const result = writeProtectRange(ctx, start, length, protect);
@@ -373,11 +379,7 @@ export class UffdFile {
       const waiter = ctx.pending.shift();
       if (waiter !== undefined) {
         ctx.read.push(waiter);
-        encodeUffdMsg(
-          { event: 'pagefault', flags: waiter.flags, address: BigInt(waiter.address), ptid: waiter.ptid },
-          out,
-          written * UFFD_MSG_SIZE,
-        );
+        encodeUffdMsgPagefault(out, written * UFFD_MSG_SIZE, waiter.flags, waiter.address, waiter.ptid);
         written++;
         continue;
       }

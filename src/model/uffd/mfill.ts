@@ -6,11 +6,11 @@
 import { _UFFDIO_CONTINUE, _UFFDIO_COPY, _UFFDIO_POISON, _UFFDIO_ZEROPAGE } from '../../uapi/constants.ts';
 import { EAGAIN, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE } from '../mem/physmem.ts';
-import { accessRange } from '../mm/access.ts';
+import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
+import { accessRange, accessRangeDone } from '../mm/access.ts';
 import { FAULT_HANDLED, type FaultEnvironment } from '../mm/fault.ts';
 import { checkNoallocFolio } from '../mm/hooks.ts';
-import type { VmUffdOps } from '../mm/memtype.ts';
+import type { MemoryType, VmUffdOps } from '../mm/memtype.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import {
   PTE_DIRTY,
@@ -47,11 +47,163 @@ export interface MfillRequest {
   sourceMm: AddressSpace;
 }
 
+/** The last type whose rangeIoctls were asked, and its mask as a number (every UFFDIO_* bit is below 32). */
+let maskType: MemoryType | null = null;
+let maskBits: bigint = 0n;
+let maskLow = 0;
+
+function supportsIoctl(type: MemoryType, kind: number): boolean {
+  if (type !== maskType || type.rangeIoctls !== maskBits) {
+    maskType = type;
+    maskBits = type.rangeIoctls;
+    maskLow = Number(BigInt.asUintN(32, maskBits));
+    if (maskBits >> 32n !== 0n) maskType = null;
+  }
+  if (maskType === null) return (type.rangeIoctls & (1n << BigInt(kind))) !== 0n;
+  return (maskLow & (1 << kind)) !== 0;
+}
+
+/**
+ * COPY's byte copies, merged into runs: contiguous source bytes into
+ * contiguous destination bytes become one TypedArray.set (a zero-page source
+ * one fill), so a 2 MiB COPY of contiguous frames is one memcpy, not 512.
+ *
+ * A page's copy is queued once the page is installed, when every source page
+ * it reads was present at the start of the page: reading a present entry has
+ * no side effect, and nothing the fill does before the flush changes what a
+ * present source entry maps or the bytes of a frame it maps (the fill writes
+ * only frames it allocated, and maps them only where the destination had no
+ * page). The one exception is a source overlapping the destination in the
+ * same mm, where a later page may read an earlier page's new frame: then
+ * each copy is done at once. A source that needs a fault is copied by the
+ * ordinary access path, after the queue is flushed, in the kernel's order.
+ */
+class CopyRuns {
+  /** Whether copies may wait for the flush (false: each is done when queued). */
+  deferring = false;
+  private destination: Uint8Array | null = null;
+  private destinationOffset = 0;
+  /** null: the run is zeroes. */
+  private source: Uint8Array | null = null;
+  private sourceOffset = 0;
+  private length = 0;
+
+  add(
+    destination: Uint8Array,
+    destinationOffset: number,
+    source: Uint8Array | null,
+    sourceOffset: number,
+    length: number,
+  ): void {
+    if (
+      this.length > 0 &&
+      destination === this.destination &&
+      destinationOffset === this.destinationOffset + this.length &&
+      source === this.source &&
+      (source === null || sourceOffset === this.sourceOffset + this.length)
+    ) {
+      this.length += length;
+    } else {
+      this.flush();
+      this.destination = destination;
+      this.destinationOffset = destinationOffset;
+      this.source = source;
+      this.sourceOffset = sourceOffset;
+      this.length = length;
+    }
+    if (!this.deferring) this.flush();
+  }
+
+  flush(): void {
+    const destination = this.destination;
+    if (destination === null) return;
+    const source = this.source;
+    const start = this.destinationOffset;
+    if (source === null) destination.fill(0, start, start + this.length);
+    // Within one chunk, copyWithin needs no view (source and destination frames never overlap).
+    else if (source === destination)
+      destination.copyWithin(start, this.sourceOffset, this.sourceOffset + this.length);
+    else destination.set(source.subarray(this.sourceOffset, this.sourceOffset + this.length), start);
+    this.destination = null;
+    this.source = null;
+    this.length = 0;
+  }
+}
+
+const copyRuns = new CopyRuns();
+
+/**
+ * The source of the page being filled, planned before it is installed: a
+ * piece per source page, its frame's buffer (null for the zero page) and
+ * offset. Reused from page to page.
+ */
+const planBuffers: Array<Uint8Array | null> = [];
+const planOffsets: number[] = [];
+const planLengths: number[] = [];
+let planCount = 0;
+
+/**
+ * Plans the copy of [address, address + length) of `mm` if every page of it
+ * is present, so that reading it cannot fault; false (and no plan) if not.
+ */
+function planSourceCopy(memory: PhysicalMemory, mm: AddressSpace, address: number, length: number): boolean {
+  const table = mm.pageTable;
+  planCount = 0;
+  let done = 0;
+  while (done < length) {
+    const at = address + done;
+    const inPage = at % PAGE_SIZE;
+    const span = Math.min(length - done, PAGE_SIZE - inPage);
+    const vpn = (at - inPage) / PAGE_SIZE;
+    const flags = table.flagsAt(vpn);
+    if ((flags & PTE_PRESENT) === 0) {
+      planCount = 0;
+      return false;
+    }
+    if (flags & PTE_ZERO) {
+      planBuffers[planCount] = null;
+      planOffsets[planCount] = 0;
+    } else {
+      const sourcePfn = table.valueAt(vpn);
+      planBuffers[planCount] = memory.frameBuffer(sourcePfn);
+      planOffsets[planCount] = memory.frameOffset(sourcePfn) + inPage;
+    }
+    planLengths[planCount++] = span;
+    done += span;
+  }
+  return true;
+}
+
+/** Queues the planned copy into folio `pfn`. */
+function queuePlannedCopy(memory: PhysicalMemory, pfn: number): void {
+  const destination = memory.frameBuffer(pfn);
+  let at = memory.frameOffset(pfn);
+  for (let i = 0; i < planCount; i++) {
+    const length = planLengths[i]!;
+    copyRuns.add(destination, at, planBuffers[i]!, planOffsets[i]!, length);
+    at += length;
+  }
+  planCount = 0;
+}
+
 /**
  * Returns the bytes filled (> 0) or -errno when nothing was filled. Stops at
  * the first failing page, as the kernel does.
  */
 export function mfillAtomic(env: FaultEnvironment, ctx: UffdContext, request: MfillRequest): number {
+  if (request.kind !== MFILL_COPY) return mfillRange(env, ctx, request);
+  const { dst, src, lengthBytes } = request;
+  // The source and destination overlap in one mm: a page may read what an earlier page filled.
+  copyRuns.deferring = !(request.sourceMm === ctx.mm && src < dst + lengthBytes && dst < src + lengthBytes);
+  try {
+    return mfillRange(env, ctx, request);
+  } finally {
+    copyRuns.flush();
+    copyRuns.deferring = false;
+  }
+}
+
+function mfillRange(env: FaultEnvironment, ctx: UffdContext, request: MfillRequest): number {
   const mm = ctx.mm;
   const { dst, lengthBytes } = request;
   const name = NAMES[request.kind]!;
@@ -75,7 +227,7 @@ export function mfillAtomic(env: FaultEnvironment, ctx: UffdContext, request: Mf
   const type = vma.memoryType;
   if (type.uffdOps === null)
     return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
-  if ((type.rangeIoctls & (1n << BigInt(request.kind))) === 0n) {
+  if (!supportsIoctl(type, request.kind)) {
     return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
   }
   // mfill_atomic prepares a private VMA's anon_vma before the first page, whatever the fill (even
@@ -138,18 +290,30 @@ function mfillPage(
   if (allocFolio === undefined)
     return fail(EINVAL, 'dst', `memory type ${vma.memoryType.name} cannot allocate`);
   // The checker hands back a fresh folio of the VMA's page size, an errno, or -EFAULT for a broken answer.
-  const pfn = env.hooks.allocFolio(fillType, vma, () => allocFolio.call(ops, vma, address));
+  // COPY writes every byte of the folio before it can be seen, so a reused frame need not be zeroed first.
+  env.memory.overwriteNextAllocations = kind === MFILL_COPY;
+  let pfn: number;
+  try {
+    pfn = env.hooks.allocFolioAt(fillType, vma, ops, allocFolio, address);
+  } finally {
+    env.memory.overwriteNextAllocations = false;
+  }
   if (pfn < 0) {
     return fail(-pfn, 'dst', env.hooks.lastViolation ?? `allocating a folio for ${hex(address)} failed`);
   }
   const memory = env.memory;
-  if (kind === MFILL_COPY) {
+  // A present source is copied once the page is installed (see CopyRuns).
+  let queueCopy = false;
+  if (kind === MFILL_COPY && planSourceCopy(memory, request.sourceMm, source, vma.pageSize)) {
+    queueCopy = true;
+  } else if (kind === MFILL_COPY) {
+    copyRuns.flush();
     const bytes = memory.frameBuffer(pfn);
     const view = bytes.subarray(memory.frameOffset(pfn), memory.frameOffset(pfn) + vma.pageSize);
     const copied = accessRange(env, request.sourceMm, source, vma.pageSize, false, view, 0, null, false);
-    if (copied.result !== FAULT_HANDLED) {
+    if (copied !== FAULT_HANDLED) {
       memory.putFolio(pfn);
-      return fail(EFAULT, 'src', `reading the source at ${hex(source + copied.doneBytes)} faulted`);
+      return fail(EFAULT, 'src', `reading the source at ${hex(source + accessRangeDone)} faulted`);
     }
   }
   memory.setFlag(pfn, PG_UPTODATE);
@@ -178,6 +342,7 @@ function mfillPage(
   const writable = vma.flags & VM_WRITE && !request.writeProtect ? PTE_WRITE : 0;
   mm.mapFolio(pfn);
   mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit, pfn);
+  if (queueCopy) queuePlannedCopy(memory, pfn);
   memory.putFolio(pfn);
   return 0;
 }
