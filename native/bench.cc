@@ -39,6 +39,8 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <mutex>
+#include <vector>
 
 #include "guard.h"
 
@@ -105,6 +107,7 @@ struct Bench {
   size_t length = 0;
   size_t chunk = 0;
   long spin = kBenchDefaultSpin;
+  int vcpus = 1;         // faulting threads, each over an equal slice of the region
   int fault_cpu = -1;    // -1: not pinned
   int handler_cpu = -1;
 
@@ -123,11 +126,31 @@ struct Bench {
   uint64_t faults = 0;
   uint64_t polls = 0;
   std::string handler_error;
-  // Faulting-thread results (read after it has been joined).
-  int64_t started_ns = 0;
-  int64_t ended_ns = 0;
+  // Faulting-thread results (read after they have been joined): the earliest start, the latest end.
+  std::atomic<int64_t> started_ns{0};
+  std::atomic<int64_t> ended_ns{0};
+  std::mutex fault_mutex;
   std::string fault_error;
 };
+
+// One faulting thread's slice of the region.
+struct Slice {
+  struct Bench* bench;
+  size_t begin;
+  size_t end;
+};
+
+void NoteStart(std::atomic<int64_t>& at, int64_t now) {
+  int64_t seen = at.load();
+  while ((seen == 0 || now < seen) && !at.compare_exchange_weak(seen, now)) {
+  }
+}
+
+void NoteEnd(std::atomic<int64_t>& at, int64_t now) {
+  int64_t seen = at.load();
+  while (now > seen && !at.compare_exchange_weak(seen, now)) {
+  }
+}
 
 void Pin(int cpu) {
   if (cpu < 0 || cpu >= CPU_SETSIZE) return;
@@ -296,12 +319,12 @@ void* HandlerMain(void* argument) {
 // --- the faulting thread ----------------------------------------------------
 
 void* FaultMain(void* argument) {
-  Bench& b = *static_cast<Bench*>(argument);
+  const Slice& slice = *static_cast<Slice*>(argument);
+  Bench& b = *slice.bench;
   Pin(b.fault_cpu);
   Guard guard;
   PrepareThread(&guard);
   volatile uint8_t* region = b.region;
-  const size_t length = b.length;
   const size_t chunk = b.chunk;
   const bool write = b.row == Row::kWp;
   volatile uint8_t sink = 0;
@@ -310,14 +333,17 @@ void* FaultMain(void* argument) {
     char text[96];
     std::snprintf(text, sizeof text, "faulting thread: signal %d at 0x%" PRIxPTR " (si_code %d)", guard.signal,
                   static_cast<uintptr_t>(guard.address), guard.code);
-    b.fault_error = text;
-    b.ended_ns = MonotonicNs();
+    {
+      std::lock_guard<std::mutex> lock(b.fault_mutex);
+      if (b.fault_error.empty()) b.fault_error = text;
+    }
+    NoteEnd(b.ended_ns, MonotonicNs());
     ReleaseThread();
     return nullptr;
   }
   guard.active = 1;
-  b.started_ns = MonotonicNs();
-  for (size_t offset = 0; offset < length; offset += chunk) {
+  NoteStart(b.started_ns, MonotonicNs());
+  for (size_t offset = slice.begin; offset < slice.end; offset += chunk) {
     if (write) {
       region[offset + kMarkerOffset] = MarkerByte(offset / kPage);
     } else {
@@ -325,7 +351,7 @@ void* FaultMain(void* argument) {
     }
     if (b.abort.load(std::memory_order_relaxed)) break;
   }
-  b.ended_ns = MonotonicNs();
+  NoteEnd(b.ended_ns, MonotonicNs());
   guard.active = 0;
   (void)sink;
   ReleaseThread();
@@ -478,16 +504,33 @@ std::string Run(Bench& b, BenchResult* result) {
   pthread_t handler;
   int created = pthread_create(&handler, nullptr, HandlerMain, &b);
   if (created != 0) return Errno("pthread_create(handler)", created);
-  pthread_t faulter;
-  created = pthread_create(&faulter, nullptr, FaultMain, &b);
+  std::vector<Slice> slices;
+  const size_t chunks = b.length / b.chunk;
+  for (int vcpu = 0; vcpu < b.vcpus; vcpu++) {
+    slices.push_back({&b, chunks * vcpu / b.vcpus * b.chunk, chunks * (vcpu + 1) / b.vcpus * b.chunk});
+  }
+  std::vector<pthread_t> faulters;
+  for (Slice& slice : slices) {
+    pthread_t faulter;
+    created = pthread_create(&faulter, nullptr, FaultMain, &slice);
+    if (created != 0) break;
+    faulters.push_back(faulter);
+  }
   if (created != 0) {
+    // Closing the userfaultfd releases any faulting thread already started.
+    b.abort.store(true, std::memory_order_release);
     b.done.store(true, std::memory_order_release);
     uint64_t one = 1;
     (void)!write(b.stop_fd, &one, sizeof one);
     pthread_join(handler, nullptr);
+    if (!b.uffd_closed) {
+      close(b.uffd);
+      b.uffd_closed = true;
+    }
+    for (pthread_t faulter : faulters) pthread_join(faulter, nullptr);
     return Errno("pthread_create(faulting thread)", created);
   }
-  pthread_join(faulter, nullptr);
+  for (pthread_t faulter : faulters) pthread_join(faulter, nullptr);
   b.done.store(true, std::memory_order_release);
   uint64_t one = 1;
   // Adding 1 to an eventfd at 0 cannot fail (only an overflow of its counter would).
@@ -495,7 +538,7 @@ std::string Run(Bench& b, BenchResult* result) {
   pthread_join(handler, nullptr);
   result->faults = b.faults;
   result->polls = b.polls;
-  result->ns = b.ended_ns - b.started_ns;
+  result->ns = b.ended_ns.load() - b.started_ns.load();
   if (!b.handler_error.empty()) return b.handler_error;
   if (!b.fault_error.empty()) return b.fault_error;
   return Verify(b);
@@ -533,6 +576,13 @@ BenchResult RunBenchHandler(const BenchConfig& config) {
   b.length = config.region_bytes;
   b.chunk = chunk;
   b.spin = config.spin < 0 ? 0 : config.spin;
+  if (config.vcpus < 1 || static_cast<size_t>(config.vcpus) > config.region_bytes / chunk) {
+    std::snprintf(text, sizeof text, "benchHandler: vcpus %d is not between 1 and the %zu chunks of the region",
+                  config.vcpus, config.region_bytes / chunk);
+    result.error = text;
+    return result;
+  }
+  b.vcpus = config.vcpus;
   if (config.pin != "none") {
     cpu_set_t allowed;
     int here = sched_getcpu();
@@ -643,7 +693,7 @@ Napi::Value ErrorValue(Napi::Env env, const std::string& error) {
   return Napi::String::New(env, error);
 }
 
-// benchHandler({row, regionBytes, bytesPerFault?, spin?, pin?: 'none' | 'same' | 'split'}):
+// benchHandler({row, regionBytes, bytesPerFault?, spin?, vcpus?, pin?: 'none' | 'same' | 'split'}):
 // {faults, polls, ns, error}.
 Napi::Value BenchHandlerJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -655,6 +705,7 @@ Napi::Value BenchHandlerJs(const Napi::CallbackInfo& info) {
   config.region_bytes = static_cast<size_t>(NumberField(object, "regionBytes", 0));
   config.bytes_per_fault = static_cast<size_t>(NumberField(object, "bytesPerFault", 0));
   config.spin = static_cast<long>(NumberField(object, "spin", kBenchDefaultSpin));
+  config.vcpus = static_cast<int>(NumberField(object, "vcpus", 1));
   Napi::Value pin = object.Get("pin");
   if (pin.IsString()) config.pin = pin.As<Napi::String>().Utf8Value();
   else if (!pin.IsUndefined() && !pin.IsNull()) throw Napi::TypeError::New(env, "benchHandler: pin must be a string");

@@ -21,6 +21,7 @@ struct BenchConfig {
   size_t region_bytes = 0;
   size_t bytes_per_fault = 0;  // 0: the row's page size
   long spin = kBenchDefaultSpin;
+  int vcpus = 1;               // faulting threads, each over an equal slice of the region
   // Thread placement: none (the scheduler's), same (both on the caller's CPU), split (the faulting
   // thread on the caller's CPU, the handler on the next one).
   std::string pin = "none";

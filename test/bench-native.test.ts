@@ -71,6 +71,16 @@ describe('C reference handler', { skip: unavailable }, () => {
     }
   });
 
+  it('splits the region between several faulting threads, one handler serving them all', (t) => {
+    for (const row of ['missing-copy', 'wp'] as const) {
+      const result = run(t, { row, regionBytes: 2 * MiB, vcpus: 2 });
+      assert.equal(result.error, null, row);
+      assert.equal(result.faults, 512, row);
+    }
+    const tooMany = run(t, { row: 'missing-copy', regionBytes: 2 * PAGE, vcpus: 3 });
+    assert.match(tooMany.error ?? '', /vcpus 3 is not between 1 and the 2 chunks/);
+  });
+
   it('gives back the huge pages it raised the limit for', (t) => {
     const before = hugePagesRaised();
     const result = run(t, { row: 'hugetlb-copy', regionBytes: HUGE });

@@ -472,6 +472,56 @@ describe('UFFDIO_COPY errors and partial progress (§3.5)', () => {
   });
 });
 
+describe('UFFDIO_COPY moves its bytes in runs, page by page in effect', () => {
+  it('a source that runs into its own destination reads each page as the pages before left it', () => {
+    //   [ page 0: data | pages 1-4: none ]  COPY dst = page 1, src = page 0, 4 pages
+    const s = setup(ANON_PRIVATE, 5, MISSING);
+    const first = pattern(PAGE, 3);
+    s.uffd.copyBytes(s.page(0), first);
+    assert.equal(s.uffd.copy({ dst: s.page(1), src: s.page(0), length: 4 * PAGE }), 4 * PAGE);
+    for (let n = 0; n < 5; n++) assertBytes(s.process.read(s.page(n), PAGE), first, `page ${n}`);
+  });
+
+  it('a 2 MiB COPY from present, zero-page and untouched source pages, into frames an earlier munmap freed', () => {
+    const model = createTestModel();
+    const { process } = model;
+    const uffd = process.userfaultfd();
+    uffd.api();
+    // Dirty frames, then free them: the COPY below reuses them.
+    const old = process.mmap({ length: HUGE });
+    process.write(old, new Uint8Array(HUGE).fill(0xee));
+    const source = process.mmap({ length: HUGE });
+    const data = pattern(HUGE, 9);
+    process.write(source, data.subarray(0, HUGE / 2));
+    // Second half: a quarter read (the zero page), a quarter never touched.
+    process.read(source + HUGE / 2, HUGE / 4);
+    process.munmap(old, HUGE);
+    const area = process.mmap({ length: HUGE });
+    uffd.register({ start: area, length: HUGE }, MISSING);
+    assert.equal(uffd.copy({ dst: area, src: source, length: HUGE }), HUGE);
+    const expected = new Uint8Array(HUGE);
+    expected.set(data.subarray(0, HUGE / 2));
+    assertBytes(process.read(area, HUGE), expected, 'area');
+    // A fault into another reused frame still sees zeroes.
+    const fresh = process.mmap({ length: PAGE });
+    process.munmap(area, HUGE);
+    assertBytes(process.read(fresh, PAGE), new Uint8Array(PAGE), 'fresh page');
+    model.check();
+  });
+
+  it('hugetlb: a 2 MiB page copied from 4 KiB pages, some of them untouched', () => {
+    const s = setup(HUGETLB_PRIVATE, 1, MISSING);
+    const source = s.process.mmap({ length: HUGE });
+    const data = pattern(HUGE / 2, 4);
+    s.process.write(source + HUGE / 4, data);
+    assert.equal(s.uffd.copy({ dst: s.page(0), src: source, length: HUGE }), HUGE);
+    const expected = new Uint8Array(HUGE);
+    expected.set(data, HUGE / 4);
+    assertBytes(s.process.read(s.page(0), HUGE), expected, 'huge page');
+    s.check();
+  });
+});
+
 describe('wake-ups (§3.4, §4.4)', () => {
   for (const kind of ALL_KINDS) {
     it(`${kind.name}: DONTWAKE installs the page but leaves the thread asleep until UFFDIO_WAKE`, async () => {

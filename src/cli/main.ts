@@ -4,6 +4,7 @@ import { scenarioJsonSchema } from '../scenario/schema.ts';
 import { SNAPSHOT_MODES } from '../workloads/background-snapshot.ts';
 import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
 import { POSTCOPY_MODES } from '../workloads/postcopy.ts';
+import { type BenchCommandOptions, benchCommand } from './bench.ts';
 import { conformanceCommand } from './conformance.ts';
 import { runDemo } from './demo.ts';
 import { diffCommand } from './diff.ts';
@@ -30,6 +31,12 @@ function integer(value: string): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 0)
     throw new InvalidArgumentError(`'${value}' is not a non-negative integer`);
+  return parsed;
+}
+
+function positive(value: string): number {
+  const parsed = integer(value);
+  if (parsed === 0) throw new InvalidArgumentError(`'${value}' is not a positive integer`);
   return parsed;
 }
 
@@ -230,6 +237,21 @@ program
   .action((options: FuzzCommandOptions, command: Command) =>
     workloadAction<FuzzCommandOptions>(fuzzCommand)(options, command),
   );
+
+program
+  .command('bench')
+  .description(
+    'userfaultfd round trips on the model, on the host with a TypeScript handler and with a C handler; scale rows; targets',
+  )
+  .option('--json', 'one JSON document (with a version field) instead of tables', false)
+  .option('--quick', 'smaller regions (32 MiB) and 128 Ki populated pages instead of 1 Mi', false)
+  .option('--size <bytes>', 'guest region per row, e.g. 256M (default 256M, 32M with --quick)', sizeArgument)
+  .option('--runs <n>', 'measured runs per row and backend (the median is shown)', positive)
+  .option('--rows <id>', 'only this row (repeatable): missing-copy-4k, missing-copy-64k, ...', collect, [])
+  .option('--no-scale', 'skip the scale rows (sparse space, metadata, 2 vCPUs, parallel model)')
+  .action(async (options: BenchCommandOptions) => {
+    process.exitCode = await benchCommand(options);
+  });
 
 program
   .command('schema')

@@ -59,6 +59,8 @@ export interface ReferenceConfig {
   readonly bytesPerFault?: number;
   /** Non-blocking reads before the handler sleeps in poll(); 0 sleeps at once. Default DEFAULT_REFERENCE_SPIN. */
   readonly spin?: number;
+  /** Faulting threads, each touching an equal slice of the region (default 1); the handler is one thread. */
+  readonly vcpus?: number;
   /**
    * Thread placement: `none` (the default) leaves it to the scheduler; `same` pins both threads to the
    * calling thread's CPU; `split` pins the faulting thread there and the handler to the next CPU.
@@ -164,6 +166,7 @@ export function runReferenceHandler(config: ReferenceConfig): ReferenceResult {
       regionBytes: config.regionBytes,
       bytesPerFault,
       spin,
+      vcpus: config.vcpus ?? 1,
       pin: config.pin ?? 'none',
     });
     return result(raw, null);

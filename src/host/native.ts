@@ -142,6 +142,7 @@ export interface NativeAddon {
     regionBytes: number;
     bytesPerFault?: number;
     spin?: number;
+    vcpus?: number;
     pin?: 'none' | 'same' | 'split';
   }): { faults: number; polls: number; ns: number; error: string | null };
   /** memcpy into a prefaulted and into a fresh destination (native/bench.cc; typed in bench.ts). */

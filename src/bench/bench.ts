@@ -1,0 +1,404 @@
+/**
+ * `faultline bench`: every row on the model, on the host with the TypeScript
+ * handler, and on the host with the C reference handler, in one run, as
+ * medians and ratios; then the scale rows and the targets.
+ */
+
+import { cpus, release } from 'node:os';
+import type { KernelBackend } from '../api/backend.ts';
+import { ModelBackend } from '../api/model-backend.ts';
+import { runMemcpyBaseline, runReferenceHandler } from '../host/bench.ts';
+import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
+import { HostBackend } from '../host/host-backend.ts';
+import { measureParallelScaling } from './parallel.ts';
+import { runRoundTrip } from './round-trip.ts';
+import { findRow, ROWS, type Row } from './rows.ts';
+import { type MetadataResult, measureMetadata, measureSparse, type SparseResult } from './scale.ts';
+
+export const BENCH_JSON_VERSION = 1;
+
+const MIB = 1024 * 1024;
+const TIB = 1024 * 1024 * MIB;
+
+export type BackendId = 'model' | 'tsHost' | 'cHost';
+export const BACKEND_IDS: readonly BackendId[] = ['model', 'tsHost', 'cHost'];
+export const BACKEND_LABELS: Record<BackendId, string> = {
+  model: 'model',
+  tsHost: 'host, TypeScript handler',
+  cHost: 'host, C handler',
+};
+
+export interface BenchOptions {
+  /** Smaller regions and fewer runs. */
+  readonly quick: boolean;
+  /** Guest region per row (default 256 MiB, 32 MiB with quick). */
+  readonly regionBytes?: number;
+  /** Measured runs per row and backend; the median is reported. */
+  readonly runs?: number;
+  /** Only these rows (ids from rows.ts). */
+  readonly rows?: readonly string[];
+  /** Skip the scale rows. */
+  readonly skipScale?: boolean;
+  /** Called before each measurement, for progress. */
+  readonly onStep?: (label: string, done: number, total: number) => void;
+}
+
+export interface Measurement {
+  readonly faults: number;
+  /** Every run's wall time, in nanoseconds; the median is the figure. */
+  readonly runsNs: readonly number[];
+  readonly faultsPerSecond: number;
+  readonly mibPerSecond: number;
+  readonly usPerFault: number;
+}
+
+export interface Unavailable {
+  readonly unavailable: string;
+}
+
+export type Cell = Measurement | Unavailable;
+
+export interface RowResult {
+  readonly id: string;
+  readonly title: string;
+  readonly bytesPerFault: number;
+  readonly regionBytes: number;
+  readonly results: Record<BackendId, Cell>;
+  /** model / C host and TypeScript host / C host, in faults per second. */
+  readonly ratios: { readonly modelOverC: number | null; readonly tsOverC: number | null };
+}
+
+export interface MemcpyResult {
+  readonly chunkBytes: number;
+  readonly regionBytes: number;
+  /** C memcpy into memory already touched: the bandwidth bound. */
+  readonly cPrefaulted: number | null;
+  /** C memcpy into fresh memory (each page faulted in by the host kernel). */
+  readonly cFresh: number | null;
+  /** TypedArray.set into an already touched buffer: what the model's copies can reach. */
+  readonly javascript: number;
+}
+
+export interface ScaleResult {
+  readonly sparse: { readonly model: SparseResult; readonly host: SparseResult | Unavailable };
+  readonly metadata: MetadataResult;
+  readonly twoVcpus: {
+    readonly row: string;
+    readonly model: Cell;
+    readonly tsHost: Cell;
+    readonly cHost: Cell;
+  };
+  readonly parallel: Awaited<ReturnType<typeof measureParallelScaling>>;
+}
+
+export interface Target {
+  readonly name: string;
+  readonly value: number | null;
+  readonly goal: string;
+  readonly met: boolean | null;
+}
+
+export interface BenchReport {
+  readonly version: number;
+  readonly machine: { readonly kernel: string; readonly cpus: number; readonly node: string };
+  readonly config: { readonly quick: boolean; readonly regionBytes: number; readonly runs: number };
+  readonly host: { readonly available: boolean; readonly reason?: string };
+  readonly rows: readonly RowResult[];
+  readonly memcpy: MemcpyResult;
+  readonly scale: ScaleResult | null;
+  readonly targets: readonly Target[];
+  readonly seconds: number;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+function measurement(faults: number, bytes: number, runsNs: readonly number[]): Measurement {
+  const seconds = median(runsNs) / 1e9;
+  return {
+    faults,
+    runsNs,
+    faultsPerSecond: faults / seconds,
+    mibPerSecond: bytes / MIB / seconds,
+    usPerFault: (seconds * 1e6) / faults,
+  };
+}
+
+export function isMeasurement(cell: Cell): cell is Measurement {
+  return 'faultsPerSecond' in cell;
+}
+
+function ratio(top: Cell, bottom: Cell): number | null {
+  return isMeasurement(top) && isMeasurement(bottom) ? top.faultsPerSecond / bottom.faultsPerSecond : null;
+}
+
+/**
+ * A model sized for the row: enough 2 MiB pages for a hugetlb region, and its
+ * RAM resident from boot (as a machine's is), so the host's first-touch faults
+ * on fresh frames are not counted as the model's fault cost. Boot is not timed.
+ */
+function modelFor(row: Row, regionBytes: number): ModelBackend {
+  const hugePages2M = row.memory === 'hugetlb' ? Math.ceil(regionBytes / (2 * MIB)) : 0;
+  const residentBytes = 2 * regionBytes + 64 * MIB;
+  return new ModelBackend({
+    seed: 1,
+    memory: { hugePages2M, memoryBytesMax: 3 * regionBytes + 256 * MIB, residentBytes },
+  });
+}
+
+async function measureBackend(
+  backend: () => KernelBackend,
+  row: Row,
+  regionBytes: number,
+  runs: number,
+  vcpus = 1,
+): Promise<Measurement> {
+  const instance = backend();
+  // One run first so the JIT has compiled the path (and the host has its pages): not counted.
+  await runRoundTrip(instance, row, regionBytes, vcpus);
+  const times: number[] = [];
+  let faults = 0;
+  for (let run = 0; run < runs; run++) {
+    const result = await runRoundTrip(instance, row, regionBytes, vcpus);
+    times.push(result.ns);
+    faults = result.faults;
+  }
+  return measurement(faults, regionBytes, times);
+}
+
+function measureReference(row: Row, regionBytes: number, runs: number, vcpus = 1): Measurement {
+  const times: number[] = [];
+  let faults = 0;
+  for (let run = 0; run <= runs; run++) {
+    const result = runReferenceHandler({
+      row: row.native,
+      regionBytes,
+      bytesPerFault: row.bytesPerFault,
+      vcpus,
+    });
+    if (result.error !== null) throw new Error(`bench ${row.id} (C handler): ${result.error}`);
+    if (run === 0) continue;
+    times.push(result.ns);
+    faults = result.faults;
+  }
+  return measurement(faults, regionBytes, times);
+}
+
+function failed(error: unknown): Unavailable {
+  return { unavailable: error instanceof Error ? error.message : String(error) };
+}
+
+export async function runBench(options: BenchOptions): Promise<BenchReport> {
+  const started = performance.now();
+  const regionBytes = options.regionBytes ?? (options.quick ? 32 * MIB : 256 * MIB);
+  const runs = options.runs ?? (options.quick ? 3 : 3);
+  const hostReason = hostUnavailable();
+  const rows = selectRows(options.rows);
+  const steps = rows.length * 3 + 2 + (options.skipScale ? 0 : 5);
+  let step = 0;
+  const progress = (label: string): void => options.onStep?.(label, step++, steps);
+  let host: HostBackend | null = null;
+  const hostBackend = (): HostBackend => {
+    host ??= new HostBackend();
+    return host;
+  };
+
+  const rowResults: RowResult[] = [];
+  for (const row of rows) {
+    const results = {} as Record<BackendId, Cell>;
+    progress(`${row.id} on the model`);
+    results.model = await measureBackend(() => modelFor(row, regionBytes), row, regionBytes, runs).catch(
+      failed,
+    );
+    if (hostReason !== undefined) {
+      results.tsHost = { unavailable: hostReason };
+      results.cHost = { unavailable: hostReason };
+      step += 2;
+    } else {
+      const hugeReason =
+        row.memory === 'hugetlb' ? reserveHugePages(2 * (regionBytes / (2 * MIB))) : undefined;
+      progress(`${row.id} on the host (TypeScript)`);
+      results.tsHost =
+        hugeReason !== undefined
+          ? { unavailable: hugeReason }
+          : await measureBackend(hostBackend, row, regionBytes, runs).catch(failed);
+      progress(`${row.id} on the host (C)`);
+      results.cHost =
+        hugeReason !== undefined
+          ? { unavailable: hugeReason }
+          : catching(() => measureReference(row, regionBytes, runs));
+    }
+    rowResults.push({
+      id: row.id,
+      title: row.title,
+      bytesPerFault: row.bytesPerFault,
+      regionBytes,
+      results,
+      ratios: {
+        modelOverC: ratio(results.model, results.cHost),
+        tsOverC: ratio(results.tsHost, results.cHost),
+      },
+    });
+  }
+
+  progress('memcpy baseline');
+  const memcpy = measureMemcpy(regionBytes, hostReason === undefined);
+
+  let scale: ScaleResult | null = null;
+  if (!options.skipScale) {
+    progress('1 TiB sparse address space');
+    const sparse = {
+      model: measureSparse(new ModelBackend({ seed: 1 }), TIB),
+      host: hostReason === undefined ? measureSparse(hostBackend(), TIB) : { unavailable: hostReason },
+    };
+    const pages = options.quick ? 128 * 1024 : 1024 * 1024;
+    progress(`${pages} populated pages`);
+    const metadata = measureMetadata(pages);
+    const copy4k = findRow('missing-copy-4k')!;
+    progress('2 vCPU threads on the model');
+    const twoModel = await measureBackend(
+      () => modelFor(copy4k, regionBytes),
+      copy4k,
+      regionBytes,
+      runs,
+      2,
+    ).catch(failed);
+    progress('2 vCPU threads on the host');
+    const twoHost: Cell =
+      hostReason === undefined
+        ? await measureBackend(hostBackend, copy4k, regionBytes, runs, 2).catch(failed)
+        : { unavailable: hostReason };
+    const twoC: Cell =
+      hostReason === undefined
+        ? catching(() => measureReference(copy4k, regionBytes, runs, 2))
+        : { unavailable: hostReason };
+    progress('parallel model (worker threads)');
+    const parallel = await measureParallelScaling({
+      bytes: options.quick ? 16 * MIB : 64 * MIB,
+      workPerPage: 4,
+    });
+    scale = {
+      sparse,
+      metadata,
+      twoVcpus: { row: copy4k.id, model: twoModel, tsHost: twoHost, cHost: twoC },
+      parallel,
+    };
+  }
+  progress('done');
+
+  const report: Omit<BenchReport, 'targets'> = {
+    version: BENCH_JSON_VERSION,
+    machine: { kernel: release(), cpus: cpus().length, node: process.version },
+    config: { quick: options.quick, regionBytes, runs },
+    host: hostReason === undefined ? { available: true } : { available: false, reason: hostReason },
+    rows: rowResults,
+    memcpy,
+    scale,
+    seconds: (performance.now() - started) / 1000,
+  };
+  return { ...report, targets: evaluateTargets(report) };
+}
+
+function catching(measure: () => Measurement): Cell {
+  try {
+    return measure();
+  } catch (error) {
+    return failed(error);
+  }
+}
+
+function selectRows(ids: readonly string[] | undefined): Row[] {
+  if (ids === undefined || ids.length === 0) return [...ROWS];
+  return ids.map((id) => {
+    const row = findRow(id);
+    if (row === undefined) {
+      throw new RangeError(
+        `--rows: no row '${id}' (rows: ${ROWS.map((candidate) => candidate.id).join(', ')})`,
+      );
+    }
+    return row;
+  });
+}
+
+function measureMemcpy(regionBytes: number, host: boolean): MemcpyResult {
+  const chunkBytes = 4096;
+  let cPrefaulted: number | null = null;
+  let cFresh: number | null = null;
+  if (host) {
+    const samples = [0, 1, 2].map(() => runMemcpyBaseline({ regionBytes, chunkBytes }));
+    cPrefaulted = regionBytes / MIB / (median(samples.map((sample) => sample.ns)) / 1e9);
+    cFresh = regionBytes / MIB / (median(samples.map((sample) => sample.nsFresh)) / 1e9);
+  }
+  const source = new Uint8Array(regionBytes).fill(1);
+  const destination = new Uint8Array(regionBytes).fill(2);
+  const times: number[] = [];
+  for (let run = 0; run < 3; run++) {
+    const t0 = process.hrtime.bigint();
+    for (let offset = 0; offset < regionBytes; offset += chunkBytes) {
+      destination.set(source.subarray(offset, offset + chunkBytes), offset);
+    }
+    times.push(Number(process.hrtime.bigint() - t0));
+  }
+  return {
+    chunkBytes,
+    regionBytes,
+    cPrefaulted,
+    cFresh,
+    javascript: regionBytes / MIB / (median(times) / 1e9),
+  };
+}
+
+function evaluateTargets(report: Omit<BenchReport, 'targets'>): Target[] {
+  const targets: Target[] = [];
+  for (const row of report.rows) {
+    if (row.bytesPerFault !== 4096) continue;
+    const value = row.ratios.modelOverC;
+    targets.push({
+      name: `${row.id}: model / C host`,
+      value,
+      goal: '≥ 2',
+      met: value === null ? null : value >= 2,
+    });
+  }
+  const copy2m = report.rows.find((row) => row.id === 'missing-copy-2m');
+  const memcpy = report.memcpy.cPrefaulted;
+  if (copy2m !== undefined) {
+    const model = copy2m.results.model;
+    const value = isMeasurement(model) && memcpy !== null ? model.mibPerSecond / memcpy : null;
+    targets.push({
+      name: 'missing-copy-2m: model MiB/s / memcpy 4 KiB MiB/s',
+      value,
+      goal: '≥ 0.5',
+      met: value === null ? null : value >= 0.5,
+    });
+  }
+  const copy4k = report.rows.find((row) => row.id === 'missing-copy-4k');
+  if (copy4k !== undefined) {
+    const value = copy4k.ratios.tsOverC;
+    targets.push({
+      name: 'missing-copy-4k: TypeScript host / C host',
+      value,
+      goal: '≥ 0.7',
+      met: value === null ? null : value >= 0.7,
+    });
+  }
+  if (report.scale !== null) {
+    const { metadata, sparse } = report.scale;
+    targets.push({
+      name: 'model metadata bytes per populated 4 KiB page',
+      value: metadata.bytesPerPage,
+      goal: '≤ 64',
+      met: metadata.bytesPerPage <= 64,
+    });
+    targets.push({
+      name: 'model memory added by a 1 TiB sparse mapping + register (MiB)',
+      value: sparse.model.addedBytes / MIB,
+      goal: '< 16',
+      met: sparse.model.addedBytes < 16 * MIB,
+    });
+  }
+  return targets;
+}

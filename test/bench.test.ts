@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ModelBackend } from '../src/api/model-backend.ts';
+import { type BenchReport, isMeasurement, runBench } from '../src/bench/bench.ts';
+import { runRoundTrip } from '../src/bench/round-trip.ts';
+import { findRow, ROWS } from '../src/bench/rows.ts';
+import { measureMetadata, measureSparse } from '../src/bench/scale.ts';
+import { formatReport } from '../src/cli/bench.ts';
+import { hostUnavailable } from '../src/host/capabilities.ts';
+
+const MIB = 1024 * 1024;
+
+describe('bench round trips on the model', () => {
+  for (const row of ROWS) {
+    it(`${row.id}: one fault per chunk, every byte checked`, async () => {
+      const bytes = row.bytesPerFault >= 2 * MIB ? 8 * MIB : 2 * MIB;
+      const backend = new ModelBackend({ seed: 7, memory: { hugePages2M: 8 } });
+      const result = await runRoundTrip(backend, row, bytes);
+      assert.equal(result.faults, bytes / row.bytesPerFault);
+      assert.ok(result.ns > 0);
+      // Everything the row set up is gone again: a second run over the same model works too.
+      const again = await runRoundTrip(backend, row, bytes);
+      assert.equal(again.faults, result.faults);
+      assert.equal(backend.kernel.memory.hugePagesFree, 8);
+    });
+  }
+
+  it('two faulting threads split the region and the handler serves both', async () => {
+    const row = findRow('missing-copy-4k')!;
+    const result = await runRoundTrip(new ModelBackend({ seed: 3 }), row, 4 * MIB, 2);
+    assert.equal(result.faults, 1024);
+  });
+
+  it('rejects a region that does not split into chunks', async () => {
+    const row = findRow('missing-copy-64k')!;
+    await assert.rejects(runRoundTrip(new ModelBackend({ seed: 1 }), row, 100 * 1024), /not split|multiple/);
+  });
+});
+
+describe('bench scale rows', () => {
+  it('a 1 TiB sparse mapping registered for MISSING costs well under 16 MiB on the model', () => {
+    const result = measureSparse(new ModelBackend({ seed: 1 }), 2 ** 40);
+    assert.ok(result.addedBytes < 16 * MIB, `${result.addedBytes} bytes`);
+  });
+
+  it('metadata per populated page is measured beside the frames', () => {
+    const result = measureMetadata(16 * 1024);
+    assert.ok(result.frameBytes >= 16 * 1024 * 4096);
+    assert.ok(result.bytesPerPage > 0 && result.bytesPerPage < 256, `${result.bytesPerPage}`);
+  });
+});
+
+describe('faultline bench', () => {
+  it('reports every backend, the ratios and the targets as one versioned document', async () => {
+    const report: BenchReport = await runBench({
+      quick: true,
+      regionBytes: 2 * MIB,
+      runs: 1,
+      rows: ['missing-copy-4k', 'missing-zeropage-4k'],
+      skipScale: true,
+    });
+    assert.equal(report.version, 1);
+    assert.deepEqual(
+      report.rows.map((row) => row.id),
+      ['missing-copy-4k', 'missing-zeropage-4k'],
+    );
+    for (const row of report.rows) {
+      assert.ok(isMeasurement(row.results.model), JSON.stringify(row.results.model));
+      assert.equal(row.results.model.faults, 512);
+      if (hostUnavailable() === undefined) {
+        assert.ok(isMeasurement(row.results.cHost), JSON.stringify(row.results.cHost));
+        assert.ok(isMeasurement(row.results.tsHost), JSON.stringify(row.results.tsHost));
+        assert.equal(row.results.cHost.faults, 512);
+        assert.ok((row.ratios.modelOverC ?? 0) > 0);
+      } else {
+        assert.equal(row.ratios.modelOverC, null);
+      }
+    }
+    const names = report.targets.map((target) => target.name);
+    assert.ok(names.includes('missing-copy-4k: model / C host'));
+    assert.ok(names.includes('missing-copy-4k: TypeScript host / C host'));
+    const text = formatReport(report).join('\n');
+    assert.match(text, /MISSING \+ COPY 4 KiB/);
+    assert.match(text, /targets:/);
+    assert.doesNotThrow(() => JSON.parse(JSON.stringify(report)));
+  });
+
+  it('names an unknown row', async () => {
+    await assert.rejects(runBench({ quick: true, rows: ['nope'], skipScale: true }), /--rows: no row 'nope'/);
+  });
+});
