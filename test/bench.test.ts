@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ModelBackend } from '../src/api/model-backend.ts';
-import { type BenchReport, isMeasurement, runBench } from '../src/bench/bench.ts';
+import { type BenchReport, failures, isMeasurement, runBench } from '../src/bench/bench.ts';
 import { runRoundTrip } from '../src/bench/round-trip.ts';
 import { findRow, ROWS } from '../src/bench/rows.ts';
 import { measureMetadata, measureSparse } from '../src/bench/scale.ts';
@@ -83,6 +83,19 @@ describe('faultline bench', () => {
     assert.match(text, /MISSING \+ COPY 4 KiB/);
     assert.match(text, /targets:/);
     assert.doesNotThrow(() => JSON.parse(JSON.stringify(report)));
+    assert.deepEqual(failures(report), []);
+    const broken: BenchReport = {
+      ...report,
+      rows: report.rows.map((row, index) =>
+        index === 0
+          ? {
+              ...row,
+              results: { ...row.results, model: { unavailable: 'byte at offset 4096 is 0', failed: true } },
+            }
+          : row,
+      ),
+    };
+    assert.deepEqual(failures(broken), ['missing-copy-4k on model: byte at offset 4096 is 0']);
   });
 
   it('names an unknown row', async () => {

@@ -54,6 +54,8 @@ export interface Measurement {
 
 export interface Unavailable {
   readonly unavailable: string;
+  /** The measurement ran and went wrong (a failed call or a wrong byte), rather than the host lacking something. */
+  readonly failed?: boolean;
 }
 
 export type Cell = Measurement | Unavailable;
@@ -188,7 +190,22 @@ function measureReference(row: Row, regionBytes: number, runs: number, vcpus = 1
 }
 
 function failed(error: unknown): Unavailable {
-  return { unavailable: error instanceof Error ? error.message : String(error) };
+  return { unavailable: error instanceof Error ? error.message : String(error), failed: true };
+}
+
+/** Every measurement that went wrong, as `where: why` lines. */
+export function failures(report: BenchReport): string[] {
+  const lines: string[] = [];
+  const note = (where: string, cell: Cell): void => {
+    if (!isMeasurement(cell) && cell.failed === true) lines.push(`${where}: ${cell.unavailable}`);
+  };
+  for (const row of report.rows)
+    for (const id of BACKEND_IDS) note(`${row.id} on ${BACKEND_LABELS[id]}`, row.results[id]);
+  if (report.scale !== null) {
+    const { twoVcpus } = report.scale;
+    for (const id of BACKEND_IDS) note(`2 vCPUs on ${BACKEND_LABELS[id]}`, twoVcpus[id]);
+  }
+  return lines;
 }
 
 export async function runBench(options: BenchOptions): Promise<BenchReport> {

@@ -5,6 +5,7 @@ import {
   BACKEND_LABELS,
   type BenchReport,
   type Cell,
+  failures,
   isMeasurement,
   runBench,
 } from '../bench/bench.ts';
@@ -130,5 +131,7 @@ export async function benchCommand(options: BenchCommandOptions): Promise<number
   progress.finish();
   if (options.json) console.log(JSON.stringify(report, null, 2));
   else for (const line of formatReport(report)) console.log(line);
-  return 0;
+  const failed = failures(report);
+  for (const line of failed) console.error(`faultline bench: ${line}`);
+  return failed.length > 0 ? 1 : 0;
 }
