@@ -13,6 +13,7 @@ import { ModelBackend } from '../api/model-backend.ts';
 import { Process, type ThreadAccess } from '../api/process.ts';
 import { allVcpuWorkersExited, type VcpuStats } from '../model/parallel/cpus.ts';
 import { UFFDIO_REGISTER_MODE_MISSING } from '../uapi/constants.ts';
+import { patternPiece } from './round-trip.ts';
 
 const PAGE = 4096;
 const PIECE = 1024 * 1024;
@@ -66,17 +67,6 @@ export interface ParallelScalingResult {
   };
 }
 
-function pattern(firstPage: number, bytes: number): Uint8Array {
-  const piece = new Uint8Array(bytes);
-  const view = new DataView(piece.buffer);
-  for (let offset = 0; offset < bytes; offset += PAGE) {
-    const page = firstPage + offset / PAGE;
-    piece.fill((page * 31 + 7) & 0xff, offset, offset + PAGE);
-    view.setUint32(offset, page, true);
-  }
-  return piece;
-}
-
 /** Runs the workload once; throws if a byte read differs from the source. */
 export async function runScalingWorkload(options: {
   readonly bytes: number;
@@ -96,7 +86,7 @@ export async function runScalingWorkload(options: {
   const source = process.mmap({ length: bytes });
   for (let offset = 0; offset < bytes; offset += PIECE) {
     const length = Math.min(PIECE, bytes - offset);
-    process.write(source + offset, pattern(offset / PAGE, length));
+    process.write(source + offset, patternPiece(offset / PAGE, length));
   }
   uffd.register({ start: area, length: bytes }, UFFDIO_REGISTER_MODE_MISSING);
 
@@ -142,7 +132,7 @@ export async function runScalingWorkload(options: {
     const first = Math.floor((pages * thread) / threads);
     result.reads.forEach((read, index) => {
       const page = first + Math.floor(index / (workPerPage + 1));
-      const expected = pattern(page, PAGE);
+      const expected = patternPiece(page, PAGE);
       if (read.byteLength !== PAGE || !read.every((byte, at) => byte === expected[at])) {
         throw new Error(`vcpu${thread} read ${index} (page ${page}) differs from the source`);
       }
