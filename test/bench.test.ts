@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { ModelBackend } from '../src/api/model-backend.ts';
 import { type BenchReport, failures, isMeasurement, runBench } from '../src/bench/bench.ts';
 import { runRoundTrip } from '../src/bench/round-trip.ts';
@@ -100,5 +102,21 @@ describe('faultline bench', () => {
 
   it('names an unknown row', async () => {
     await assert.rejects(runBench({ quick: true, rows: ['nope'], skipScale: true }), /--rows: no row 'nope'/);
+  });
+
+  it('names a bad option in a one-line error', () => {
+    const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+    for (const [args, message] of [
+      [['--rows', 'nope'], /--rows <id>.*no row 'nope' \(rows: missing-copy-4k,/],
+      [['--size', '3M'], /--size <bytes>.*'3M' is not a multiple of 2M/],
+      [['--runs', '0'], /--runs <n>.*'0' is not a positive integer/],
+    ] as const) {
+      const run = spawnSync(process.execPath, ['--import', 'tsx', main, 'bench', ...args], {
+        encoding: 'utf8',
+      });
+      assert.equal(run.status, 1, args.join(' '));
+      assert.match(run.stderr, message);
+      assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+    }
   });
 });

@@ -1,5 +1,6 @@
 /** The faultline command line. */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { findRow, ROWS } from '../bench/rows.ts';
 import { scenarioJsonSchema } from '../scenario/schema.ts';
 import { SNAPSHOT_MODES } from '../workloads/background-snapshot.ts';
 import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
@@ -38,6 +39,23 @@ function positive(value: string): number {
   const parsed = integer(value);
   if (parsed === 0) throw new InvalidArgumentError(`'${value}' is not a positive integer`);
   return parsed;
+}
+
+function benchSizeArgument(value: string): number {
+  const bytes = sizeArgument(value);
+  if (bytes % (2 * 1024 * 1024) !== 0) {
+    throw new InvalidArgumentError(
+      `'${value}' is not a multiple of 2M (the 2 MiB rows need whole huge pages)`,
+    );
+  }
+  return bytes;
+}
+
+function benchRow(value: string, previous: string[]): string[] {
+  if (findRow(value) === undefined) {
+    throw new InvalidArgumentError(`no row '${value}' (rows: ${ROWS.map((row) => row.id).join(', ')})`);
+  }
+  return [...previous, value];
 }
 
 const program = new Command()
@@ -245,9 +263,13 @@ program
   )
   .option('--json', 'one JSON document (with a version field) instead of tables', false)
   .option('--quick', 'smaller regions (32 MiB) and 128 Ki populated pages instead of 1 Mi', false)
-  .option('--size <bytes>', 'guest region per row, e.g. 256M (default 256M, 32M with --quick)', sizeArgument)
+  .option(
+    '--size <bytes>',
+    'guest region per row, a multiple of 2M, e.g. 256M (default 256M, 32M with --quick)',
+    benchSizeArgument,
+  )
   .option('--runs <n>', 'measured runs per row and backend (the median is shown)', positive)
-  .option('--rows <id>', 'only this row (repeatable): missing-copy-4k, missing-copy-64k, ...', collect, [])
+  .option('--rows <id>', `only this row (repeatable): ${ROWS.map((row) => row.id).join(', ')}`, benchRow, [])
   .option('--no-scale', 'skip the scale rows (sparse space, metadata, 2 vCPUs, parallel model)')
   .action(async (options: BenchCommandOptions) => {
     process.exitCode = await benchCommand(options);
