@@ -66,9 +66,15 @@ struct BlockClock {
     if (took < kSlowTouchNs) return;
     long now = VoluntarySwitches();
     if (now == switches) return;
+    // Each sleep in a touch is a userfaultfd fault the thread waited for (the
+    // thread's fault count); counting them here spares the fast path any
+    // getrusage(2).
+    thread.faults += now - switches;
     switches = now;
     thread.blocked_ns += took;
   }
+  // After a syscall access, whose sleeps are neither fault nor blocked time.
+  void Resync() { switches = VoluntarySwitches(); }
 };
 
 // A pipe a thread's kernel-mode accesses go through.
@@ -245,6 +251,7 @@ void RunProgram(AccessThread& thread) {
     thread.access_started_ns.store(MonotonicNs(), std::memory_order_release);
     if (op.kind == OP_SYSCALL) {
       thread.returns.push_back(op.call == CALL_FORK ? RunFork(thread, op) : RunSyscall(op));
+      clock.Resync();
       continue;
     }
     bool write = op.kind == OP_WRITE;
@@ -257,14 +264,10 @@ void RunProgram(AccessThread& thread) {
       bytes = buffer.data();
     }
     size_t length = write ? op.data.size() : op.length;
-    long switches = VoluntarySwitches();
-    // Sleeps outside timed touches (a syscall access's) are not blocked time.
-    clock.switches = switches;
     if (op.kernel) {
       int error = pipe.Open() ? (write ? KernelWrite(pipe, op.address, bytes, length, clock)
                                        : KernelRead(pipe, op.address, bytes, length, clock))
                               : errno;
-      thread.faults += VoluntarySwitches() - switches;
       if (error != 0) {
         // A syscall that cannot fault the memory in fails; the thread goes on.
         thread.error = error;
@@ -281,7 +284,6 @@ void RunProgram(AccessThread& thread) {
         outcome = GuardedCopy(&thread.guard, op.address, bytes, end, write, &done, false);
         clock.Stop();
       }
-      thread.faults += VoluntarySwitches() - switches;
       if (outcome == COPY_SIGNAL) {
         thread.signal = thread.guard.signal;
         thread.signal_address = thread.guard.address;

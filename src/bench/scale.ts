@@ -16,8 +16,8 @@ const PIECE = 1024 * 1024;
 
 let collect: (() => void) | undefined;
 
-/** A full garbage collection, so memory deltas count live data only. */
-function gc(): void {
+/** A full garbage collection, so memory deltas count live data only (and earlier rows' models are gone). */
+export function gc(): void {
   if (collect === undefined) {
     v8.setFlagsFromString('--expose-gc');
     collect = vm.runInNewContext('gc') as () => void;
