@@ -273,7 +273,8 @@ export class HostProcessBackend implements ProcessBackend {
   read(fd: number, count: number): Uint8Array {
     // A handler reads a batch's worth (2 KiB for 64 messages) and usually gets one 32-byte message:
     // reading into a kept buffer and copying out what came keeps the fault path from feeding the GC.
-    const into = count <= this.readBuffer.byteLength ? this.readBuffer.subarray(0, count) : new Uint8Array(count);
+    const into =
+      count <= this.readBuffer.byteLength ? this.readBuffer.subarray(0, count) : new Uint8Array(count);
     const length = check('read', this.addon.read(fd, into));
     return into.slice(0, length);
   }
