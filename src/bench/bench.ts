@@ -185,7 +185,7 @@ function referenceRun(row: Row, regionBytes: number, vcpus: number): { faults: n
 
 /**
  * The TypeScript and the C handler on the host, their runs alternating (after
- * one uncounted run each), so that both see the machine in the same state:
+ * two uncounted runs each), so that both see the machine in the same state:
  * on a VM the cost of a wake-up drifts, and the ratio is what matters.
  */
 async function measureHostPair(
@@ -209,12 +209,15 @@ async function measureHostPair(
       error: null as unknown,
     },
   ];
-  for (let run = 0; run <= runs; run++) {
-    for (const side of sides) {
+  // Two uncounted rounds (the host's first runs of a kind are slow: fresh memory, huge pages
+  // being allocated), then counted rounds in alternating order.
+  const warmUp = 2;
+  for (let run = 0; run < warmUp + runs; run++) {
+    for (const side of run % 2 === 0 ? sides : [...sides].reverse()) {
       if (side.error !== null) continue;
       try {
         const result = await side.run();
-        if (run === 0) continue;
+        if (run < warmUp) continue;
         side.times.push(result.ns);
         side.faults = result.faults;
       } catch (error) {
@@ -267,11 +270,16 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     return host;
   };
 
+  // Every row on the model first, then every row on the host: the host rows map and free
+  // hundreds of MiB per run, which would otherwise land between the model's runs.
+  const modelCells = new Map<Row, Cell>();
+  for (const row of rows) {
+    progress(`${row.id} on the model`);
+    modelCells.set(row, await measureBackend(modelBackend, row, regionBytes, runs).catch(failed));
+  }
   const rowResults: RowResult[] = [];
   for (const row of rows) {
-    const results = {} as Record<BackendId, Cell>;
-    progress(`${row.id} on the model`);
-    results.model = await measureBackend(modelBackend, row, regionBytes, runs).catch(failed);
+    const results = { model: modelCells.get(row)! } as Record<BackendId, Cell>;
     if (hostReason !== undefined) {
       results.tsHost = { unavailable: hostReason };
       results.cHost = { unavailable: hostReason };
