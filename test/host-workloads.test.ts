@@ -88,6 +88,16 @@ describe('workloads on the host kernel', { skip: missing }, () => {
     assert.equal(result.bytesMoved, (result.postcopyPages as number) * 2 * 2 ** 20);
   });
 
+  it('postcopy, hugetlb-missing (MISSING + COPY of 2 MiB pages, dirty pages punched out)', {
+    skip: hugetlbMissing,
+  }, () => {
+    const result = workload(['postcopy', '--mode', 'hugetlb-missing', '--size', '8M', '--dirty', '50']);
+    assert.equal(result.pages, 4);
+    assert.equal(result.verifiedPages, 4);
+    assert.equal(result.verifiedReads, 4);
+    assert.equal(result.bytesMoved, (result.postcopyPages as number) * 2 * 2 ** 20);
+  });
+
   it('background-snapshot: the saved image equals memory at the snapshot instant', () => {
     workload(['background-snapshot', '--size', '8M']);
   });

@@ -279,6 +279,25 @@ describe('postcopy on hugetlbfs: MINOR with 2 MiB pages', () => {
     });
   }
 
+  for (const dirtyPercent of [40, 100]) {
+    it(`hugetlb-missing (QEMU's way: punch dirty pages out, COPY whole huge pages), ${dirtyPercent}% dirty`, async () => {
+      const guestBytes = 16 * MiB;
+      const pages = guestBytes / HUGE;
+      const result = await postcopy({ mode: 'hugetlb-missing', guestBytes, dirtyPercent, preempt: true });
+      assert.equal(result.pageSize, HUGE);
+      assert.equal(result.verifiedPages, pages, 'every byte of every huge page');
+      assert.equal(result.verifiedReads, result.reads);
+      const dirty = Array.from({ length: pages }, (_, i) => isDirty(i, 1, dirtyPercent)).filter(
+        Boolean,
+      ).length;
+      assert.equal(result.dirtyPages, dirty);
+      // Only dirtied pages travel again; a clean page stays in the file and never faults.
+      assert.equal(result.stats.bytesMoved, dirty * HUGE);
+      assert.ok(result.stats.faults <= dirty, `${result.stats.faults} faults for ${dirty} dirty pages`);
+      for (const thread of result.threads) assert.equal(thread.state, 'done');
+    });
+  }
+
   it('vCPUs touch inside huge pages, not only at their start; 4 KiB pages are read at their start', () => {
     const offsets = Array.from({ length: 16 }, (_, i) => touchOffset(i, HUGE));
     assert.ok(offsets.some((offset) => offset >= 4096));

@@ -299,7 +299,8 @@ export async function postcopyCommand(
   inRange('--vcpus', options.vcpus, 1, 64);
   inRange('--timeout', options.timeout, 1, 3600);
   const pageSize = postcopyPageSize(options.mode);
-  if (options.mode === 'hugetlb' && options.size % pageSize !== 0) {
+  const huge = options.mode === 'hugetlb' || options.mode === 'hugetlb-missing';
+  if (huge && options.size % pageSize !== 0) {
     throw new InvalidArgumentError(
       `--size: ${options.size} bytes is not a multiple of ${mib(pageSize)}, the huge page size of --mode ${options.mode}`,
     );
@@ -310,7 +311,7 @@ export async function postcopyCommand(
     // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 (the host refuses).
     options.mode === 'gmem' ? '7.1' : '6.18',
   );
-  if (options.mode === 'hugetlb') {
+  if (huge) {
     // The guest RAM is one hugetlbfs memfd, preallocated: one huge page per page of the run.
     const needed = options.size / pageSize;
     if (backend instanceof ModelBackend) {
@@ -322,7 +323,7 @@ export async function postcopyCommand(
       }
     } else {
       const reason = reserveHugePages(needed);
-      if (reason !== undefined) throw new InvalidArgumentError(`--mode hugetlb: ${reason}`);
+      if (reason !== undefined) throw new InvalidArgumentError(`--mode ${options.mode}: ${reason}`);
     }
   }
   const result = await runPostcopy({

@@ -36,8 +36,10 @@ import { Process, type Uffd } from '../api/process.ts';
 import { percentiles, type Trace } from '../trace/trace.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
   MADV_DONTNEED,
   UFFD_FEATURE_MINOR_HUGETLBFS,
+  UFFD_FEATURE_MISSING_HUGETLBFS,
   UFFDIO_REGISTER_MODE_MINOR,
   UFFDIO_REGISTER_MODE_MISSING,
 } from '../uapi/constants.ts';
@@ -63,11 +65,23 @@ import {
 import { WorkloadStats } from './stats.ts';
 
 /**
- * anon: MISSING + COPY; shmem, hugetlb (2 MiB hugetlbfs) and gmem (guest_memfd, the 7.1 model only):
- * MINOR + CONTINUE.
+ * anon: MISSING + COPY; hugetlb-missing: 2 MiB hugetlbfs RAM with MISSING + COPY of whole huge pages,
+ * dirty pages discarded by punching them out of the file (QEMU's own hugetlbfs postcopy); shmem,
+ * hugetlb (2 MiB hugetlbfs) and gmem (guest_memfd, the 7.1 model only): MINOR + CONTINUE.
  */
-export type PostcopyMode = 'anon' | 'shmem' | 'hugetlb' | 'gmem';
-export const POSTCOPY_MODES: readonly PostcopyMode[] = ['anon', 'shmem', 'hugetlb', 'gmem'];
+export type PostcopyMode = 'anon' | 'shmem' | 'hugetlb' | 'hugetlb-missing' | 'gmem';
+export const POSTCOPY_MODES: readonly PostcopyMode[] = [
+  'anon',
+  'shmem',
+  'hugetlb',
+  'hugetlb-missing',
+  'gmem',
+];
+
+/** Modes that register MISSING and place pages with UFFDIO_COPY (the others: MINOR and CONTINUE). */
+export function postcopyCopies(mode: PostcopyMode): boolean {
+  return mode === 'anon' || mode === 'hugetlb-missing';
+}
 
 const SMALL_PAGE = 4096;
 const HUGE_PAGE = 2 * 1024 * 1024;
@@ -77,7 +91,7 @@ const HUGE_PAGE = 2 * 1024 * 1024;
  * which pages are discarded, requested, sent and placed.
  */
 export function postcopyPageSize(mode: PostcopyMode): number {
-  return mode === 'hugetlb' ? HUGE_PAGE : SMALL_PAGE;
+  return mode === 'hugetlb' || mode === 'hugetlb-missing' ? HUGE_PAGE : SMALL_PAGE;
 }
 
 /**
@@ -283,8 +297,16 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
   // Guest RAM as the destination VMM maps it, and (shmem, hugetlb, gmem) the second view precopy fills.
   let guest: number;
   let fill: number;
+  /** hugetlb-missing: the RAM's file, through which switchover discards dirty pages. */
+  let ramFd = -1;
   if (mode === 'anon') {
     guest = process.mmap({ length: options.guestBytes });
+    fill = guest;
+  } else if (mode === 'hugetlb-missing') {
+    // QEMU's hugetlbfs RAM: one shared mapping precopy writes into directly. Not preallocated: a page
+    // precopy never wrote (a zero page) stays a hole, and its first touch after switchover is MISSING.
+    ramFd = process.memfd('guest-ram', { size: options.guestBytes, hugetlb: true });
+    guest = process.mmap({ length: options.guestBytes, fd: ramFd, shared: true });
     fill = guest;
   } else {
     const fd =
@@ -302,6 +324,13 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
   // QEMU probes with features 0: it needs nothing beyond MISSING/MINOR and the fill ioctls.
   const { features } = uffd.api(0);
   // As QEMU checks MISSING_HUGETLBFS for hugepage RAM it places with COPY: MINOR needs its hugetlbfs bit.
+  if (mode === 'hugetlb-missing' && (features & UFFD_FEATURE_MISSING_HUGETLBFS) === 0) {
+    uffd.close();
+    if (ramFd >= 0) process.close(ramFd);
+    throw new Error(
+      '--mode hugetlb-missing: this kernel has no UFFD_FEATURE_MISSING_HUGETLBFS (MISSING faults on hugetlbfs)',
+    );
+  }
   if (mode === 'hugetlb' && (features & UFFD_FEATURE_MINOR_HUGETLBFS) === 0) {
     uffd.close();
     throw new Error(
@@ -317,7 +346,18 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
   try {
     link = await startSource(config);
     options.onSourceStarted?.(link.child.pid!);
-    const migration = migrate({ options, source: config, process, uffd, stats, guest, fill, shares, link });
+    const migration = migrate({
+      options,
+      source: config,
+      process,
+      uffd,
+      stats,
+      guest,
+      fill,
+      ramFd,
+      shares,
+      link,
+    });
     // After a timeout the migration may still fail later (the source is killed): that is expected.
     migration.catch(() => {});
     const result = await withTimeout(migration, options.timeoutMs, 'the migration');
@@ -327,6 +367,7 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
     if (link !== null) await stopSource(link, completed);
     // Closing the uffd releases any vCPU still asleep on a fault after a failure.
     if (!completed) uffd.close();
+    if (ramFd >= 0) process.close(ramFd);
   }
 }
 
@@ -338,14 +379,16 @@ interface MigrateContext {
   readonly stats: WorkloadStats;
   readonly guest: number;
   readonly fill: number;
+  readonly ramFd: number;
   readonly shares: number[][];
   readonly link: SourceLink;
 }
 
 async function migrate(context: MigrateContext): Promise<PostcopyResult> {
-  const { options, source, process, uffd, stats, guest, fill, shares, link } = context;
+  const { options, source, process, uffd, stats, guest, fill, ramFd, shares, link } = context;
   const { pages, pageSize } = source;
   const { mode, trace } = options;
+  const copies = postcopyCopies(mode);
   const startedMs = performance.now();
 
   /** 1 while a dirty page has not arrived yet (the destination's "received" bitmap, inverted). */
@@ -393,8 +436,9 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
       stale[i] = 1;
       dirtyPages++;
     }
-    if (mode === 'anon') {
-      // Discard what precopy sent for the dirtied pages, one madvise per run of them.
+    if (copies) {
+      // Discard what precopy sent for the dirtied pages, one call per run of them: madvise for anonymous
+      // RAM, a hole punched in the file for hugetlbfs (QEMU's ram_block_discard_range).
       if (options.dirtyPercent < 100) {
         for (let i = 0; i < pages; ) {
           if (stale[i] === 0) {
@@ -403,7 +447,16 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
           }
           let end = i;
           while (end < pages && stale[end] === 1) end++;
-          process.backend.madvise(guest + i * pageSize, (end - i) * pageSize, MADV_DONTNEED);
+          if (ramFd >= 0) {
+            process.fallocate(
+              ramFd,
+              FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+              i * pageSize,
+              (end - i) * pageSize,
+            );
+          } else {
+            process.backend.madvise(guest + i * pageSize, (end - i) * pageSize, MADV_DONTNEED);
+          }
           i = end;
         }
       }
@@ -440,10 +493,12 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
     const start = performance.now();
     let name: string;
     try {
-      if (mode === 'anon') {
-        name = payload === null ? 'UFFDIO_ZEROPAGE' : 'UFFDIO_COPY';
-        if (payload === null) uffd.zeropage({ start: address, length: pageSize });
-        else uffd.copyBytes(address, payload);
+      if (copies) {
+        // hugetlbfs has no UFFDIO_ZEROPAGE (EINVAL): a zero huge page is copied like any other.
+        const zero = payload === null && mode === 'anon';
+        name = zero ? 'UFFDIO_ZEROPAGE' : 'UFFDIO_COPY';
+        if (zero) uffd.zeropage({ start: address, length: pageSize });
+        else uffd.copyBytes(address, payload ?? zeros);
       } else {
         name = 'refresh+UFFDIO_CONTINUE';
         process.write(fill + index * pageSize, payload ?? zeros);
@@ -580,10 +635,12 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
         if (stale[index] === 0) {
           // Not stale: a clean page (shmem: map it from the cache; anon: a zero page precopy had no
           // need to write), or one placed after this fault was queued (EEXIST: just wake).
-          let kind = mode !== 'anon' ? 'clean' : 'zero';
+          let kind = !copies ? 'clean' : 'zero';
           try {
-            if (mode !== 'anon') uffd.continue({ start: address, length: pageSize });
-            else uffd.zeropage({ start: address, length: pageSize });
+            if (!copies) uffd.continue({ start: address, length: pageSize });
+            else if (mode === 'anon') uffd.zeropage({ start: address, length: pageSize });
+            // hugetlbfs has no UFFDIO_ZEROPAGE: the hole a zero page left is filled by copying zeroes.
+            else uffd.copyBytes(address, zeros);
           } catch (error) {
             if (!(error instanceof KernelError && error.errno === EEXIST)) throw error;
             uffd.wake({ start: address, length: pageSize });
