@@ -3,7 +3,13 @@
  * block on a userfaultfd fault, and is retried from the faulting page when the
  * task is woken, as the kernel re-executes a fault after VM_FAULT_RETRY.
  */
-import type { FaultWaiter } from './uffd/context.ts';
+
+/**
+ * The fault a task sleeps on. uffd/context.ts fills the interface in with its
+ * FaultWaiter (declaration merging), so task.ts does not import uffd/.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: completed by declaration merging in uffd/context.ts
+export interface TaskWaiter {}
 
 /**
  * `user`: running user code on a CPU of its own, outside the kernel and off
@@ -59,7 +65,7 @@ export class Task {
   /** Bytes of every completed read access, in order. */
   readonly reads: Uint8Array[] = [];
   /** The fault this task sleeps on, while blocked. */
-  waiter: FaultWaiter | null = null;
+  waiter: TaskWaiter | null = null;
   signal: TaskSignal | null = null;
   /** Set when a kernel-mode access failed (EFAULT). */
   errno = 0;

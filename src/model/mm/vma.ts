@@ -3,7 +3,6 @@
  * values are the model's own.
  */
 import type { Inode } from '../mem/pagecache.ts';
-import type { UffdContext } from '../uffd/context.ts';
 import type { MemoryType, VmaView } from './memtype.ts';
 import type { AddressSpace } from './mm.ts';
 
@@ -32,9 +31,18 @@ export const VM_NORESERVE = 1 << 18;
 export const VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR;
 export const VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC;
 
+/**
+ * The userfaultfd context a VMA is registered with. mm/ compares it only by
+ * identity; uffd/context.ts fills the interface in with the context's class
+ * (as mm_types.h knows struct userfaultfd_ctx only by a forward declaration),
+ * so mm/ needs no import of uffd/.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: completed by declaration merging in uffd/context.ts
+export interface VmaUffdContext {}
+
 export class Vma implements VmaView {
   /** The userfaultfd context this VMA is registered with (vm_userfaultfd_ctx). */
-  uffdContext: UffdContext | null = null;
+  uffdContext: VmaUffdContext | null = null;
   /** Identity of the anon_vma, 0 before the first anonymous page (anon_vma_prepare). */
   anonVma = 0;
   /** 2^pageShift, kept as a field: the fault and fill paths read it on every page. */

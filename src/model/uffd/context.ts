@@ -7,6 +7,16 @@ import { UFFD_FEATURE_INITIALIZED } from '../../uapi/constants.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import type { Task } from '../task.ts';
 
+declare module '../mm/vma.ts' {
+  // A VMA's context is this class (see VmaUffdContext).
+  interface VmaUffdContext extends UffdContext {}
+}
+
+declare module '../task.ts' {
+  // A sleeping task's waiter is a FaultWaiter (see TaskWaiter).
+  interface TaskWaiter extends FaultWaiter {}
+}
+
 export interface FaultWaiter {
   readonly task: Task;
   readonly context: UffdContext;
