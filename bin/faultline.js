@@ -1,14 +1,24 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI from source through tsx, so `npx faultline` works
-// without a build step.
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// The faultline command. It runs the CLI in this very process, so a signal
+// sent to `faultline` reaches the run itself and a death by signal is the
+// process's own (no wrapper to orphan a child or to turn SIGSEGV into exit 1).
+// An installed package runs the compiled dist/; a source checkout (src/ beside
+// this file, tsx installed as a dev dependency) runs src/ through tsx's
+// in-process loader, so an edit takes effect without a build.
+import { existsSync } from 'node:fs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const result = spawnSync(
-  process.execPath,
-  ['--import', 'tsx', join(root, 'src/cli/main.ts'), ...process.argv.slice(2)],
-  { stdio: 'inherit' },
-);
-process.exit(result.status ?? 1);
+const root = new URL('../', import.meta.url);
+const source = new URL('src/cli/main.ts', root);
+
+async function sourceLoader() {
+  if (!existsSync(source)) return false;
+  try {
+    const { register } = await import('tsx/esm/api');
+    register();
+    return true;
+  } catch {
+    return false; // no tsx (a package built with src/ in it): the compiled CLI is as good
+  }
+}
+
+await import((await sourceLoader()) ? source.href : new URL('dist/cli/main.js', root).href);

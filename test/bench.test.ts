@@ -114,7 +114,7 @@ describe('faultline bench', () => {
       const run = spawnSync(process.execPath, ['--import', 'tsx', main, 'bench', ...args], {
         encoding: 'utf8',
       });
-      assert.equal(run.status, 1, args.join(' '));
+      assert.equal(run.status, 2, args.join(' '));
       assert.match(run.stderr, message);
       assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
     }

@@ -91,15 +91,18 @@ describe('broken scenario files', () => {
       );
 
       // Nothing runs: a directory holding a valid scenario (sorted first) and the broken file is
-      // rejected as a whole, with the error as the only output and no scenario report.
+      // rejected as a whole with the error (the command line prints it and exits 2), no report.
       const dir = mkdtempSync(join(scratch, 'broken-'));
       copyFileSync(join(CORPUS, 'api', 'handshake.yaml'), join(dir, 'a-valid.yaml'));
       copyFileSync(file, join(dir, name));
       const lines: string[] = [];
       const out = (line: string) => void lines.push(line);
-      const code = await runCommand(dir, { backend: 'model', json: true, seed: 1, keepGoing: false, out });
-      assert.equal(code, 2);
-      assert.deepEqual(lines, [`${join(dir, name)}:${message}`]);
+      await assert.rejects(
+        runCommand(dir, { backend: 'model', json: true, seed: 1, keepGoing: false, out }),
+        (error: unknown) =>
+          error instanceof ScenarioError && error.message === `${join(dir, name)}:${message}`,
+      );
+      assert.deepEqual(lines, []);
     });
   }
 });

@@ -207,7 +207,7 @@ describe('faultline workload commands', () => {
         encoding: 'utf8',
       },
     );
-    assert.equal(run.status, 1);
+    assert.equal(run.status, 2, 'a usage error');
     assert.match(run.stderr, /--dirty <percent>.*'120' is not a percentage from 0 to 100/);
     assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
   });

@@ -1,16 +1,21 @@
 /** `faultline diff FILE|DIR`: the model against the host kernel, step by step. */
 import { type DiffReport, diffScenario } from '../scenario/diff.ts';
-import { loadOrReport } from './load.ts';
+import { loadScenarioPaths } from './paths.ts';
 
 export interface DiffCommandOptions {
   readonly json: boolean;
   readonly seed: number;
+  /** Only the scenarios whose name this selects (see `scenarioFilter`). */
+  readonly filter?: string;
   readonly out: (line: string) => void;
 }
 
-export async function diffCommand(path: string, options: DiffCommandOptions): Promise<number> {
-  const scenarios = loadOrReport(path, options.out);
-  if (scenarios === undefined) return 2;
+/** Diffs the scenarios under `paths` (files, directories, globs); 1 when one diverges unexplained. */
+export async function diffCommand(
+  paths: string | readonly string[],
+  options: DiffCommandOptions,
+): Promise<number> {
+  const scenarios = loadScenarioPaths(typeof paths === 'string' ? [paths] : paths, options.filter);
   const reports: DiffReport[] = [];
   for (const scenario of scenarios) {
     const report = await diffScenario(scenario, { seed: options.seed });

@@ -1,16 +1,19 @@
-/** The faultline command line. */
-import { Command, InvalidArgumentError, Option } from 'commander';
+/**
+ * The faultline command line. Exit codes: 2 for a usage or configuration
+ * error, 1 for failures found, 0 otherwise (see errors.ts). Commands load
+ * their modules when they run, so heavy dependencies (fast-check for fuzz,
+ * vega for plots) load only in the commands that use them.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { findRow, ROWS } from '../bench/rows.ts';
 import { scenarioJsonSchema } from '../scenario/schema.ts';
 import { SNAPSHOT_MODES } from '../workloads/background-snapshot.ts';
 import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
 import { POSTCOPY_MODES } from '../workloads/postcopy.ts';
-import { type BenchCommandOptions, benchCommand } from './bench.ts';
-import { conformanceCommand } from './conformance.ts';
-import { runDemo } from './demo.ts';
-import { diffCommand } from './diff.ts';
-import { type FuzzCommandOptions, fuzzCommand } from './fuzz.ts';
-import { runCommand } from './run.ts';
+import type { BenchCommandOptions } from './bench.ts';
+import { EXIT_USAGE, reportError, UsageError } from './errors.ts';
+import type { FuzzCommandOptions } from './fuzz.ts';
 import {
   type BackgroundSnapshotCommandOptions,
   backgroundSnapshotCommand,
@@ -58,41 +61,62 @@ function benchRow(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+function backendOption(): Option {
+  return new Option('--backend <name>', 'kernel to run on').choices(['model', 'host']).default('model');
+}
+
+/** The version in package.json (one directory up from src/ and from dist/). */
+function packageVersion(): string {
+  const json = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  return String(json.version);
+}
+
+/** Under --json, errors are a JSON document on stdout instead of a line on stderr. */
+const jsonOutput = process.argv.includes('--json');
+
 const program = new Command()
   .name('faultline')
   .description('An executable model of Linux userfaultfd and the vm_uffd_ops memory-type API')
-  .version('0.1.0');
+  .version(packageVersion())
+  .showSuggestionAfterError(true)
+  // Commander's own errors (unknown command or option, bad value) reach the handler at the end,
+  // which prints them once, in the form --json asks for, and exits 2.
+  .exitOverride()
+  .configureOutput({ outputError: () => {} });
 
 program
-  .command('demo', { isDefault: true })
+  .command('demo')
   .description('a handler resolving MISSING and MINOR faults on the model, narrated')
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
   .option('--pages <n>', 'pages per part', integer, 4096)
   .option('--vcpus <n>', 'faulting threads', integer, 2)
   .action(async (options: { seed: number; pages: number; vcpus: number }) => {
+    const { runDemo } = await import('./demo.ts');
     process.exitCode = await runDemo({ ...options, out: (line) => console.log(line) });
   });
 
 program
   .command('run')
-  .description('run scenario files (a file or a directory) and check their expectations')
-  .argument('<path>', 'a scenario file or a directory of them')
-  .option('--backend <name>', 'model or host', 'model')
+  .description('run scenario files and check their expectations')
+  .argument('<paths...>', 'scenario files, directories of them, or globs')
+  .addOption(backendOption())
+  .option('--filter <pattern>', 'only scenarios whose name contains this (or matches this glob)')
   .option('--json', 'one JSON document instead of text', false)
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
-  .option('--keep-going', 'run the remaining steps of a scenario after a failing one', false)
+  .option('--keep-going', 'run the remaining steps of a scenario after a failing one, showing each', false)
   .action(
-    async (path: string, options: { backend: string; json: boolean; seed: number; keepGoing: boolean }) => {
-      if (options.backend !== 'model' && options.backend !== 'host') {
-        throw new InvalidArgumentError(`unknown backend '${options.backend}' (model or host)`);
-      }
-      process.exitCode = await runCommand(path, {
-        backend: options.backend,
-        json: options.json,
-        seed: options.seed,
-        keepGoing: options.keepGoing,
-        out: (line) => console.log(line),
-      });
+    async (
+      paths: string[],
+      options: {
+        backend: 'model' | 'host';
+        filter?: string;
+        json: boolean;
+        seed: number;
+        keepGoing: boolean;
+      },
+    ) => {
+      const { runCommand } = await import('./run.ts');
+      process.exitCode = await runCommand(paths, { ...options, out: (line) => console.log(line) });
     },
   );
 
@@ -102,7 +126,7 @@ const workload = program
 workload
   .command('snapshot-restore')
   .description('Firecracker-style lazy snapshot restore')
-  .option('--backend <name>', 'model or host', 'model')
+  .addOption(backendOption())
   .option('--mode <mode>', 'anon, hugetlb, gmem-minor or gmem-missing', 'anon')
   .option('--size <bytes>', 'guest memory size (K, M, G)', '64M')
   .option('--vcpus <n>', 'vCPU threads', integer, 2)
@@ -119,38 +143,48 @@ workload
   .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
   .option('--plot <file>', 'write a plot of the run (.svg or .png)')
   .option('--json', 'one JSON document instead of text', false)
-  .action((options: SnapshotRestoreCommandOptions, command: Command) =>
-    workloadAction<SnapshotRestoreCommandOptions>(snapshotRestoreCommand)(options, command),
-  );
+  .action(workloadAction<SnapshotRestoreCommandOptions>(snapshotRestoreCommand));
 
 program
   .command('diff')
   .description('run scenarios on the model and on the host kernel and report every step where they differ')
-  .argument('<path>', 'a scenario file or a directory of them')
+  .argument('<paths...>', 'scenario files, directories of them, or globs')
+  .option('--filter <pattern>', 'only scenarios whose name contains this (or matches this glob)')
   .option('--json', 'one JSON document instead of text', false)
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
-  .action(async (path: string, options: { json: boolean; seed: number }) => {
-    process.exitCode = await diffCommand(path, { ...options, out: (line) => console.log(line) });
+  .action(async (paths: string[], options: { json: boolean; seed: number; filter?: string }) => {
+    const { diffCommand } = await import('./diff.ts');
+    process.exitCode = await diffCommand(paths, { ...options, out: (line) => console.log(line) });
   });
 
 /**
  * Runs a workload command: its exit code becomes the process's (1 when a
- * check fails); a bad option or a failed run prints one line and exits 1.
+ * check fails). A bad option value is a usage error (exit 2); a run that
+ * fails prints one line and exits 1.
  */
 function workloadAction<T>(run: (options: T, out: (line: string) => void) => Promise<number>) {
-  return async (options: T, command: Command) => {
+  return async (options: T) => {
     try {
       process.exitCode = await run(options, (line) => console.log(line));
     } catch (error) {
-      command.error(`error: ${(error as Error).message}`, { exitCode: 1 });
+      if (error instanceof CommanderError || error instanceof UsageError) throw error;
+      fail(`error: ${(error as Error).message}`, 1);
     }
   };
+}
+
+/** Prints one line (or the JSON error document under --json) and sets the exit code. */
+function fail(message: string, exitCode: number): void {
+  if (jsonOutput)
+    console.log(JSON.stringify({ version: 1, error: { kind: 'run', message, exitCode } }, null, 2));
+  else console.error(message);
+  process.exitCode = exitCode;
 }
 
 /** The options every workload command shares. */
 function withCommonOptions(command: Command): Command {
   return command
-    .addOption(new Option('--backend <name>', 'kernel to run on').choices(['model', 'host']).default('model'))
+    .addOption(backendOption())
     .option('--seed <n>', 'seed of the model and of the workload', integer, 1)
     .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
     .option('--plot <file>', 'write a plot of the run (.svg or .png)')
@@ -235,6 +269,7 @@ program
       kernelVersion: '6.18' | '7.1';
       seed: number;
     }) => {
+      const { conformanceCommand } = await import('./conformance.ts');
       process.exitCode = await conformanceCommand({ ...options, out: (line) => console.log(line) });
     },
   );
@@ -252,9 +287,11 @@ program
   )
   .option('--out <dir>', 'where a shrunk divergent scenario is written', 'fuzz-out')
   .option('--json', 'one JSON document instead of text', false)
-  .action((options: FuzzCommandOptions, command: Command) =>
-    workloadAction<FuzzCommandOptions>(fuzzCommand)(options, command),
-  );
+  .action(async (options: FuzzCommandOptions) => {
+    // fast-check loads only here.
+    const { fuzzCommand } = await import('./fuzz.ts');
+    await workloadAction<FuzzCommandOptions>(fuzzCommand)(options);
+  });
 
 program
   .command('bench')
@@ -272,6 +309,7 @@ program
   .option('--rows <id>', `only this row (repeatable): ${ROWS.map((row) => row.id).join(', ')}`, benchRow, [])
   .option('--no-scale', 'skip the scale rows (sparse space, metadata, 2 vCPUs, parallel model)')
   .action(async (options: BenchCommandOptions) => {
+    const { benchCommand } = await import('./bench.ts');
     process.exitCode = await benchCommand(options);
   });
 
@@ -282,4 +320,24 @@ program
     console.log(JSON.stringify(scenarioJsonSchema(), null, 2));
   });
 
-await program.parseAsync(process.argv);
+/** Commander's own exits: help and --version are successes, everything else is a usage error. */
+function commanderExitCode(error: CommanderError): number {
+  if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
+  return EXIT_USAGE;
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError && commanderExitCode(error) === 0) {
+    process.exitCode = 0;
+  } else if (error instanceof CommanderError && error.code === 'commander.help') {
+    // No command at all: the help went to stderr; say what to do.
+    process.exitCode = EXIT_USAGE;
+  } else {
+    const report = reportError(error, jsonOutput);
+    if (jsonOutput) console.log(report.text);
+    else console.error(report.text);
+    process.exitCode = report.exitCode;
+  }
+}

@@ -1,19 +1,28 @@
 /** `faultline run`: scenario files on a backend, one line per scenario and a closing count. */
 
 import { type BackendName, runScenario, type ScenarioReport } from '../scenario/run.ts';
-import { loadOrReport } from './load.ts';
+import { loadScenarioPaths } from './paths.ts';
 
 export interface RunCommandOptions {
   readonly backend: BackendName;
   readonly json: boolean;
   readonly seed: number;
   readonly keepGoing: boolean;
+  /** Only the scenarios whose name this selects (see `scenarioFilter`). */
+  readonly filter?: string;
   readonly out: (line: string) => void;
 }
 
-export async function runCommand(path: string, options: RunCommandOptions): Promise<number> {
-  const scenarios = loadOrReport(path, options.out);
-  if (scenarios === undefined) return 2;
+/**
+ * Runs the scenarios under `paths` (files, directories, globs); 1 when one
+ * fails. A path or file that cannot be loaded throws a user error before
+ * anything runs (the command line exits 2).
+ */
+export async function runCommand(
+  paths: string | readonly string[],
+  options: RunCommandOptions,
+): Promise<number> {
+  const scenarios = loadScenarioPaths(typeof paths === 'string' ? [paths] : paths, options.filter);
   const reports: ScenarioReport[] = [];
   for (const scenario of scenarios) {
     const report = await runScenario(scenario, options);
@@ -41,9 +50,15 @@ function printReport(report: ScenarioReport, out: (line: string) => void): void 
     return;
   }
   out(`${report.status.padEnd(5)} ${report.name} (${report.file})`);
-  out(`      ${report.reason}`);
-  const failing = report.steps.find((step) => step.status !== 'pass');
-  if (failing?.expected !== undefined) out(`      expected ${JSON.stringify(failing.expected)}`);
-  if (failing !== undefined) out(`      observed ${JSON.stringify(failing.result)}`);
+  // Every failing step (one without --keep-going, all of them with it), each with its line; the
+  // reason alone when no step failed (a scenario that could not start, or left a thread blocked).
+  const failing = report.steps.filter((step) => step.status !== 'pass');
+  if (failing.length === 0) out(`      ${report.reason}`);
+  for (const step of failing) {
+    out(`      step ${step.index} (${step.op}, line ${step.line}): ${step.status}`);
+    for (const problem of step.problems ?? []) out(`        ${problem}`);
+    if (step.expected !== undefined) out(`        expected ${JSON.stringify(step.expected)}`);
+    out(`        observed ${JSON.stringify(step.result)}`);
+  }
   out(`      replay: ${report.replay}`);
 }

@@ -5,8 +5,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import * as vega from 'vega';
-import * as vegaLite from 'vega-lite';
+import type * as vegaLite from 'vega-lite';
 import type { WorkloadStats } from './stats.ts';
 
 const MAX_POINTS = 20_000;
@@ -66,7 +65,9 @@ export function plotSpec(stats: WorkloadStats, title: string): vegaLite.TopLevel
 }
 
 export async function renderPlot(stats: WorkloadStats, title: string, file: string): Promise<void> {
-  const compiled = vegaLite.compile(plotSpec(stats, title)).spec;
+  // vega is large: it loads only when a plot is asked for, so the rest of the CLI starts fast.
+  const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
+  const compiled = compile(plotSpec(stats, title)).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   const svg = await view.toSVG();
   view.finalize();
