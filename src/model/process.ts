@@ -58,12 +58,13 @@ import { filemapDelete, filemapLookup, type Inode } from './mem/pagecache.ts';
 import { accessRange, accessRangeDone } from './mm/access.ts';
 import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK } from './mm/fault.ts';
 import type { DeviceFile, MemoryType } from './mm/memtype.ts';
-import { AddressSpace } from './mm/mm.ts';
-import { PTE_WRITE } from './mm/pagetable.ts';
+import { AddressSpace, ZAP_KEEP_POISON, ZAP_KEEP_WP } from './mm/mm.ts';
+import { PTE_PRESENT, PTE_WRITE } from './mm/pagetable.ts';
 import {
   VM_DONTEXPAND,
   VM_DROPPABLE,
   VM_EXEC,
+  VM_HUGETLB,
   VM_MAYEXEC,
   VM_MAYREAD,
   VM_MAYSHARE,
@@ -251,7 +252,7 @@ export class ModelProcess {
       if (hi <= lo) continue;
       const start = vma.start + (lo - vmaFileStart);
       const end = vma.start + (hi - vmaFileStart);
-      if (evenCows || vma.flags & VM_SHARED) vma.mm.zapRange(vma, start, end, false);
+      if (evenCows || vma.flags & VM_SHARED) vma.mm.zapRange(vma, start, end, invalidationZap(vma, evenCows));
       else zapCachePagesOnly(vma, start, end, inode);
     }
     inode.cache.forEachInRange(firstWhole / 4096, endWhole / 4096, (pgoff) =>
@@ -843,7 +844,20 @@ function cachedFolios(inode: Inode, offset: number, length: number): number {
 /** Unmaps the page-cache pages (not private COW copies) of a private mapping (punch hole). */
 function zapCachePagesOnly(vma: Vma, start: number, end: number, inode: Inode): void {
   const memory = vma.mm.memory;
-  vma.mm.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, _flags, pfn) => {
-    if (memory.folioInode[pfn] === inode.id) vma.mm.zapRange(vma, vpn * 4096, vpn * 4096 + vma.pageSize);
+  vma.mm.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, flags, pfn) => {
+    if (flags & PTE_PRESENT && memory.folioInode[pfn] === inode.id) {
+      vma.mm.zapRange(vma, vpn * 4096, vpn * 4096 + vma.pageSize, ZAP_KEEP_WP | ZAP_KEEP_POISON);
+    }
   });
+}
+
+/**
+ * What the page-cache invalidation zap (unmap_mapping_range) keeps: uffd-wp
+ * state always (a protected page becomes a marker) and poison unless it zaps
+ * cows (truncate); hugetlb keeps only wp, and not even that on truncate
+ * (ZAP_FLAG_DROP_MARKER) [OBS 6.18: §5.5, punch hole and MADV_REMOVE].
+ */
+function invalidationZap(vma: Vma, evenCows: boolean): number {
+  if (vma.flags & VM_HUGETLB) return evenCows ? 0 : ZAP_KEEP_WP;
+  return evenCows ? ZAP_KEEP_WP : ZAP_KEEP_WP | ZAP_KEEP_POISON;
 }

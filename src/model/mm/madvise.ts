@@ -29,7 +29,8 @@ import { fail, hex } from '../failure.ts';
 import { PG_ANON } from '../mem/physmem.ts';
 import type { ModelProcess } from '../process.ts';
 import { afterEvents, type EventWait, raiseRemoveEvent } from '../uffd/events.ts';
-import { PTE_MARKER_POISONED, PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
+import { ZAP_KEEP_POISON, ZAP_KEEP_WP } from './mm.ts';
+import { PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
 import {
   VM_DONTCOPY,
   VM_HUGEPAGE,
@@ -188,10 +189,7 @@ function discard(process: ModelProcess, vma: Vma, start: number, end: number, ad
   }
   // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp markers, but poison
   // markers go everywhere (the zap is even_cows) [OBS: host 6.18, shmem and hugetlb, shared and private].
-  mm.zapRange(vma, start, end, !vma.isAnonymous);
-  mm.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, flags) => {
-    if (flags & PTE_MARKER_POISONED) mm.pageTable.clear(vpn);
-  });
+  mm.zapRange(vma, start, end, vma.isAnonymous ? 0 : ZAP_KEEP_WP);
 }
 
 /**
@@ -208,5 +206,6 @@ function pageOut(process: ModelProcess, vma: Vma, start: number, end: number): v
     if (!(flags & PTE_PRESENT) || flags & PTE_ZERO) return;
     if (!memory.hasFlag(pfn, PG_ANON)) cachePages.push(vpn * 4096);
   });
-  for (const address of cachePages) mm.zapRange(vma, address, address + vma.pageSize, true);
+  for (const address of cachePages)
+    mm.zapRange(vma, address, address + vma.pageSize, ZAP_KEEP_WP | ZAP_KEEP_POISON);
 }

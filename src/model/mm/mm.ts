@@ -5,12 +5,17 @@
  */
 import { type PhysicalMemory, ZERO_PFN } from '../mem/physmem.ts';
 import { SparseArray } from '../mem/sparse.ts';
-import { PTE_MARKER_MASK, PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP, PTE_ZERO } from './pagetable.ts';
-import { canMerge, VM_ACCESS_FLAGS, type Vma } from './vma.ts';
+import { PTE_MARKER_POISONED, PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP, PTE_ZERO } from './pagetable.ts';
+import { canMerge, VM_ACCESS_FLAGS, VM_UFFD_WP, type Vma } from './vma.ts';
 
 /** Top of the mmap area; mappings are placed top-down below it, as on x86_64. */
 export const MMAP_BASE = 0x7f0000000000;
 /** Lowest address handed out by the allocator (mmap_min_addr and then some). */
+/** zapRange details: keep uffd-wp state (markers, and markers for protected pages of file memory). */
+export const ZAP_KEEP_WP = 1;
+/** zapRange details: keep poison markers (a zap that does not zap cows). */
+export const ZAP_KEEP_POISON = 2;
+
 export const MMAP_MIN = 0x10000;
 
 export class AddressSpace {
@@ -174,20 +179,24 @@ export class AddressSpace {
 
   /**
    * Clears the page-table entries of [start, end) inside `vma`, dropping the
-   * references and mapcounts they held (zap_page_range). Markers are kept when
-   * `keepMarkers` is set, as a zap of a shared mapping keeps uffd-wp markers.
+   * references and mapcounts they held (zap_page_range). `details` says
+   * which uffd markers the zap keeps (zap_details): with ZAP_KEEP_WP a
+   * write-protected present page of file memory in a VM_UFFD_WP VMA leaves a
+   * uffd-wp marker and wp markers stay (zap_install_uffd_wp_if_needed); with
+   * ZAP_KEEP_POISON poison markers stay (a zap that does not zap cows).
    */
-  zapRange(vma: Vma, start: number, end: number, keepMarkers = false): void {
+  zapRange(vma: Vma, start: number, end: number, details = 0): void {
     const pagesPerEntry = 2 ** (vma.pageShift - 12);
+    const armWp = details & ZAP_KEEP_WP && !vma.isAnonymous && vma.flags & VM_UFFD_WP;
     this.pageTable.forEachInRange(start / 4096, end / 4096, (vpn, flags, pfn) => {
       if (flags & PTE_PRESENT) {
         if (!(flags & PTE_ZERO) && vpn % pagesPerEntry === 0) this.unmapFolio(pfn);
-        // A zapped write-protected page of file memory leaves a marker, so the protection survives.
-        if (keepMarkers && flags & PTE_UFFD_WP) this.pageTable.set(vpn, PTE_MARKER_UFFD_WP, 0);
+        if (armWp && flags & PTE_UFFD_WP) this.pageTable.set(vpn, PTE_MARKER_UFFD_WP, 0);
         else this.pageTable.clear(vpn);
         return;
       }
-      if (keepMarkers && flags & PTE_MARKER_MASK) return;
+      if (details & ZAP_KEEP_WP && flags & PTE_MARKER_UFFD_WP) return;
+      if (details & ZAP_KEEP_POISON && flags & PTE_MARKER_POISONED) return;
       this.pageTable.clear(vpn);
     });
   }
