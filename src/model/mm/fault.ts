@@ -99,15 +99,18 @@ export function handleMmFault(
 
   // A missing page is a MISSING fault even under a uffd-wp marker; the marker
   // makes a write a WP fault only when there is a page to protect [OBS: probes q5].
-  const wpMarkerWrite = (entry & PTE_MARKER_UFFD_WP) !== 0 && write && (vma.flags & VM_UFFD_WP) !== 0;
-  // A uffd-wp marker that does not fault (a read) survives as the wp bit of the new entry.
+  // A uffd-wp marker survives as the wp bit of the new entry.
   const keepWp = entry & PTE_MARKER_UFFD_WP && vma.flags & VM_UFFD_WP ? PTE_UFFD_WP : 0;
   if (vma.isAnonymous) {
     if (vma.flags & VM_UFFD_MISSING) {
       return env.handleUserfault(vma, address, USERFAULT_MISSING, write, task, userMode);
     }
-    if (wpMarkerWrite) return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
-    return anonymousFault(env, mm, vma, pageAddress, write, keepWp);
+    const result = anonymousFault(env, mm, vma, pageAddress, write, keepWp);
+    // do_anonymous_page maps a write under a WP_UNPOPULATED marker as a zeroed page that is still
+    // write-protected; the retried write then takes the WP fault on it, so a COPY there is EEXIST
+    // [OBS 6.18: §5.5].
+    if (result !== FAULT_HANDLED || !(keepWp && write)) return result;
+    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
   }
   return fileFault(env, mm, vma, address, pageAddress, write, task, userMode, keepWp);
 }
@@ -125,7 +128,7 @@ function anonymousFault(
     mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | PTE_ZERO | keepWp, 0);
     return FAULT_HANDLED;
   }
-  return installNewAnonymousPage(env, mm, vma, pageAddress, -1, true);
+  return installNewAnonymousPage(env, mm, vma, pageAddress, -1, !keepWp, keepWp);
 }
 
 /**
@@ -139,6 +142,7 @@ export function installNewAnonymousPage(
   pageAddress: number,
   sourcePfn: number,
   writable: boolean,
+  uffdWp = 0,
 ): number {
   const pfn = env.memory.allocFolio(vma.pageShift - 12, (vma.flags & VM_HUGETLB) !== 0);
   if (pfn < 0) return vma.flags & VM_HUGETLB ? FAULT_RESULT_SIGBUS : FAULT_RESULT_SIGBUS;
@@ -147,7 +151,7 @@ export function installNewAnonymousPage(
   env.memory.setFlag(pfn, PG_ANON | PG_ANON_EXCLUSIVE);
   mm.mapFolio(pfn);
   env.memory.putFolio(pfn);
-  const flags = PTE_PRESENT | (writable ? PTE_WRITE | PTE_DIRTY : 0);
+  const flags = PTE_PRESENT | (writable ? PTE_WRITE | PTE_DIRTY : 0) | uffdWp;
   mm.setEntries(pageAddress, vma.pageShift, flags, pfn);
   return FAULT_HANDLED;
 }
