@@ -4,7 +4,7 @@
  * vm_uffd_ops, parameterised by folio order. A type composes these; the core
  * never sees this file.
  */
-import { EEXIST, EFAULT, ENOENT, ENOMEM } from '../../uapi/errno.ts';
+import { EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM } from '../../uapi/errno.ts';
 import type { Inode } from '../mem/pagecache.ts';
 import {
   FAULT_ALLOC_PRIVATE,
@@ -21,6 +21,12 @@ export interface FilemapPolicy {
   readonly hugetlb: boolean;
   /** A private mapping's hole is filled with a private page, not a page-cache page (hugetlb_no_page). */
   readonly privateHolesAreAnonymous: boolean;
+  /**
+   * The no-allocation lookup refuses an index at or past i_size with EINVAL
+   * before it looks (shmem_get_folio with SGP_NOALLOC), so CONTINUE there is
+   * EINVAL rather than EFAULT [OBS 6.18: uapi-facts §5.5].
+   */
+  readonly noallocPastEofInvalid?: boolean;
 }
 
 function headOf(pgoff: number, order: number): number {
@@ -72,6 +78,7 @@ export function filemapUffdOps(
   return {
     canUserfault,
     getFolioNoalloc(inode: Inode, pgoff: number): number {
+      if (policy.noallocPastEofInvalid && pgoff * 4096 >= inode.sizeBytes) return -EINVAL;
       const pfn = services.filemapLookup(inode, headOf(pgoff, policy.order));
       if (pfn < 0) return -ENOENT;
       services.getFolio(pfn);

@@ -7,7 +7,12 @@ import { EINVAL } from '../../uapi/errno.ts';
 import type { MemoryType, MemoryTypeModule } from '../mm/memtype.ts';
 import { type FilemapPolicy, filemapFault, filemapGetForWrite, filemapUffdOps } from './filemap.ts';
 
-const policy: FilemapPolicy = { order: 0, hugetlb: false, privateHolesAreAnonymous: false };
+const policy: FilemapPolicy = {
+  order: 0,
+  hugetlb: false,
+  privateHolesAreAnonymous: false,
+  noallocPastEofInvalid: true,
+};
 
 export const shmem: MemoryTypeModule = {
   name: 'shmem',

@@ -268,7 +268,8 @@ function mfillPage(
   if (kind !== MFILL_CONTINUE && (markerReplaceable ? entry & PTE_PRESENT : entry !== 0)) {
     return fail(EEXIST, 'dst', `${hex(address)} is already populated`);
   }
-  if (vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
+  // CONTINUE leaves the end of the file to the page-cache lookup (EINVAL on shmem, EFAULT on hugetlb).
+  if (kind !== MFILL_CONTINUE && vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
     return fail(EFAULT, 'dst', `${hex(address)} lies beyond the end of the file`);
   }
   const wpBit = request.writeProtect ? PTE_UFFD_WP : 0;
@@ -366,7 +367,9 @@ function mfillContinue(
   );
   if (pfn === -ENOENT) return fail(EFAULT, 'range', `no page in the page cache at ${hex(address)}`);
   if (pfn < 0) {
-    const reason = env.hooks.lastViolation ?? `the memory type could not provide the page at ${hex(address)}`;
+    const pastEof = pgoff * 4096 >= inode.sizeBytes ? ', which lies at or past the end of the file' : '';
+    const reason =
+      env.hooks.lastViolation ?? `the memory type could not provide the page at ${hex(address)}${pastEof}`;
     return fail(-pfn, 'range', reason);
   }
   // The page-cache lookup comes first, so a mapped page that is not in the cache (a private
