@@ -56,10 +56,10 @@ import { fail, hex } from './failure.ts';
 import type { ModelKernel } from './kernel.ts';
 import { filemapDelete, filemapLookup, type Inode } from './mem/pagecache.ts';
 import { accessRange, accessRangeDone } from './mm/access.ts';
-import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK } from './mm/fault.ts';
+import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK, vmaProtNone } from './mm/fault.ts';
 import type { DeviceFile, MemoryType } from './mm/memtype.ts';
 import { AddressSpace, ZAP_KEEP_POISON, ZAP_KEEP_WP } from './mm/mm.ts';
-import { PTE_PRESENT, PTE_WRITE } from './mm/pagetable.ts';
+import { PTE_PRESENT, PTE_PROTNONE, PTE_WRITE } from './mm/pagetable.ts';
 import {
   VM_DONTEXPAND,
   VM_DROPPABLE,
@@ -563,7 +563,7 @@ export class ModelProcess {
         if (prot & PROT_WRITE) flags |= VM_WRITE | VM_READ;
         if (prot & PROT_EXEC) flags |= VM_EXEC;
         piece.flags = flags;
-        if (!(prot & PROT_WRITE)) this.dropWritePermission(piece);
+        this.changeProtection(piece, (prot & PROT_WRITE) === 0);
       }
       this.mm.mergeRange(lo, hi);
       expected = hi;
@@ -572,9 +572,13 @@ export class ModelProcess {
     return 0;
   }
 
-  private dropWritePermission(vma: Vma): void {
+  /** change_protection: present entries follow the VMA's new protection (write, PROT_NONE). */
+  private changeProtection(vma: Vma, dropWrite: boolean): void {
+    const protNone = vmaProtNone(vma);
     this.mm.pageTable.forEachInRange(vma.start / 4096, vma.end / 4096, (vpn, flags) => {
-      if (flags & PTE_WRITE) this.mm.pageTable.setFlags(vpn, flags & ~PTE_WRITE);
+      if (!(flags & PTE_PRESENT)) return;
+      const next = ((dropWrite ? flags & ~PTE_WRITE : flags) & ~PTE_PROTNONE) | protNone;
+      if (next !== flags) this.mm.pageTable.setFlags(vpn, next);
     });
   }
 

@@ -7,7 +7,7 @@
 import type { Task } from '../task.ts';
 import { FAULT_HANDLED, type FaultEnvironment, handleMmFault } from './fault.ts';
 import type { AddressSpace } from './mm.ts';
-import { PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_ZERO } from './pagetable.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_WRITE, PTE_ZERO } from './pagetable.ts';
 
 /**
  * Makes the page at `address` accessible for a read or write, faulting as
@@ -24,7 +24,7 @@ export function faultInPage(
   const vpn = Math.floor(address / 4096);
   for (let attempt = 0; ; attempt++) {
     const flags = mm.pageTable.flagsAt(vpn);
-    if (flags & PTE_PRESENT && (!write || flags & PTE_WRITE)) {
+    if ((flags & (PTE_PRESENT | PTE_PROTNONE)) === PTE_PRESENT && (!write || flags & PTE_WRITE)) {
       if (write && !(flags & PTE_DIRTY)) mm.pageTable.setFlags(vpn, flags | PTE_DIRTY);
       return FAULT_HANDLED;
     }

@@ -16,6 +16,7 @@ import {
   PTE_MARKER_POISONED,
   PTE_MARKER_UFFD_WP,
   PTE_PRESENT,
+  PTE_PROTNONE,
   PTE_UFFD_WP,
   PTE_WRITE,
   PTE_ZERO,
@@ -23,6 +24,7 @@ import {
 import {
   VM_HUGETLB,
   VM_READ,
+  VM_EXEC,
   VM_SHARED,
   VM_UFFD_MINOR,
   VM_UFFD_MISSING,
@@ -79,13 +81,16 @@ export function handleMmFault(
 ): number {
   const vma = mm.findVma(address);
   if (vma === undefined) return FAULT_RESULT_SIGSEGV;
-  if (write ? (vma.flags & VM_WRITE) === 0 : (vma.flags & VM_READ) === 0) return FAULT_RESULT_SIGSEGV_ACCERR;
+  // access_error: a read needs an accessible VMA (x86 reads exec-only memory), a write VM_WRITE.
+  if (write ? (vma.flags & VM_WRITE) === 0 : !vmaIsAccessible(vma)) return FAULT_RESULT_SIGSEGV_ACCERR;
   const pageAddress = address - (address % vma.pageSize);
   const entry = mm.pageTable.flagsAt(pageAddress / 4096);
 
   // A UFFDIO_POISON marker: SIGBUS with si_code BUS_ADRERR on 6.18 [OBS: faultline diff against the host].
   if (entry & PTE_MARKER_POISONED) return FAULT_RESULT_SIGBUS;
   if (entry & PTE_PRESENT) {
+    // An entry left PROT_NONE in a VMA that is accessible again (mprotect restores it).
+    if (entry & PTE_PROTNONE) mm.setEntryFlags(pageAddress, vma.pageShift, entry & ~PTE_PROTNONE);
     if (!write) return FAULT_HANDLED;
     if (entry & PTE_WRITE) {
       if (!(entry & PTE_DIRTY)) mm.setEntryFlags(pageAddress, vma.pageShift, entry | PTE_DIRTY);
@@ -113,6 +118,16 @@ export function handleMmFault(
     return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
   }
   return fileFault(env, mm, vma, address, pageAddress, write, task, userMode, keepWp);
+}
+
+/** vma_is_accessible: any of read, write, exec. */
+export function vmaIsAccessible(vma: Vma): boolean {
+  return (vma.flags & (VM_READ | VM_WRITE | VM_EXEC)) !== 0;
+}
+
+/** The PROT_NONE bit an entry mapped into `vma` carries (mfill maps with the VMA's protection). */
+export function vmaProtNone(vma: Vma): number {
+  return vmaIsAccessible(vma) ? 0 : PTE_PROTNONE;
 }
 
 /** do_anonymous_page: the zero page for a read, a fresh zeroed page for a write. */

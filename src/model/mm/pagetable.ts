@@ -18,6 +18,13 @@ export const PTE_MARKER_UFFD_WP = 1 << 5;
 /** PTE_MARKER_POISONED: not present, any access raises SIGBUS. */
 export const PTE_MARKER_POISONED = 1 << 6;
 
+/**
+ * A present entry of a VMA that allows no access (PROT_NONE, x86's
+ * _PAGE_PROTNONE): pagemap sees it present, but any access faults and the
+ * fault path gives SIGSEGV (SEGV_ACCERR) [OBS 6.18: uapi-facts §5.5].
+ */
+export const PTE_PROTNONE = 1 << 7;
+
 export const PTE_MARKER_MASK = PTE_MARKER_UFFD_WP | PTE_MARKER_POISONED;
 
 export function pteIsNone(flags: number): boolean {

@@ -34,7 +34,7 @@
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import type { ModelKernel } from '../kernel.ts';
 import type { AddressSpace } from '../mm/mm.ts';
-import { PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_ZERO } from '../mm/pagetable.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_WRITE, PTE_ZERO } from '../mm/pagetable.ts';
 import type { ModelProcess } from '../process.ts';
 import { type Access, Task } from '../task.ts';
 import {
@@ -321,7 +321,7 @@ class Vcpu {
     const tlb = this.tlb;
     for (let vpn = firstVpn; vpn < endVpn; vpn++) {
       const flags = table.flagsAt(vpn);
-      if ((flags & PTE_PRESENT) === 0) continue;
+      if ((flags & (PTE_PRESENT | PTE_PROTNONE)) !== PTE_PRESENT) continue;
       const zero = (flags & PTE_ZERO) !== 0;
       const pfn = zero ? 0 : table.valueAt(vpn);
       // Writable only when a write needs no fault: write permission and already dirty.

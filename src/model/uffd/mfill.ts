@@ -8,7 +8,7 @@ import { EAGAIN, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
 import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
 import { accessRange, accessRangeDone } from '../mm/access.ts';
-import { FAULT_HANDLED, type FaultEnvironment } from '../mm/fault.ts';
+import { FAULT_HANDLED, type FaultEnvironment, vmaProtNone } from '../mm/fault.ts';
 import { checkNoallocFolio } from '../mm/hooks.ts';
 import type { MemoryType, VmUffdOps } from '../mm/memtype.ts';
 import type { AddressSpace } from '../mm/mm.ts';
@@ -16,6 +16,7 @@ import {
   PTE_DIRTY,
   PTE_MARKER_POISONED,
   PTE_PRESENT,
+  PTE_PROTNONE,
   PTE_UFFD_WP,
   PTE_WRITE,
   PTE_ZERO,
@@ -156,7 +157,7 @@ function planSourceCopy(memory: PhysicalMemory, mm: AddressSpace, address: numbe
     const span = Math.min(length - done, PAGE_SIZE - inPage);
     const vpn = (at - inPage) / PAGE_SIZE;
     const flags = table.flagsAt(vpn);
-    if ((flags & PTE_PRESENT) === 0) {
+    if ((flags & (PTE_PRESENT | PTE_PROTNONE)) !== PTE_PRESENT) {
       planCount = 0;
       return false;
     }
@@ -282,7 +283,7 @@ function mfillPage(
   // COPY and ZEROPAGE: a private mapping (anonymous, or MAP_PRIVATE of a file)
   // is filled with anonymous memory and never touches the page cache.
   if (kind === MFILL_ZEROPAGE && privateFill) {
-    mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_ZERO | wpBit, 0);
+    mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_ZERO | wpBit | vmaProtNone(vma), 0);
     return 0;
   }
   const fillType = privateFill ? env.anonymousType : vma.memoryType;
@@ -342,7 +343,7 @@ function mfillPage(
   }
   const writable = vma.flags & VM_WRITE && !request.writeProtect ? PTE_WRITE : 0;
   mm.mapFolio(pfn);
-  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit, pfn);
+  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit | vmaProtNone(vma), pfn);
   if (queueCopy) queuePlannedCopy(memory, pfn);
   memory.putFolio(pfn);
   return 0;
@@ -382,7 +383,7 @@ function mfillContinue(
   // A page-cache page is writable only through a shared mapping; a private one COWs on write.
   const writable = vma.flags & VM_SHARED && vma.flags & VM_WRITE && !wpBit ? PTE_WRITE : 0;
   mm.mapFolio(pfn);
-  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit, pfn);
+  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit | vmaProtNone(vma), pfn);
   env.memory.unlockFolio(pfn);
   env.memory.putFolio(pfn);
   return 0;
