@@ -22,9 +22,9 @@ import {
   PTE_ZERO,
 } from './pagetable.ts';
 import {
+  VM_EXEC,
   VM_HUGETLB,
   VM_READ,
-  VM_EXEC,
   VM_SHARED,
   VM_UFFD_MINOR,
   VM_UFFD_MISSING,
