@@ -482,9 +482,12 @@ describe('host backend', { skip: unavailable }, () => {
       ),
     );
     let resolved = 0;
+    const faulted = new Set<number>();
     while (resolved < pages) {
       for (const message of await uffd.nextMessages(64)) {
         const { address } = pagefault(message);
+        assert.ok(!faulted.has(address), `a second fault message for page ${(address - area) / PAGE}`);
+        faulted.add(address);
         stamp((address - area) / PAGE, page, view);
         uffd.copyBytes(address, page);
         resolved++;
@@ -494,11 +497,9 @@ describe('host backend', { skip: unavailable }, () => {
     const seconds = (performance.now() - started) / 1000;
     t.diagnostic(`${pages} faults in ${seconds.toFixed(2)} s: ${Math.round(pages / seconds)} faults/s`);
     assert.deepEqual(uffd.readMessages(), []);
-    let faults = 0;
     for (const [n, result] of results.entries()) {
       assert.equal(result.state, 'done');
       assert.equal(result.reads.length, share);
-      faults += result.faults;
       for (const [k, bytes] of result.reads.entries()) {
         const index = n * share + k;
         const got = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -507,7 +508,10 @@ describe('host backend', { skip: unavailable }, () => {
         }
       }
     }
-    assert.ok(faults >= pages, `threads slept ${faults} times for ${pages} faults`);
+    // Every page faulted exactly once (one message each, none left). The threads' own fault count
+    // is not asserted: it counts touches that slept, and a wake-up that comes between queuing the
+    // message and schedule() leaves the thread running, so it depends on timing.
+    assert.equal(faulted.size, pages);
     // Every byte of the area, read back from the calling thread.
     const expected = new Uint8Array(PAGE);
     const expectedView = new DataView(expected.buffer);
