@@ -441,14 +441,17 @@ Napi::Value AgentCallJs(const Napi::CallbackInfo& info) {
   // Only a live child times out: its pid cannot have been reused yet.
   if (status == AGENT_CALL_TIMEOUT && pid > 0) kill(pid, SIGKILL);
   bool ok = status == AGENT_CALL_OK;
-  Napi::Array out = Napi::Array::New(env, 10);
-  out.Set(0u, Num(env, ok ? static_cast<double>(reply.result) : static_cast<double>(AGENT_GONE)));
+  Napi::Array out = Napi::Array::New(env, 11);
+  int64_t failed = status == AGENT_CALL_TIMEOUT ? AGENT_HUNG : AGENT_GONE;
+  out.Set(0u, Num(env, static_cast<double>(ok ? reply.result : failed)));
   for (uint32_t i = 0; i < 8; i++) out.Set(i + 1, Num(env, static_cast<double>(reply.extra[i])));
   if (ok && !reply.data.empty()) {
     out.Set(9u, Napi::Buffer<uint8_t>::Copy(env, reply.data.data(), reply.data.size()));
   } else {
     out.Set(9u, env.Null());
   }
+  out.Set(10u, Num(env, ok ? reply.fd : -1));
+  if (!ok && reply.fd >= 0) close(reply.fd);
   return out;
 }
 
@@ -487,6 +490,23 @@ Napi::Value Reap(const Napi::CallbackInfo& info) {
   int status = 0;
   pid_t result = waitpid(IntArg(info, 0), &status, info[1].ToBoolean().Value() ? 0 : WNOHANG);
   return Num(info.Env(), result < 0 ? -errno : result);
+}
+
+// reapStatus(pid, wait): waitpid; [pid, exit code or -1, signal or 0], 0 if
+// it still runs (wait false), or -errno (ECHILD: not a child of ours).
+Napi::Value ReapStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int status = 0;
+  pid_t result;
+  do {
+    result = waitpid(IntArg(info, 0), &status, info[1].ToBoolean().Value() ? 0 : WNOHANG);
+  } while (result < 0 && errno == EINTR);
+  if (result <= 0) return Num(env, result < 0 ? -errno : 0);
+  Napi::Array out = Napi::Array::New(env, 3);
+  out.Set(0u, Num(env, result));
+  out.Set(1u, Num(env, WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  out.Set(2u, Num(env, WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+  return out;
 }
 
 // --- KVM -------------------------------------------------------------------
@@ -674,6 +694,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("agentCall", Napi::Function::New(env, AgentCallJs));
   exports.Set("spawnAgent", Napi::Function::New(env, SpawnAgent));
   exports.Set("reap", Napi::Function::New(env, Reap));
+  exports.Set("reapStatus", Napi::Function::New(env, ReapStatus));
   exports.Set("kvmCreateVm", Napi::Function::New(env, KvmCreateVm));
   exports.Set("kvmCheckExtension", Napi::Function::New(env, KvmCheckExtension));
   exports.Set("kvmCreateGuestMemfd", Napi::Function::New(env, KvmCreateGuestMemfd));

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -40,17 +41,57 @@ bool WaitReadable(int fd) {
   }
 }
 
-bool ReadAll(int fd, void* buffer, size_t length) {
+// Reads `length` bytes; a descriptor passed with them (SCM_RIGHTS) goes to
+// *passed (closed when the caller takes none, or already has one).
+bool ReadAll(int fd, void* buffer, size_t length, int* passed = nullptr) {
   uint8_t* at = static_cast<uint8_t*>(buffer);
   while (length > 0) {
     if (!WaitReadable(fd)) return false;
-    ssize_t n = recv(fd, at, length, 0);
+    struct iovec io = {at, length};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    struct msghdr message = {};
+    message.msg_iov = &io;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(fd, &message, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      int received;
+      std::memcpy(&received, CMSG_DATA(c), sizeof received);
+      if (passed != nullptr && *passed < 0) {
+        *passed = received;
+      } else {
+        close(received);
+      }
+    }
     at += n;
     length -= static_cast<size_t>(n);
   }
   return true;
+}
+
+// Sends one descriptor with a single byte of `buffer` (SCM_RIGHTS); true if that byte went.
+bool SendFd(int socket, const uint8_t* byte, int fd) {
+  struct iovec io = {const_cast<uint8_t*>(byte), 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  struct msghdr message = {};
+  message.msg_iov = &io;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  struct cmsghdr* c = CMSG_FIRSTHDR(&message);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  for (;;) {
+    ssize_t n = sendmsg(socket, &message, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    return n == 1;
+  }
 }
 
 bool WriteAll(int fd, const void* buffer, size_t length) {
@@ -65,18 +106,22 @@ bool WriteAll(int fd, const void* buffer, size_t length) {
   return true;
 }
 
-// A frame with a fixed header of `header` bytes followed by u32 length + data.
-bool SendFrame(int fd, const void* header, size_t header_length, const uint8_t* data, size_t length) {
+// A frame with a fixed header of `header` bytes followed by u32 length +
+// data; `pass` (if not -1) travels with the frame's first byte.
+bool SendFrame(int fd, const void* header, size_t header_length, const uint8_t* data, size_t length,
+               int pass = -1) {
   uint32_t data_length = static_cast<uint32_t>(length);
   uint32_t total = static_cast<uint32_t>(header_length + 4 + length);
-  return WriteAll(fd, &total, 4) && WriteAll(fd, header, header_length) && WriteAll(fd, &data_length, 4) &&
+  const uint8_t* total_bytes = reinterpret_cast<const uint8_t*>(&total);
+  bool head = pass < 0 ? WriteAll(fd, total_bytes, 4) : SendFd(fd, total_bytes, pass) && WriteAll(fd, total_bytes + 1, 3);
+  return head && WriteAll(fd, header, header_length) && WriteAll(fd, &data_length, 4) &&
          (length == 0 || WriteAll(fd, data, length));
 }
 
-bool ReceiveFrame(int fd, void* header, size_t header_length, std::vector<uint8_t>* data) {
+bool ReceiveFrame(int fd, void* header, size_t header_length, std::vector<uint8_t>* data, int* passed = nullptr) {
   uint32_t total = 0;
   uint32_t data_length = 0;
-  if (!ReadAll(fd, &total, 4) || total < header_length + 4) return false;
+  if (!ReadAll(fd, &total, 4, passed) || total < header_length + 4) return false;
   if (!ReadAll(fd, header, header_length) || !ReadAll(fd, &data_length, 4)) return false;
   if (data_length != total - header_length - 4) return false;
   data->resize(data_length);
@@ -115,6 +160,35 @@ int64_t SleepingSyscall(int call, const int64_t* args) {
   WaitAccessThread(*thread);
   if (!thread->finished.load(std::memory_order_acquire)) {
     sleeping.push_back(thread);
+    return AGENT_WOULD_SLEEP;
+  }
+  return static_cast<int64_t>(thread->returns.empty() ? -ENOSYS : thread->returns[0]);
+}
+
+// Buffers of UFFDIO_COPY calls still asleep (their threads write into them).
+std::vector<std::shared_ptr<std::vector<uint8_t>>> sleeping_args;
+
+// UFFDIO_COPY reads its source with copy_from_user: a source in a
+// MISSING-registered range puts the caller to sleep in handle_userfault
+// until someone resolves that fault. It runs in a thread so the agent keeps
+// answering; AGENT_WOULD_SLEEP tells the backend it went to sleep.
+int64_t SleepingCopy(int fd, unsigned long request, const std::vector<uint8_t>& arg, std::vector<uint8_t>* out) {
+  auto buffer = std::make_shared<std::vector<uint8_t>>(arg);
+  auto thread = std::make_shared<AccessThread>();
+  Op op;
+  op.kind = OP_SYSCALL;
+  op.call = CALL_IOCTL;
+  op.args[0] = fd;
+  op.args[1] = static_cast<long>(request);
+  op.args[2] = static_cast<long>(reinterpret_cast<uintptr_t>(buffer->data()));
+  thread->ops.push_back(std::move(op));
+  int error = StartAccessThread(thread);
+  if (error != 0) return -error;
+  WaitAccessThread(*thread);
+  *out = *buffer;
+  if (!thread->finished.load(std::memory_order_acquire)) {
+    sleeping.push_back(thread);
+    sleeping_args.push_back(buffer);
     return AGENT_WOULD_SLEEP;
   }
   return static_cast<int64_t>(thread->returns.empty() ? -ENOSYS : thread->returns[0]);
@@ -174,7 +248,7 @@ AccessThread* ThreadAt(int64_t index) {
 }
 
 void Serve(const RequestHeader& request, const std::vector<uint8_t>& data, ReplyHeader* reply,
-           std::vector<uint8_t>* out) {
+           std::vector<uint8_t>* out, int* pass) {
   const int64_t* a = request.args;
   int fd = static_cast<int>(a[0]);
   switch (request.op) {
@@ -241,7 +315,11 @@ void Serve(const RequestHeader& request, const std::vector<uint8_t>& data, Reply
       break;
     case AGENT_IOCTL: {
       unsigned long request_code = static_cast<uint32_t>(a[1]);
-      if (a[2] == 0) {
+      // A closed fd fails at once (and the thread's own pipe would take its number).
+      if (a[2] == 0 && request_code == UFFDIO_COPY && data.size() >= sizeof(struct uffdio_copy) &&
+          fcntl(fd, F_GETFD) >= 0) {
+        reply->result = SleepingCopy(fd, request_code, data, out);
+      } else if (a[2] == 0) {
         *out = data;
         reply->result = Syscall(ioctl(fd, request_code, out->data()));
       } else if (a[2] == 1) {
@@ -329,6 +407,27 @@ void Serve(const RequestHeader& request, const std::vector<uint8_t>& data, Reply
         Put<uint32_t>(out, static_cast<uint32_t>(bytes.size()));
         out->insert(out->end(), bytes.begin(), bytes.end());
       }
+      Put<uint32_t>(out, static_cast<uint32_t>(thread->children.size()));
+      for (const ForkedChild& child : thread->children) Put<int32_t>(out, child.pid);
+      break;
+    }
+    case AGENT_TAKE_CHILD: {
+      // The socket to a child a fork access of this agent made goes to the
+      // backend, which then talks to the child directly.
+      AccessThread* thread = ThreadAt(a[0]);
+      if (thread == nullptr || !thread->finished.load(std::memory_order_acquire) || a[1] < 0 ||
+          static_cast<size_t>(a[1]) >= thread->children.size()) {
+        reply->result = -ESRCH;
+        break;
+      }
+      ForkedChild& child = thread->children[static_cast<size_t>(a[1])];
+      if (child.socket < 0) {
+        reply->result = -EBADF;
+        break;
+      }
+      reply->result = child.pid;
+      *pass = child.socket;
+      child.socket = -1;
       break;
     }
     case AGENT_THREAD_SIGNAL: {
@@ -359,7 +458,8 @@ AgentCallStatus AgentCall(int socket, uint32_t op, const int64_t args[8], const 
   ReplyHeader header = {};
   deadline_ms = MonotonicNs() / 1000000 + timeout_ms;
   timed_out = false;
-  bool received = ReceiveFrame(socket, &header, sizeof header, &reply->data);
+  reply->fd = -1;
+  bool received = ReceiveFrame(socket, &header, sizeof header, &reply->data, &reply->fd);
   deadline_ms = -1;
   if (!received) return timed_out ? AGENT_CALL_TIMEOUT : AGENT_CALL_BROKEN;
   reply->result = header.result;
@@ -368,9 +468,16 @@ AgentCallStatus AgentCall(int socket, uint32_t op, const int64_t args[8], const 
 }
 
 void AgentServe(int socket) {
-  // A child of this agent would have no way back to the parent: no nested forks.
-  ForkedChildMain = nullptr;
+  // A child a fork access makes serves as an agent too; its socket goes to
+  // the backend (AGENT_TAKE_CHILD). Children are reaped by the kernel: the
+  // backend, not their parent, watches them.
+  ForkedChildMain = AgentServe;
+  signal(SIGCHLD, SIG_IGN);
   InstallHandlers();
+  // The agent's own descriptors exist before the program's: a descriptor
+  // the program closes is then not reused by the agent behind its back.
+  uint64_t entry = 0;
+  ReadPagemap(reinterpret_cast<uintptr_t>(&entry) & ~uintptr_t{4095}, 1, &entry);
   for (;;) {
     RequestHeader request = {};
     std::vector<uint8_t> data;
@@ -381,8 +488,11 @@ void AgentServe(int socket) {
       SendFrame(socket, &reply, sizeof reply, nullptr, 0);
       _exit(0);
     }
-    Serve(request, data, &reply, &out);
-    if (!SendFrame(socket, &reply, sizeof reply, out.data(), out.size())) _exit(0);
+    int pass = -1;
+    Serve(request, data, &reply, &out, &pass);
+    bool sent = SendFrame(socket, &reply, sizeof reply, out.data(), out.size(), pass);
+    if (pass >= 0) close(pass);
+    if (!sent) _exit(0);
   }
 }
 

@@ -40,6 +40,7 @@ enum AgentOp : uint32_t {
   AGENT_THREAD_RESULT,
   AGENT_THREAD_SIGNAL,
   AGENT_EXIT,
+  AGENT_TAKE_CHILD,
 };
 
 // The result of a memory syscall that went to sleep waiting for a
@@ -47,11 +48,15 @@ enum AgentOp : uint32_t {
 constexpr int64_t AGENT_WOULD_SLEEP = -1000;
 // The agent is gone (its socket closed).
 constexpr int64_t AGENT_GONE = -1001;
+// The agent did not answer in time and was killed.
+constexpr int64_t AGENT_HUNG = -1002;
 
 struct AgentReply {
   int64_t result = 0;
   int64_t extra[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::vector<uint8_t> data;
+  // A descriptor the agent passed with its reply (SCM_RIGHTS), or -1.
+  int fd = -1;
 };
 
 enum AgentCallStatus : int { AGENT_CALL_OK = 0, AGENT_CALL_BROKEN = 1, AGENT_CALL_TIMEOUT = 2 };

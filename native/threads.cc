@@ -190,6 +190,9 @@ double RunSyscall(const Op& op) {
     case CALL_MMAP:
       result = syscall(SYS_mmap, op.args[0], op.args[1], op.args[2], op.args[3], op.args[4], op.args[5]);
       break;
+    case CALL_IOCTL:
+      result = syscall(SYS_ioctl, op.args[0], op.args[1], op.args[2]);
+      break;
     default:
       return -ENOSYS;
   }

@@ -18,7 +18,8 @@ namespace faultline {
 
 enum OpKind : int { OP_READ = 0, OP_WRITE = 1, OP_SYSCALL = 2 };
 // CALL_MMAP is internal: the backend's own mmap(MAP_FIXED) when it may sleep on an UNMAP event.
-enum SyscallKind : int { CALL_MADVISE = 0, CALL_MUNMAP = 1, CALL_MREMAP = 2, CALL_FORK = 3, CALL_MMAP = 4 };
+// CALL_IOCTL is internal too: the agent's UFFDIO_COPY, whose source may fault on a userfaultfd.
+enum SyscallKind : int { CALL_MADVISE = 0, CALL_MUNMAP = 1, CALL_MREMAP = 2, CALL_FORK = 3, CALL_MMAP = 4, CALL_IOCTL = 5 };
 
 struct Op {
   int kind = OP_READ;

@@ -57,7 +57,7 @@ import {
 import { NATIVE_AGENT_PATH, type NativeAddon, type NativeOp, type NativeThread, native } from './native.ts';
 import { decodePagemap, presentPfn, smapsVmas } from './procfs.ts';
 import { RangeSet } from './ranges.ts';
-import { type RemoteOwner, RemoteProcessBackend } from './remote.ts';
+import { AGENT_TIMEOUT_MS, type RemoteOwner, RemoteProcessBackend } from './remote.ts';
 
 class HostThread implements ThreadBackend {
   readonly tid: number;
@@ -445,6 +445,16 @@ export const DEFAULT_SPIN_TRIES = 2000;
 
 export interface HostBackendOptions {
   /**
+   * Run the program's own process (`self`) in a faultline_agent process instead of this Node
+   * process: what the program maps, reads, writes and unmaps is then that process's memory, never
+   * Node's, and an agent that crashes or hangs is reported (AgentDiedError), killed and reaped.
+   * Scenarios (run, diff, fuzz) use it. Default false: workloads and the bench run their handler
+   * threads in Node, where a fault round trip costs no socket.
+   */
+  readonly isolated?: boolean;
+  /** How long an agent may take to answer one request before it is killed (default AGENT_TIMEOUT_MS). */
+  readonly agentTimeoutMs?: number;
+  /**
    * How many non-blocking polls waitReadable tries (holding the event loop meanwhile) before it
    * sleeps on the event loop: on VMs waking a halted vCPU costs more than a fault's round trip.
    * 0 sleeps at once. Default DEFAULT_SPIN_TRIES.
@@ -455,7 +465,11 @@ export interface HostBackendOptions {
 /** The host kernel. Construct it only when hostUnavailable() is undefined (the constructor checks). */
 export class HostBackend implements KernelBackend, RemoteOwner {
   readonly name = 'host' as const;
-  readonly self: HostProcessBackend;
+  /** The program's process: this Node process, or an agent when `isolated`. */
+  readonly self: ProcessBackend;
+  /** This Node process. */
+  readonly node: HostProcessBackend;
+  readonly agentTimeoutMs: number;
   /** Threads that have not ended yet, in every process (for settle). */
   readonly threads = new Set<ThreadBackend>();
   /** Processes other than Node: forked children and created ones. */
@@ -466,7 +480,9 @@ export class HostBackend implements KernelBackend, RemoteOwner {
     const reason = hostUnavailable();
     if (reason !== undefined || native === null) throw new Error(`host backend unavailable: ${reason}`);
     this.addon = native;
-    this.self = new HostProcessBackend(this, native, options.spinTries ?? DEFAULT_SPIN_TRIES);
+    this.agentTimeoutMs = options.agentTimeoutMs ?? AGENT_TIMEOUT_MS;
+    this.node = new HostProcessBackend(this, native, options.spinTries ?? DEFAULT_SPIN_TRIES);
+    this.self = options.isolated === true ? this.createProcess() : this.node;
   }
 
   /**
@@ -496,7 +512,7 @@ export class HostBackend implements KernelBackend, RemoteOwner {
   }
 
   zeroPagePfn(): number {
-    return this.self.zeroPagePfn();
+    return this.node.zeroPagePfn();
   }
 
   /**
@@ -523,7 +539,8 @@ export class HostBackend implements KernelBackend, RemoteOwner {
   }
 
   describe(): string {
-    return `host kernel Linux ${release()}, pid ${process.pid}`;
+    const where = this.self === this.node ? '' : `, program in process ${this.self.pid} (faultline_agent)`;
+    return `host kernel Linux ${release()}, pid ${process.pid}${where}`;
   }
 
   /** Ends the other processes, then closes and unmaps what the program created in this one. */
@@ -536,6 +553,6 @@ export class HostBackend implements KernelBackend, RemoteOwner {
       }
     }
     this.others.clear();
-    this.self.dispose();
+    this.node.dispose();
   }
 }

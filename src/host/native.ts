@@ -53,6 +53,8 @@ export type NativeAgentReply = [
   number,
   number,
   Uint8Array | null,
+  /** A descriptor the agent passed with its reply (SCM_RIGHTS), or -1. */
+  number,
 ];
 
 /** [kind, signal, address, si_code]: kind 1 is a signal, 2 a fault that would sleep. */
@@ -103,8 +105,8 @@ export interface NativeAddon {
   taskInfo(tid: number): { state: string; wchan: string };
   gettid(): number;
   /**
-   * One request to an agent: [result, extra0..7, data]; result -1001 when the agent is gone. An agent
-   * that does not answer within timeoutMs is killed (SIGKILL) and counts as gone.
+   * One request to an agent: [result, extra0..7, data, passed fd]; result -1001 when the agent is gone,
+   * -1002 when it did not answer within timeoutMs (it is then killed with SIGKILL).
    */
   agentCall(
     socket: number,
@@ -118,6 +120,8 @@ export interface NativeAddon {
   spawnAgent(path: string, privileged: boolean): [number, number] | number;
   /** waitpid: the pid once it has exited, 0 while it runs (wait false), or -errno. */
   reap(pid: number, wait: boolean): number;
+  /** waitpid: [pid, exit code or -1, signal or 0], 0 while it runs (wait false), or -errno (ECHILD: not a child). */
+  reapStatus(pid: number, wait: boolean): [number, number, number] | number;
   kvmCreateVm(type: number): number;
   kvmCheckExtension(fd: number, capability: number): number;
   kvmCreateGuestMemfd(vmFd: number, size: number, flags: number): number;

@@ -5,6 +5,7 @@
  * socket; memory syscalls that may sleep on a userfaultfd event run in a
  * thread of the agent so that it keeps answering.
  */
+import { constants } from 'node:os';
 import type {
   MmapArgs,
   PageInfo,
@@ -15,9 +16,18 @@ import type {
   ThreadState,
   VmaInfo,
 } from '../api/backend.ts';
-import { O_CLOEXEC } from '../uapi/constants.ts';
+import { O_CLOEXEC, UFFD_FEATURE_EVENT_FORK, UFFDIO_API, UFFDIO_COPY } from '../uapi/constants.ts';
 import { ENOSYS, ESRCH, KernelError } from '../uapi/errno.ts';
-import { accessError, check, checkDevice, ioctlName, nativeOps, sleepsError } from './common.ts';
+import {
+  accessError,
+  check,
+  checkDevice,
+  FD_IOCTLS,
+  type ForkOptions,
+  ioctlName,
+  nativeOps,
+  sleepsError,
+} from './common.ts';
 import type { NativeAddon, NativeAgentReply, NativeOp } from './native.ts';
 import { decodePagemap, smapsVmas } from './procfs.ts';
 
@@ -49,12 +59,29 @@ const OP = {
   threadResult: 24,
   threadSignal: 25,
   exit: 26,
+  takeChild: 27,
 } as const;
+
+const OP_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(OP).map(([name, code]) => [code, name]));
 
 const AGENT_WOULD_SLEEP = -1000;
 const AGENT_GONE = -1001;
+const AGENT_HUNG = -1002;
 /** An agent that takes longer to answer is stuck (see RunFork in native/threads.cc) and is killed. */
-const AGENT_TIMEOUT_MS = 15_000;
+export const AGENT_TIMEOUT_MS = 15_000;
+
+/**
+ * A process's agent crashed or stopped answering (it was killed and reaped):
+ * a finding about the program, not an errno the kernel returned.
+ */
+export class AgentDiedError extends Error {
+  override name = 'AgentDiedError';
+}
+
+/** UFFDIO_COPY whose source faulted on a userfaultfd nothing resolves: Linux puts the caller to sleep. */
+export class CopySleepsError extends Error {
+  override name = 'CopySleepsError';
+}
 
 const STATES: readonly ThreadState[] = ['running', 'blocked', 'done', 'sigbus', 'segv'];
 
@@ -64,9 +91,18 @@ export interface RemoteOwner {
   readonly threads: Set<ThreadBackend>;
   /** The shared zero page's PFN (0 when PFNs are hidden). */
   zeroPagePfn(): number;
+  /** The backend of a process running the agent at the other end of `socket`. */
+  adopt(pid: number, socket: number): ProcessBackend;
+  /** How long an agent may take to answer a request before it counts as hung and is killed. */
+  readonly agentTimeoutMs: number;
 }
 
 const encoder = new TextEncoder();
+
+function signalName(signal: number): string {
+  for (const [name, value] of Object.entries(constants.signals)) if (value === signal) return name;
+  return `signal ${signal}`;
+}
 
 function encodeOps(ops: readonly NativeOp[]): Uint8Array {
   const parts: Uint8Array[] = [];
@@ -101,7 +137,7 @@ function encodeOps(ops: readonly NativeOp[]): Uint8Array {
   return out;
 }
 
-function decodeResult(data: Uint8Array): ThreadResult {
+function decodeResult(data: Uint8Array, childPids: number[]): ThreadResult {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   let at = 0;
   const end = view.getInt32(at, true);
@@ -124,6 +160,9 @@ function decodeResult(data: Uint8Array): ThreadResult {
     reads.push(new Uint8Array(data.subarray(at, at + length)));
     at += length;
   }
+  const childCount = at + 4 <= data.byteLength ? view.getUint32(at, true) : 0;
+  at += 4;
+  for (let i = 0; i < childCount; i++, at += 4) childPids.push(view.getInt32(at, true));
   const state = end === 1 ? 'sigbus' : end === 2 ? 'segv' : 'done';
   return {
     state,
@@ -144,6 +183,8 @@ class RemoteThread implements ThreadBackend {
     readonly index: number,
     readonly tid: number,
     readonly name: string,
+    /** The descriptors a fork access's child keeps (it inherits them). */
+    private readonly keep: readonly number[],
   ) {}
 
   belongsTo(process: RemoteProcessBackend): boolean {
@@ -163,7 +204,12 @@ class RemoteThread implements ThreadBackend {
       // The process exited: its threads ended with it.
       this.final = { state: 'done', reads: [], errno: 0, faults: 0, returns: [], children: [] };
     } else if (reply[0] === 1 && reply[9] !== null) {
-      this.final = decodeResult(reply[9]);
+      const pids: number[] = [];
+      const final = decodeResult(reply[9], pids);
+      this.final = {
+        ...final,
+        children: pids.map((_, i) => this.process.takeChild(this.index, i, this.keep)),
+      };
     } else {
       return null;
     }
@@ -184,6 +230,12 @@ class RemoteThread implements ThreadBackend {
 
 export class RemoteProcessBackend implements ProcessBackend {
   private exited = false;
+  /** Why the agent is gone when it did not exit on request (crashed, hung), or null. */
+  private death: string | null = null;
+  /** The descriptors the program has open here: a fork access's child keeps them. */
+  private readonly fds = new Set<number>();
+  /** Set once a userfaultfd asked for FORK events: a fork may then sleep (see RunFork in native/threads.cc). */
+  private forkEvents = false;
 
   constructor(
     readonly owner: RemoteOwner,
@@ -192,19 +244,60 @@ export class RemoteProcessBackend implements ProcessBackend {
     private readonly socket: number,
   ) {}
 
-  /** One request to the agent (AGENT_GONE once the process has exited). */
+  /** One request to the agent (AGENT_GONE once the process has exited, crashed or hung). */
   agent(op: number, args: readonly number[], data: Uint8Array | null = null): NativeAgentReply {
-    if (this.exited) return [AGENT_GONE, 0, 0, 0, 0, 0, 0, 0, 0, null];
-    const reply = this.addon.agentCall(this.socket, this.pid, op, args, data, AGENT_TIMEOUT_MS);
-    if (reply[0] === AGENT_GONE) this.gone();
+    if (this.exited) return [AGENT_GONE, 0, 0, 0, 0, 0, 0, 0, 0, null, -1];
+    const reply = this.addon.agentCall(this.socket, this.pid, op, args, data, this.owner.agentTimeoutMs);
+    if (reply[0] === AGENT_HUNG) {
+      this.gone(
+        `process ${this.pid} (faultline_agent) did not answer ${OP_NAMES.get(op) ?? op} within ` +
+          `${this.owner.agentTimeoutMs} ms; it was killed`,
+      );
+      reply[0] = AGENT_GONE;
+    } else if (reply[0] === AGENT_GONE && !this.exited) {
+      this.gone(`process ${this.pid} (faultline_agent) died serving ${OP_NAMES.get(op) ?? op}`);
+    }
     return reply;
   }
 
-  private gone(): void {
+  /** The socket is closed and the process killed (if it still runs) and reaped; `why` if it did not exit on request. */
+  private gone(why: string | null): void {
     if (this.exited) return;
     this.exited = true;
     this.addon.close(this.socket);
-    this.addon.reap(this.pid, true);
+    // Only a child of this process is killed: another process's pid may already be reused.
+    let status = this.addon.reapStatus(this.pid, why === null);
+    if (status === 0) {
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+      status = this.addon.reapStatus(this.pid, true);
+    }
+    if (why === null) return;
+    let how = '';
+    if (typeof status !== 'number')
+      how = status[2] !== 0 ? `: killed by ${signalName(status[2])}` : `: exit status ${status[1]}`;
+    this.death = `${why}${how}`;
+  }
+
+  /** The child a fork access of thread `index` made, with the descriptors it inherited. */
+  takeChild(index: number, child: number, keep: readonly number[]): ProcessBackend {
+    const reply = this.agent(OP.takeChild, [index, child]);
+    if (reply[0] === AGENT_GONE) this.call('fork', OP.takeChild, []);
+    check('fork', reply[0]);
+    const adopted = this.owner.adopt(reply[0], reply[10]);
+    if (adopted instanceof RemoteProcessBackend) {
+      for (const fd of keep) adopted.fds.add(fd);
+      adopted.forkEvents = this.forkEvents;
+    }
+    return adopted;
+  }
+
+  private opened(fd: number): number {
+    this.fds.add(fd);
+    return fd;
   }
 
   /** A system call in the process: its result, or a KernelError (ESRCH once it has exited). */
@@ -212,6 +305,7 @@ export class RemoteProcessBackend implements ProcessBackend {
     const reply = this.agent(op, args, data);
     const result = reply[0];
     if (result === AGENT_GONE) {
+      if (this.death !== null) throw new AgentDiedError(`${name}: ${this.death}`);
       throw new KernelError({ errno: ESRCH, syscall: name, reason: `process ${this.pid} has exited` });
     }
     if (result === AGENT_WOULD_SLEEP) throw sleepsError(name);
@@ -238,11 +332,13 @@ export class RemoteProcessBackend implements ProcessBackend {
   }
 
   memfdCreate(name: string, flags: number): number {
-    return this.call('memfd_create', OP.memfdCreate, [flags], encoder.encode(name));
+    return this.opened(this.call('memfd_create', OP.memfdCreate, [flags], encoder.encode(name)));
   }
 
   reopen(fd: number, accessMode: number): number {
-    return this.call('open', OP.open, [accessMode | O_CLOEXEC], encoder.encode(`/proc/self/fd/${fd}`));
+    return this.opened(
+      this.call('open', OP.open, [accessMode | O_CLOEXEC], encoder.encode(`/proc/self/fd/${fd}`)),
+    );
   }
 
   ftruncate(fd: number, length: number): void {
@@ -274,15 +370,16 @@ export class RemoteProcessBackend implements ProcessBackend {
 
   close(fd: number): void {
     this.call('close', OP.close, [fd]);
+    this.fds.delete(fd);
   }
 
   userfaultfd(flags: number): number {
-    return this.call('userfaultfd', OP.userfaultfd, [flags]);
+    return this.opened(this.call('userfaultfd', OP.userfaultfd, [flags]));
   }
 
   open(path: string, flags: number): number {
     checkDevice(path);
-    return this.call('open', OP.open, [flags], encoder.encode(path));
+    return this.opened(this.call('open', OP.open, [flags], encoder.encode(path)));
   }
 
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
@@ -296,7 +393,19 @@ export class RemoteProcessBackend implements ProcessBackend {
     if (reply[0] === AGENT_GONE) this.call(name, OP.ioctl, []);
     // The kernel writes the struct back even when the call fails (result fields, a zeroed uffdio_api).
     if (arg instanceof Uint8Array && reply[9] !== null) arg.set(reply[9].subarray(0, arg.byteLength));
-    return check(name, reply[0]);
+    if (reply[0] === AGENT_WOULD_SLEEP && request >>> 0 === UFFDIO_COPY) {
+      throw new CopySleepsError(
+        `${name} sleeps in the kernel: its source faulted on a userfaultfd-registered range, and Linux puts ` +
+          'the caller to sleep until that fault is resolved (the model, whose caller cannot sleep, answers EFAULT)',
+      );
+    }
+    const result = check(name, reply[0]);
+    if (FD_IOCTLS.has(request >>> 0)) this.fds.add(result);
+    if (request >>> 0 === UFFDIO_API && arg instanceof Uint8Array && arg.byteLength >= 16) {
+      const features = new DataView(arg.buffer, arg.byteOffset, arg.byteLength).getUint32(8, true);
+      if ((features & UFFD_FEATURE_EVENT_FORK) !== 0) this.forkEvents = true;
+    }
+    return result;
   }
 
   read(fd: number, count: number): Uint8Array {
@@ -332,13 +441,17 @@ export class RemoteProcessBackend implements ProcessBackend {
     if (reply[0] !== 0) throw accessError(reply[0], reply[1], reply[2], reply[3]);
   }
 
-  /** The program is read to the end here: it must be finite. A fork access in another process gives ENOSYS. */
+  /**
+   * The program is read to the end here: it must be finite. A fork access makes a child that runs
+   * the agent too and keeps the descriptors the program opened here.
+   */
   spawnThread(program: Iterable<ThreadAccess>, name = ''): ThreadBackend {
-    const ops = nativeOps(program, () => ({ keep: [], eventFork: false }));
+    const options: ForkOptions = { keep: [...this.fds], eventFork: this.forkEvents };
+    const ops = nativeOps(program, () => options);
     const reply = this.agent(OP.spawn, [], encodeOps(ops));
     if (reply[0] === AGENT_GONE) this.call('clone', OP.spawn, []);
     check('clone', reply[0]);
-    const thread = new RemoteThread(this, reply[0], reply[1], name);
+    const thread = new RemoteThread(this, reply[0], reply[1], name, options.keep);
     this.owner.threads.add(thread);
     return thread;
   }
@@ -357,12 +470,16 @@ export class RemoteProcessBackend implements ProcessBackend {
     return this.call('mremap', OP.mremap, [oldAddress, oldLength, newLength, flags, newAddress]);
   }
 
+  /** fork(2) from a thread of the agent; with EVENT_FORK it sleeps until the event is read: use a thread's fork access then. */
   fork(): ProcessBackend {
-    throw new KernelError({
-      errno: ENOSYS,
-      syscall: 'fork',
-      reason: 'on the host backend only the Node process forks (from a thread)',
-    });
+    const thread = this.spawnThread([{ kind: 'syscall', call: 'fork', args: [] }], 'fork');
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let round = 0; thread.state() === 'running'; round++)
+      Atomics.wait(pause, 0, 0, round < 100 ? 0.05 : 1);
+    const result = thread.result();
+    if (result === null) throw sleepsError('fork');
+    check('fork', result.returns[0] ?? -ENOSYS);
+    return result.children[0]!;
   }
 
   signalThread(thread: ThreadBackend, signal: number): void {
@@ -374,8 +491,10 @@ export class RemoteProcessBackend implements ProcessBackend {
   /** exit_group: the agent exits, its threads end, its descriptors close. */
   exit(): void {
     if (this.exited) return;
-    this.addon.agentCall(this.socket, this.pid, OP.exit, [], null, AGENT_TIMEOUT_MS);
-    this.gone();
+    const reply = this.addon.agentCall(this.socket, this.pid, OP.exit, [], null, this.owner.agentTimeoutMs);
+    this.gone(
+      reply[0] === AGENT_HUNG ? `process ${this.pid} (faultline_agent) did not exit; it was killed` : null,
+    );
     for (const thread of [...this.owner.threads]) {
       if (thread instanceof RemoteThread && thread.belongsTo(this)) thread.result();
     }

@@ -177,7 +177,151 @@ export function parseScenario(text: string, file: string): Scenario {
     steps,
   };
   checkReferences(scenario, locator);
+  checkBounds(scenario, locator);
   return scenario;
+}
+
+/**
+ * The most bytes one step may populate, read or write (copy, zeropage, continue, poison, move,
+ * read, write, pread, pwrite, a thread's access, read_raw's buffer, pagemap, data): a step past it
+ * would grow the model (or the runner's buffers) without bound. A length at or past 2^47 (the end
+ * of x86-64 user space) covers no mapping and stays allowed: it is an error path the kernel rejects
+ * before touching memory.
+ */
+export const MAX_STEP_BYTES = 256 * 1024 * 1024;
+/** The most bytes all of a scenario's steps may populate, read or write together. */
+export const MAX_SCENARIO_BYTES = 1024 * 1024 * 1024;
+const USER_SPACE_END = 2 ** 47;
+
+const HUGE_PAGE: Record<string, number> = { '2M': 2 * 1024 * 1024, '1G': 1024 * 1024 * 1024 };
+
+function dataLength(data: unknown): number {
+  if (data === undefined || data === null || typeof data !== 'object') return 0;
+  const spec = data as { text?: string; hex?: string; length?: number };
+  if (spec.text !== undefined) return new TextEncoder().encode(spec.text).byteLength;
+  if (spec.hex !== undefined) return spec.hex.replace(/\s+/g, '').length / 2;
+  return spec.length ?? 0;
+}
+
+/** Ops whose `length` (or data) is memory the step touches. */
+const TOUCHING_OPS: ReadonlySet<string> = new Set([
+  'copy',
+  'zeropage',
+  'continue',
+  'poison',
+  'move',
+  'read',
+  'write',
+  'pread',
+  'pwrite',
+  'thread',
+  'read_raw',
+  'pagemap',
+]);
+
+/** The bytes a step touches, for the caps. */
+function touchedBytes(step: Step): number {
+  const a = step.args;
+  if (!TOUCHING_OPS.has(step.op)) return 0;
+  if (step.op === 'read_raw') return a.buffer;
+  if (step.op === 'write' || step.op === 'pwrite') return dataLength(a.data);
+  if (step.op === 'thread') return a.access === 'write' ? dataLength(a.data) : (a.length ?? 1);
+  return Math.max(a.length ?? 0, dataLength(a.data));
+}
+
+/**
+ * Offsets and lengths stay inside the map they name (a map's length is fixed by its mmap or
+ * mremap step), unless the step says `beyond_map: true`; and no step touches more than
+ * MAX_STEP_BYTES, nor the whole scenario more than MAX_SCENARIO_BYTES.
+ */
+function checkBounds(scenario: Scenario, locator: Locator): void {
+  const mapLength = new Map<string, number>();
+  const hugeFiles = new Set<string>();
+  let total = 0;
+  for (const step of scenario.steps) {
+    const a = step.args;
+    const base: Path = ['steps', step.index, step.op];
+    const touched = touchedBytes(step);
+    if (touched > MAX_STEP_BYTES && touched < USER_SPACE_END) {
+      const field = step.op === 'read_raw' ? 'buffer' : a.length !== undefined ? 'length' : 'data';
+      throw locator.error(
+        base,
+        `${touched} bytes is more than one step may touch (${MAX_STEP_BYTES})`,
+        field,
+      );
+    }
+    if (touched < USER_SPACE_END) total += touched;
+    if (total > MAX_SCENARIO_BYTES) {
+      throw locator.error(
+        base,
+        `the steps so far touch ${total} bytes, more than a scenario may (${MAX_SCENARIO_BYTES})`,
+      );
+    }
+    if (step.op === 'memfd' && a.hugetlb === true) hugeFiles.add(a.name);
+    if (step.op === 'mmap') {
+      const page =
+        a.hugetlb === '1G'
+          ? HUGE_PAGE['1G']!
+          : a.hugetlb !== undefined && a.hugetlb !== false
+            ? HUGE_PAGE['2M']!
+            : hugeFiles.has(a.file)
+              ? HUGE_PAGE['2M']!
+              : 4096;
+      mapLength.set(a.name, Math.ceil(a.length / page) * page);
+      continue;
+    }
+    if (step.op === 'mremap') {
+      mapLength.set(a.to, Math.ceil((a.length ?? mapLength.get(a.map) ?? 0) / 4096) * 4096);
+      continue;
+    }
+    if (a.beyond_map === true) continue;
+    for (const range of stepRanges(step)) {
+      const length = mapLength.get(range.map);
+      if (length === undefined) continue;
+      if (range.offset > length || range.offset + range.length > length) {
+        const end = range.offset + range.length;
+        throw locator.error(
+          range.path,
+          `[${range.offset}, ${end}) runs past map '${range.map}' (${length} bytes); ` +
+            'a step that goes past its map on purpose says beyond_map: true',
+        );
+      }
+    }
+  }
+}
+
+interface StepRange {
+  readonly map: string;
+  readonly offset: number;
+  readonly length: number;
+  readonly path: Path;
+}
+
+/** The map ranges a step names, with the field to blame. */
+function stepRanges(step: Step): StepRange[] {
+  const a = step.args;
+  const base: Path = ['steps', step.index, step.op];
+  if (step.op === 'move') {
+    return [
+      { map: a.src.map, offset: a.src.offset ?? 0, length: a.length, path: [...base, 'src'] },
+      { map: a.dst.map, offset: a.dst.offset ?? 0, length: a.length, path: [...base, 'dst'] },
+    ];
+  }
+  if (typeof a.map !== 'string' || step.op === 'vmas') return [];
+  const offset: number = a.offset ?? 0;
+  const field = a.length !== undefined ? 'length' : 'offset';
+  const ranges: StepRange[] = [];
+  let length: number | undefined;
+  if (step.op === 'read' || step.op === 'thread' || step.op === 'write') {
+    length = a.data !== undefined ? dataLength(a.data) : (a.length ?? 1);
+  } else {
+    length = a.length;
+  }
+  ranges.push({ map: a.map, offset, length: length ?? 0, path: [...base, field] });
+  if (step.op === 'copy' && typeof a.src === 'object') {
+    ranges.push({ map: a.src.map, offset: a.src.offset ?? 0, length: a.length, path: [...base, 'src'] });
+  }
+  return ranges;
 }
 
 type Kind = 'file' | 'map' | 'uffd' | 'thread' | 'process';

@@ -46,7 +46,8 @@ function missingCapability(backend: BackendName, required: readonly string[]): s
 }
 
 function createBackend(options: RunOptions, scenario: Scenario): KernelBackend {
-  if (options.backend === 'host') return new HostBackend();
+  // The scenario's main process is an agent: a file's offsets then reach that process, never Node.
+  if (options.backend === 'host') return new HostBackend({ isolated: true });
   return new ModelBackend({ seed: options.seed, version: scenario.kernel });
 }
 

@@ -62,6 +62,13 @@ const Place = z.strictObject({ map: Name, offset: Size.optional() });
 
 const ProcessField = { process: Name.optional() };
 
+/**
+ * Project addition: a step whose offset and length run past its map on purpose (an error path, an
+ * UNMAP of more than the map). Without it the loader refuses such a step, so a shared file cannot
+ * reach memory the scenario never mapped.
+ */
+const BeyondMap = { beyond_map: z.boolean().optional() };
+
 const BaseExpect = { errno: ErrnoName.optional() };
 
 function step<A extends z.ZodRawShape, E extends z.ZodRawShape>(args: A, expect: E) {
@@ -98,10 +105,20 @@ export const OP_SCHEMAS = {
     },
     {},
   ),
-  munmap: step({ map: Name, offset: Size.optional(), length: Size.optional(), ...ProcessField }, {}),
+  munmap: step(
+    { map: Name, offset: Size.optional(), length: Size.optional(), ...BeyondMap, ...ProcessField },
+    {},
+  ),
   mremap: step({ map: Name, to: Name, length: Size.optional(), onto: Name.optional(), ...ProcessField }, {}),
   mprotect: step(
-    { map: Name, offset: Size.optional(), length: Size.optional(), prot: Prot, ...ProcessField },
+    {
+      map: Name,
+      offset: Size.optional(),
+      length: Size.optional(),
+      prot: Prot,
+      ...BeyondMap,
+      ...ProcessField,
+    },
     {},
   ),
   madvise: step(
@@ -110,6 +127,7 @@ export const OP_SCHEMAS = {
       offset: Size.optional(),
       length: Size.optional(),
       advice: z.enum(['dontneed', 'free', 'remove', 'pageout']),
+      ...BeyondMap,
       ...ProcessField,
     },
     {},
@@ -121,11 +139,11 @@ export const OP_SCHEMAS = {
   pwrite: step({ file: Name, offset: Size, data: Data, ...ProcessField }, {}),
   pread: step({ file: Name, offset: Size, length: Size, ...ProcessField }, { data: Data.optional() }),
   write: step(
-    { map: Name, offset: Size, data: Data, ...ProcessField },
+    { map: Name, offset: Size, data: Data, ...BeyondMap, ...ProcessField },
     { signal: z.enum(['SIGBUS', 'SIGSEGV']).optional() },
   ),
   read: step(
-    { map: Name, offset: Size, length: Size, ...ProcessField },
+    { map: Name, offset: Size, length: Size, ...BeyondMap, ...ProcessField },
     { data: Data.optional(), signal: z.enum(['SIGBUS', 'SIGSEGV']).optional() },
   ),
   thread: step(
@@ -136,6 +154,7 @@ export const OP_SCHEMAS = {
       offset: Size,
       length: Size.optional(),
       data: Data.optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     {},
@@ -173,12 +192,20 @@ export const OP_SCHEMAS = {
       length: Size.optional(),
       modes: ModeList.optional(),
       mode_bits: z.number().int().nonnegative().optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     { ioctls: IoctlList.optional() },
   ),
   unregister: step(
-    { uffd: Name, map: Name, offset: Size.optional(), length: Size.optional(), ...ProcessField },
+    {
+      uffd: Name,
+      map: Name,
+      offset: Size.optional(),
+      length: Size.optional(),
+      ...BeyondMap,
+      ...ProcessField,
+    },
     {},
   ),
   read_event: step(
@@ -211,6 +238,7 @@ export const OP_SCHEMAS = {
       src_offset: Size.optional(),
       mode: ModeFlags(['dontwake', 'wp']).optional(),
       mode_bits: z.number().int().nonnegative().optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     { copy: Progress.optional() },
@@ -223,6 +251,7 @@ export const OP_SCHEMAS = {
       length: Size,
       mode: ModeFlags(['dontwake']).optional(),
       mode_bits: z.number().int().nonnegative().optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     { zeropage: Progress.optional() },
@@ -235,6 +264,7 @@ export const OP_SCHEMAS = {
       length: Size,
       mode: ModeFlags(['dontwake', 'wp']).optional(),
       mode_bits: z.number().int().nonnegative().optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     { mapped: Progress.optional() },
@@ -247,6 +277,7 @@ export const OP_SCHEMAS = {
       length: Size,
       mode: ModeFlags(['wp', 'dontwake']).optional(),
       mode_bits: z.number().int().nonnegative().optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     {},
@@ -259,6 +290,7 @@ export const OP_SCHEMAS = {
       length: Size,
       mode: ModeFlags(['dontwake']).optional(),
       mode_bits: z.number().int().nonnegative().optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     { updated: Progress.optional() },
@@ -271,14 +303,15 @@ export const OP_SCHEMAS = {
       length: Size,
       mode: ModeFlags(['dontwake', 'allow_src_holes']).optional(),
       mode_bits: z.number().int().nonnegative().optional(),
+      ...BeyondMap,
       ...ProcessField,
     },
     { move: Progress.optional() },
   ),
-  wake: step({ uffd: Name, map: Name, offset: Size, length: Size, ...ProcessField }, {}),
+  wake: step({ uffd: Name, map: Name, offset: Size, length: Size, ...BeyondMap, ...ProcessField }, {}),
   close: step({ uffd: Name, ...ProcessField }, {}),
   pagemap: step(
-    { map: Name, offset: Size, length: Size, ...ProcessField },
+    { map: Name, offset: Size, length: Size, ...BeyondMap, ...ProcessField },
     {
       pages: z
         .array(
