@@ -60,7 +60,7 @@ describe('item 1: a host scenario runs in a process of its own, bounded by its m
     assert.equal(run.status, 2);
     assert.equal(
       run.stdout + run.stderr,
-      "test/fixtures/hostile/read-past-map.yaml:5:40: steps[1].read.length: [4096, 4160) runs past map 'a' " +
+      "faultline: test/fixtures/hostile/read-past-map.yaml:5:40: steps[1].read.length: [4096, 4160) runs past map 'a' " +
         '(4096 bytes); a step that goes past its map on purpose says beyond_map: true\n',
     );
   });
