@@ -12,7 +12,7 @@ import { ModelBackend } from '../api/model-backend.ts';
 import { checkInvariants } from '../model/check.ts';
 import type { KernelVersion } from '../model/kernel.ts';
 import { BUILTIN_MEMORY_TYPES } from '../model/memtypes/builtin.ts';
-import type { HookName } from '../model/mm/hooks.ts';
+import { HOOK_NAMES, type HookName } from '../model/mm/hooks.ts';
 import type { MemoryType, MemoryTypeModule } from '../model/mm/memtype.ts';
 import {
   ioctlNames,
@@ -98,14 +98,6 @@ export interface ConformanceReport {
 export class ConformanceError extends Error {
   override name = 'ConformanceError';
 }
-
-const HOOK_ORDER: readonly HookName[] = [
-  'can_userfault',
-  'get_folio_noalloc',
-  'alloc_folio',
-  'filemap_add',
-  'fault',
-];
 
 export async function runConformance(options: ConformanceOptions = {}): Promise<ConformanceReport> {
   const version = options.version ?? '7.1';
@@ -251,7 +243,7 @@ async function runCase(
   }
   kernel.hooks.onHook = null;
   checkCore();
-  const hooks = HOOK_ORDER.filter((hook) => called.has(hook));
+  const hooks = HOOK_NAMES.filter((hook) => called.has(hook));
   const warnings = kernel.hooks.warnings;
   const problems = [
     ...(warnings.length > 0 ? [`hook contract broken: ${warnings.join('; ')}`] : []),

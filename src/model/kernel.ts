@@ -5,7 +5,7 @@
 
 import type { KernelTracer } from '../trace/trace.ts';
 import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
-import { EFAULT } from '../uapi/errno.ts';
+import { EFAULT, KernelError } from '../uapi/errno.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
 import { BUILTIN_MEMORY_TYPES } from './memtypes/builtin.ts';
@@ -120,7 +120,14 @@ export class ModelKernel {
       folioIndex: (pfn) => memory.folioIndex[pfn]!,
       copyIntoFolio: (pfn, offset, source, sourceOffset, length) =>
         memory.copyIntoFolio(pfn, offset, source, sourceOffset, length),
-      createInode: (type, name, pageShift, sizeBytes) => this.createInode(type, name, pageShift, sizeBytes),
+      createInode: (type, name, pageShift, sizeBytes) => {
+        const inode = this.createInode(type, name, pageShift, sizeBytes);
+        // A device's ioctl made the file: the ioctl fails with the violation as its reason.
+        if (typeof inode === 'number') {
+          throw new KernelError({ errno: EFAULT, syscall: 'ioctl', reason: this.hooks.lastViolation ?? '' });
+        }
+        return inode;
+      },
       kernelOption: (name) => this.options[name],
     };
   }
@@ -142,9 +149,10 @@ export class ModelKernel {
     return this.nextAnonVmaId++;
   }
 
-  createInode(type: MemoryType, name: string, pageShift: number, sizeBytes: number): Inode {
+  /** A new inode of `type`, or -EFAULT when the type's initInode broke its contract (nothing is kept). */
+  createInode(type: MemoryType, name: string, pageShift: number, sizeBytes: number): Inode | number {
     const inode = new Inode(this.nextInodeId++, type, name, pageShift, sizeBytes);
-    type.initInode?.(inode);
+    if (this.hooks.initInode(type, inode) < 0) return -EFAULT;
     this.inodes.set(inode.id, inode);
     return inode;
   }

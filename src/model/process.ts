@@ -182,9 +182,13 @@ export class ModelProcess {
     if (name.length > MFD_NAME_MAX_LEN) return fail(EINVAL, 'name', `longer than ${MFD_NAME_MAX_LEN} bytes`);
     const type = this.kernel.provider(flags & MFD_HUGETLB ? 'memfd-hugetlb' : 'memfd');
     if (type === undefined) return fail(EINVAL, 'flags', 'no memory type provides this kind of memfd');
-    const pageShift = type.inodePageShift?.({ hugePageShift: hugeBits }) ?? 12;
-    if (pageShift < 0) return fail(-pageShift, 'flags', `huge page size 2^${hugeBits} is not available`);
+    const pageShift = this.kernel.hooks.inodePageShift(type, { hugePageShift: hugeBits });
+    if (pageShift < 0) {
+      const reason = this.kernel.hooks.lastViolation ?? `huge page size 2^${hugeBits} is not available`;
+      return fail(-pageShift, 'flags', reason);
+    }
     const inode = this.kernel.createInode(type, `memfd:${name}`, pageShift, 0);
+    if (typeof inode === 'number') return fail(-inode, 'flags', this.kernel.hooks.lastViolation!);
     inode.references++;
     return this.installFd({
       kind: 'inode',
@@ -308,10 +312,14 @@ export class ModelProcess {
       const at = offset + written;
       const span = Math.min(data.byteLength - written, 4096 - (at % 4096));
       const pgoff = Math.floor(at / 4096);
-      const pfn = type.getFolioForWrite(inode, pgoff);
+      const pfn = this.kernel.hooks.getFolioForWrite(type, inode, pgoff);
       if (pfn < 0) {
         if (written > 0) break;
-        return fail(-pfn, 'data', `allocating the page at offset ${at} failed`);
+        return fail(
+          -pfn,
+          'data',
+          this.kernel.hooks.lastViolation ?? `allocating the page at offset ${at} failed`,
+        );
       }
       const tail = pgoff - memory.folioIndex[pfn]!;
       memory
@@ -335,8 +343,12 @@ export class ModelProcess {
     if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
     const inode = file.inode;
     const type = inode.memoryType;
-    const refused = type.fallocateCheck?.(inode, mode) ?? 0;
-    if (refused < 0) return fail(-refused, 'mode', `${type.name} files refuse fallocate mode ${hex(mode)}`);
+    const refused = this.kernel.hooks.fallocateCheck(type, inode, mode);
+    if (refused < 0) {
+      const reason =
+        this.kernel.hooks.lastViolation ?? `${type.name} files refuse fallocate mode ${hex(mode)}`;
+      return fail(-refused, 'mode', reason);
+    }
     if (mode & FALLOC_FL_PUNCH_HOLE) {
       if (type.fileOps.punchHole !== 0)
         return fail(type.fileOps.punchHole, 'mode', `${type.name} cannot punch holes`);
@@ -348,8 +360,12 @@ export class ModelProcess {
       return fail(EOPNOTSUPP, 'mode', `${type.name} cannot preallocate`);
     const first = Math.floor(offset / inode.pageSize) * (inode.pageSize / 4096);
     for (let pgoff = first; pgoff * 4096 < offset + length; pgoff += inode.pageSize / 4096) {
-      const pfn = type.getFolioForWrite(inode, pgoff);
-      if (pfn < 0) return fail(-pfn, 'len', `allocating the page at offset ${pgoff * 4096} failed`);
+      const pfn = this.kernel.hooks.getFolioForWrite(type, inode, pgoff);
+      if (pfn < 0) {
+        const reason =
+          this.kernel.hooks.lastViolation ?? `allocating the page at offset ${pgoff * 4096} failed`;
+        return fail(-pfn, 'len', reason);
+      }
     }
     if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > inode.sizeBytes) inode.sizeBytes = offset + length;
     return 0;
@@ -394,8 +410,9 @@ export class ModelProcess {
     } else if (flags & MAP_HUGETLB) {
       const hugetlb = this.kernel.provider('memfd-hugetlb');
       if (hugetlb === undefined) return fail(EINVAL, 'flags', 'no memory type provides MAP_HUGETLB');
-      const shift =
-        hugetlb.inodePageShift?.({ hugePageShift: (flags >>> MAP_HUGE_SHIFT) & MAP_HUGE_MASK }) ?? -EINVAL;
+      const shift = this.kernel.hooks.inodePageShift(hugetlb, {
+        hugePageShift: (flags >>> MAP_HUGE_SHIFT) & MAP_HUGE_MASK,
+      });
       if (shift < 0) return fail(-shift, 'flags', 'huge page size not available');
       type = hugetlb;
       pageShift = shift;
@@ -427,9 +444,14 @@ export class ModelProcess {
         // A shared mapping of a read-only file can never become writable: it is not VM_SHARED.
         vmFlags &= ~(VM_MAYWRITE | VM_SHARED);
       }
-      const checked =
-        type.mmapCheck?.(inode!, { shared, offsetBytes: offset, lengthBytes: length, prot }) ?? 0;
-      if (checked < 0) return fail(-checked, 'offset', `${type.name} refuses this mapping`);
+      const request = { shared, offsetBytes: offset, lengthBytes: length, prot };
+      const checked = this.kernel.hooks.mmapCheck(type, inode!, request);
+      if (checked < 0)
+        return fail(
+          -checked,
+          'offset',
+          this.kernel.hooks.lastViolation ?? `${type.name} refuses this mapping`,
+        );
     }
     if (type.vmFlags & VM_DONTEXPAND && !(vmFlags & VM_NORESERVE)) {
       const needed = length / pageSize - (inode === null ? 0 : cachedFolios(inode, offset, length));
@@ -468,10 +490,10 @@ export class ModelProcess {
       if (start < 0) return fail(ENOMEM, 'length', 'no free range large enough');
     }
 
-    if (anonymous && shared) {
-      inode = this.kernel.createInode(type, 'dev/zero', pageShift, length);
-    } else if (anonymous && flags & MAP_HUGETLB) {
-      inode = this.kernel.createInode(type, 'anon_hugepage', pageShift, length);
+    if (anonymous && (shared || flags & MAP_HUGETLB)) {
+      const created = this.kernel.createInode(type, shared ? 'dev/zero' : 'anon_hugepage', pageShift, length);
+      if (typeof created === 'number') return fail(-created, 'flags', this.kernel.hooks.lastViolation!);
+      inode = created;
     }
     if (flags & MAP_FIXED) {
       // The caller cannot sleep here: UNMAP events are queued without waiting.
@@ -742,8 +764,14 @@ export class ModelProcess {
     const position = file.position ?? 0;
     const type = file.inode.memoryType;
     const written =
-      type.write !== undefined ? type.write(file.inode, data, position) : this.pwrite(fd, data, position);
-    if (written < 0) return fail(-written, 'data', `${type.name} refused the write at offset ${position}`);
+      type.write !== undefined
+        ? this.kernel.hooks.write(type, file.inode, data, position)
+        : this.pwrite(fd, data, position);
+    if (written < 0) {
+      const reason =
+        this.kernel.hooks.lastViolation ?? `${type.name} refused the write at offset ${position}`;
+      return fail(-written, 'data', reason);
+    }
     file.position = position + written;
     return written;
   }

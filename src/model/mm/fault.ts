@@ -8,7 +8,7 @@ import { ENOENT } from '../../uapi/errno.ts';
 import { filemapLookup } from '../mem/pagecache.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
 import type { Task } from '../task.ts';
-import { checkNoallocFolio, type HookChecker } from './hooks.ts';
+import type { HookChecker } from './hooks.ts';
 import { FAULT_ALLOC_PRIVATE, FAULT_OOM, FAULT_SIGBUS, type MemoryType } from './memtype.ts';
 import type { AddressSpace } from './mm.ts';
 import {
@@ -229,7 +229,7 @@ function fileFault(
 
   const getFolioNoalloc = type.uffdOps?.getFolioNoalloc;
   if (vma.flags & (VM_UFFD_MISSING | VM_UFFD_MINOR) && getFolioNoalloc !== undefined) {
-    const found = checkNoallocFolio(env.hooks, type, 'fault', inode, pgoff, vma.pageShift, () =>
+    const found = env.hooks.getFolioNoalloc(type, 'fault', { inode, pgoff, pageShift: vma.pageShift }, () =>
       getFolioNoalloc.call(type.uffdOps, inode, pgoff),
     );
     if (found >= 0) {
@@ -253,7 +253,7 @@ function fileFault(
   if (fault === undefined) return FAULT_RESULT_SIGBUS;
   const mayShare = (vma.flags & VM_SHARED) !== 0;
   // The checker hands back a checked folio, a FAULT_* code, or -EFAULT for a broken answer (SIGBUS).
-  const pfn = env.hooks.fault(type, inode, pgoff, vma.pageShift, () =>
+  const pfn = env.hooks.fault(type, { inode, pgoff, pageShift: vma.pageShift }, () =>
     fault.call(type, inode, pgoff, mayShare),
   );
   if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;

@@ -1,73 +1,84 @@
 /**
- * The core's checks on what memory-type hooks hand back. A hook is code the
- * core does not own, so every answer is checked before the core acts on it:
- * the folio must be the right one (inode and index, inside the file), of the
- * VMA's page size, locked or not as the contract says, with exactly the
- * references the contract gives; a "noalloc" hook must not allocate; an
- * allocator must return a fresh, unowned, unlocked folio; filemap_add must
- * leave the folio in the right slot with the cache's reference. A throw is
- * caught like any other broken answer.
+ * The hook checker: the only way the core calls a memory type. A hook is
+ * code the core does not own, so every call runs under a journal of what the
+ * hook did through its services (hook-journal.ts, hook-services.ts) and every
+ * answer is checked (hook-checks.ts) before the core acts on it: the folio
+ * must be the right one (inode and index, inside the file), of the mapping's
+ * page size, locked or not as the contract says, with exactly the references
+ * the contract gives; a "noalloc" hook must not allocate; an allocator must
+ * return a fresh, unowned, unlocked folio; filemap_add must leave the folio
+ * in the right slot with the cache's reference; a hook that only answers a
+ * question (mmap_check, inode_page_shift, ...) must change nothing.
  *
- * To judge a hook by what it did and not only by what it returned, the
- * services lent to memory types (`watchServices`) keep a journal while a hook
- * runs: the folios it allocated, the state of every older folio before it
- * first touched it, its page-cache insertions and deletions. A violation
- * becomes -EFAULT (SIGBUS for a fault, false for can_userfault) and one
- * warning naming the type and the hook, and the journal is rolled back, so
- * the core's state is exactly what it was before the call. The guard also
- * refuses the two misuses it could not undo: dropping the last reference of a
- * folio the hook did not allocate, and touching a frame that is not a folio.
+ * A throw of any value, a result of the wrong kind or a lasting side effect
+ * the contract does not allow is a violation: it becomes -EFAULT (SIGBUS for
+ * a fault, false for can_userfault) and one warning naming the type and the
+ * hook, and the journal is rolled back, so the core's state is exactly what
+ * it was before the call. Whatever happens, the journal ends with the call.
  * Bytes a hook copies into folios are not rolled back.
  */
-import { EFAULT, errnoName } from '../../uapi/errno.ts';
-import { filemapLookup, type Inode } from '../mem/pagecache.ts';
-import { NO_INODE, PG_ALLOCATED, PG_LOCKED, type PhysicalMemory } from '../mem/physmem.ts';
-import type { MemoryType, MemoryTypeServices, VmaView, VmUffdOps } from './memtype.ts';
+import { EFAULT, EINVAL } from '../../uapi/errno.ts';
+import type { Inode } from '../mem/pagecache.ts';
+import { NO_INODE, type PhysicalMemory } from '../mem/physmem.ts';
+import {
+  addedFolioProblem,
+  type CachedFolioRequest,
+  cachedFolioProblem,
+  describeThrown,
+  describeValue,
+  freshFolioProblem,
+  referenceProblem,
+} from './hook-checks.ts';
+import { HookJournal } from './hook-journal.ts';
+import { watchServices } from './hook-services.ts';
+import type {
+  InodeRequest,
+  MemoryType,
+  MemoryTypeServices,
+  MmapRequest,
+  VmaView,
+  VmUffdOps,
+} from './memtype.ts';
 
 /** The hooks the core calls through the checker, by their kernel names. */
-export type HookName = 'can_userfault' | 'get_folio_noalloc' | 'alloc_folio' | 'filemap_add' | 'fault';
+export type HookName =
+  | 'can_userfault'
+  | 'get_folio_noalloc'
+  | 'alloc_folio'
+  | 'filemap_add'
+  | 'filemap_remove'
+  | 'fault'
+  | 'get_folio_for_write'
+  | 'write'
+  | 'mmap_check'
+  | 'fallocate_check'
+  | 'init_inode'
+  | 'inode_page_shift';
 
-/** Grows-only parallel arrays, reused by every hook call (no allocation on the fault path). */
-class HookJournal {
-  active = false;
-  /** Folios the hook allocated (heads). */
-  allocated: number[] = [];
-  allocatedCount = 0;
-  /** Older folios the hook touched, with their state before the first touch. */
-  touchedPfn: number[] = [];
-  touchedRefcount: number[] = [];
-  touchedFlags: number[] = [];
-  touchedInode: number[] = [];
-  touchedIndex: number[] = [];
-  touchedCount = 0;
-  /** Page-cache insertions (true) and deletions (false), in order. */
-  cacheInode: Inode[] = [];
-  cachePgoff: number[] = [];
-  cachePfn: number[] = [];
-  cacheInserted: boolean[] = [];
-  cacheCount = 0;
-  /** The first service call the guard refused, described. */
-  misuse: string | null = null;
-  /** The VMA and inode fields a hook could write through the objects it is handed. */
-  vma: VmaView | null = null;
-  vmaStart = 0;
-  vmaEnd = 0;
-  vmaFlags = 0;
-  vmaPgoff = 0;
-  inode: Inode | null = null;
-  inodeSizeBytes = 0;
+/** Every hook name, in the order reports list them. */
+export const HOOK_NAMES: readonly HookName[] = [
+  'inode_page_shift',
+  'init_inode',
+  'mmap_check',
+  'can_userfault',
+  'get_folio_noalloc',
+  'alloc_folio',
+  'filemap_add',
+  'filemap_remove',
+  'fault',
+  'get_folio_for_write',
+  'write',
+  'fallocate_check',
+];
+
+const PAGE_SHIFTS = [12, 21, 30];
+
+function isErrno(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value < 0 && value > -4096;
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function describeResult(result: unknown): string {
-  if (typeof result === 'number' && Number.isInteger(result) && result < 0 && result > -4096) {
-    return errnoName(-result);
-  }
-  return String(result);
-}
+/** A judge returns the problem with the hook's answer, or null to accept it. */
+type Judge = (result: unknown) => string | null;
 
 export class HookChecker {
   private readonly warned = new Set<string>();
@@ -76,14 +87,25 @@ export class HookChecker {
   lastViolation: string | null = null;
   /** Told of every hook call (the conformance suite records which hooks a case exercised). */
   onHook: ((type: MemoryType, hook: HookName) => void) | null = null;
-  private readonly journal = new HookJournal();
-  /** Who asked get_folio_noalloc (UFFDIO_CONTINUE, the fault path), for its warning. */
-  private caller: string | null = null;
+  private readonly journal: HookJournal;
+  /** The accepted answer of the last call. */
+  private answer: unknown = undefined;
+  /** What the current call asks, for the judges (kept in fields: COPY calls alloc_folio per page). */
+  private request: CachedFolioRequest = { inode: null as unknown as Inode, pgoff: 0, pageShift: 12 };
+  private requestVma: VmaView | null = null;
+  private requestRange = { start: 0, end: 0 };
 
   constructor(
     readonly memory: PhysicalMemory,
     private readonly emitWarning: (message: string) => void = () => {},
-  ) {}
+  ) {
+    this.journal = new HookJournal(memory);
+  }
+
+  /** The services lent to memory types, journaled while a hook runs. */
+  watchServices(services: MemoryTypeServices): MemoryTypeServices {
+    return watchServices(this.journal, services);
+  }
 
   /** Records one warning per (type, hook, problem). */
   violation(type: MemoryType, hook: string, problem: string): void {
@@ -96,143 +118,180 @@ export class HookChecker {
     this.emitWarning(message);
   }
 
-  // --- the hooks, called through the checker ------------------------------
+  // --- the one way a hook is called ---------------------------------------
 
-  /** can_userfault: a throw or a lasting side effect is a violation and answers false. */
-  canUserfault(type: MemoryType, vma: VmaView, call: () => boolean): boolean {
-    const hook = 'can_userfault';
-    this.begin(type, hook, vma, vma.inode);
-    let result: boolean;
+  /**
+   * Calls `invoke` under the journal and judges its answer. Returns true with
+   * the answer in `answer`, or false after undoing the call and warning.
+   */
+  private run(
+    type: MemoryType,
+    hook: HookName,
+    label: string,
+    inode: Inode | null,
+    vma: VmaView | null,
+    invoke: () => unknown,
+    judge: Judge,
+  ): boolean {
+    const journal = this.journal;
+    if (journal.active) throw new Error(`HookChecker: ${hook} called inside another hook call`);
+    this.onHook?.(type, hook);
+    this.lastViolation = null;
+    journal.begin(vma, inode);
     try {
-      result = call();
-    } catch (error) {
-      this.reject(type, hook, `threw: ${messageOf(error)}`);
-      return false;
+      let result: unknown;
+      let problem: string | null;
+      try {
+        result = invoke();
+        problem = judge(result);
+      } catch (thrown) {
+        // Described while the journal still runs: a message getter's service calls are undone too.
+        problem = `threw: ${describeThrown(thrown)}`;
+      }
+      if (problem !== null) {
+        journal.rollback();
+        this.violation(type, label, problem);
+        return false;
+      }
+      this.answer = result;
+      journal.commit();
+      return true;
+    } finally {
+      // Only reached active when something outside the hook threw: leave no journal behind.
+      if (journal.active) journal.rollback();
     }
-    const change = this.lastingChange(-1);
-    if (change !== null) {
-      this.reject(type, hook, change);
-      return false;
-    }
-    this.end();
-    return result === true;
+  }
+
+  /** An errno answer passes when the hook left nothing behind. */
+  private errnoProblem(result: number): string | null {
+    const change = this.journal.lastingChange(-1);
+    return change === null ? null : `returned ${describeValue(result)} but ${change}`;
+  }
+
+  /** A hook that only answers with 0 or -errno, changing nothing. */
+  private readonly judgeStatus: Judge = (result) => {
+    if (result !== 0 && !isErrno(result)) return `returned ${describeValue(result)}, neither 0 nor -errno`;
+    return this.journal.lastingChange(-1);
+  };
+
+  private number(): number {
+    return this.answer as number;
+  }
+
+  // --- userfaultfd hooks ----------------------------------------------------
+
+  /** can_userfault: a throw, a non-boolean or a lasting side effect is a violation and answers false. */
+  canUserfault(type: MemoryType, vma: VmaView, call: () => boolean): boolean {
+    const ok = this.run(type, 'can_userfault', 'can_userfault', vma.inode, vma, call, (result) =>
+      typeof result !== 'boolean'
+        ? `returned ${describeValue(result)}, not a boolean`
+        : this.journal.lastingChange(-1),
+    );
+    return ok && this.answer === true;
   }
 
   /**
    * get_folio_noalloc: -ENOENT and other errnos pass through when the hook
    * changed nothing; a folio must be the one cached at `pgoff`, of the VMA's
    * page size, locked by this call, with one new reference for the caller,
-   * and the call must not have allocated.
+   * and the call must not have allocated. `caller` names who asked.
    */
-  getFolioNoalloc(
-    type: MemoryType,
-    caller: string,
-    inode: Inode,
-    pgoff: number,
-    pageShift: number,
-    call: () => number,
-  ): number {
-    // The hook's label names the caller; it is built only for a warning.
-    const hook = 'get_folio_noalloc';
-    this.caller = caller;
-    this.begin(type, hook, null, inode);
-    let result: number;
-    try {
-      result = call();
-    } catch (error) {
-      return this.reject(type, hook, `threw: ${messageOf(error)}`);
-    }
-    if (this.journal.allocatedCount > 0) return this.reject(type, hook, 'allocated a folio');
-    if (typeof result === 'number' && result < 0) return this.passError(type, hook, result);
-    const problem =
-      this.cachedFolioProblem(inode, pgoff, pageShift, result, true) ??
-      this.referenceProblem(result, 1, true, 'for the caller') ??
-      this.lastingChange(result);
-    if (problem !== null) return this.reject(type, hook, problem);
-    this.end();
-    return result;
+  getFolioNoalloc(type: MemoryType, caller: string, request: CachedFolioRequest, call: () => number): number {
+    this.request = request;
+    const label = `get_folio_noalloc (from ${caller})`;
+    if (!this.run(type, 'get_folio_noalloc', label, request.inode, null, call, this.judgeNoalloc))
+      return -EFAULT;
+    return this.number();
   }
+
+  private readonly judgeNoalloc: Judge = (result) => {
+    const journal = this.journal;
+    if (journal.allocatedCount > 0) return 'allocated a folio';
+    if (isErrno(result)) return this.errnoProblem(result);
+    const pfn = result as number;
+    return (
+      cachedFolioProblem(journal, this.request, pfn, true) ??
+      referenceProblem(journal, pfn, 1, true, 'for the caller') ??
+      journal.lastingChange(pfn)
+    );
+  };
 
   /**
-   * alloc_folio: errnos pass through when the hook changed nothing; a folio
-   * must be one this call allocated (and the only one it kept), of the VMA's
-   * page size, with one reference, unlocked and owned by no file.
+   * alloc_folio of `ops` at `address`: errnos pass through when the hook
+   * changed nothing; a folio must be one this call allocated (and the only
+   * one it kept), of the VMA's page size, with one reference, unlocked and
+   * owned by no file.
    */
-  allocFolio(type: MemoryType, vma: VmaView, call: () => number): number {
-    return this.checkAllocFolio(type, vma, call, null, null, 0);
+  allocFolio(type: MemoryType, vma: VmaView, ops: VmUffdOps, address: number): number {
+    this.requestVma = vma;
+    const allocate = ops.allocFolio;
+    if (allocate === undefined) return -EFAULT;
+    const invoke = () => allocate.call(ops, vma, address);
+    if (!this.run(type, 'alloc_folio', 'alloc_folio', vma.inode, vma, invoke, this.judgeAlloc))
+      return -EFAULT;
+    return this.number();
   }
 
-  /**
-   * `allocFolio` of `ops.allocFolio` (`allocate`) at `address`, without a
-   * closure: COPY calls it once per page.
-   */
-  allocFolioAt(
-    type: MemoryType,
-    vma: VmaView,
-    ops: VmUffdOps,
-    allocate: NonNullable<VmUffdOps['allocFolio']>,
-    address: number,
-  ): number {
-    return this.checkAllocFolio(type, vma, null, ops, allocate, address);
-  }
-
-  private checkAllocFolio(
-    type: MemoryType,
-    vma: VmaView,
-    call: (() => number) | null,
-    ops: VmUffdOps | null,
-    allocate: VmUffdOps['allocFolio'] | null,
-    address: number,
-  ): number {
-    const hook = 'alloc_folio';
-    this.begin(type, hook, vma, vma.inode);
-    let result: number;
-    try {
-      result = call !== null ? call() : allocate!.call(ops, vma, address);
-    } catch (error) {
-      return this.reject(type, hook, `threw: ${messageOf(error)}`);
-    }
-    if (typeof result === 'number' && result < 0) return this.passError(type, hook, result);
-    const problem = this.freshFolioProblem(vma, result) ?? this.lastingChange(result);
-    if (problem !== null) return this.reject(type, hook, problem);
-    this.end();
-    return result;
-  }
+  private readonly judgeAlloc: Judge = (result) => {
+    if (isErrno(result)) return this.errnoProblem(result);
+    const pfn = result as number;
+    return (
+      freshFolioProblem(this.journal, this.requestVma!.pageShift - 12, pfn) ?? this.journal.lastingChange(pfn)
+    );
+  };
 
   /**
    * filemap_add of the core's locked folio `pfn`: 0 must mean the folio is now
    * cached by the VMA's file at the folio-aligned index of `address`, with the
    * cache's one reference, still locked; an errno must mean nothing changed.
    */
-  filemapAdd(type: MemoryType, pfn: number, vma: VmaView, address: number, call: () => number): number {
-    const hook = 'filemap_add';
-    const inode = vma.inode;
-    if (inode === null) throw new Error('HookChecker.filemapAdd: the VMA maps no file');
-    this.begin(type, hook, vma, inode);
-    let result: number;
-    try {
-      result = call();
-    } catch (error) {
-      return this.reject(type, hook, `threw: ${messageOf(error)}`);
-    }
-    if (result !== 0) {
-      if (typeof result !== 'number' || !Number.isInteger(result) || result > 0) {
-        return this.reject(type, hook, `returned ${String(result)}, neither 0 nor -errno`);
-      }
-      return this.passError(type, hook, result);
-    }
+  filemapAdd(
+    type: MemoryType,
+    pfn: number,
+    vma: VmaView,
+    inode: Inode,
+    address: number,
+    call: () => number,
+  ): number {
     const pages = 2 ** (vma.pageShift - 12);
     const pgoff = vma.pgoff + (address - vma.start) / 4096;
     const head = pgoff - (pgoff % pages);
-    const problem =
-      this.addedFolioProblem(inode, head, pfn) ??
-      this.referenceProblem(pfn, 1, false, 'for the page cache') ??
-      (this.memory.isLocked(pfn) ? null : `unlocked folio ${pfn}, which the core holds locked`) ??
-      this.lastingChange(pfn);
-    if (problem !== null) return this.reject(type, hook, problem);
-    this.end();
-    return 0;
+    const judge: Judge = (result) => {
+      if (result !== 0) {
+        if (!isErrno(result)) return `returned ${describeValue(result)}, neither 0 nor -errno`;
+        return this.errnoProblem(result);
+      }
+      return (
+        addedFolioProblem(this.memory, inode, head, pfn) ??
+        referenceProblem(this.journal, pfn, 1, false, 'for the page cache') ??
+        (this.memory.isLocked(pfn) ? null : `unlocked folio ${pfn}, which the core holds locked`) ??
+        this.journal.lastingChange(pfn)
+      );
+    };
+    if (!this.run(type, 'filemap_add', 'filemap_add', inode, vma, call, judge)) return -EFAULT;
+    return this.number();
   }
+
+  /**
+   * filemap_remove of `pfn`, which filemap_add put in `inode`'s cache: the
+   * folio must leave the cache with the cache's reference, and nothing else
+   * change. Returns 0, or -EFAULT after undoing a broken call (the core then
+   * removes the folio itself).
+   */
+  filemapRemove(type: MemoryType, pfn: number, vma: VmaView, inode: Inode, call: () => void): number {
+    const index = this.memory.folioIndex[pfn]!;
+    const judge: Judge = () => {
+      if (inode.cache.flagsAt(index) !== 0 && inode.cache.valueAt(index) === pfn) {
+        return `left folio ${pfn} in the page cache of ${inode.name}`;
+      }
+      if (this.memory.folioInode[pfn] !== NO_INODE) return `left folio ${pfn} owned by a page cache`;
+      const change = referenceProblem(this.journal, pfn, -1, false, 'of the page cache');
+      return change ?? this.journal.lastingChange(pfn);
+    };
+    return this.run(type, 'filemap_remove', 'filemap_remove', inode, vma, call, judge) ? 0 : -EFAULT;
+  }
+
+  // --- the ordinary fault and file hooks -----------------------------------
 
   /**
    * The ordinary fault (vm_ops->fault): FAULT_* codes pass through when the
@@ -240,397 +299,140 @@ export class HookChecker {
    * by this call or already there), of the VMA's page size, unlocked, with one
    * new reference for the caller (and the cache's, when this call inserted it).
    */
-  fault(type: MemoryType, inode: Inode, pgoff: number, pageShift: number, call: () => number): number {
-    const hook = 'fault';
-    this.begin(type, hook, null, inode);
-    let result: number;
-    try {
-      result = call();
-    } catch (error) {
-      return this.reject(type, hook, `threw: ${messageOf(error)}`);
+  fault(type: MemoryType, request: CachedFolioRequest, call: () => number): number {
+    this.request = request;
+    if (!this.run(type, 'fault', 'fault', request.inode, null, call, this.judgeFault)) return -EFAULT;
+    return this.number();
+  }
+
+  private readonly judgeFault: Judge = (result) => {
+    const journal = this.journal;
+    // The FAULT_* codes (-4096 and below) and errnos.
+    if (typeof result === 'number' && Number.isInteger(result) && result < 0 && result >= -4098) {
+      return this.errnoProblem(result);
     }
-    if (typeof result === 'number' && result < 0) return this.passError(type, hook, result);
-    const inserted = this.insertedByHook(result);
-    const problem =
-      this.cachedFolioProblem(inode, pgoff, pageShift, result, false) ??
-      this.referenceProblem(
-        result,
+    const pfn = result as number;
+    const inserted = journal.insertedByHook(pfn);
+    return (
+      cachedFolioProblem(journal, this.request, pfn, false) ??
+      referenceProblem(
+        journal,
+        pfn,
         inserted ? 2 : 1,
         true,
         inserted ? 'for the caller and the cache' : 'for the caller',
       ) ??
-      this.lastingChange(result);
-    if (problem !== null) return this.reject(type, hook, problem);
-    this.end();
-    return result;
-  }
-
-  // --- the journaled services -------------------------------------------
+      journal.lastingChange(pfn)
+    );
+  };
 
   /**
-   * The services lent to memory types, journaled while a hook runs so the
-   * core can judge and undo what the hook did. Outside hook calls (a type's
-   * own write path) they are the plain services.
+   * getFolioForWrite (pwrite, fallocate): the folio cached at `pgoff`'s head
+   * index of `inode` (past the end of the file too: a write extends it),
+   * unlocked, with the page cache's reference only; it may allocate and
+   * insert that folio and nothing else. Errnos pass when nothing changed.
    */
-  watchServices(services: MemoryTypeServices): MemoryTypeServices {
+  getFolioForWrite(type: MemoryType, inode: Inode, pgoff: number): number {
+    const hook = type.getFolioForWrite;
+    if (hook === undefined) return -EINVAL;
+    const call = () => hook.call(type, inode, pgoff);
+    this.request = { inode, pgoff, pageShift: inode.pageShift, pastEnd: true };
+    const ok = this.run(
+      type,
+      'get_folio_for_write',
+      'getFolioForWrite',
+      inode,
+      null,
+      call,
+      this.judgeForWrite,
+    );
+    return ok ? this.number() : -EFAULT;
+  }
+
+  private readonly judgeForWrite: Judge = (result) => {
     const journal = this.journal;
-    const memory = this.memory;
-    return {
-      ...services,
-      allocFolio: (order, options) => {
-        const pfn = services.allocFolio(order, options);
-        if (journal.active && pfn >= 0 && !this.allocatedByHook(pfn)) {
-          journal.allocated[journal.allocatedCount++] = pfn;
-        }
-        return pfn;
-      },
-      getFolio: (pfn) => {
-        if (journal.active && !this.watchFolio(pfn, 'took a reference on')) return;
-        services.getFolio(pfn);
-      },
-      putFolio: (pfn) => {
-        if (journal.active) {
-          if (!this.watchFolio(pfn, 'dropped a reference on')) return;
-          if (memory.folioRefcount[pfn]! <= 1 && !this.allocatedByHook(pfn)) {
-            this.refuse(`dropped the last reference to folio ${pfn}, which it did not hold`);
-            return;
-          }
-        }
-        services.putFolio(pfn);
-      },
-      lockFolio: (pfn) => {
-        if (journal.active && !this.watchFolio(pfn, 'locked')) return;
-        services.lockFolio(pfn);
-      },
-      unlockFolio: (pfn) => {
-        if (journal.active && !this.watchFolio(pfn, 'unlocked')) return;
-        services.unlockFolio(pfn);
-      },
-      filemapInsert: (inode, pfn, pgoff) => {
-        if (journal.active && !this.watchFolio(pfn, 'inserted')) return false;
-        const inserted = services.filemapInsert(inode, pfn, pgoff);
-        if (journal.active && inserted) this.noteCache(inode, pgoff, pfn, true);
-        return inserted;
-      },
-      filemapDelete: (inode, pgoff) => {
-        if (journal.active) {
-          if (inode.cache.flagsAt(pgoff) === 0) return;
-          const pfn = inode.cache.valueAt(pgoff);
-          this.touch(pfn);
-          if (memory.folioRefcount[pfn]! <= 1 && !this.allocatedByHook(pfn)) {
-            this.refuse(`deleted folio ${pfn} from the page cache, which held its last reference`);
-            return;
-          }
-          this.noteCache(inode, pgoff, pfn, false);
-        }
-        services.filemapDelete(inode, pgoff);
-      },
+    if (isErrno(result)) return this.errnoProblem(result);
+    const pfn = result as number;
+    const inserted = journal.insertedByHook(pfn);
+    return (
+      cachedFolioProblem(journal, this.request, pfn, false) ??
+      referenceProblem(
+        journal,
+        pfn,
+        inserted ? 1 : 0,
+        true,
+        inserted ? 'for the page cache' : 'of its own',
+      ) ??
+      journal.lastingChange(pfn)
+    );
+  };
+
+  /**
+   * write(2) of the type: bytes written (0..length) or -errno; it may fill
+   * the page cache of `inode` over the written range, nothing else.
+   */
+  write(type: MemoryType, inode: Inode, data: Uint8Array, offset: number): number {
+    const hook = type.write;
+    if (hook === undefined) return -EINVAL;
+    const call = () => hook.call(type, inode, data, offset);
+    const range = this.requestRange;
+    range.start = Math.floor(offset / inode.pageSize) * (inode.pageSize / 4096);
+    range.end = Math.ceil((offset + data.byteLength) / 4096);
+    const judge: Judge = (result) => {
+      if (isErrno(result)) return this.errnoProblem(result);
+      if (typeof result !== 'number' || !Number.isInteger(result) || result < 0 || result > data.byteLength) {
+        return `returned ${describeValue(result)}, neither a byte count up to ${data.byteLength} nor -errno`;
+      }
+      return this.journal.lastingChange(
+        -1,
+        (owner, pgoff) => owner === inode && pgoff >= range.start && pgoff < range.end,
+      );
     };
+    return this.run(type, 'write', 'write', inode, null, call, judge) ? this.number() : -EFAULT;
   }
 
-  // --- the journal --------------------------------------------------------
-
-  private begin(type: MemoryType, hook: HookName, vma: VmaView | null, inode: Inode | null): void {
-    const journal = this.journal;
-    if (journal.active) throw new Error('HookChecker: a hook call began inside another');
-    if (hook !== 'get_folio_noalloc') this.caller = null;
-    this.onHook?.(type, hook);
-    journal.active = true;
-    journal.allocatedCount = 0;
-    journal.touchedCount = 0;
-    journal.cacheCount = 0;
-    journal.misuse = null;
-    journal.vma = vma;
-    if (vma !== null) {
-      journal.vmaStart = vma.start;
-      journal.vmaEnd = vma.end;
-      journal.vmaFlags = vma.flags;
-      journal.vmaPgoff = vma.pgoff;
-    }
-    journal.inode = inode;
-    journal.inodeSizeBytes = inode?.sizeBytes ?? 0;
-    this.lastViolation = null;
+  /** mmapCheck: 0 or -errno, changing nothing. */
+  mmapCheck(type: MemoryType, inode: Inode, request: MmapRequest): number {
+    const hook = type.mmapCheck;
+    if (hook === undefined) return 0;
+    const call = () => hook.call(type, inode, request);
+    return this.run(type, 'mmap_check', 'mmapCheck', inode, null, call, this.judgeStatus)
+      ? this.number()
+      : -EFAULT;
   }
 
-  private end(): void {
-    this.journal.active = false;
+  /** fallocateCheck: 0 or -errno, changing nothing. */
+  fallocateCheck(type: MemoryType, inode: Inode, mode: number): number {
+    const hook = type.fallocateCheck;
+    if (hook === undefined) return 0;
+    const call = () => hook.call(type, inode, mode);
+    const ok = this.run(type, 'fallocate_check', 'fallocateCheck', inode, null, call, this.judgeStatus);
+    return ok ? this.number() : -EFAULT;
   }
 
-  /** An errno answer: it passes through when the hook left nothing behind. */
-  private passError(type: MemoryType, hook: HookName, result: number): number {
-    const change = this.lastingChange(-1);
-    if (change !== null) return this.reject(type, hook, `returned ${describeResult(result)} but ${change}`);
-    this.end();
-    return result;
-  }
-
-  /** Ends the call, undoes what the hook did, warns, and answers -EFAULT. */
-  private reject(type: MemoryType, hook: HookName, problem: string): number {
-    this.end();
-    this.rollback();
-    this.violation(type, this.caller === null ? hook : `${hook} (from ${this.caller})`, problem);
-    return -EFAULT;
-  }
-
-  private refuse(problem: string): void {
-    this.journal.misuse ??= problem;
-  }
-
-  /** Checks `pfn` is a live folio before a service acts on it, and snapshots it. */
-  private watchFolio(pfn: number, verb: string): boolean {
-    const memory = this.memory;
-    const live =
-      Number.isInteger(pfn) &&
-      pfn > 0 &&
-      pfn < memory.folioFlags.length &&
-      (memory.folioFlags[pfn]! & PG_ALLOCATED) !== 0 &&
-      memory.folioRefcount[pfn]! > 0;
-    if (!live) {
-      this.refuse(`${verb} ${String(pfn)}, which is not a folio`);
-      return false;
-    }
-    this.touch(pfn);
-    return true;
-  }
-
-  private touch(pfn: number): void {
-    const journal = this.journal;
-    if (this.allocatedByHook(pfn) || this.touchedSlot(pfn) >= 0) return;
-    const memory = this.memory;
-    const slot = journal.touchedCount++;
-    journal.touchedPfn[slot] = pfn;
-    journal.touchedRefcount[slot] = memory.folioRefcount[pfn]!;
-    journal.touchedFlags[slot] = memory.folioFlags[pfn]!;
-    journal.touchedInode[slot] = memory.folioInode[pfn]!;
-    journal.touchedIndex[slot] = memory.folioIndex[pfn]!;
-  }
-
-  private noteCache(inode: Inode, pgoff: number, pfn: number, inserted: boolean): void {
-    const journal = this.journal;
-    const slot = journal.cacheCount++;
-    journal.cacheInode[slot] = inode;
-    journal.cachePgoff[slot] = pgoff;
-    journal.cachePfn[slot] = pfn;
-    journal.cacheInserted[slot] = inserted;
-  }
-
-  private allocatedByHook(pfn: number): boolean {
-    const journal = this.journal;
-    for (let i = 0; i < journal.allocatedCount; i++) if (journal.allocated[i] === pfn) return true;
-    return false;
-  }
-
-  private touchedSlot(pfn: number): number {
-    const journal = this.journal;
-    for (let i = 0; i < journal.touchedCount; i++) if (journal.touchedPfn[i] === pfn) return i;
-    return -1;
-  }
-
-  private insertedByHook(pfn: number): boolean {
-    const journal = this.journal;
-    for (let i = 0; i < journal.cacheCount; i++) {
-      if (journal.cachePfn[i] === pfn && journal.cacheInserted[i]) return true;
-    }
-    return false;
-  }
-
-  /** References on `pfn` before the call: 0 for a folio the hook allocated. */
-  private refcountBefore(pfn: number): number {
-    if (this.allocatedByHook(pfn)) return 0;
-    const slot = this.touchedSlot(pfn);
-    return slot >= 0 ? this.journal.touchedRefcount[slot]! : this.memory.folioRefcount[pfn]!;
-  }
-
-  /**
-   * The first effect of the call that outlives it, other than on `allowed`
-   * (the folio the contract lets the hook hand over), described; or null.
-   */
-  private lastingChange(allowed: number): string | null {
-    const journal = this.journal;
-    const memory = this.memory;
-    if (journal.misuse !== null) return journal.misuse;
-    const vma = journal.vma;
-    if (
-      vma !== null &&
-      (vma.start !== journal.vmaStart ||
-        vma.end !== journal.vmaEnd ||
-        vma.flags !== journal.vmaFlags ||
-        vma.pgoff !== journal.vmaPgoff)
-    ) {
-      return 'changed the VMA it was shown';
-    }
-    const inode = journal.inode;
-    if (inode !== null && inode.sizeBytes !== journal.inodeSizeBytes)
-      return `changed the size of ${inode.name}`;
-    for (let i = 0; i < journal.allocatedCount; i++) {
-      const pfn = journal.allocated[i]!;
-      if (pfn !== allowed && memory.isAllocated(pfn)) return `allocated folio ${pfn} and kept it`;
-    }
-    for (let i = 0; i < journal.cacheCount; i++) {
-      const pfn = journal.cachePfn[i]!;
-      if (pfn === allowed) continue;
-      const cache = journal.cacheInode[i]!.cache;
-      const pgoff = journal.cachePgoff[i]!;
-      const holds = cache.flagsAt(pgoff) !== 0 && cache.valueAt(pgoff) === pfn;
-      const name = journal.cacheInode[i]!.name;
-      if (journal.cacheInserted[i] && holds) return `inserted folio ${pfn} into the page cache of ${name}`;
-      if (!journal.cacheInserted[i] && !holds) return `removed folio ${pfn} from the page cache of ${name}`;
-    }
-    for (let i = 0; i < journal.touchedCount; i++) {
-      const pfn = journal.touchedPfn[i]!;
-      if (pfn === allowed) continue;
-      const references = memory.folioRefcount[pfn]! - journal.touchedRefcount[i]!;
-      if (references > 0) return `kept ${references} reference(s) on folio ${pfn}`;
-      if (references < 0) return `dropped ${-references} reference(s) on folio ${pfn}`;
-      if ((memory.folioFlags[pfn]! ^ journal.touchedFlags[i]!) & PG_LOCKED) {
-        return `${memory.isLocked(pfn) ? 'left folio locked' : 'unlocked folio'} ${pfn}`;
+  /** inodePageShift: a page size the core maps (4 KiB, 2 MiB, 1 GiB) or -errno, changing nothing. */
+  inodePageShift(type: MemoryType, request: InodeRequest): number {
+    const hook = type.inodePageShift;
+    if (hook === undefined) return 12;
+    const call = () => hook.call(type, request);
+    const judge: Judge = (result) => {
+      if (isErrno(result)) return this.errnoProblem(result);
+      if (!PAGE_SHIFTS.includes(result as number)) {
+        return `returned ${describeValue(result)}, neither a page shift (12, 21, 30) nor -errno`;
       }
-    }
-    return null;
+      return this.journal.lastingChange(-1);
+    };
+    return this.run(type, 'inode_page_shift', 'inodePageShift', null, null, call, judge)
+      ? this.number()
+      : -EFAULT;
   }
 
-  /** Puts back everything the journal recorded, newest first. */
-  private rollback(): void {
-    const journal = this.journal;
-    const memory = this.memory;
-    for (let i = journal.cacheCount - 1; i >= 0; i--) {
-      const cache = journal.cacheInode[i]!.cache;
-      const pgoff = journal.cachePgoff[i]!;
-      const pfn = journal.cachePfn[i]!;
-      if (journal.cacheInserted[i]) {
-        if (cache.flagsAt(pgoff) !== 0 && cache.valueAt(pgoff) === pfn) cache.clear(pgoff);
-      } else if (cache.flagsAt(pgoff) === 0) {
-        cache.set(pgoff, 1, pfn);
-      }
-    }
-    for (let i = 0; i < journal.touchedCount; i++) {
-      const pfn = journal.touchedPfn[i]!;
-      memory.folioRefcount[pfn] = journal.touchedRefcount[i]!;
-      memory.folioFlags[pfn] = journal.touchedFlags[i]!;
-      memory.folioInode[pfn] = journal.touchedInode[i]!;
-      memory.folioIndex[pfn] = journal.touchedIndex[i]!;
-    }
-    // A hook cannot map a folio, so what it allocated has no mappings: free it outright.
-    for (let i = 0; i < journal.allocatedCount; i++) {
-      const pfn = journal.allocated[i]!;
-      if (!memory.isAllocated(pfn)) continue;
-      memory.folioRefcount[pfn] = 1;
-      memory.clearFlag(pfn, PG_LOCKED);
-      memory.folioInode[pfn] = NO_INODE;
-      memory.putFolio(pfn);
-    }
-    journal.allocatedCount = 0;
-    journal.touchedCount = 0;
-    journal.cacheCount = 0;
+  /** initInode: sets up the type's own state of a new inode, changing nothing of the core's. 0 or -EFAULT. */
+  initInode(type: MemoryType, inode: Inode): number {
+    const hook = type.initInode;
+    if (hook === undefined) return 0;
+    const call = () => hook.call(type, inode);
+    const judge: Judge = () => this.journal.lastingChange(-1);
+    return this.run(type, 'init_inode', 'initInode', inode, null, call, judge) ? 0 : -EFAULT;
   }
-
-  // --- what a returned folio must be --------------------------------------
-
-  private notAFolio(pfn: unknown): string | null {
-    const memory = this.memory;
-    if (typeof pfn !== 'number' || !Number.isInteger(pfn) || pfn <= 0 || pfn >= memory.folioFlags.length) {
-      return `returned ${String(pfn)}, which is not a folio`;
-    }
-    if (!memory.isAllocated(pfn) || memory.folioRefcount[pfn]! <= 0) {
-      return `returned folio ${pfn}, which is free`;
-    }
-    return null;
-  }
-
-  /** A folio said to cache `pgoff` of `inode` at `pageShift`: the right one, locked as asked. */
-  private cachedFolioProblem(
-    inode: Inode,
-    pgoff: number,
-    pageShift: number,
-    pfn: number,
-    mustBeLocked: boolean,
-  ): string | null {
-    const invalid = this.notAFolio(pfn);
-    if (invalid !== null) return invalid;
-    const memory = this.memory;
-    const owner = memory.folioInode[pfn]!;
-    if (owner !== inode.id) {
-      return owner === NO_INODE
-        ? `returned folio ${pfn}, which no page cache holds`
-        : `returned folio ${pfn} of another file (inode ${owner})`;
-    }
-    const index = memory.folioIndex[pfn]!;
-    if (index * 4096 >= inode.sizeBytes) {
-      return `returned folio ${pfn} at index ${index}, beyond the end of the file (${inode.sizeBytes} bytes)`;
-    }
-    const pages = 2 ** (pageShift - 12);
-    const head = pgoff - (pgoff % pages);
-    if (index !== head) return `returned folio ${pfn} at index ${index}, wanted ${head}`;
-    if (filemapLookup(inode, head) !== pfn)
-      return `returned folio ${pfn}, which the page cache does not hold`;
-    if (memory.folioOrder[pfn] !== pageShift - 12) {
-      return `returned folio ${pfn} of order ${memory.folioOrder[pfn]}, the VMA maps order ${pageShift - 12}`;
-    }
-    const locked = memory.isLocked(pfn);
-    if (mustBeLocked && !locked) return `returned folio ${pfn} unlocked`;
-    if (mustBeLocked && this.wasLocked(pfn)) return `returned folio ${pfn}, which was already locked`;
-    if (!mustBeLocked && locked) return `returned folio ${pfn} locked`;
-    return null;
-  }
-
-  private wasLocked(pfn: number): boolean {
-    const slot = this.touchedSlot(pfn);
-    return slot >= 0 && (this.journal.touchedFlags[slot]! & PG_LOCKED) !== 0;
-  }
-
-  /** The call must have added exactly `wanted` references to `pfn` (`returned`: the hook returned it). */
-  private referenceProblem(pfn: number, wanted: number, returned: boolean, whose: string): string | null {
-    const added = this.memory.folioRefcount[pfn]! - this.refcountBefore(pfn);
-    if (added === wanted) return null;
-    const subject = `${returned ? 'returned' : 'left'} folio ${pfn}`;
-    if (added === 0) return `${subject} without a reference ${whose}`;
-    return `${subject} with ${added} new reference(s), wanted ${wanted} ${whose}`;
-  }
-
-  /** What alloc_folio hands over: fresh from this call, one reference, unlocked, unowned, the VMA's size. */
-  private freshFolioProblem(vma: VmaView, pfn: number): string | null {
-    const invalid = this.notAFolio(pfn);
-    if (invalid !== null) return invalid;
-    const memory = this.memory;
-    if (!this.allocatedByHook(pfn)) return `returned folio ${pfn}, which it did not allocate`;
-    const order = vma.pageShift - 12;
-    if (memory.folioOrder[pfn] !== order) {
-      return `returned folio ${pfn} of order ${memory.folioOrder[pfn]}, the VMA maps order ${order}`;
-    }
-    if (memory.folioRefcount[pfn] !== 1) {
-      return `returned folio ${pfn} with ${memory.folioRefcount[pfn]} references, wanted 1`;
-    }
-    if (memory.isLocked(pfn)) return `returned folio ${pfn} locked`;
-    if (memory.folioInode[pfn] !== NO_INODE) {
-      return `returned folio ${pfn} already owned by a page cache (inode ${memory.folioInode[pfn]})`;
-    }
-    return null;
-  }
-
-  /** After filemap_add returned 0: `pfn` must be cached by `inode` at `head`. */
-  private addedFolioProblem(inode: Inode, head: number, pfn: number): string | null {
-    const memory = this.memory;
-    const cached = filemapLookup(inode, head);
-    if (cached === pfn && memory.folioInode[pfn] === inode.id && memory.folioIndex[pfn] === head) return null;
-    const owner = memory.folioInode[pfn]!;
-    if (owner === NO_INODE) return `returned 0 without adding folio ${pfn} to the page cache`;
-    if (owner !== inode.id) return `added folio ${pfn} to the page cache of another file (inode ${owner})`;
-    return `added folio ${pfn} at index ${memory.folioIndex[pfn]}, wanted ${head}`;
-  }
-}
-
-/**
- * Calls a type's get_folio_noalloc through the checker (see
- * `HookChecker.getFolioNoalloc`); `caller` names who asked, for the warning.
- */
-export function checkNoallocFolio(
-  checker: HookChecker,
-  type: MemoryType,
-  caller: string,
-  inode: Inode,
-  pgoff: number,
-  pageShift: number,
-  call: () => number,
-): number {
-  return checker.getFolioNoalloc(type, caller, inode, pgoff, pageShift, call);
 }

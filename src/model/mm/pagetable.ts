@@ -26,32 +26,3 @@ export const PTE_MARKER_POISONED = 1 << 6;
 export const PTE_PROTNONE = 1 << 7;
 
 export const PTE_MARKER_MASK = PTE_MARKER_UFFD_WP | PTE_MARKER_POISONED;
-
-export function pteIsNone(flags: number): boolean {
-  return flags === 0;
-}
-
-export function pteIsPresent(flags: number): boolean {
-  return (flags & PTE_PRESENT) !== 0;
-}
-
-export function pteIsMarker(flags: number): boolean {
-  return (flags & PTE_PRESENT) === 0 && (flags & PTE_MARKER_MASK) !== 0;
-}
-
-/** pte_none or a uffd marker: what COPY and CONTINUE may overwrite. */
-export function pteIsNoneOrMarker(flags: number): boolean {
-  return (flags & PTE_PRESENT) === 0;
-}
-
-export function describePte(flags: number): string {
-  if (flags === 0) return 'none';
-  const parts: string[] = [];
-  if (flags & PTE_PRESENT) parts.push(flags & PTE_ZERO ? 'zero-page' : 'present');
-  if (flags & PTE_WRITE) parts.push('write');
-  if (flags & PTE_DIRTY) parts.push('dirty');
-  if (flags & PTE_UFFD_WP) parts.push('uffd-wp');
-  if (flags & PTE_MARKER_UFFD_WP) parts.push('marker-wp');
-  if (flags & PTE_MARKER_POISONED) parts.push('marker-poison');
-  return parts.join('|');
-}

@@ -9,7 +9,6 @@ import { fail, hex } from '../failure.ts';
 import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
 import { accessRange, accessRangeDone } from '../mm/access.ts';
 import { FAULT_HANDLED, type FaultEnvironment, vmaProtNone } from '../mm/fault.ts';
-import { checkNoallocFolio } from '../mm/hooks.ts';
 import type { MemoryType, VmUffdOps } from '../mm/memtype.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import {
@@ -288,15 +287,14 @@ function mfillPage(
   }
   const fillType = privateFill ? env.anonymousType : vma.memoryType;
   const ops: VmUffdOps = fillType.uffdOps!;
-  const allocFolio = ops.allocFolio;
-  if (allocFolio === undefined)
+  if (ops.allocFolio === undefined)
     return fail(EINVAL, 'dst', `memory type ${vma.memoryType.name} cannot allocate`);
   // The checker hands back a fresh folio of the VMA's page size, an errno, or -EFAULT for a broken answer.
   // COPY writes every byte of the folio before it can be seen, so a reused frame need not be zeroed first.
   env.memory.overwriteNextAllocations = kind === MFILL_COPY;
   let pfn: number;
   try {
-    pfn = env.hooks.allocFolioAt(fillType, vma, ops, allocFolio, address);
+    pfn = env.hooks.allocFolio(fillType, vma, ops, address);
   } finally {
     env.memory.overwriteNextAllocations = false;
   }
@@ -322,7 +320,7 @@ function mfillPage(
   const filemapAdd = ops.filemapAdd;
   if (!privateFill && filemapAdd !== undefined) {
     memory.lockFolio(pfn);
-    const added = env.hooks.filemapAdd(fillType, pfn, vma, address, () =>
+    const added = env.hooks.filemapAdd(fillType, pfn, vma, vma.inode!, address, () =>
       filemapAdd.call(ops, pfn, vma, address),
     );
     if (added < 0) {
@@ -363,8 +361,11 @@ function mfillContinue(
     return fail(EINVAL, 'range', `memory type ${type.name} has no page cache`);
   const inode = vma.inode!;
   const pgoff = vma.pgoffAt(address);
-  const pfn = checkNoallocFolio(env.hooks, type, 'UFFDIO_CONTINUE', inode, pgoff, vma.pageShift, () =>
-    getFolioNoalloc.call(type.uffdOps, inode, pgoff),
+  const pfn = env.hooks.getFolioNoalloc(
+    type,
+    'UFFDIO_CONTINUE',
+    { inode, pgoff, pageShift: vma.pageShift },
+    () => getFolioNoalloc.call(type.uffdOps, inode, pgoff),
   );
   if (pfn === -ENOENT) return fail(EFAULT, 'range', `no page in the page cache at ${hex(address)}`);
   if (pfn < 0) {

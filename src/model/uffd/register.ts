@@ -54,7 +54,7 @@ export function vmFlagsToModes(flags: number): number {
  * type supports follow from its declared range ioctls; its `canUserfault`
  * hook has the last word.
  */
-export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean, hooks?: HookChecker): boolean {
+export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean, hooks: HookChecker): boolean {
   if (vma.flags & VM_DROPPABLE) return false;
   // Asynchronous dirty tracking needs no help from the memory type.
   if (wpAsync && modes === UFFDIO_REGISTER_MODE_WP) return true;
@@ -67,7 +67,6 @@ export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean, hooks
   if (modes & UFFDIO_REGISTER_MODE_WP && (declared & bit(_UFFDIO_WRITEPROTECT)) === 0n) return false;
   if (!vma.isAnonymous && ops.getFolioNoalloc === undefined) return false;
   // Through the checker, a hook that throws or changes anything answers false and is reported.
-  if (hooks === undefined) return ops.canUserfault(vma, modes);
   return hooks.canUserfault(type, vma, () => ops.canUserfault(vma, modes));
 }
 
@@ -77,7 +76,7 @@ export function userfaultfdRegister(
   start: number,
   length: number,
   mode: bigint,
-  hooks?: HookChecker,
+  hooks: HookChecker,
 ): bigint | number {
   if (mode === 0n) return fail(EINVAL, 'mode', 'no mode requested');
   if ((mode & ~7n) !== 0n) return fail(EINVAL, 'mode', `unknown mode bits ${hex(mode & ~7n)}`);
@@ -142,7 +141,7 @@ export function userfaultfdUnregister(
   start: number,
   length: number,
   wake: (start: number, length: number) => void,
-  hooks?: HookChecker,
+  hooks: HookChecker,
 ): number {
   const rangeError = validateRange(start, length, 'range');
   if (rangeError < 0) return rangeError;
