@@ -6,11 +6,20 @@ import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { Trace } from '../trace/trace.ts';
-import { runBackgroundSnapshot, type SnapshotMode } from '../workloads/background-snapshot.ts';
-import { type CompactionMode, runGcCompaction } from '../workloads/gc-compaction.ts';
+import {
+  type BackgroundSnapshotResult,
+  runBackgroundSnapshot,
+  type SnapshotMode,
+} from '../workloads/background-snapshot.ts';
+import { type CompactionMode, type GcCompactionResult, runGcCompaction } from '../workloads/gc-compaction.ts';
 import { ACCESS_PATTERNS, type AccessPattern, readWorkingSet } from '../workloads/guest.ts';
 import { renderPlot } from '../workloads/plot.ts';
-import { type PostcopyMode, postcopyPageSize, runPostcopy } from '../workloads/postcopy.ts';
+import {
+  type PostcopyMode,
+  type PostcopyResult,
+  postcopyPageSize,
+  runPostcopy,
+} from '../workloads/postcopy.ts';
 import { RESTORE_MODES, type RestoreMode, runSnapshotRestore } from '../workloads/snapshot-restore.ts';
 import type { WorkloadStats } from '../workloads/stats.ts';
 import { Progress, table } from './output.ts';
@@ -238,47 +247,154 @@ function inRange(option: string, value: number, min: number, max: number): numbe
   return value;
 }
 
-/** The model (or host) kernel, a trace and a progress bar, as every workload command sets them up. */
-function setUp(
-  options: CommonWorkloadOptions & { size: number },
-  label: string,
-  version: '6.18' | '7.1' = '6.18',
-) {
+/** What a workload command runs on: the backend, the trace, and a progress callback. */
+interface WorkloadContext {
+  readonly backend: KernelBackend;
+  readonly trace: Trace;
+  readonly progress: (done: number, total: number) => void;
+}
+
+/**
+ * What one workload command adds to the skeleton every workload command
+ * shares (`runWorkload`): the run itself and what its summary says. The
+ * skeleton boots the backend, writes the trace and the plot, reports the
+ * phases, the wall time and the fault rate over the main phase, and turns
+ * the verification into the exit code.
+ */
+interface WorkloadSpec<R extends { readonly stats: WorkloadStats }> {
+  /** The workload's name, as in `faultline workload NAME`. */
+  readonly workload: string;
+  /** The progress bar's label. */
+  readonly label: string;
+  /** The model kernel version the mode needs (guest_memfd userfaultfd: 7.1). */
+  readonly version?: '6.18' | '7.1';
+  /** Runs the workload; checks that need the backend go here. */
+  run(context: WorkloadContext): Promise<R>;
+  /** What the plot's title and the summary's first line say, before the backend's name. */
+  readonly title: string;
+  /** Whether every check passed (exit code 0). */
+  verified(result: R): boolean;
+  /** The workload's own fields of the JSON document. */
+  json(result: R): Record<string, unknown>;
+  /** The summary table's rows; the phases, wall time and fault rate follow them. */
+  rows(result: R): string[][];
+  /** Lines after the table: the verification's verdict. */
+  verdict(result: R): string[];
+}
+
+/** Trace thread id of the workload's phases (setup, the main phase, verify). */
+const PHASES_TID = 2_000_000;
+
+/**
+ * Boots the backend, runs the workload, writes the trace and the plot, and
+ * prints the summary (or one JSON document). Returns the exit code.
+ */
+async function runWorkload<R extends { readonly stats: WorkloadStats }>(
+  options: CommonWorkloadOptions & { size: number; mode: string },
+  spec: WorkloadSpec<R>,
+  out: (line: string) => void,
+): Promise<number> {
   // Checked before the run, not after it.
   if (options.size % 4096 !== 0)
     throw new InvalidArgumentError(`--size: ${options.size} bytes is not a multiple of 4 KiB`);
   if (options.plot !== undefined && !/\.(svg|png)$/.test(options.plot))
     throw new InvalidArgumentError(`--plot: ${options.plot}: the file must end in .svg or .png`);
-  const backend = createBackend(options.backend, options.seed, version);
+  const startedMs = performance.now();
+  const backend = createBackend(options.backend, options.seed, spec.version ?? '6.18');
   const trace = new Trace(1, options.trace !== undefined);
   if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
-  const progress = new Progress(label, !options.json && process.stderr.isTTY === true);
-  return { backend, trace, progress, started: performance.now() };
+  const bootMs = performance.now() - startedMs;
+  const progress = new Progress(spec.label, !options.json && process.stderr.isTTY === true);
+  const result = await spec.run({ backend, trace, progress: (done, total) => progress.update(done, total) });
+  progress.finish();
+  const { stats } = result;
+  const outputStartMs = performance.now();
+  const footer = await writeOutputs(options, {
+    workload: spec.workload,
+    title: spec.title,
+    trace,
+    stats,
+    backend: backend.describe(),
+  });
+  const outputMs = performance.now() - outputStartMs;
+  const elapsedMs = performance.now() - startedMs;
+  const verified = spec.verified(result);
+  if (options.json) {
+    out(
+      JSON.stringify(
+        {
+          version: 1,
+          workload: spec.workload,
+          backend: backend.describe(),
+          mode: options.mode,
+          ...spec.json(result),
+          elapsedMs: Math.round(elapsedMs),
+          bootMs: Math.round(bootMs),
+          outputMs: Math.round(outputMs),
+          ...stats.toJson(),
+          trace: options.trace ?? null,
+          plot: options.plot ?? null,
+        },
+        null,
+        2,
+      ),
+    );
+    return verified ? 0 : 1;
+  }
+  out(`${spec.workload}: ${spec.title} — ${backend.describe()}`);
+  out('');
+  out(table([...spec.rows(result), ...phaseRows(stats, { bootMs, outputMs, elapsedMs })]));
+  out('');
+  for (const line of spec.verdict(result)) out(line);
+  if (footer.length > 0) out('');
+  for (const line of footer) out(line);
+  return verified ? 0 : 1;
 }
 
-/** Writes the trace and the plot if asked; the footer lines that name them. */
-async function writeOutputs(
-  options: CommonWorkloadOptions,
-  workload: string,
-  trace: Trace,
+/**
+ * The phases of a run and the fault rate over its main phase. Boot (the
+ * backend) and output (trace, plot) are the skeleton's own; the rest is
+ * what the workload timed.
+ */
+export function phaseRows(
   stats: WorkloadStats,
-  title: string,
-  metadata: Record<string, unknown>,
+  times: { bootMs: number; outputMs: number; elapsedMs: number },
+): string[][] {
+  const rows: string[][] = [['phases', '']];
+  rows.push(['  boot', `${fmt(times.bootMs)} ms`]);
+  for (const phase of stats.phases) {
+    const main = phase.name === stats.mainPhase ? ' (faults)' : '';
+    rows.push([`  ${phase.name}${main}`, `${fmt(phase.endMs - phase.startMs)} ms`]);
+  }
+  if (times.outputMs >= 0.05) rows.push(['  trace + plot', `${fmt(times.outputMs)} ms`]);
+  rows.push(['wall time', `${fmt(times.elapsedMs)} ms`]);
+  const rate = stats.faultRate;
+  rows.push([`fault rate (${stats.mainPhase})`, Number.isNaN(rate) ? 'n/a' : `${fmt(rate, 0)} faults/s`]);
+  return rows;
+}
+
+/** Writes the trace (with the run's phases) and the plot if asked; the footer lines that name them. */
+async function writeOutputs(
+  options: CommonWorkloadOptions & { mode: string },
+  run: { workload: string; title: string; trace: Trace; stats: WorkloadStats; backend: string },
 ): Promise<string[]> {
   const lines: string[] = [];
   if (options.trace !== undefined) {
-    trace.write(options.trace, { workload, ...metadata });
+    run.trace.nameThread(PHASES_TID, 'workload phases');
+    for (const phase of run.stats.phases)
+      run.trace.span(phase.name, 'phase', PHASES_TID, phase.startMs, phase.endMs);
+    run.trace.write(options.trace, { workload: run.workload, mode: options.mode, backend: run.backend });
     lines.push(`trace: ${options.trace} (Chrome trace JSON; open in https://ui.perfetto.dev)`);
   }
   if (options.plot !== undefined) {
-    await renderPlot(stats, title, options.plot);
+    await renderPlot(run.stats, `${run.workload}: ${run.title} (${run.backend})`, options.plot);
     lines.push(`plot:  ${options.plot}`);
   }
   return lines;
 }
 
-function emitJson(out: (line: string) => void, document: Record<string, unknown>): void {
-  out(JSON.stringify({ version: 1, ...document }, null, 2));
+function blockedRow(label: string, ms: number): string[] {
+  return [label, Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`];
 }
 
 export interface PostcopyCommandOptions extends CommonWorkloadOptions {
@@ -290,6 +406,22 @@ export interface PostcopyCommandOptions extends CommonWorkloadOptions {
   preempt: boolean;
   bandwidth: number;
   timeout: number;
+}
+
+/** Guest RAM on hugetlbfs is preallocated: as many free huge pages as the run has pages, or a usage error. */
+function reserveHuge(backend: KernelBackend, options: PostcopyCommandOptions, pageSize: number): void {
+  const needed = options.size / pageSize;
+  if (backend instanceof ModelBackend) {
+    const free = backend.kernel.memory.hugePagesFree;
+    if (needed > free) {
+      throw new InvalidArgumentError(
+        `--size: ${mib(options.size)} needs ${needed} huge pages, the model's hugetlb pool has ${free} (${mib(free * pageSize)})`,
+      );
+    }
+    return;
+  }
+  const reason = reserveHugePages(needed);
+  if (reason !== undefined) throw new InvalidArgumentError(`--mode ${options.mode}: ${reason}`);
 }
 
 export async function postcopyCommand(
@@ -305,85 +437,66 @@ export async function postcopyCommand(
       `--size: ${options.size} bytes is not a multiple of ${mib(pageSize)}, the huge page size of --mode ${options.mode}`,
     );
   }
-  const { backend, trace, progress, started } = setUp(
-    options,
-    `migrating ${mib(options.size)} (${options.mode})`,
-    // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 (the host refuses).
-    options.mode === 'gmem' ? '7.1' : '6.18',
-  );
-  if (huge) {
-    // The guest RAM is one hugetlbfs memfd, preallocated: one huge page per page of the run.
-    const needed = options.size / pageSize;
-    if (backend instanceof ModelBackend) {
-      const free = backend.kernel.memory.hugePagesFree;
-      if (needed > free) {
-        throw new InvalidArgumentError(
-          `--size: ${mib(options.size)} needs ${needed} huge pages, the model's hugetlb pool has ${free} (${mib(free * pageSize)})`,
-        );
-      }
-    } else {
-      const reason = reserveHugePages(needed);
-      if (reason !== undefined) throw new InvalidArgumentError(`--mode ${options.mode}: ${reason}`);
-    }
-  }
-  const result = await runPostcopy({
-    backend,
-    mode: options.mode,
-    guestBytes: options.size,
-    vcpus: options.vcpus,
-    pattern: options.pattern,
-    seed: options.seed,
-    dirtyPercent: options.dirty,
-    preempt: options.preempt,
-    bandwidthBytes: options.bandwidth,
-    timeoutMs: options.timeout * 1000,
-    trace,
-    progress: (done, total) => progress.update(done, total),
-  });
-  progress.finish();
-  const elapsedMs = performance.now() - started;
-  const { stats, requests } = result;
   const channels = options.preempt ? 'preempt' : 'single channel';
-  const footer = await writeOutputs(
+  return runWorkload(
     options,
-    'postcopy',
-    trace,
-    stats,
-    `postcopy ${options.mode}, ${mib(options.size)}, ${options.vcpus} vCPUs, ${channels} (${backend.describe()})`,
-    { mode: options.mode, backend: backend.describe() },
-  );
-  const ok = result.verifiedPages === result.pages && result.verifiedReads === result.reads;
-  if (options.json) {
-    emitJson(out, {
+    {
       workload: 'postcopy',
-      backend: backend.describe(),
-      mode: options.mode,
-      guestBytes: options.size,
-      vcpus: options.vcpus,
-      pattern: options.pattern,
-      dirtyPercent: options.dirty,
-      preempt: options.preempt,
-      bandwidthBytes: options.bandwidth,
-      elapsedMs: Math.round(elapsedMs),
-      switchoverMs: Math.round(result.switchoverMs),
-      pages: result.pages,
-      precopyPages: result.precopyPages,
-      postcopyPages: result.dirtyPages,
-      verifiedPages: result.verifiedPages,
-      reads: result.reads,
-      verifiedReads: result.verifiedReads,
-      requests: { ...requests, samplesUs: undefined },
-      ...stats.toJson(),
-      trace: options.trace ?? null,
-      plot: options.plot ?? null,
-    });
-    return ok ? 0 : 1;
-  }
-  out(
-    `postcopy: ${mib(options.size)} guest, mode ${options.mode}, ${options.vcpus} vCPUs, ${options.pattern}, ` +
-      `${options.dirty}% dirty, ${channels} — ${backend.describe()}`,
+      label: `migrating ${mib(options.size)} (${options.mode})`,
+      // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 (the host refuses).
+      version: options.mode === 'gmem' ? '7.1' : '6.18',
+      title:
+        `${mib(options.size)} guest, mode ${options.mode}, ${options.vcpus} vCPUs, ${options.pattern}, ` +
+        `${options.dirty}% dirty, ${channels}`,
+      run: ({ backend, trace, progress }) => {
+        if (huge) reserveHuge(backend, options, pageSize);
+        return runPostcopy({
+          backend,
+          mode: options.mode,
+          guestBytes: options.size,
+          vcpus: options.vcpus,
+          pattern: options.pattern,
+          seed: options.seed,
+          dirtyPercent: options.dirty,
+          preempt: options.preempt,
+          bandwidthBytes: options.bandwidth,
+          timeoutMs: options.timeout * 1000,
+          trace,
+          progress,
+        });
+      },
+      verified: (result) => result.verifiedPages === result.pages && result.verifiedReads === result.reads,
+      json: (result) => ({
+        guestBytes: options.size,
+        vcpus: options.vcpus,
+        pattern: options.pattern,
+        dirtyPercent: options.dirty,
+        preempt: options.preempt,
+        bandwidthBytes: options.bandwidth,
+        switchoverMs: Math.round(result.switchoverMs),
+        pages: result.pages,
+        precopyPages: result.precopyPages,
+        postcopyPages: result.dirtyPages,
+        verifiedPages: result.verifiedPages,
+        reads: result.reads,
+        verifiedReads: result.verifiedReads,
+        requests: { ...result.requests, samplesUs: undefined },
+      }),
+      rows: (result) => postcopyRows(result, options.preempt),
+      verdict: (result) => {
+        const ok = result.verifiedPages === result.pages && result.verifiedReads === result.reads;
+        return [
+          `verified: ${result.verifiedPages}/${result.pages} pages and ${result.verifiedReads}/${result.reads} vCPU reads ` +
+            `${ok ? 'match the source' : 'DIFFER from the source'}`,
+        ];
+      },
+    },
+    out,
   );
-  out('');
+}
+
+function postcopyRows(result: PostcopyResult, preempt: boolean): string[][] {
+  const { stats, requests } = result;
   const rows: string[][] = [['pages', 'count']];
   rows.push(['  sent in precopy', count(result.precopyPages)]);
   rows.push(['  sent in postcopy', count(result.dirtyPages)]);
@@ -391,7 +504,7 @@ export async function postcopyCommand(
   for (const [kind, n] of stats.faultsByKind) rows.push([`  ${kind}`, count(n)]);
   rows.push(['  total', count(stats.faults)]);
   rows.push(['page requests', count(requests.count)]);
-  rows.push([`  answered${options.preempt ? ' (preempt)' : ''}`, count(requests.answered.count)]);
+  rows.push([`  answered${preempt ? ' (preempt)' : ''}`, count(requests.answered.count)]);
   rows.push(['  already on the stream', count(requests.viaStream.count)]);
   rows.push(...latencyRows('request latency', requests.latencyUs));
   if (requests.answered.count > 0)
@@ -399,23 +512,11 @@ export async function postcopyCommand(
   if (requests.viaStream.count > 0)
     rows.push(['  on the stream p50', `${fmt(requests.viaStream.latencyUs.p50)} µs`]);
   stats.blockedMs.forEach((ms, v) => {
-    rows.push([
-      `vcpu${v} blocktime`,
-      Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`,
-    ]);
+    rows.push(blockedRow(`vcpu${v} blocktime`, ms));
   });
   rows.push(...latencyRows('fault latency', stats.latencyPercentiles()));
   rows.push(['bytes in postcopy', mib(stats.bytesMoved)]);
-  rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
-  out(table(rows));
-  out('');
-  out(
-    `verified: ${result.verifiedPages}/${result.pages} pages and ${result.verifiedReads}/${result.reads} vCPU reads ` +
-      `${ok ? 'match the source' : 'DIFFER from the source'}`,
-  );
-  if (footer.length > 0) out('');
-  for (const line of footer) out(line);
-  return ok ? 0 : 1;
+  return rows;
 }
 
 export interface BackgroundSnapshotCommandOptions extends CommonWorkloadOptions {
@@ -434,98 +535,81 @@ export async function backgroundSnapshotCommand(
   inRange('--vcpus', options.vcpus, 1, 64);
   inRange('--rounds', options.rounds, 1, 100);
   inRange('--chunk', options.chunk, 1, 1 << 20);
-  const { backend, trace, progress, started } = setUp(
+  return runWorkload(
     options,
-    `saving ${mib(options.size)} (${options.mode})`,
-  );
-  const result = await runBackgroundSnapshot({
-    backend,
-    mode: options.mode,
-    guestBytes: options.size,
-    vcpus: options.vcpus,
-    seed: options.seed,
-    writePercent: options.writePercent,
-    rounds: options.rounds,
-    chunkPages: options.chunk,
-    trace,
-    progress: (done, total) => progress.update(done, total),
-  });
-  progress.finish();
-  const elapsedMs = performance.now() - started;
-  const stats = result.stats;
-  const footer = await writeOutputs(
-    options,
-    'background-snapshot',
-    trace,
-    stats,
-    `background-snapshot ${options.mode}, ${mib(options.size)}, ${options.vcpus} vCPUs (${backend.describe()})`,
-    { mode: options.mode, backend: backend.describe() },
-  );
-  const ok = result.imageVerifiedPages === result.pages && result.memoryVerifiedPages === result.pages;
-  if (options.json) {
-    emitJson(out, {
+    {
       workload: 'background-snapshot',
-      backend: backend.describe(),
-      mode: options.mode,
-      guestBytes: options.size,
-      vcpus: options.vcpus,
-      writePercent: options.writePercent,
-      rounds: options.rounds,
-      chunkPages: options.chunk,
-      elapsedMs: Math.round(elapsedMs),
-      pages: result.pages,
-      savedByFault: result.savedByFault,
-      savedByBackground: result.savedByBackground,
-      guestWrites: result.guestWrites,
-      imageVerifiedPages: result.imageVerifiedPages,
-      imageDifferingPages: result.imageDifferingPages,
-      memoryVerifiedPages: result.memoryVerifiedPages,
-      ...stats.toJson(),
-      trace: options.trace ?? null,
-      plot: options.plot ?? null,
-    });
-    return ok ? 0 : 1;
-  }
-  out(
-    `background-snapshot: ${mib(options.size)} guest, mode ${options.mode}, ${options.vcpus} vCPUs, ` +
-      `${options.rounds} rounds writing ${options.writePercent}% — ${backend.describe()}`,
+      label: `saving ${mib(options.size)} (${options.mode})`,
+      title:
+        `${mib(options.size)} guest, mode ${options.mode}, ${options.vcpus} vCPUs, ` +
+        `${options.rounds} rounds writing ${options.writePercent}%`,
+      run: ({ backend, trace, progress }) =>
+        runBackgroundSnapshot({
+          backend,
+          mode: options.mode,
+          guestBytes: options.size,
+          vcpus: options.vcpus,
+          seed: options.seed,
+          writePercent: options.writePercent,
+          rounds: options.rounds,
+          chunkPages: options.chunk,
+          trace,
+          progress,
+        }),
+      verified: (result) =>
+        result.imageVerifiedPages === result.pages && result.memoryVerifiedPages === result.pages,
+      json: (result) => ({
+        guestBytes: options.size,
+        vcpus: options.vcpus,
+        writePercent: options.writePercent,
+        rounds: options.rounds,
+        chunkPages: options.chunk,
+        pages: result.pages,
+        savedByFault: result.savedByFault,
+        savedByBackground: result.savedByBackground,
+        guestWrites: result.guestWrites,
+        imageVerifiedPages: result.imageVerifiedPages,
+        imageDifferingPages: result.imageDifferingPages,
+        memoryVerifiedPages: result.memoryVerifiedPages,
+      }),
+      rows: (result) => {
+        const rows: string[][] = [['pages saved', 'count']];
+        rows.push(['  on a WP fault', count(result.savedByFault)]);
+        rows.push(['  in the background', count(result.savedByBackground)]);
+        rows.push(['guest writes', count(result.guestWrites)]);
+        rows.push(['WP faults', count(result.stats.faults)]);
+        result.stats.blockedMs.forEach((ms, v) => {
+          rows.push(blockedRow(`vcpu${v} blocked`, ms));
+        });
+        rows.push(...latencyRows('save+unprotect', result.stats.latencyPercentiles()));
+        return rows;
+      },
+      verdict: (result) => snapshotVerdict(result, options.mode),
+    },
+    out,
   );
-  out('');
-  const rows: string[][] = [['pages saved', 'count']];
-  rows.push(['  on a WP fault', count(result.savedByFault)]);
-  rows.push(['  in the background', count(result.savedByBackground)]);
-  rows.push(['guest writes', count(result.guestWrites)]);
-  rows.push(['WP faults', count(stats.faults)]);
-  stats.blockedMs.forEach((ms, v) => {
-    rows.push([
-      `vcpu${v} blocked`,
-      Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`,
-    ]);
-  });
-  rows.push(...latencyRows('save+unprotect', stats.latencyPercentiles()));
-  rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
+}
+
+function snapshotVerdict(result: BackgroundSnapshotResult, mode: SnapshotMode): string[] {
+  const lines: string[] = [];
   const imageOk = result.imageVerifiedPages === result.pages;
-  out(table(rows));
-  out('');
-  out(
+  lines.push(
     imageOk
       ? `image: ${result.pages}/${result.pages} pages match memory at the snapshot instant`
       : `image: ${result.pages - result.imageVerifiedPages} of ${result.pages} pages DIFFER from memory at the ` +
           `snapshot instant (first: ${result.imageDifferingPages.join(', ')})`,
   );
   const memoryOk = result.memoryVerifiedPages === result.pages;
-  out(
+  lines.push(
     `guest memory: ${result.memoryVerifiedPages}/${result.pages} pages ` +
       `${memoryOk ? 'match the snapshot plus every guest write' : 'DIFFER from the snapshot plus every guest write'}`,
   );
-  if (!imageOk && options.mode === 'no-prefault') {
-    out('');
-    out('As expected: without pre-faulting or WP_UNPOPULATED, write-protect skips empty anon pages,');
-    out('so guest writes to them were never trapped and the image holds the written bytes.');
+  if (!imageOk && mode === 'no-prefault') {
+    lines.push('');
+    lines.push('As expected: without pre-faulting or WP_UNPOPULATED, write-protect skips empty anon pages,');
+    lines.push('so guest writes to them were never trapped and the image holds the written bytes.');
   }
-  if (footer.length > 0) out('');
-  for (const line of footer) out(line);
-  return ok ? 0 : 1;
+  return lines;
 }
 
 export interface GcCompactionCommandOptions extends CommonWorkloadOptions {
@@ -544,58 +628,52 @@ export async function gcCompactionCommand(
   inRange('--mutators', options.mutators, 1, 64);
   inRange('--live', options.live, 1, 100);
   inRange('--chunk', options.chunk, 1, 1 << 20);
-  const { backend, trace, progress, started } = setUp(
+  const verified = (result: GcCompactionResult) =>
+    result.verifiedPages === result.toPages && result.verifiedReads === result.reads;
+  return runWorkload(
     options,
-    `compacting ${mib(options.size)} (${options.mode})`,
-  );
-  const result = await runGcCompaction({
-    backend,
-    mode: options.mode,
-    heapBytes: options.size,
-    mutators: options.mutators,
-    seed: options.seed,
-    livePercent: options.live,
-    readsPerMutator: options.reads,
-    chunkPages: options.chunk,
-    trace,
-    progress: (done, total) => progress.update(done, total),
-  });
-  progress.finish();
-  const elapsedMs = performance.now() - started;
-  const stats = result.stats;
-  const footer = await writeOutputs(
-    options,
-    'gc-compaction',
-    trace,
-    stats,
-    `gc-compaction ${options.mode}, ${mib(options.size)} heap, ${options.mutators} mutators (${backend.describe()})`,
-    { mode: options.mode, backend: backend.describe() },
-  );
-  const ok = result.verifiedPages === result.toPages && result.verifiedReads === result.reads;
-  if (options.json) {
-    const { stats: _stats, threads: _threads, ...numbers } = result;
-    emitJson(out, {
+    {
       workload: 'gc-compaction',
-      backend: backend.describe(),
-      mode: options.mode,
-      heapBytes: options.size,
-      mutators: options.mutators,
-      livePercent: options.live,
-      readsPerMutator: options.reads,
-      chunkPages: options.chunk,
-      elapsedMs: Math.round(elapsedMs),
-      ...numbers,
-      ...stats.toJson(),
-      trace: options.trace ?? null,
-      plot: options.plot ?? null,
-    });
-    return ok ? 0 : 1;
-  }
-  out(
-    `gc-compaction: ${mib(options.size)} from-space, ${options.live}% live, mode ${options.mode}, ` +
-      `${options.mutators} mutators — ${backend.describe()}`,
+      label: `compacting ${mib(options.size)} (${options.mode})`,
+      title:
+        `${mib(options.size)} from-space, ${options.live}% live, mode ${options.mode}, ` +
+        `${options.mutators} mutators`,
+      run: ({ backend, trace, progress }) =>
+        runGcCompaction({
+          backend,
+          mode: options.mode,
+          heapBytes: options.size,
+          mutators: options.mutators,
+          seed: options.seed,
+          livePercent: options.live,
+          readsPerMutator: options.reads,
+          chunkPages: options.chunk,
+          trace,
+          progress,
+        }),
+      verified,
+      json: (result) => {
+        const { stats: _stats, threads: _threads, ...numbers } = result;
+        return {
+          heapBytes: options.size,
+          mutators: options.mutators,
+          livePercent: options.live,
+          readsPerMutator: options.reads,
+          chunkPages: options.chunk,
+          ...numbers,
+        };
+      },
+      rows: (result) => compactionRows(result, options.mode),
+      verdict: (result) => [
+        `verified: ${result.verifiedPages}/${result.toPages} to-space pages and ${result.verifiedReads}/${result.reads} ` +
+          `mutator reads ${verified(result) ? 'match the reference compaction' : 'DIFFER from the reference compaction'}`,
+      ],
+    },
+    out,
   );
-  out('');
+}
+
+function compactionRows(result: GcCompactionResult, mode: CompactionMode): string[][] {
   const rows: string[][] = [['to-space pages', 'count']];
   rows.push(['  compacted by mutators (SIGBUS)', count(result.compactedByMutators)]);
   rows.push(['  compacted by the compaction thread', count(result.compactedByCompactor)]);
@@ -603,22 +681,13 @@ export async function gcCompactionCommand(
   rows.push(['SIGBUS taken', count(result.sigbus)]);
   if (result.sigbusAlreadyDone > 0) rows.push(['  page compacted already', count(result.sigbusAlreadyDone)]);
   rows.push(['pages allocated', count(result.pagesAllocated)]);
-  if (options.mode === 'move') rows.push(['from-space pages recycled', count(result.pagesRecycled)]);
-  stats.blockedMs.forEach((ms, v) => {
+  if (mode === 'move') rows.push(['from-space pages recycled', count(result.pagesRecycled)]);
+  result.stats.blockedMs.forEach((ms, v) => {
     rows.push([`mutator${v}: SIGBUS, in handlers`, `${count(result.sigbusPerMutator[v]!)}, ${fmt(ms)} ms`]);
   });
-  rows.push(...latencyRows(`UFFDIO_${options.mode.toUpperCase()}`, result.installUs));
-  rows.push(...latencyRows('SIGBUS handler', stats.latencyPercentiles()));
+  rows.push(...latencyRows(`UFFDIO_${mode.toUpperCase()}`, result.installUs));
+  rows.push(...latencyRows('SIGBUS handler', result.stats.latencyPercentiles()));
   rows.push(['compaction thread busy', `${fmt(result.compactorBusyMs)} ms`]);
   rows.push(['compaction done after', `${fmt(result.compactionMs)} ms`]);
-  rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
-  out(table(rows));
-  out('');
-  out(
-    `verified: ${result.verifiedPages}/${result.toPages} to-space pages and ${result.verifiedReads}/${result.reads} ` +
-      `mutator reads ${ok ? 'match the reference compaction' : 'DIFFER from the reference compaction'}`,
-  );
-  if (footer.length > 0) out('');
-  for (const line of footer) out(line);
-  return ok ? 0 : 1;
+  return rows;
 }

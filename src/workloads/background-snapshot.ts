@@ -14,11 +14,12 @@
  * guest write there is never trapped and the saved image is wrong.
  */
 import type { KernelBackend, ThreadAccess, ThreadResult } from '../api/backend.ts';
-import { Process } from '../api/process.ts';
+import { Process, type Uffd } from '../api/process.ts';
 import { Prng } from '../model/prng.ts';
 import type { Trace } from '../trace/trace.ts';
 import { UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT_MODE_WP } from '../uapi/constants.ts';
 import { type FaultSample, WorkloadStats } from './stats.ts';
+import { differingPages, matchingPages, VERIFY_SLICE_BYTES } from './verify.ts';
 
 export type SnapshotMode = 'wp-unpopulated' | 'prefault' | 'shmem' | 'no-prefault';
 export const SNAPSHOT_MODES: readonly SnapshotMode[] = ['wp-unpopulated', 'prefault', 'shmem', 'no-prefault'];
@@ -62,15 +63,36 @@ export interface BackgroundSnapshotResult {
 
 /** Guest memory at the snapshot instant: every fourth page was never touched (zero, unpopulated). */
 export function snapshotInstantPage(index: number, seed: number): Uint8Array | null {
-  if (index % 4 === 3) return null;
+  if (!populatedAtSnapshot(index)) return null;
   const page = new Uint8Array(PAGE_SIZE);
-  const view = new DataView(page.buffer);
-  for (let offset = 0; offset < PAGE_SIZE; offset += 8) {
-    view.setUint32(offset, index, true);
-    view.setUint32(offset + 4, (offset ^ seed) >>> 0, true);
-  }
+  writeSnapshotInstantPage(index, seed, page, 0);
   return page;
 }
+
+function populatedAtSnapshot(index: number): boolean {
+  return index % 4 !== 3;
+}
+
+/** Writes page `index` at the snapshot instant into `into` at `offset` (zeroes for an untouched page). */
+function writeSnapshotInstantPage(index: number, seed: number, into: Uint8Array, offset: number): void {
+  if (!populatedAtSnapshot(index)) {
+    into.fill(0, offset, offset + PAGE_SIZE);
+    return;
+  }
+  const view = new DataView(into.buffer, into.byteOffset + offset, PAGE_SIZE);
+  for (let at = 0; at < PAGE_SIZE; at += 8) {
+    view.setUint32(at, index, true);
+    view.setUint32(at + 4, (at ^ seed) >>> 0, true);
+  }
+}
+
+/** Pages `first` to `first + count - 1` at the snapshot instant, laid end to end in `into`. */
+function snapshotInstantSlice(first: number, count: number, seed: number, into: Uint8Array): Uint8Array {
+  for (let i = 0; i < count; i++) writeSnapshotInstantPage(first + i, seed, into, i * PAGE_SIZE);
+  return into.subarray(0, count * PAGE_SIZE);
+}
+
+const SLICE_PAGES = VERIFY_SLICE_BYTES / PAGE_SIZE;
 
 interface GuestWrite {
   readonly page: number;
@@ -129,91 +151,167 @@ function* writeProgram(base: number, writes: readonly GuestWrite[], vcpu: number
 export async function runBackgroundSnapshot(
   options: BackgroundSnapshotOptions,
 ): Promise<BackgroundSnapshotResult> {
-  const { backend, mode, trace } = options;
+  const { backend, mode } = options;
   if (options.guestBytes % PAGE_SIZE !== 0)
     throw new Error(`--size: ${options.guestBytes} bytes is not a multiple of ${PAGE_SIZE}-byte pages`);
   const pages = options.guestBytes / PAGE_SIZE;
   const process = new Process(backend.self);
-  const stats = new WorkloadStats(options.vcpus);
+  // Every WP fault happens while the snapshot is taken: the rate is over that phase.
+  const stats = new WorkloadStats(options.vcpus, 'snapshot');
+  stats.beginPhase('setup');
+  const guest = prepareGuest(process, options);
 
-  // The guest as it ran before the snapshot: some pages written, some never touched.
-  let guest: number;
-  if (mode === 'shmem') {
-    const fd = process.memfd('guest-ram', { size: options.guestBytes });
-    guest = process.mmap({ length: options.guestBytes, fd, shared: true });
-    process.close(fd);
-  } else {
-    guest = process.mmap({ length: options.guestBytes });
-  }
-  for (let i = 0; i < pages; i++) {
-    const page = snapshotInstantPage(i, options.seed);
-    if (page !== null) process.write(guest + i * PAGE_SIZE, page);
-  }
-
-  // The VM is stopped: protect everything. QEMU pre-faults (a read maps the zero page, which
-  // can carry the WP bit) unless the kernel offers WP_UNPOPULATED.
-  if (mode === 'prefault') {
-    for (let i = 0; i < pages; i++) process.read(guest + i * PAGE_SIZE, 1);
-  }
+  // The VM is stopped: protect everything, then let it run while its RAM is saved.
+  stats.beginPhase('snapshot');
   const uffd = process.userfaultfd({ nonblock: true, cloexec: true });
   uffd.api(mode === 'wp-unpopulated' ? ['wp_unpopulated'] : 0);
   const range = { start: guest, length: options.guestBytes };
   uffd.register(range, UFFDIO_REGISTER_MODE_WP);
   const protectStart = performance.now();
   uffd.writeprotect(range, UFFDIO_WRITEPROTECT_MODE_WP);
-  trace.span('UFFDIO_WRITEPROTECT (all)', 'snapshot', 0, protectStart, performance.now(), { pages });
-
-  const image = new Uint8Array(options.guestBytes);
-  const saved = new Uint8Array(pages);
-  let savedCount = 0;
-  let savedByFault = 0;
-  let savedByBackground = 0;
-  const save = (index: number) => {
-    image.set(process.read(guest + index * PAGE_SIZE, PAGE_SIZE), index * PAGE_SIZE);
-    saved[index] = 1;
-    savedCount++;
-    stats.bytesMoved += PAGE_SIZE;
-    options.progress?.(savedCount, pages);
-  };
-
-  // The VM runs again.
+  options.trace.span('UFFDIO_WRITEPROTECT (all)', 'snapshot', 0, protectStart, performance.now(), { pages });
   const writes = guestWrites(pages, options);
-  trace.nameThread(0, 'fault thread');
-  trace.nameThread(1_000_000, 'background saver');
-  const threads = writes.map((list, v) => {
-    const thread = process.thread(writeProgram(guest, list, v), `vcpu${v}`);
-    trace.nameThread(thread.tid, `vcpu${v}`);
-    return thread;
-  });
-  const vcpuByTid = new Map(threads.map((thread, v) => [thread.tid, v]));
-  let vcpusDone = false;
-  const joined = Promise.all(threads.map((thread) => thread.join())).then((results) => {
-    vcpusDone = true;
-    return results;
-  });
+  const snapshot = new Snapshot({ process, uffd, guest, pages, stats, options });
+  const results = await snapshot.run(writes);
+  uffd.unregister(range);
+  uffd.close();
 
-  // The fault thread: save the page as it is now, then let the write through.
-  const faultThread = async () => {
-    while (!vcpusDone) {
+  stats.beginPhase('verify');
+  const image = verifyImage(snapshot.image, pages, options.seed);
+  const memoryVerifiedPages = verifyMemory(process, guest, pages, options.seed, writes);
+  stats.endPhase();
+  return {
+    stats,
+    pages,
+    pageSize: PAGE_SIZE,
+    imageVerifiedPages: image.verifiedPages,
+    imageDifferingPages: image.differingPages,
+    memoryVerifiedPages,
+    savedByFault: snapshot.savedByFault,
+    savedByBackground: snapshot.savedByBackground,
+    guestWrites: writes.reduce((sum, list) => sum + list.length, 0),
+    threads: results,
+  };
+}
+
+/**
+ * The guest as it ran before the snapshot: some pages written, every fourth
+ * never touched. Written a slice at a time, one write per run of touched
+ * pages; QEMU pre-faults (a read maps the zero page, which can carry the WP
+ * bit) unless the kernel offers WP_UNPOPULATED.
+ */
+function prepareGuest(process: Process, options: BackgroundSnapshotOptions): number {
+  const pages = options.guestBytes / PAGE_SIZE;
+  let guest: number;
+  if (options.mode === 'shmem') {
+    const fd = process.memfd('guest-ram', { size: options.guestBytes });
+    guest = process.mmap({ length: options.guestBytes, fd, shared: true });
+    process.close(fd);
+  } else {
+    guest = process.mmap({ length: options.guestBytes });
+  }
+  const buffer = new Uint8Array(Math.min(pages, SLICE_PAGES) * PAGE_SIZE);
+  for (let first = 0; first < pages; first += SLICE_PAGES) {
+    const count = Math.min(SLICE_PAGES, pages - first);
+    const slice = snapshotInstantSlice(first, count, options.seed, buffer);
+    for (let i = 0; i < count; ) {
+      if (!populatedAtSnapshot(first + i)) {
+        i++;
+        continue;
+      }
+      let end = i;
+      while (end < count && populatedAtSnapshot(first + end)) end++;
+      process.write(guest + (first + i) * PAGE_SIZE, slice.subarray(i * PAGE_SIZE, end * PAGE_SIZE));
+      i = end;
+    }
+  }
+  if (options.mode === 'prefault') {
+    for (let i = 0; i < pages; i++) process.read(guest + i * PAGE_SIZE, 1);
+  }
+  return guest;
+}
+
+interface SnapshotContext {
+  readonly process: Process;
+  readonly uffd: Uffd;
+  readonly guest: number;
+  readonly pages: number;
+  readonly stats: WorkloadStats;
+  readonly options: BackgroundSnapshotOptions;
+}
+
+/** The snapshot under way: the saved image, the fault thread and the background saver. */
+class Snapshot {
+  readonly image: Uint8Array;
+  private readonly saved: Uint8Array;
+  private savedCount = 0;
+  savedByFault = 0;
+  savedByBackground = 0;
+  private vcpusDone = false;
+
+  constructor(private readonly context: SnapshotContext) {
+    this.image = new Uint8Array(context.pages * PAGE_SIZE);
+    this.saved = new Uint8Array(context.pages);
+  }
+
+  /** Runs the vCPUs, the fault thread and the background saver until all are done. */
+  async run(writes: readonly GuestWrite[][]): Promise<ThreadResult[]> {
+    const { process, guest, stats, options } = this.context;
+    const trace = options.trace;
+    trace.nameThread(0, 'fault thread');
+    trace.nameThread(BACKGROUND_TID, 'background saver');
+    const threads = writes.map((list, v) => {
+      const thread = process.thread(writeProgram(guest, list, v), `vcpu${v}`);
+      trace.nameThread(thread.tid, `vcpu${v}`);
+      return thread;
+    });
+    const vcpuByTid = new Map(threads.map((thread, v) => [thread.tid, v]));
+    const joined = Promise.all(threads.map((thread) => thread.join())).then((results) => {
+      this.vcpusDone = true;
+      return results;
+    });
+    const [results] = await Promise.all([
+      joined,
+      this.faultThread(joined, vcpuByTid),
+      this.backgroundSaver(),
+    ]);
+    results.forEach((result, v) => {
+      stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
+    });
+    return results;
+  }
+
+  private save(index: number): void {
+    const { process, guest, pages, stats, options } = this.context;
+    this.image.set(process.read(guest + index * PAGE_SIZE, PAGE_SIZE), index * PAGE_SIZE);
+    this.saved[index] = 1;
+    this.savedCount++;
+    stats.bytesMoved += PAGE_SIZE;
+    options.progress?.(this.savedCount, pages);
+  }
+
+  /** The fault thread: save the page as it is now, then let the write through. */
+  private async faultThread(joined: Promise<unknown>, vcpuByTid: Map<number, number>): Promise<void> {
+    const { uffd, guest, stats, options } = this.context;
+    while (!this.vcpusDone) {
       const messages = await Promise.race([uffd.nextMessages(64), joined.then(() => [])]);
       for (const message of messages) {
         if (message.event !== 'pagefault') continue;
         const receivedMs = performance.now();
-        const address = Number(message.address);
-        const index = Math.floor((address - guest) / PAGE_SIZE);
-        const pageStart = guest + index * PAGE_SIZE;
+        const index = Math.floor((Number(message.address) - guest) / PAGE_SIZE);
+        const page = { start: guest + index * PAGE_SIZE, length: PAGE_SIZE };
         let kind = 'wp';
-        if (saved[index] === 0) {
-          save(index);
-          savedByFault++;
-          uffd.writeprotect({ start: pageStart, length: PAGE_SIZE }, 0);
+        if (this.saved[index] === 0) {
+          this.save(index);
+          this.savedByFault++;
+          uffd.writeprotect(page, 0);
         } else {
           // The background saver got there between the fault and this read; its unprotect woke the vCPU.
           kind = 'wp (saved already)';
-          uffd.wake({ start: pageStart, length: PAGE_SIZE });
+          uffd.wake(page);
         }
         const doneMs = performance.now();
-        trace.span('save+unprotect', 'fault', 0, receivedMs, doneMs, { page: index });
+        options.trace.span('save+unprotect', 'fault', 0, receivedMs, doneMs, { page: index });
         const sample: FaultSample = {
           atMs: receivedMs,
           page: index,
@@ -223,72 +321,82 @@ export async function runBackgroundSnapshot(
         stats.record(sample, vcpuByTid.get(message.ptid));
       }
     }
-  };
+  }
 
-  // The background saver: a chunk at a time, then one unprotect for the whole chunk.
-  const backgroundSaver = async () => {
+  /** The background saver: a chunk at a time, then one unprotect for the whole chunk. */
+  private async backgroundSaver(): Promise<void> {
+    const { uffd, guest, pages, options } = this.context;
     for (let first = 0; first < pages; first += options.chunkPages) {
       const end = Math.min(pages, first + options.chunkPages);
       const startMs = performance.now();
       let count = 0;
       for (let i = first; i < end; i++) {
-        if (saved[i] === 1) continue;
-        save(i);
+        if (this.saved[i] === 1) continue;
+        this.save(i);
         count++;
       }
-      savedByBackground += count;
+      this.savedByBackground += count;
       if (count > 0)
         uffd.writeprotect({ start: guest + first * PAGE_SIZE, length: (end - first) * PAGE_SIZE }, 0);
-      trace.span('save chunk', 'background', 1_000_000, startMs, performance.now(), { first, saved: count });
+      options.trace.span('save chunk', 'background', BACKGROUND_TID, startMs, performance.now(), {
+        first,
+        saved: count,
+      });
       // Let the vCPUs and the fault thread run between chunks.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-  };
-
-  const [results] = await Promise.all([joined, faultThread(), backgroundSaver()]);
-  results.forEach((result, v) => {
-    stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
-  });
-  uffd.unregister(range);
-  uffd.close();
-
-  // The image must be the guest at the snapshot instant.
-  const zero = new Uint8Array(PAGE_SIZE);
-  let imageVerifiedPages = 0;
-  const imageDifferingPages: number[] = [];
-  for (let i = 0; i < pages; i++) {
-    const expected = snapshotInstantPage(i, options.seed) ?? zero;
-    if (Buffer.compare(image.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), expected) === 0)
-      imageVerifiedPages++;
-    else if (imageDifferingPages.length < 16) imageDifferingPages.push(i);
   }
-  // And guest memory must be the snapshot with every guest write applied.
-  const memory = new Uint8Array(options.guestBytes);
-  for (let i = 0; i < pages; i++) memory.set(snapshotInstantPage(i, options.seed) ?? zero, i * PAGE_SIZE);
-  let guestWritesCount = 0;
-  writes.forEach((list, v) => {
-    for (const write of list) {
-      memory.set(writeData(write, v), write.page * PAGE_SIZE + write.offset);
-      guestWritesCount++;
+}
+
+/** Trace thread id of the background saver. */
+const BACKGROUND_TID = 1_000_000;
+
+/** The image must be the guest at the snapshot instant. */
+function verifyImage(
+  image: Uint8Array,
+  pages: number,
+  seed: number,
+): { verifiedPages: number; differingPages: number[] } {
+  const buffer = new Uint8Array(Math.min(pages, SLICE_PAGES) * PAGE_SIZE);
+  let verifiedPages = 0;
+  const differing: number[] = [];
+  for (let first = 0; first < pages; first += SLICE_PAGES) {
+    const count = Math.min(SLICE_PAGES, pages - first);
+    const expected = snapshotInstantSlice(first, count, seed, buffer);
+    const actual = image.subarray(first * PAGE_SIZE, (first + count) * PAGE_SIZE);
+    verifiedPages += matchingPages(actual, expected, PAGE_SIZE);
+    if (differing.length < 16) {
+      for (const page of differingPages(actual, expected, PAGE_SIZE, 16 - differing.length))
+        differing.push(first + page);
     }
-  });
-  let memoryVerifiedPages = 0;
-  for (let i = 0; i < pages; i++) {
-    const actual = process.read(guest + i * PAGE_SIZE, PAGE_SIZE);
-    if (Buffer.compare(actual, memory.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)) === 0)
-      memoryVerifiedPages++;
   }
+  return { verifiedPages, differingPages: differing };
+}
 
-  return {
-    stats,
-    pages,
-    pageSize: PAGE_SIZE,
-    imageVerifiedPages,
-    imageDifferingPages,
-    memoryVerifiedPages,
-    savedByFault,
-    savedByBackground,
-    guestWrites: guestWritesCount,
-    threads: results,
-  };
+/** Guest memory must be the snapshot with every guest write applied, in each vCPU's order. */
+function verifyMemory(
+  process: Process,
+  guest: number,
+  pages: number,
+  seed: number,
+  writes: readonly (readonly GuestWrite[])[],
+): number {
+  const slices = Math.ceil(pages / SLICE_PAGES);
+  // The writes of each slice, each vCPU's in its order (the vCPUs' pages are disjoint).
+  const bySlice: { write: GuestWrite; vcpu: number }[][] = Array.from({ length: slices }, () => []);
+  writes.forEach((list, vcpu) => {
+    for (const write of list) bySlice[Math.floor(write.page / SLICE_PAGES)]!.push({ write, vcpu });
+  });
+  const buffer = new Uint8Array(Math.min(pages, SLICE_PAGES) * PAGE_SIZE);
+  let verifiedPages = 0;
+  for (let slice = 0; slice < slices; slice++) {
+    const first = slice * SLICE_PAGES;
+    const count = Math.min(SLICE_PAGES, pages - first);
+    const expected = snapshotInstantSlice(first, count, seed, buffer);
+    for (const { write, vcpu } of bySlice[slice]!)
+      expected.set(writeData(write, vcpu), (write.page - first) * PAGE_SIZE + write.offset);
+    const actual = process.read(guest + first * PAGE_SIZE, count * PAGE_SIZE);
+    verifiedPages += matchingPages(actual, expected, PAGE_SIZE);
+  }
+  return verifiedPages;
 }

@@ -27,6 +27,7 @@ import { percentiles, type Trace } from '../trace/trace.ts';
 import { SIGBUS, UFFDIO_REGISTER_MODE_MISSING } from '../uapi/constants.ts';
 import { EEXIST, KernelError } from '../uapi/errno.ts';
 import { WorkloadStats } from './stats.ts';
+import { equalBytes, matchingPages, VERIFY_SLICE_BYTES } from './verify.ts';
 
 export type CompactionMode = 'move' | 'copy';
 export const COMPACTION_MODES: readonly CompactionMode[] = ['move', 'copy'];
@@ -153,17 +154,29 @@ function writeFromObject(heap: MarkedHeap, slot: number, seed: number, into: Dat
  */
 export function expectedToSpacePage(heap: MarkedHeap, page: number, seed: number): Uint8Array {
   const bytes = new Uint8Array(PAGE_SIZE);
-  const view = new DataView(bytes.buffer);
+  writeToSpacePage(heap, page, seed, bytes, 0);
+  return bytes;
+}
+
+/** Writes `expectedToSpacePage(heap, page, seed)` into `into` at byte `offset`. */
+function writeToSpacePage(
+  heap: MarkedHeap,
+  page: number,
+  seed: number,
+  into: Uint8Array,
+  offset: number,
+): void {
+  into.fill(0, offset, offset + PAGE_SIZE);
+  const view = new DataView(into.buffer, into.byteOffset + offset, PAGE_SIZE);
   const first = page * SLOTS_PER_PAGE;
   const end = Math.min(heap.liveSlots.length, first + SLOTS_PER_PAGE);
   for (let rank = first; rank < end; rank++) {
     const slot = heap.liveSlots[rank]!;
-    const offset = (rank - first) * OBJECT_BYTES;
-    writeFromObject(heap, slot, seed, view, offset);
+    const at = (rank - first) * OBJECT_BYTES;
+    writeFromObject(heap, slot, seed, view, at);
     const reference = heap.references[slot]!;
-    if (reference >= 0) view.setUint32(offset + 8, heap.forward[reference]! * OBJECT_BYTES, true);
+    if (reference >= 0) view.setUint32(at + 8, heap.forward[reference]! * OBJECT_BYTES, true);
   }
-  return bytes;
 }
 
 function* readObjects(toSpace: number, ranks: readonly number[]): Generator<ThreadAccess> {
@@ -172,23 +185,16 @@ function* readObjects(toSpace: number, ranks: readonly number[]): Generator<Thre
 }
 
 export async function runGcCompaction(options: GcCompactionOptions): Promise<GcCompactionResult> {
-  const { backend, trace } = options;
   if (options.heapBytes % PAGE_SIZE !== 0)
     throw new Error(`--size: ${options.heapBytes} bytes is not a multiple of ${PAGE_SIZE}-byte pages`);
-  const process = new Process(backend.self);
+  const process = new Process(options.backend.self);
+  // Every SIGBUS happens while the compaction runs: the rate is over that phase.
+  const stats = new WorkloadStats(options.mutators, 'compaction');
+  stats.beginPhase('setup');
   const heap = markHeap(options.heapBytes / PAGE_SIZE, options.livePercent, options.seed);
   const { fromPages, toPages, liveSlots } = heap;
   if (toPages === 0) throw new Error('--live: no object survived marking; nothing to compact');
-
-  // The from-space: the heap as the mutators left it at the pause.
-  const fromSpace = process.mmap({ length: fromPages * PAGE_SIZE });
-  const pageBytes = new Uint8Array(PAGE_SIZE);
-  const pageView = new DataView(pageBytes.buffer);
-  for (let page = 0; page < fromPages; page++) {
-    for (let i = 0; i < SLOTS_PER_PAGE; i++)
-      writeFromObject(heap, page * SLOTS_PER_PAGE + i, options.seed, pageView, i * OBJECT_BYTES);
-    process.write(fromSpace + page * PAGE_SIZE, pageBytes);
-  }
+  const fromSpace = writeFromSpace(process, heap, options.seed);
 
   // The to-space: empty, and trapped. Kernel accesses would get EFAULT (user-mode only); user
   // accesses get SIGBUS instead of sleeping.
@@ -196,27 +202,96 @@ export async function runGcCompaction(options: GcCompactionOptions): Promise<GcC
   const uffd = process.userfaultfd({ nonblock: true, cloexec: true, userModeOnly: true });
   uffd.api(['sigbus']);
   uffd.register({ start: toSpace, length: toPages * PAGE_SIZE }, UFFDIO_REGISTER_MODE_MISSING);
-
   const compactor = new Compactor(process, uffd, heap, options, fromSpace, toSpace);
-  const stats = new WorkloadStats(options.mutators);
-  trace.nameThread(COMPACTION_TID, 'compaction thread');
-
   // Each mutator reads objects all over the to-space, in its own seeded order.
   const prng = new Prng(options.seed ^ 0x6d757461);
   const plans = Array.from({ length: options.mutators }, () =>
     Array.from({ length: options.readsPerMutator }, () => prng.nextInt(liveSlots.length)),
   );
-  let sigbus = 0;
-  const sigbusPerMutator = new Array<number>(options.mutators).fill(0);
-  let sigbusAlreadyDone = 0;
 
-  const runMutator = async (v: number): Promise<{ reads: Uint8Array[]; last: ThreadResult }> => {
+  stats.beginPhase('compaction');
+  const collection = new Collection({ process, compactor, toSpace, toPages, stats, options });
+  const startedMs = performance.now();
+  const [mutators] = await Promise.all([
+    Promise.all(plans.map((plan, v) => collection.runMutator(v, plan))),
+    collection.compactionThread(),
+  ]);
+  const compactionMs = compactor.finishedMs - startedMs;
+  stats.bytesMoved = toPages * PAGE_SIZE;
+  uffd.unregister({ start: toSpace, length: toPages * PAGE_SIZE });
+  uffd.close();
+
+  stats.beginPhase('verify');
+  const verified = verifyToSpace({ process, heap, toSpace, seed: options.seed, plans, mutators });
+  stats.endPhase();
+  const [p50, p90, p99, max] = percentiles(compactor.installUs, [50, 90, 99, 100]);
+  return {
+    stats,
+    fromPages,
+    toPages,
+    liveObjects: liveSlots.length,
+    compactedByMutators: compactor.byMutators,
+    compactedByCompactor: compactor.byCompactor,
+    sigbus: collection.sigbus,
+    sigbusPerMutator: collection.sigbusPerMutator,
+    sigbusAlreadyDone: collection.sigbusAlreadyDone,
+    pagesAllocated: compactor.pagesAllocated,
+    pagesRecycled: compactor.pagesRecycled,
+    compactorBusyMs: compactor.busyMs,
+    compactionMs,
+    installUs: { p50: p50!, p90: p90!, p99: p99!, max: max! },
+    ...verified,
+    threads: mutators.map((mutator) => mutator.last),
+  };
+}
+
+/** Pages of a slice the setup writes, or the verification reads, at once. */
+const SLICE_PAGES = VERIFY_SLICE_BYTES / PAGE_SIZE;
+
+/** The from-space as the mutators left it at the pause, written a slice at a time. */
+function writeFromSpace(process: Process, heap: MarkedHeap, seed: number): number {
+  const { fromPages } = heap;
+  const fromSpace = process.mmap({ length: fromPages * PAGE_SIZE });
+  const slice = new Uint8Array(Math.min(fromPages, SLICE_PAGES) * PAGE_SIZE);
+  const view = new DataView(slice.buffer);
+  for (let first = 0; first < fromPages; first += SLICE_PAGES) {
+    const count = Math.min(SLICE_PAGES, fromPages - first);
+    for (let i = 0; i < count * SLOTS_PER_PAGE; i++)
+      writeFromObject(heap, first * SLOTS_PER_PAGE + i, seed, view, i * OBJECT_BYTES);
+    process.write(fromSpace + first * PAGE_SIZE, slice.subarray(0, count * PAGE_SIZE));
+  }
+  return fromSpace;
+}
+
+interface CollectionContext {
+  readonly process: Process;
+  readonly compactor: Compactor;
+  readonly toSpace: number;
+  readonly toPages: number;
+  readonly stats: WorkloadStats;
+  readonly options: GcCompactionOptions;
+}
+
+/** The concurrent phase: mutators that take SIGBUS and compact in their handlers, and the compaction thread. */
+class Collection {
+  sigbus = 0;
+  readonly sigbusPerMutator: number[];
+  sigbusAlreadyDone = 0;
+
+  constructor(private readonly context: CollectionContext) {
+    this.sigbusPerMutator = new Array<number>(context.options.mutators).fill(0);
+    context.options.trace.nameThread(COMPACTION_TID, 'compaction thread');
+  }
+
+  /** Runs mutator `v` through its reads, playing its SIGBUS handler and restarting it after each. */
+  async runMutator(v: number, plan: readonly number[]): Promise<{ reads: Uint8Array[]; last: ThreadResult }> {
+    const { process, toSpace, toPages, options } = this.context;
     const reads: Uint8Array[] = [];
     let next = 0;
     // Every restart follows a SIGBUS on a page that is compacted before the restart: bounded.
     for (let restarts = 0; restarts <= toPages; restarts++) {
-      const thread = process.thread(readObjects(toSpace, plans[v]!.slice(next)), `mutator${v}`);
-      trace.nameThread(thread.tid, `mutator${v}`);
+      const thread = process.thread(readObjects(toSpace, plan.slice(next)), `mutator${v}`);
+      options.trace.nameThread(thread.tid, `mutator${v}`);
       const result = await thread.join();
       reads.push(...result.reads);
       next += result.reads.length;
@@ -227,98 +302,87 @@ export async function runGcCompaction(options: GcCompactionOptions): Promise<GcC
       const page = Math.floor((signal.address - toSpace) / PAGE_SIZE);
       if (page < 0 || page >= toPages)
         throw new Error(`gc-compaction: SIGBUS at 0x${signal.address.toString(16)}, outside the to-space`);
-      // The signal handler: compact the page unless the compaction thread got there first.
-      sigbus++;
-      sigbusPerMutator[v]!++;
-      const startMs = performance.now();
-      const compacted = compactor.compact(page, 'mutator');
-      if (!compacted) sigbusAlreadyDone++;
-      const endMs = performance.now();
-      trace.span(
-        compacted ? 'SIGBUS: compact page' : 'SIGBUS: page done already',
-        'mutator',
-        thread.tid,
-        startMs,
-        endMs,
-        { page },
-      );
-      stats.record(
-        {
-          atMs: startMs,
-          page,
-          kind: compacted ? 'sigbus' : 'sigbus (compacted already)',
-          latencyUs: (endMs - startMs) * 1000,
-        },
-        v,
-      );
-      stats.blockedMs[v] = (stats.blockedMs[v] ?? 0) + (endMs - startMs);
+      this.signalHandler(v, page, thread.tid);
       // The compaction thread runs in parallel on a real device: give it its turn before going on.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     throw new Error(`gc-compaction: mutator${v} restarted more than ${toPages} times`);
-  };
+  }
 
-  const compactionThread = async () => {
+  /** The SIGBUS handler: compact the page unless the compaction thread got there first. */
+  private signalHandler(v: number, page: number, tid: number): void {
+    const { compactor, stats, options } = this.context;
+    this.sigbus++;
+    this.sigbusPerMutator[v]!++;
+    const startMs = performance.now();
+    const compacted = compactor.compact(page, 'mutator');
+    if (!compacted) this.sigbusAlreadyDone++;
+    const endMs = performance.now();
+    const name = compacted ? 'SIGBUS: compact page' : 'SIGBUS: page done already';
+    options.trace.span(name, 'mutator', tid, startMs, endMs, { page });
+    const kind = compacted ? 'sigbus' : 'sigbus (compacted already)';
+    stats.record({ atMs: startMs, page, kind, latencyUs: (endMs - startMs) * 1000 }, v);
+    stats.blockedMs[v] = (stats.blockedMs[v] ?? 0) + (endMs - startMs);
+  }
+
+  /** The compaction thread: the to-space in order, a chunk at a time. */
+  async compactionThread(): Promise<void> {
+    const { compactor, toPages, options } = this.context;
     for (let first = 0; first < toPages; first += options.chunkPages) {
       const end = Math.min(toPages, first + options.chunkPages);
       const startMs = performance.now();
       for (let page = first; page < end; page++) compactor.compact(page, 'compactor');
       const endMs = performance.now();
       compactor.busyMs += endMs - startMs;
-      trace.span('compact chunk', 'compactor', COMPACTION_TID, startMs, endMs, { first, end });
+      options.trace.span('compact chunk', 'compactor', COMPACTION_TID, startMs, endMs, { first, end });
       // Let the mutators run between chunks.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-  };
-
-  const startedMs = performance.now();
-  const [mutators] = await Promise.all([Promise.all(plans.map((_, v) => runMutator(v))), compactionThread()]);
-  const compactionMs = compactor.finishedMs - startedMs;
-  stats.bytesMoved = toPages * PAGE_SIZE;
-  uffd.unregister({ start: toSpace, length: toPages * PAGE_SIZE });
-  uffd.close();
-
-  // Check the to-space and every object a mutator saw against the reference compaction.
-  let verifiedPages = 0;
-  const expected: Uint8Array[] = [];
-  for (let page = 0; page < toPages; page++) {
-    const want = expectedToSpacePage(heap, page, options.seed);
-    expected.push(want);
-    if (Buffer.compare(process.read(toSpace + page * PAGE_SIZE, PAGE_SIZE), want) === 0) verifiedPages++;
   }
+}
+
+/**
+ * Checks the to-space and every object a mutator saw against the reference
+ * compaction, a slice at a time: the slice's expected pages built into one
+ * buffer, the to-space read with one call and compared with one memcmp.
+ */
+function verifyToSpace(run: {
+  process: Process;
+  heap: MarkedHeap;
+  toSpace: number;
+  seed: number;
+  plans: readonly (readonly number[])[];
+  mutators: readonly { reads: readonly Uint8Array[] }[];
+}): { verifiedPages: number; verifiedReads: number; reads: number } {
+  const { process, heap, toSpace, seed } = run;
+  const { toPages } = heap;
+  const slices = Math.ceil(toPages / SLICE_PAGES);
+  // The reads of each slice: the object's rank and the bytes the mutator saw.
+  const bySlice: { rank: number; bytes: Uint8Array }[][] = Array.from({ length: slices }, () => []);
   let reads = 0;
-  let verifiedReads = 0;
-  mutators.forEach(({ reads: seen }, v) => {
+  run.mutators.forEach(({ reads: seen }, v) => {
     seen.forEach((bytes, k) => {
-      const rank = plans[v]![k]!;
-      const page = expected[Math.floor(rank / SLOTS_PER_PAGE)]!;
-      const offset = (rank % SLOTS_PER_PAGE) * OBJECT_BYTES;
+      const rank = run.plans[v]![k]!;
+      bySlice[Math.floor(rank / SLOTS_PER_PAGE / SLICE_PAGES)]!.push({ rank, bytes });
       reads++;
-      if (Buffer.compare(bytes, page.subarray(offset, offset + OBJECT_BYTES)) === 0) verifiedReads++;
     });
   });
-
-  const [p50, p90, p99, max] = percentiles(compactor.installUs, [50, 90, 99, 100]);
-  return {
-    stats,
-    fromPages,
-    toPages,
-    liveObjects: liveSlots.length,
-    compactedByMutators: compactor.byMutators,
-    compactedByCompactor: compactor.byCompactor,
-    sigbus,
-    sigbusPerMutator,
-    sigbusAlreadyDone,
-    pagesAllocated: compactor.pagesAllocated,
-    pagesRecycled: compactor.pagesRecycled,
-    compactorBusyMs: compactor.busyMs,
-    compactionMs,
-    installUs: { p50: p50!, p90: p90!, p99: p99!, max: max! },
-    verifiedPages,
-    verifiedReads,
-    reads,
-    threads: mutators.map((mutator) => mutator.last),
-  };
+  const buffer = new Uint8Array(Math.min(toPages, SLICE_PAGES) * PAGE_SIZE);
+  let verifiedPages = 0;
+  let verifiedReads = 0;
+  for (let slice = 0; slice < slices; slice++) {
+    const first = slice * SLICE_PAGES;
+    const count = Math.min(SLICE_PAGES, toPages - first);
+    const expected = buffer.subarray(0, count * PAGE_SIZE);
+    for (let i = 0; i < count; i++) writeToSpacePage(heap, first + i, seed, expected, i * PAGE_SIZE);
+    const actual = process.read(toSpace + first * PAGE_SIZE, count * PAGE_SIZE);
+    verifiedPages += matchingPages(actual, expected, PAGE_SIZE);
+    for (const { rank, bytes } of bySlice[slice]!) {
+      const offset = rank * OBJECT_BYTES - first * PAGE_SIZE;
+      if (equalBytes(bytes, expected.subarray(offset, offset + OBJECT_BYTES))) verifiedReads++;
+    }
+  }
+  return { verifiedPages, verifiedReads, reads };
 }
 
 /** Compacts to-space pages, from whichever thread asks first. */

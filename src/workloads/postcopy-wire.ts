@@ -127,24 +127,45 @@ export function isZeroPage(index: number, seed: number): boolean {
  */
 export function ramPage(index: number, version: number, pageSize: number, seed: number): Uint8Array {
   const page = new Uint8Array(pageSize);
-  if (isZeroPage(index, seed)) return page;
-  const view = new DataView(page.buffer);
-  const tag = mix(index, seed + version);
-  for (let offset = 0; offset < pageSize; offset += 16) {
-    view.setUint32(offset, index, true);
-    view.setUint32(offset + 4, version, true);
-    view.setUint32(offset + 8, offset, true);
-    view.setUint32(offset + 12, tag, true);
-  }
+  writeRamPage({ index, version, pageSize, seed }, page, 0);
   return page;
+}
+
+/**
+ * Writes page `index` of the RAM image into `into` at byte `offset` (a
+ * multiple of 4), zeroes included, without allocating: the verification
+ * builds whole slices of the image this way.
+ */
+export function writeRamPage(
+  page: { index: number; version: number; pageSize: number; seed: number },
+  into: Uint8Array,
+  offset: number,
+): void {
+  const { index, version, pageSize, seed } = page;
+  if (isZeroPage(index, seed)) {
+    into.fill(0, offset, offset + pageSize);
+    return;
+  }
+  // Little-endian words, as the source's pages are laid out on the wire.
+  const words = new DataView(into.buffer, into.byteOffset + offset, pageSize);
+  const tag = mix(index, seed + version);
+  for (let at = 0; at < pageSize; at += 16) {
+    words.setUint32(at, index, true);
+    words.setUint32(at + 4, version, true);
+    words.setUint32(at + 8, at, true);
+    words.setUint32(at + 12, tag, true);
+  }
 }
 
 /** The page as the guest last left it: version 1 if dirtied after precopy, else 0. */
 export function finalPage(index: number, config: SourceConfig): Uint8Array {
-  return ramPage(
-    index,
-    isDirty(index, config.seed, config.dirtyPercent) ? 1 : 0,
-    config.pageSize,
-    config.seed,
-  );
+  const page = new Uint8Array(config.pageSize);
+  writeFinalPage(index, config, page, 0);
+  return page;
+}
+
+/** Writes `finalPage(index, config)` into `into` at byte `offset`. */
+export function writeFinalPage(index: number, config: SourceConfig, into: Uint8Array, offset: number): void {
+  const version = isDirty(index, config.seed, config.dirtyPercent) ? 1 : 0;
+  writeRamPage({ index, version, pageSize: config.pageSize, seed: config.seed }, into, offset);
 }

@@ -44,7 +44,7 @@ import {
   UFFDIO_REGISTER_MODE_MISSING,
 } from '../uapi/constants.ts';
 import { EEXIST, KernelError } from '../uapi/errno.ts';
-import { type AccessPattern, type GuestLayout, vcpuPages } from './guest.ts';
+import { type AccessPattern, vcpuPages } from './guest.ts';
 import {
   CHANNEL_MAIN,
   CHANNEL_PREEMPT,
@@ -56,13 +56,14 @@ import {
   FRAME_REQUEST,
   type Frame,
   FrameReader,
-  finalPage,
   PAGE_PRECOPY,
   PAGE_REQUESTED,
   PAGE_ZERO,
   type SourceConfig,
+  writeFinalPage,
 } from './postcopy-wire.ts';
 import { WorkloadStats } from './stats.ts';
+import { equalBytes, matchingPages, VERIFY_SLICE_BYTES } from './verify.ts';
 
 /**
  * anon: MISSING + COPY; hugetlb-missing: 2 MiB hugetlbfs RAM with MISSING + COPY of whole huge pages,
@@ -272,8 +273,60 @@ async function stopSource(link: SourceLink, complete: boolean): Promise<void> {
   link.preempt?.destroy();
 }
 
+/** Guest RAM as the destination VMM maps it. */
+interface GuestRam {
+  /** The guest's mapping, registered with the userfaultfd at switchover. */
+  readonly guest: number;
+  /** Where precopy (and, for MINOR, refreshes) write: the guest mapping itself, or a second view. */
+  readonly fill: number;
+  /** hugetlb-missing: the RAM's file, through which switchover discards dirty pages; else -1. */
+  readonly ramFd: number;
+}
+
+function mapGuestRam(process: Process, mode: PostcopyMode, guestBytes: number): GuestRam {
+  if (mode === 'anon') {
+    const guest = process.mmap({ length: guestBytes });
+    return { guest, fill: guest, ramFd: -1 };
+  }
+  if (mode === 'hugetlb-missing') {
+    // QEMU's hugetlbfs RAM: one shared mapping precopy writes into directly. Not preallocated: a page
+    // precopy never wrote (a zero page) stays a hole, and its first touch after switchover is MISSING.
+    const ramFd = process.memfd('guest-ram', { size: guestBytes, hugetlb: true });
+    const guest = process.mmap({ length: guestBytes, fd: ramFd, shared: true });
+    return { guest, fill: guest, ramFd };
+  }
+  const fd =
+    mode === 'gmem'
+      ? process.guestMemfd({ size: guestBytes })
+      : process.memfd('guest-ram', { size: guestBytes, hugetlb: mode === 'hugetlb' });
+  // Preallocated RAM: every page is in the cache, so every first touch of the guest is a MINOR fault.
+  // guest_memfd preallocates only with FALLOC_FL_KEEP_SIZE.
+  process.fallocate(fd, mode === 'gmem' ? FALLOC_FL_KEEP_SIZE : 0, 0, guestBytes);
+  const guest = process.mmap({ length: guestBytes, fd, shared: true });
+  const fill = process.mmap({ length: guestBytes, fd, shared: true });
+  process.close(fd);
+  return { guest, fill, ramFd: -1 };
+}
+
+/** The destination's userfaultfd, probed as QEMU probes it; throws if the kernel lacks what the mode needs. */
+function openUffd(process: Process, mode: PostcopyMode, ram: GuestRam): Uffd {
+  const uffd = process.userfaultfd({ nonblock: true, cloexec: true });
+  // QEMU probes with features 0: it needs nothing beyond MISSING/MINOR and the fill ioctls.
+  const { features } = uffd.api(0);
+  // As QEMU checks MISSING_HUGETLBFS for hugepage RAM it places with COPY: MINOR needs its hugetlbfs bit.
+  let missing: string | undefined;
+  if (mode === 'hugetlb-missing' && (features & UFFD_FEATURE_MISSING_HUGETLBFS) === 0)
+    missing = 'UFFD_FEATURE_MISSING_HUGETLBFS (MISSING faults on hugetlbfs)';
+  if (mode === 'hugetlb' && (features & UFFD_FEATURE_MINOR_HUGETLBFS) === 0)
+    missing = 'UFFD_FEATURE_MINOR_HUGETLBFS (MINOR faults on hugetlbfs)';
+  if (missing === undefined) return uffd;
+  uffd.close();
+  if (ram.ramFd >= 0) process.close(ram.ramFd);
+  throw new Error(`--mode ${mode}: this kernel has no ${missing}`);
+}
+
 export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyResult> {
-  const { backend, mode, trace } = options;
+  const { backend, mode } = options;
   const pageSize = postcopyPageSize(mode);
   if (options.guestBytes <= 0 || options.guestBytes % pageSize !== 0) {
     throw new Error(
@@ -292,328 +345,369 @@ export async function runPostcopy(options: PostcopyOptions): Promise<PostcopyRes
     lifetimeMs: options.timeoutMs + START_TIMEOUT_MS,
   };
   const process = new Process(backend.self);
-  const stats = new WorkloadStats(options.vcpus);
+  // Every fault happens after switchover: the rate is taken over the postcopy phase.
+  const stats = new WorkloadStats(options.vcpus, 'postcopy');
+  stats.beginPhase('setup');
+  const ram = mapGuestRam(process, mode, options.guestBytes);
+  const uffd = openUffd(process, mode, ram);
+  const shares = vcpuPages(
+    { base: ram.guest, pageSize, pages },
+    options.vcpus,
+    options.pattern,
+    options.seed,
+  );
 
-  // Guest RAM as the destination VMM maps it, and (shmem, hugetlb, gmem) the second view precopy fills.
-  let guest: number;
-  let fill: number;
-  /** hugetlb-missing: the RAM's file, through which switchover discards dirty pages. */
-  let ramFd = -1;
-  if (mode === 'anon') {
-    guest = process.mmap({ length: options.guestBytes });
-    fill = guest;
-  } else if (mode === 'hugetlb-missing') {
-    // QEMU's hugetlbfs RAM: one shared mapping precopy writes into directly. Not preallocated: a page
-    // precopy never wrote (a zero page) stays a hole, and its first touch after switchover is MISSING.
-    ramFd = process.memfd('guest-ram', { size: options.guestBytes, hugetlb: true });
-    guest = process.mmap({ length: options.guestBytes, fd: ramFd, shared: true });
-    fill = guest;
-  } else {
-    const fd =
-      mode === 'gmem'
-        ? process.guestMemfd({ size: options.guestBytes })
-        : process.memfd('guest-ram', { size: options.guestBytes, hugetlb: mode === 'hugetlb' });
-    // Preallocated RAM: every page is in the cache, so every first touch of the guest is a MINOR fault.
-    // guest_memfd preallocates only with FALLOC_FL_KEEP_SIZE.
-    process.fallocate(fd, mode === 'gmem' ? FALLOC_FL_KEEP_SIZE : 0, 0, options.guestBytes);
-    guest = process.mmap({ length: options.guestBytes, fd, shared: true });
-    fill = process.mmap({ length: options.guestBytes, fd, shared: true });
-    process.close(fd);
-  }
-  const uffd = process.userfaultfd({ nonblock: true, cloexec: true });
-  // QEMU probes with features 0: it needs nothing beyond MISSING/MINOR and the fill ioctls.
-  const { features } = uffd.api(0);
-  // As QEMU checks MISSING_HUGETLBFS for hugepage RAM it places with COPY: MINOR needs its hugetlbfs bit.
-  if (mode === 'hugetlb-missing' && (features & UFFD_FEATURE_MISSING_HUGETLBFS) === 0) {
-    uffd.close();
-    if (ramFd >= 0) process.close(ramFd);
-    throw new Error(
-      '--mode hugetlb-missing: this kernel has no UFFD_FEATURE_MISSING_HUGETLBFS (MISSING faults on hugetlbfs)',
-    );
-  }
-  if (mode === 'hugetlb' && (features & UFFD_FEATURE_MINOR_HUGETLBFS) === 0) {
-    uffd.close();
-    throw new Error(
-      '--mode hugetlb: this kernel has no UFFD_FEATURE_MINOR_HUGETLBFS (MINOR faults on hugetlbfs)',
-    );
-  }
-  const layout: GuestLayout = { base: guest, pageSize, pages };
-  const shares = vcpuPages(layout, options.vcpus, options.pattern, options.seed);
-
-  trace.nameThread(0, 'fault thread');
+  options.trace.nameThread(0, 'fault thread');
   let link: SourceLink | null = null;
-  let completed = false;
+  let migrated: Migrated | undefined;
   try {
+    stats.beginPhase('start source');
     link = await startSource(config);
     options.onSourceStarted?.(link.child.pid!);
-    const migration = migrate({
+    stats.beginPhase('precopy');
+    const migration = new Destination({
       options,
       source: config,
       process,
       uffd,
       stats,
-      guest,
-      fill,
-      ramFd,
+      ram,
       shares,
       link,
-    });
+    }).run();
     // After a timeout the migration may still fail later (the source is killed): that is expected.
     migration.catch(() => {});
-    const result = await withTimeout(migration, options.timeoutMs, 'the migration');
-    completed = true;
-    return result;
+    migrated = await withTimeout(migration, options.timeoutMs, 'the migration');
   } finally {
-    if (link !== null) await stopSource(link, completed);
+    stats.beginPhase('stop source');
+    if (link !== null) await stopSource(link, migrated !== undefined);
     // Closing the uffd releases any vCPU still asleep on a fault after a failure.
-    if (!completed) uffd.close();
-    if (ramFd >= 0) process.close(ramFd);
+    if (migrated === undefined) uffd.close();
+    if (ram.ramFd >= 0) process.close(ram.ramFd);
+    stats.endPhase();
   }
+  stats.beginPhase('verify');
+  const verified = verifyGuest(process, ram.guest, config, shares, migrated.threads);
+  stats.endPhase();
+  return { ...migrated, ...verified, stats, pages, pageSize, sourcePid: link.child.pid! };
 }
 
-interface MigrateContext {
+/** What the migration itself produced; verification and the source's pid complete the result. */
+type Migrated = Omit<
+  PostcopyResult,
+  'stats' | 'pages' | 'pageSize' | 'verifiedPages' | 'verifiedReads' | 'reads' | 'sourcePid'
+>;
+
+interface DestinationContext {
   readonly options: PostcopyOptions;
   readonly source: SourceConfig;
   readonly process: Process;
   readonly uffd: Uffd;
   readonly stats: WorkloadStats;
-  readonly guest: number;
-  readonly fill: number;
-  readonly ramFd: number;
+  readonly ram: GuestRam;
   readonly shares: number[][];
   readonly link: SourceLink;
 }
 
-async function migrate(context: MigrateContext): Promise<PostcopyResult> {
-  const { options, source, process, uffd, stats, guest, fill, ramFd, shares, link } = context;
-  const { pages, pageSize } = source;
-  const { mode, trace } = options;
-  const copies = postcopyCopies(mode);
-  const startedMs = performance.now();
-
+/**
+ * The destination VMM during the migration: it places precopy pages,
+ * switches over when the discard bitmap arrives, runs the vCPUs and the
+ * fault thread, and places postcopy pages as they come in.
+ */
+class Destination {
+  private readonly pages: number;
+  private readonly pageSize: number;
+  private readonly copies: boolean;
+  private readonly startedMs = performance.now();
   /** 1 while a dirty page has not arrived yet (the destination's "received" bitmap, inverted). */
-  const stale = new Uint8Array(pages);
+  private readonly stale: Uint8Array;
   /** When each page was requested (performance.now()), or -1. */
-  const requestedAtMs = new Float64Array(pages).fill(-1);
+  private readonly requestedAtMs: Float64Array;
   /** Fault messages waiting for their page: page → when each was received. */
-  const waiting = new Map<number, number[]>();
-  const requestLatencyUs: number[] = [];
-  const answeredUs: number[] = [];
-  const viaStreamUs: number[] = [];
-  let precopyPages = 0;
-  let dirtyPages = 0;
-  let dirtyReceived = 0;
-  let switchoverMs = 0;
-  let switched = false;
-  let streamEnded = false;
-  let vcpusDone = false;
-  let threads: ReturnType<Process['thread']>[] = [];
-  let results: ThreadResult[] = [];
-  const zeros = new Uint8Array(pageSize);
-  const total = () => (options.dirtyPercent < 100 ? pages : 0) + dirtyPages;
+  private readonly waiting = new Map<number, number[]>();
+  private readonly requestLatencyUs: number[] = [];
+  private readonly answeredUs: number[] = [];
+  private readonly viaStreamUs: number[] = [];
+  private readonly zeros: Uint8Array;
+  private precopyPages = 0;
+  private dirtyPages = 0;
+  private dirtyReceived = 0;
+  private requestCount = 0;
+  private switchoverMs = 0;
+  private switched = false;
+  private streamEnded = false;
+  private vcpusDone = false;
+  private results: ThreadResult[] = [];
+  private readonly finished: Promise<void>;
+  private finish!: () => void;
+  private abort!: (error: Error) => void;
+  /** The stream's frames not placed yet, placed a slice at a time (see `listen`). */
+  private backlog: Frame[] = [];
+  private backlogHead = 0;
+  private draining = false;
 
-  let finish!: () => void;
-  let abort!: (error: Error) => void;
-  const finished = new Promise<void>((resolve, reject) => {
-    finish = resolve;
-    abort = reject;
-  });
-  const checkDone = () => {
-    if (switched && streamEnded && vcpusDone && dirtyReceived === dirtyPages) finish();
-  };
+  constructor(private readonly context: DestinationContext) {
+    this.pages = context.source.pages;
+    this.pageSize = context.source.pageSize;
+    this.copies = postcopyCopies(context.options.mode);
+    this.stale = new Uint8Array(this.pages);
+    this.requestedAtMs = new Float64Array(this.pages).fill(-1);
+    this.zeros = new Uint8Array(this.pageSize);
+    this.finished = new Promise<void>((resolve, reject) => {
+      this.finish = resolve;
+      this.abort = reject;
+    });
+  }
 
-  const precopy = (frame: Frame) => {
-    precopyPages++;
-    // Fresh RAM (and the fallocated cache) reads as zero already.
-    if ((frame.flags & PAGE_ZERO) === 0) process.write(fill + frame.index * pageSize, frame.payload);
-    options.progress?.(precopyPages, total());
-  };
+  async run(): Promise<Migrated> {
+    const { link, uffd, stats, ram } = this.context;
+    this.listen(link.main, 'main', true);
+    if (link.preempt !== null) this.listen(link.preempt, 'preempt', false);
+    link.child.once('exit', (code, signal) => {
+      if (!this.complete())
+        this.abort(
+          new Error(`postcopy: the source exited (${signal ?? code}) mid-migration: ${link.stderr()}`),
+        );
+    });
+    await this.finished;
+    stats.endPhase();
+    // Migration complete: the destination stops tracking the guest.
+    uffd.unregister({ start: ram.guest, length: this.pages * this.pageSize });
+    uffd.close();
+    this.results.forEach((result, v) => {
+      stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
+    });
+    return {
+      precopyPages: this.precopyPages,
+      dirtyPages: this.dirtyPages,
+      requests: {
+        count: this.requestCount,
+        latencyUs: latency(this.requestLatencyUs),
+        answered: { count: this.answeredUs.length, latencyUs: latency(this.answeredUs) },
+        viaStream: { count: this.viaStreamUs.length, latencyUs: latency(this.viaStreamUs) },
+        samplesUs: this.requestLatencyUs,
+      },
+      threads: this.results,
+      switchoverMs: this.switchoverMs,
+    };
+  }
 
-  const switchover = (frame: Frame) => {
-    switchoverMs = performance.now() - startedMs;
-    for (let i = 0; i < pages; i++) {
-      if ((frame.payload[i >> 3]! & (1 << (i & 7))) === 0) continue;
-      stale[i] = 1;
-      dirtyPages++;
-    }
-    if (copies) {
-      // Discard what precopy sent for the dirtied pages, one call per run of them: madvise for anonymous
-      // RAM, a hole punched in the file for hugetlbfs (QEMU's ram_block_discard_range).
-      if (options.dirtyPercent < 100) {
-        for (let i = 0; i < pages; ) {
-          if (stale[i] === 0) {
-            i++;
-            continue;
-          }
-          let end = i;
-          while (end < pages && stale[end] === 1) end++;
-          if (ramFd >= 0) {
-            process.fallocate(
-              ramFd,
-              FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-              i * pageSize,
-              (end - i) * pageSize,
-            );
-          } else {
-            process.backend.madvise(guest + i * pageSize, (end - i) * pageSize, MADV_DONTNEED);
-          }
-          i = end;
-        }
-      }
-      uffd.register({ start: guest, length: pages * pageSize }, UFFDIO_REGISTER_MODE_MISSING);
+  /** Every dirty page arrived after switchover and the stream ended. */
+  private complete(): boolean {
+    return this.switched && this.streamEnded && this.dirtyReceived === this.dirtyPages;
+  }
+
+  private checkDone(): void {
+    if (this.complete() && this.vcpusDone) this.finish();
+  }
+
+  private total(): number {
+    return (this.context.options.dirtyPercent < 100 ? this.pages : 0) + this.dirtyPages;
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.type === FRAME_PAGE) {
+      if (frame.flags & PAGE_PRECOPY) this.precopy(frame);
+      else this.postcopyPage(frame);
+    } else if (frame.type === FRAME_DISCARD) {
+      this.switchover(frame);
+    } else if (frame.type === FRAME_END) {
+      this.streamEnded = true;
+      this.checkDone();
     } else {
-      uffd.register({ start: guest, length: pages * pageSize }, UFFDIO_REGISTER_MODE_MINOR);
+      throw new Error(`postcopy: unexpected frame type ${frame.type} from the source`);
     }
-    trace.instant('switchover', 'migration', 0, performance.now(), { dirtyPages });
-    switched = true;
-    // The guest runs on the destination from here.
-    threads = shares.map((share, v) => {
+  }
+
+  private precopy(frame: Frame): void {
+    this.precopyPages++;
+    // Fresh RAM (and the fallocated cache) reads as zero already.
+    if ((frame.flags & PAGE_ZERO) === 0)
+      this.context.process.write(this.context.ram.fill + frame.index * this.pageSize, frame.payload);
+    this.context.options.progress?.(this.precopyPages, this.total());
+  }
+
+  private switchover(frame: Frame): void {
+    const { uffd, ram, stats, options } = this.context;
+    this.switchoverMs = performance.now() - this.startedMs;
+    stats.beginPhase('postcopy');
+    for (let i = 0; i < this.pages; i++) {
+      if ((frame.payload[i >> 3]! & (1 << (i & 7))) === 0) continue;
+      this.stale[i] = 1;
+      this.dirtyPages++;
+    }
+    const range = { start: ram.guest, length: this.pages * this.pageSize };
+    if (this.copies) {
+      if (options.dirtyPercent < 100) this.discardDirty();
+      uffd.register(range, UFFDIO_REGISTER_MODE_MISSING);
+    } else {
+      uffd.register(range, UFFDIO_REGISTER_MODE_MINOR);
+    }
+    options.trace.instant('switchover', 'migration', 0, performance.now(), { dirtyPages: this.dirtyPages });
+    this.switched = true;
+    this.startVcpus();
+    this.faultThread().catch(this.abort);
+  }
+
+  /**
+   * Discards what precopy sent for the dirtied pages, one call per run of them: madvise for
+   * anonymous RAM, a hole punched in the file for hugetlbfs (QEMU's ram_block_discard_range).
+   */
+  private discardDirty(): void {
+    const { process, ram } = this.context;
+    const { pages, pageSize, stale } = this;
+    for (let i = 0; i < pages; ) {
+      if (stale[i] === 0) {
+        i++;
+        continue;
+      }
+      let end = i;
+      while (end < pages && stale[end] === 1) end++;
+      const length = (end - i) * pageSize;
+      if (ram.ramFd >= 0)
+        process.fallocate(ram.ramFd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, i * pageSize, length);
+      else process.backend.madvise(ram.guest + i * pageSize, length, MADV_DONTNEED);
+      i = end;
+    }
+  }
+
+  /** The guest runs on the destination from here. */
+  private startVcpus(): void {
+    const { process, ram, shares, options } = this.context;
+    const { pageSize } = this;
+    const threads = shares.map((share, v) => {
       const thread = process.thread(
         share.map((index) => ({
           kind: 'read' as const,
-          address: guest + index * pageSize + touchOffset(index, pageSize),
+          address: ram.guest + index * pageSize + touchOffset(index, pageSize),
           length: 8,
         })),
         `vcpu${v}`,
       );
-      trace.nameThread(thread.tid, `vcpu${v}`);
+      options.trace.nameThread(thread.tid, `vcpu${v}`);
       return thread;
     });
     Promise.all(threads.map((thread) => thread.join())).then((done) => {
-      results = done;
-      vcpusDone = true;
-      checkDone();
-    }, abort);
-    faultThread().catch(abort);
-  };
+      this.results = done;
+      this.vcpusDone = true;
+      this.checkDone();
+    }, this.abort);
+  }
 
   /** Maps page `index` in the guest now that its bytes are current; wakes its faults. */
-  const place = (index: number, payload: Uint8Array | null) => {
-    const address = guest + index * pageSize;
+  private place(index: number, payload: Uint8Array | null): number {
+    const { uffd, process, ram, options } = this.context;
+    const { pageSize } = this;
+    const address = ram.guest + index * pageSize;
     const start = performance.now();
     let name: string;
     try {
-      if (copies) {
+      if (this.copies) {
         // hugetlbfs has no UFFDIO_ZEROPAGE (EINVAL): a zero huge page is copied like any other.
-        const zero = payload === null && mode === 'anon';
+        const zero = payload === null && options.mode === 'anon';
         name = zero ? 'UFFDIO_ZEROPAGE' : 'UFFDIO_COPY';
         if (zero) uffd.zeropage({ start: address, length: pageSize });
-        else uffd.copyBytes(address, payload ?? zeros);
+        else uffd.copyBytes(address, payload ?? this.zeros);
       } else {
         name = 'refresh+UFFDIO_CONTINUE';
-        process.write(fill + index * pageSize, payload ?? zeros);
+        process.write(ram.fill + index * pageSize, payload ?? this.zeros);
         // A page nobody waits for is continued on its first touch instead.
-        if (waiting.has(index)) uffd.continue({ start: address, length: pageSize });
+        if (this.waiting.has(index)) uffd.continue({ start: address, length: pageSize });
       }
     } catch (error) {
       if (!(error instanceof KernelError && error.errno === EEXIST)) throw error;
       name = 'EEXIST';
     }
     const now = performance.now();
-    trace.span(name, 'placement', 0, start, now, { page: index });
+    options.trace.span(name, 'placement', 0, start, now, { page: index });
     return now;
-  };
+  }
 
-  const postcopyPage = (frame: Frame) => {
+  private postcopyPage(frame: Frame): void {
+    const { stats, options } = this.context;
     const index = frame.index;
-    if (index >= pages || stale[index] === 0) return;
-    const placedMs = place(index, frame.flags & PAGE_ZERO ? null : frame.payload);
-    stale[index] = 0;
-    dirtyReceived++;
-    stats.bytesMoved += pageSize;
-    if (requestedAtMs[index]! >= 0) {
-      const latencyUs = (placedMs - requestedAtMs[index]!) * 1000;
-      requestLatencyUs.push(latencyUs);
-      (frame.flags & PAGE_REQUESTED ? answeredUs : viaStreamUs).push(latencyUs);
+    if (index >= this.pages || this.stale[index] === 0) return;
+    const placedMs = this.place(index, frame.flags & PAGE_ZERO ? null : frame.payload);
+    this.stale[index] = 0;
+    this.dirtyReceived++;
+    stats.bytesMoved += this.pageSize;
+    const requestedMs = this.requestedAtMs[index]!;
+    if (requestedMs >= 0) {
+      const latencyUs = (placedMs - requestedMs) * 1000;
+      this.requestLatencyUs.push(latencyUs);
+      (frame.flags & PAGE_REQUESTED ? this.answeredUs : this.viaStreamUs).push(latencyUs);
     }
-    for (const receivedMs of waiting.get(index) ?? []) {
+    for (const receivedMs of this.waiting.get(index) ?? []) {
       stats.record(
         { atMs: receivedMs, page: index, kind: 'fetched', latencyUs: (placedMs - receivedMs) * 1000 },
         undefined,
       );
     }
-    waiting.delete(index);
-    options.progress?.(precopyPages + dirtyReceived, total());
-    checkDone();
-  };
+    this.waiting.delete(index);
+    options.progress?.(this.precopyPages + this.dirtyReceived, this.total());
+    this.checkDone();
+  }
 
-  const onFrame = (frame: Frame) => {
-    if (frame.type === FRAME_PAGE) {
-      if (frame.flags & PAGE_PRECOPY) precopy(frame);
-      else postcopyPage(frame);
-    } else if (frame.type === FRAME_DISCARD) {
-      switchover(frame);
-    } else if (frame.type === FRAME_END) {
-      streamEnded = true;
-      checkDone();
-    } else {
-      throw new Error(`postcopy: unexpected frame type ${frame.type} from the source`);
-    }
-  };
-
-  // QEMU reads the preempt connection in its own thread, so a requested page never waits behind
-  // the stream. Here one JavaScript thread reads both: the stream's frames go to a backlog that is
-  // placed a slice at a time (the main connection paused while it is long, which pushes back on
-  // the source through TCP), and the event loop reads the preempt connection between slices.
-  const backlog: Frame[] = [];
-  let backlogHead = 0;
-  const sliceFrames = Math.max(1, Math.floor(STREAM_SLICE_BYTES / pageSize));
-  const backlogFramesMax = Math.max(4, Math.floor(BACKLOG_BYTES_MAX / pageSize));
-  let draining = false;
-  const drainSlice = () => {
-    try {
-      const end = Math.min(backlog.length, backlogHead + sliceFrames);
-      while (backlogHead < end) onFrame(backlog[backlogHead++]!);
-    } catch (error) {
-      abort(error as Error);
-      return;
-    }
-    if (backlogHead < backlog.length) {
-      setImmediate(drainSlice);
-      return;
-    }
-    backlog.length = 0;
-    backlogHead = 0;
-    draining = false;
-    link.main.resume();
-  };
-  const listen = (socket: Socket, name: string, queued: boolean) => {
+  /**
+   * QEMU reads the preempt connection in its own thread, so a requested page never waits behind
+   * the stream. Here one JavaScript thread reads both: the stream's frames go to a backlog that is
+   * placed a slice at a time (the main connection paused while it is long, which pushes back on
+   * the source through TCP), and the event loop reads the preempt connection between slices.
+   */
+  private listen(socket: Socket, name: string, queued: boolean): void {
     const reader = new FrameReader();
+    const backlogFramesMax = Math.max(4, Math.floor(BACKLOG_BYTES_MAX / this.pageSize));
     socket.on('data', (chunk: Buffer) => {
       try {
         const frames = reader.push(chunk);
         if (!queued) {
-          for (const frame of frames) onFrame(frame);
+          for (const frame of frames) this.onFrame(frame);
           return;
         }
-        for (const frame of frames) backlog.push(frame);
-        if (backlog.length - backlogHead > backlogFramesMax) socket.pause();
-        if (!draining && backlog.length > backlogHead) {
-          draining = true;
-          setImmediate(drainSlice);
+        for (const frame of frames) this.backlog.push(frame);
+        if (this.backlog.length - this.backlogHead > backlogFramesMax) socket.pause();
+        if (!this.draining && this.backlog.length > this.backlogHead) {
+          this.draining = true;
+          setImmediate(() => this.drainSlice());
         }
       } catch (error) {
-        abort(error as Error);
+        this.abort(error as Error);
       }
     });
-    socket.on('error', (error) => abort(new Error(`postcopy: ${name} connection: ${error.message}`)));
+    socket.on('error', (error) => this.abort(new Error(`postcopy: ${name} connection: ${error.message}`)));
     socket.on('close', () => {
-      if (!(switched && streamEnded && dirtyReceived === dirtyPages))
-        abort(new Error(`postcopy: the source closed the ${name} connection early: ${link.stderr()}`));
+      if (!this.complete())
+        this.abort(
+          new Error(
+            `postcopy: the source closed the ${name} connection early: ${this.context.link.stderr()}`,
+          ),
+        );
     });
-  };
-  listen(link.main, 'main', true);
-  if (link.preempt !== null) listen(link.preempt, 'preempt', false);
-  link.child.once('exit', (code, signal) => {
-    if (!(switched && streamEnded && dirtyReceived === dirtyPages))
-      abort(new Error(`postcopy: the source exited (${signal ?? code}) mid-migration: ${link.stderr()}`));
-  });
-  const requests = link.preempt ?? link.main;
-  let requestCount = 0;
+  }
 
-  const faultThread = async () => {
+  private drainSlice(): void {
+    const sliceFrames = Math.max(1, Math.floor(STREAM_SLICE_BYTES / this.pageSize));
+    try {
+      const end = Math.min(this.backlog.length, this.backlogHead + sliceFrames);
+      while (this.backlogHead < end) this.onFrame(this.backlog[this.backlogHead++]!);
+    } catch (error) {
+      this.abort(error as Error);
+      return;
+    }
+    if (this.backlogHead < this.backlog.length) {
+      setImmediate(() => this.drainSlice());
+      return;
+    }
+    this.backlog = [];
+    this.backlogHead = 0;
+    this.draining = false;
+    this.context.link.main.resume();
+  }
+
+  private async faultThread(): Promise<void> {
+    const { uffd } = this.context;
     let stop = false;
-    const stopped = finished.then(
+    const stopped = this.finished.then(
       () => {
         stop = true;
         return [];
@@ -626,98 +720,101 @@ async function migrate(context: MigrateContext): Promise<PostcopyResult> {
     while (!stop) {
       const messages = await Promise.race([uffd.nextMessages(64), stopped]);
       for (const message of messages) {
-        if (message.event !== 'pagefault') continue;
-        const receivedMs = performance.now();
-        // The page holding the address: with huge pages a fault anywhere inside asks for all of it.
-        const index = Math.floor((Number(message.address) - guest) / pageSize);
-        const address = guest + index * pageSize;
-        trace.instant('fault', 'fault', 0, receivedMs, { page: index, flags: message.flags });
-        if (stale[index] === 0) {
-          // Not stale: a clean page (shmem: map it from the cache; anon: a zero page precopy had no
-          // need to write), or one placed after this fault was queued (EEXIST: just wake).
-          let kind = !copies ? 'clean' : 'zero';
-          try {
-            if (!copies) uffd.continue({ start: address, length: pageSize });
-            else if (mode === 'anon') uffd.zeropage({ start: address, length: pageSize });
-            // hugetlbfs has no UFFDIO_ZEROPAGE: the hole a zero page left is filled by copying zeroes.
-            else uffd.copyBytes(address, zeros);
-          } catch (error) {
-            if (!(error instanceof KernelError && error.errno === EEXIST)) throw error;
-            uffd.wake({ start: address, length: pageSize });
-            kind = 'raced';
-          }
-          stats.record(
-            { atMs: receivedMs, page: index, kind, latencyUs: (performance.now() - receivedMs) * 1000 },
-            undefined,
-          );
-          continue;
-        }
-        const list = waiting.get(index);
-        if (list === undefined) waiting.set(index, [receivedMs]);
-        else list.push(receivedMs);
-        if (requestedAtMs[index]! < 0) {
-          requestedAtMs[index] = performance.now();
-          requestCount++;
-          requests.write(encodeFrame(FRAME_REQUEST, 0, index));
-        }
+        if (message.event === 'pagefault') this.onFault(Number(message.address), message.flags);
       }
     }
-  };
-
-  await finished;
-
-  // Migration complete: the destination stops tracking the guest.
-  uffd.unregister({ start: guest, length: pages * pageSize });
-  uffd.close();
-  results.forEach((result, v) => {
-    stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
-  });
-
-  let verifiedPages = 0;
-  const expected: Uint8Array[] = [];
-  for (let i = 0; i < pages; i++) {
-    const want = finalPage(i, source);
-    const offset = touchOffset(i, pageSize);
-    expected.push(want.subarray(offset, offset + 8));
-    const actual = process.read(guest + i * pageSize, pageSize);
-    if (equalBytes(actual, want)) verifiedPages++;
   }
-  let reads = 0;
-  let verifiedReads = 0;
-  results.forEach((result, v) => {
-    result.reads.forEach((bytes, k) => {
-      reads++;
-      if (equalBytes(bytes, expected[shares[v]![k]!]!)) verifiedReads++;
+
+  private onFault(faultAddress: number, flags: number): void {
+    const { ram, options, link } = this.context;
+    const receivedMs = performance.now();
+    // The page holding the address: with huge pages a fault anywhere inside asks for all of it.
+    const index = Math.floor((faultAddress - ram.guest) / this.pageSize);
+    options.trace.instant('fault', 'fault', 0, receivedMs, { page: index, flags });
+    if (this.stale[index] === 0) {
+      this.resolveClean(index, receivedMs);
+      return;
+    }
+    const list = this.waiting.get(index);
+    if (list === undefined) this.waiting.set(index, [receivedMs]);
+    else list.push(receivedMs);
+    if (this.requestedAtMs[index]! < 0) {
+      this.requestedAtMs[index] = performance.now();
+      this.requestCount++;
+      (link.preempt ?? link.main).write(encodeFrame(FRAME_REQUEST, 0, index));
+    }
+  }
+
+  /**
+   * A fault on a page that is not stale: a clean page (MINOR: map it from the cache; anon: a zero
+   * page precopy had no need to write), or one placed after this fault was queued (EEXIST: just wake).
+   */
+  private resolveClean(index: number, receivedMs: number): void {
+    const { uffd, ram, stats, options } = this.context;
+    const address = ram.guest + index * this.pageSize;
+    const range = { start: address, length: this.pageSize };
+    let kind = !this.copies ? 'clean' : 'zero';
+    try {
+      if (!this.copies) uffd.continue(range);
+      else if (options.mode === 'anon') uffd.zeropage(range);
+      // hugetlbfs has no UFFDIO_ZEROPAGE: the hole a zero page left is filled by copying zeroes.
+      else uffd.copyBytes(address, this.zeros);
+    } catch (error) {
+      if (!(error instanceof KernelError && error.errno === EEXIST)) throw error;
+      uffd.wake(range);
+      kind = 'raced';
+    }
+    stats.record(
+      { atMs: receivedMs, page: index, kind, latencyUs: (performance.now() - receivedMs) * 1000 },
+      undefined,
+    );
+  }
+}
+
+/**
+ * Checks every byte of guest RAM against the source's final image, and every
+ * vCPU read against the page it read. Works a slice at a time: the image's
+ * slice is generated into one reused buffer, the guest's read with one call,
+ * the two compared with one memcmp (page by page only where they differ).
+ */
+function verifyGuest(
+  process: Process,
+  guest: number,
+  source: SourceConfig,
+  shares: readonly (readonly number[])[],
+  threads: readonly ThreadResult[],
+): { verifiedPages: number; verifiedReads: number; reads: number } {
+  const { pages, pageSize } = source;
+  // Which vCPU read each page, and the read's position in its list (each page is in one share).
+  const readerOf = new Int32Array(pages).fill(-1);
+  const readIndexOf = new Int32Array(pages);
+  shares.forEach((share, v) => {
+    share.forEach((index, k) => {
+      readerOf[index] = v;
+      readIndexOf[index] = k;
     });
   });
-  return {
-    stats,
-    pages,
-    pageSize,
-    precopyPages,
-    dirtyPages,
-    requests: {
-      count: requestCount,
-      latencyUs: latency(requestLatencyUs),
-      answered: { count: answeredUs.length, latencyUs: latency(answeredUs) },
-      viaStream: { count: viaStreamUs.length, latencyUs: latency(viaStreamUs) },
-      samplesUs: requestLatencyUs,
-    },
-    verifiedPages,
-    verifiedReads,
-    reads,
-    threads: results,
-    switchoverMs,
-    sourcePid: link.child.pid!,
-  };
+  const slicePages = Math.max(1, Math.floor(VERIFY_SLICE_BYTES / pageSize));
+  const expected = new Uint8Array(Math.min(pages, slicePages) * pageSize);
+  let verifiedPages = 0;
+  let verifiedReads = 0;
+  for (let first = 0; first < pages; first += slicePages) {
+    const count = Math.min(slicePages, pages - first);
+    for (let i = 0; i < count; i++) writeFinalPage(first + i, source, expected, i * pageSize);
+    const want = expected.subarray(0, count * pageSize);
+    verifiedPages += matchingPages(process.read(guest + first * pageSize, count * pageSize), want, pageSize);
+    for (let i = 0; i < count; i++) {
+      const read = threads[readerOf[first + i]!]?.reads[readIndexOf[first + i]!];
+      if (read === undefined) continue;
+      const at = i * pageSize + touchOffset(first + i, pageSize);
+      if (equalBytes(read, want.subarray(at, at + read.byteLength))) verifiedReads++;
+    }
+  }
+  const reads = threads.reduce((sum, result) => sum + result.reads.length, 0);
+  return { verifiedPages, verifiedReads, reads };
 }
 
 function latency(samplesUs: readonly number[]): Latency {
   const [p50, p90, p99, max] = percentiles(samplesUs, [50, 90, 99, 100]);
   return { p50: p50!, p90: p90!, p99: p99!, max: max! };
-}
-
-/** Byte-for-byte equality (memcmp through Buffer, fast enough for whole guests). */
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.compare(a, b) === 0;
 }

@@ -1,4 +1,11 @@
-/** What a workload measured: faults by kind, bytes moved, blocked time, latencies. */
+/**
+ * What a workload measured: faults by kind, bytes moved, blocked time,
+ * latencies, and the phases of the run. A run has a setup phase (building
+ * the snapshot, the heap or the RAM image), one main phase in which every
+ * fault happens (restore, postcopy, snapshot, compaction) and a verify
+ * phase; the fault rate is taken over the main phase alone, so the time
+ * spent preparing and checking does not dilute it.
+ */
 import { percentiles } from '../trace/trace.ts';
 
 export interface FaultSample {
@@ -10,18 +17,35 @@ export interface FaultSample {
   readonly latencyUs: number;
 }
 
+/** A named stretch of a run, in performance.now() milliseconds. */
+export interface Phase {
+  readonly name: string;
+  readonly startMs: number;
+  readonly endMs: number;
+}
+
 export class WorkloadStats {
   readonly samples: FaultSample[] = [];
   readonly faultsByKind = new Map<string, number>();
   readonly blockedMs: number[];
   readonly startedMs = performance.now();
+  /** Finished phases, in order. */
+  readonly phases: Phase[] = [];
+  private current: { name: string; startMs: number } | null = null;
   bytesMoved = 0;
   prefetched = 0;
   /** REMOVE events read (balloon), and faults deferred because one was unread (EAGAIN). */
   removeEvents = 0;
   deferredFaults = 0;
 
-  constructor(readonly vcpus: number) {
+  /**
+   * `mainPhase` names the phase the faults happen in, whose fault rate the
+   * summary reports ('restore', 'postcopy', ...).
+   */
+  constructor(
+    readonly vcpus: number,
+    readonly mainPhase = 'run',
+  ) {
     this.blockedMs = new Array(vcpus).fill(0);
   }
 
@@ -34,6 +58,32 @@ export class WorkloadStats {
     return this.samples.length;
   }
 
+  /** Ends the phase under way, if any, and starts phase `name`. */
+  beginPhase(name: string, atMs = performance.now()): void {
+    this.endPhase(atMs);
+    this.current = { name, startMs: atMs };
+  }
+
+  /** Ends the phase under way, if any. */
+  endPhase(atMs = performance.now()): void {
+    if (this.current === null) return;
+    this.phases.push({ name: this.current.name, startMs: this.current.startMs, endMs: atMs });
+    this.current = null;
+  }
+
+  /** Milliseconds spent in phase `name` (0 if the run had none). */
+  phaseMs(name: string): number {
+    let ms = 0;
+    for (const phase of this.phases) if (phase.name === name) ms += phase.endMs - phase.startMs;
+    return ms;
+  }
+
+  /** Faults per second over the main phase (NaN before it has ended, or if it took no time). */
+  get faultRate(): number {
+    const ms = this.phaseMs(this.mainPhase);
+    return ms > 0 ? this.faults / (ms / 1000) : Number.NaN;
+  }
+
   latencyPercentiles(): { p50: number; p90: number; p99: number; max: number } {
     const [p50, p90, p99, max] = percentiles(
       this.samples.map((sample) => sample.latencyUs),
@@ -43,6 +93,9 @@ export class WorkloadStats {
   }
 
   toJson(): Record<string, unknown> {
+    const phasesMs: Record<string, number> = {};
+    for (const phase of this.phases) phasesMs[phase.name] = round3(this.phaseMs(phase.name));
+    const rate = this.faultRate;
     return {
       faults: this.faults,
       faultsByKind: Object.fromEntries(this.faultsByKind),
@@ -51,8 +104,16 @@ export class WorkloadStats {
       removeEvents: this.removeEvents,
       deferredFaults: this.deferredFaults,
       // null where the backend does not measure blocked time (NaN: the thread result had no blockedMs).
-      blockedMsPerVcpu: this.blockedMs.map((ms) => (Number.isNaN(ms) ? null : Math.round(ms * 1000) / 1000)),
+      blockedMsPerVcpu: this.blockedMs.map((ms) => (Number.isNaN(ms) ? null : round3(ms))),
       latencyUs: this.latencyPercentiles(),
+      phasesMs,
+      mainPhase: this.mainPhase,
+      // Faults per second over the main phase alone.
+      faultRate: Number.isNaN(rate) ? null : Math.round(rate),
     };
   }
+}
+
+function round3(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
