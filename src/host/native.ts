@@ -1,6 +1,6 @@
 /**
  * The native addon (native/*.cc, built by node-gyp into build/Release during
- * `npm ci`). Every call returns its result or -errno; the backend turns
+ * `npm ci`, or shipped prebuilt in an installed package). Every call returns its result or -errno; the backend turns
  * -errno into a KernelError naming the call. Loading never throws: a machine
  * without the addon gets `nativeLoadError` and the model still works.
  */
@@ -159,10 +159,22 @@ export interface NativeAddon {
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** Where node-gyp puts the addon. */
-export const NATIVE_ADDON_PATH: string = join(root, 'build', 'Release', 'faultline_host.node');
+/**
+ * Where the addon and its executables are: a local build (node-gyp's
+ * build/Release) wins, so a checkout always runs what it compiled; an
+ * installed package without one uses the binaries it ships in
+ * prebuilds/<platform>-<arch>/ (tools/prebuild.mjs, run at pack time).
+ */
+export const NATIVE_DIRECTORY: string = (() => {
+  const local = join(root, 'build', 'Release');
+  const prebuilt = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (existsSync(join(local, 'faultline_host.node')) || !existsSync(prebuilt)) return local;
+  return prebuilt;
+})();
+/** The addon's file. */
+export const NATIVE_ADDON_PATH: string = join(NATIVE_DIRECTORY, 'faultline_host.node');
 /** The agent executable createProcess() starts (built with the addon). */
-export const NATIVE_AGENT_PATH: string = join(root, 'build', 'Release', 'faultline_agent');
+export const NATIVE_AGENT_PATH: string = join(NATIVE_DIRECTORY, 'faultline_agent');
 
 function load(): { addon: NativeAddon | null; error: string | null } {
   if (process.platform !== 'linux')
@@ -170,7 +182,7 @@ function load(): { addon: NativeAddon | null; error: string | null } {
   if (!existsSync(NATIVE_ADDON_PATH)) {
     return {
       addon: null,
-      error: `the native addon is not built (${NATIVE_ADDON_PATH} is missing; npm ci builds it with node-gyp)`,
+      error: `the native addon is not built (${NATIVE_ADDON_PATH} is missing; \`faultline doctor\` says how to build it)`,
     };
   }
   try {

@@ -178,7 +178,12 @@ interface SourceLink {
   stderr(): string;
 }
 
-const SOURCE_SCRIPT = fileURLToPath(new URL('./postcopy-source.ts', import.meta.url));
+/**
+ * The source's script beside this module: compiled JavaScript in an installed
+ * package (plain node runs it), TypeScript in a checkout (run through tsx).
+ */
+const COMPILED = import.meta.url.endsWith('.js');
+const SOURCE_SCRIPT = fileURLToPath(new URL(`./postcopy-source.${COMPILED ? 'js' : 'ts'}`, import.meta.url));
 const START_TIMEOUT_MS = 15_000;
 /**
  * Stream bytes placed per event-loop turn, and the backlog at which the main connection pauses;
@@ -207,7 +212,7 @@ async function connectChannel(port: number, channel: number): Promise<Socket> {
 async function startSource(config: SourceConfig): Promise<SourceLink> {
   const child = spawn(
     process.execPath,
-    ['--import', import.meta.resolve('tsx'), SOURCE_SCRIPT, JSON.stringify(config)],
+    [...(COMPILED ? [] : ['--import', import.meta.resolve('tsx')]), SOURCE_SCRIPT, JSON.stringify(config)],
     {
       stdio: ['pipe', 'pipe', 'pipe'],
     },
