@@ -5,6 +5,7 @@
  * from the kernel's seeded PRNG, so a run replays from its seed.
  */
 
+import { type ModelTimer, SYSCALL_COST_NS } from '../model/clock.ts';
 import { clearFailure, lastFailure } from '../model/failure.ts';
 import { ModelKernel, type ModelKernelOptions } from '../model/kernel.ts';
 import { FAULT_RESULT_SIGBUS, FAULT_RESULT_SIGSEGV, FAULT_RESULT_WOULD_BLOCK } from '../model/mm/fault.ts';
@@ -18,6 +19,7 @@ import {
 import { VM_UFFD_MINOR, VM_UFFD_MISSING, VM_UFFD_WP } from '../model/mm/vma.ts';
 import { ParallelCpus } from '../model/parallel/cpus.ts';
 import type { ModelProcess } from '../model/process.ts';
+import type { ScheduleController } from '../model/schedule.ts';
 import type { Task } from '../model/task.ts';
 import type { PollWaiters } from '../model/uffd/context.ts';
 import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
@@ -118,62 +120,77 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   mmap(args: MmapArgs): number {
+    this.backend.syscallPoint('mmap');
     return check('mmap', this.process.mmap(args));
   }
 
   munmap(address: number, length: number): void {
+    this.backend.syscallPoint('munmap');
     check('munmap', this.process.munmap(address, length));
   }
 
   mprotect(address: number, length: number, prot: number): void {
+    this.backend.syscallPoint('mprotect');
     check('mprotect', this.process.mprotect(address, length, prot));
   }
 
   memfdCreate(name: string, flags: number): number {
+    this.backend.syscallPoint('memfd_create');
     return check('memfd_create', this.process.memfdCreate(name, flags));
   }
 
   reopen(fd: number, accessMode: number): number {
+    this.backend.syscallPoint('open');
     return check('open', this.process.reopen(fd, accessMode));
   }
 
   ftruncate(fd: number, length: number): void {
+    this.backend.syscallPoint('ftruncate');
     check('ftruncate', this.process.ftruncate(fd, length));
   }
 
   pread(fd: number, length: number, offset: number): Uint8Array {
+    this.backend.syscallPoint('pread');
     return check('pread', this.process.pread(fd, length, offset));
   }
 
   pwrite(fd: number, data: Uint8Array, offset: number): number {
+    this.backend.syscallPoint('pwrite');
     return check('pwrite', this.process.pwrite(fd, data, offset));
   }
 
   fallocate(fd: number, mode: number, offset: number, length: number): void {
+    this.backend.syscallPoint('fallocate');
     check('fallocate', this.process.fallocate(fd, mode, offset, length));
   }
 
   close(fd: number): void {
+    this.backend.syscallPoint('close');
     check('close', this.process.close(fd));
   }
 
   userfaultfd(flags: number): number {
+    this.backend.syscallPoint('userfaultfd');
     return check('userfaultfd', this.process.userfaultfd(flags));
   }
 
   open(path: string, flags: number): number {
+    this.backend.syscallPoint('open');
     return check('open', this.process.openDevice(path, flags));
   }
 
   write(fd: number, data: Uint8Array): number {
+    this.backend.syscallPoint('write');
     return check('write', this.process.write(fd, data));
   }
 
   lseek(fd: number, offset: number, whence: number): number {
+    this.backend.syscallPoint('lseek');
     return check('lseek', this.process.lseek(fd, offset, whence));
   }
 
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
+    this.backend.syscallPoint('ioctl');
     const result = this.process.ioctl(fd, request, arg);
     // The syscall's name is only needed for an error.
     if (result < 0) {
@@ -185,21 +202,50 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   read(fd: number, count: number): Uint8Array {
+    this.backend.syscallPoint('read');
     return check('read', this.process.read(fd, count));
   }
 
   poll(fd: number): number {
+    this.backend.syscallPoint('poll');
     return this.process.poll(fd);
   }
 
   waitReadable(fd: number): Promise<void> {
+    this.backend.syscallPoint('poll');
     if (this.process.poll(fd) !== 0) return Promise.resolve();
     const uffd = this.process.uffdFile(fd);
     if (uffd === undefined) return Promise.resolve();
+    const backend = this.backend;
+    backend.waitBegins();
     return new Promise((resolve) => {
-      new ReadableWaiter(this.process, fd, uffd.ctx.pollWaiters, resolve).arm();
-      this.backend.schedulePump();
+      new ReadableWaiter(this.process, fd, uffd.ctx.pollWaiters, () => {
+        backend.waitEnds();
+        resolve();
+      }).arm();
+      backend.schedulePump();
     });
+  }
+
+  /**
+   * poll(2) on one fd with a timeout in model time: true once it is readable,
+   * false when the timeout passed (negative: none) or `signal` aborted first.
+   */
+  pollFor(fd: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    this.backend.syscallPoint('poll');
+    if (this.process.poll(fd) !== 0) return Promise.resolve(true);
+    if (signal?.aborted === true) return Promise.resolve(false);
+    const uffd = this.process.uffdFile(fd);
+    if (uffd === undefined) return Promise.resolve(true);
+    return this.backend.modelWait(
+      (settle) => {
+        const waiter = new ReadableWaiter(this.process, fd, uffd.ctx.pollWaiters, () => settle(true));
+        waiter.arm();
+        return () => waiter.disarm();
+      },
+      timeoutMs,
+      signal,
+    );
   }
 
   readMemory(address: number, length: number): Uint8Array {
@@ -224,6 +270,7 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   madvise(address: number, length: number, advice: number): void {
+    this.backend.syscallPoint('madvise');
     check('madvise', this.process.madvise(address, length, advice));
   }
 
@@ -234,10 +281,12 @@ class ModelProcessBackend implements ProcessBackend {
     flags: number,
     newAddress: number,
   ): number {
+    this.backend.syscallPoint('mremap');
     return check('mremap', this.process.mremap(oldAddress, oldLength, newLength, flags, newAddress));
   }
 
   fork(): ProcessBackend {
+    this.backend.syscallPoint('fork');
     return this.backend.wrap(check('fork', this.process.fork()));
   }
 
@@ -246,6 +295,7 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   exit(): void {
+    this.backend.syscallPoint('exit');
     this.process.exit();
   }
 
@@ -301,6 +351,10 @@ class ReadableWaiter {
     this.waiters.add(this.callback);
   }
 
+  disarm(): void {
+    this.waiters.delete(this.callback);
+  }
+
   private fire(): void {
     if (this.process.poll(this.fd) === 0) return;
     this.waiters.delete(this.callback);
@@ -341,7 +395,7 @@ export class ModelBackend implements KernelBackend {
   constructor(options: ModelBackendOptions = {}) {
     const parallel = options.parallel === true;
     this.kernel = new ModelKernel(
-      parallel ? { ...options, memory: { ...options.memory, shared: true } } : options,
+      parallel ? { ...options, memory: { ...options.memory, shared: true }, wallClock: true } : options,
     );
     this.parallel = parallel ? new ParallelCpus(this.kernel) : null;
     this.kernel.onRunnable = () => this.schedulePump();
@@ -395,6 +449,10 @@ export class ModelBackend implements KernelBackend {
   private pump(): void {
     this.pumpScheduled = false;
     try {
+      if (this.controller !== null) {
+        this.controller.pump();
+        return;
+      }
       this.kernel.runUntilIdle();
       this.afterPump?.();
     } catch (error) {
@@ -403,6 +461,123 @@ export class ModelBackend implements KernelBackend {
         throw error;
       });
     }
+  }
+
+  // --- model time and controlled scheduling ---------------------------------
+
+  /**
+   * Set by explore: decides at every system call of program code, and
+   * whenever program code waits, which simulated threads run first. Null:
+   * the pump runs every runnable thread before program code goes on.
+   */
+  controller: ScheduleController | null = null;
+  /** Waits of program code (poll, sleep) not yet resolved. */
+  waitsOutstanding = 0;
+  /** A wait resolved since the controller last let program code run. */
+  waitResolved = false;
+  private idleScheduled = false;
+
+  /** A system call of program code: it costs model time, and is a scheduling point. */
+  syscallPoint(name: string): void {
+    this.kernel.clock.advance(SYSCALL_COST_NS);
+    if (this.controller !== null) this.controller.beforeSyscall(name);
+  }
+
+  waitBegins(): void {
+    this.waitsOutstanding++;
+  }
+
+  waitEnds(): void {
+    this.waitsOutstanding--;
+    this.waitResolved = true;
+  }
+
+  /**
+   * A wait of program code on the model: `arm` starts watching and returns
+   * how to stop; `settle(true)` ends it; a timeout (model time, negative:
+   * none) or an abort ends it with false.
+   */
+  modelWait(
+    arm: (settle: (value: boolean) => void) => () => void,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      let done = false;
+      let timer: ModelTimer | null = null;
+      let disarm: () => void = () => {};
+      const settle = (value: boolean): void => {
+        if (done) return;
+        done = true;
+        disarm();
+        if (timer !== null) this.kernel.clock.cancel(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.waitEnds();
+        resolve(value);
+      };
+      const onAbort = (): void => settle(false);
+      this.waitBegins();
+      disarm = arm(settle);
+      if (timeoutMs >= 0) {
+        timer = this.kernel.clock.setTimer(timeoutMs, () => settle(false));
+        this.scheduleIdle();
+      }
+      signal?.addEventListener('abort', onAbort);
+      this.schedulePump();
+    });
+  }
+
+  /** poll(2) with a timeout in model time by `process` on `fd` (see ModelProcessBackend.pollFor). */
+  pollFor(process: ProcessBackend, fd: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    return (process as ModelProcessBackend).pollFor(fd, timeoutMs, signal);
+  }
+
+  /** Resolves after `ms` of model time. */
+  sleep(ms: number): Promise<void> {
+    this.syscallPoint('nanosleep');
+    return this.modelWait(() => () => {}, Math.max(0, ms)).then(() => {});
+  }
+
+  /**
+   * When program code is idle (the event loop got this far) and no simulated
+   * thread can run, model time jumps to the next timer.
+   */
+  scheduleIdle(): void {
+    if (this.idleScheduled) return;
+    this.idleScheduled = true;
+    setImmediate(this.runIdle);
+  }
+
+  private readonly runIdle = this.idle.bind(this);
+
+  private idle(): void {
+    this.idleScheduled = false;
+    if (this.controller !== null) {
+      this.controller.idle();
+      return;
+    }
+    if (this.kernel.clock.pending === 0) return;
+    if (this.kernel.runnableCount > 0 || this.pumpScheduled) {
+      this.scheduleIdle();
+      return;
+    }
+    this.kernel.clock.fireNext();
+    if (this.kernel.clock.pending > 0) this.scheduleIdle();
+  }
+
+  /**
+   * Installs in `to` a descriptor for the file `fd` of `from` refers to, as
+   * SCM_RIGHTS does (a userfaultfd, or a file reopened with `accessMode`).
+   */
+  sendFd(from: ProcessBackend, fd: number, to: ProcessBackend, accessMode: number): number {
+    const source = (from as ModelProcessBackend).process;
+    const target = (to as ModelProcessBackend).process;
+    const uffd = source.uffdFile(fd);
+    if (uffd !== undefined) return target.installUffd(uffd.ctx);
+    const file = source.file(fd);
+    if (file?.kind !== 'inode') throw new Error(`sendFd: fd ${fd} is neither a userfaultfd nor a file`);
+    file.inode.references++;
+    return target.installFd({ kind: 'inode', inode: file.inode, accessMode, flags: 0, references: 1 });
   }
 
   async settle(): Promise<void> {

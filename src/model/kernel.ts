@@ -6,6 +6,7 @@
 import type { KernelTracer } from '../trace/trace.ts';
 import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
 import { EFAULT, KernelError } from '../uapi/errno.ts';
+import { ModelClock, STEP_COST_NS } from './clock.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
 import { BUILTIN_MEMORY_TYPES } from './memtypes/builtin.ts';
@@ -29,6 +30,7 @@ import type {
 import { MemoryTypeRegistry } from './mm/registry.ts';
 import { Prng } from './prng.ts';
 import { ModelProcess, SYSCALL_BLOCKED } from './process.ts';
+import { userfaultMustWait } from './schedule.ts';
 import type { Access, Task } from './task.ts';
 import { handleUserfault } from './uffd/userfault.ts';
 
@@ -53,6 +55,8 @@ export interface ModelKernelOptions {
   readonly unprivilegedUserfaultfd?: 0 | 1;
   /** Called with each hook-violation warning. */
   readonly warn?: (message: string) => void;
+  /** Read the wall clock instead of model time (the parallel model, which does not replay). */
+  readonly wallClock?: boolean;
 }
 
 export class ModelKernel {
@@ -63,6 +67,8 @@ export class ModelKernel {
   readonly hooks: HookChecker;
   readonly env: FaultEnvironment;
   readonly prng: Prng;
+  /** Model time: blocked time, latencies and trace timestamps on the model come from it. */
+  readonly clock: ModelClock;
   unprivilegedUserfaultfd: 0 | 1;
 
   readonly processes = new Map<number, ModelProcess>();
@@ -79,6 +85,13 @@ export class ModelKernel {
   nextContextId = 1;
   nextMmId = 1;
   steps = 0;
+  /**
+   * Explore (model/schedule.ts): a controller picks every step, and the
+   * kernel's own windows become steps — a faulting thread checks
+   * userfaultfd_must_wait after its message is queued, and a syscall's
+   * thread finishes its events' work itself when it runs again.
+   */
+  controlled = false;
 
   /** Options memory types may read (`version`, `uffdGuestMemfd`, ...). */
   readonly options: Record<string, unknown>;
@@ -89,6 +102,7 @@ export class ModelKernel {
     this.seed = options.seed ?? 1;
     this.version = options.version ?? '6.18';
     this.prng = new Prng(this.seed);
+    this.clock = new ModelClock(options.wallClock === true);
     this.unprivilegedUserfaultfd = options.unprivilegedUserfaultfd ?? 0;
     this.memory = new PhysicalMemory({ ...DEFAULT_PHYSICAL_MEMORY, ...options.memory });
     this.hooks = new HookChecker(this.memory, options.warn);
@@ -185,8 +199,10 @@ export class ModelKernel {
   /** Makes a task runnable (try_to_wake_up). */
   wake(task: Task): void {
     if (task.finished) return;
+    // Woken before it slept (between queuing its fault and sleeping): already on the run queue.
+    if (task.state === 'runnable') return;
     if (task.blockedSinceMs >= 0) {
-      const now = performance.now();
+      const now = this.clock.nowMs();
       task.blockedTotalMs += now - task.blockedSinceMs;
       this.tracer?.blocked(task.tid, task.waiter?.address ?? 0, task.blockedSinceMs, now);
       task.blockedSinceMs = -1;
@@ -199,6 +215,40 @@ export class ModelKernel {
   enqueue(task: Task): void {
     this.runQueue.push(task);
     this.onRunnable?.();
+  }
+
+  /** The time a task went to sleep on a fault (read by the context that queues it). */
+  now(): number {
+    return this.clock.nowMs();
+  }
+
+  /** A task's fault message is queued: under a controller it sleeps only in a later step. */
+  queuedFault(task: Task): boolean {
+    if (!this.controlled) return false;
+    task.mustWait = true;
+    return true;
+  }
+
+  /** The runnable tasks, in run-queue order (stale entries dropped). */
+  runnableTasks(): readonly Task[] {
+    const queue = this.runQueue;
+    let kept = 0;
+    for (let i = 0; i < queue.length; i++) {
+      const task = queue[i]!;
+      if (task.state === 'runnable' && queue.indexOf(task) === i) queue[kept++] = task;
+    }
+    while (queue.length > kept) queue.pop();
+    return queue;
+  }
+
+  /** Runs one step of `task`, which a controller chose among `runnableTasks()`. */
+  stepChosen(task: Task): void {
+    this.stepTask(task);
+    this.steps++;
+    if (task.state !== 'runnable') {
+      const at = this.runQueue.indexOf(task);
+      if (at >= 0) removeAt(this.runQueue, at);
+    }
   }
 
   get runnableCount(): number {
@@ -232,6 +282,11 @@ export class ModelKernel {
 
   /** Runs one access of `task` (or the rest of a partly done one). */
   private stepTask(task: Task): void {
+    this.clock.advance(STEP_COST_NS);
+    if (task.mustWait) {
+      userfaultMustWait(task);
+      return;
+    }
     let access = task.current;
     if (access === null) {
       const next = task.program.next();

@@ -641,7 +641,7 @@ export class ModelProcess {
       task.syscallContinuation = null;
       return resume();
     }
-    const wait = new EventWait(() => this.kernel.wake(task));
+    const wait = new EventWait(() => this.kernel.wake(task), this.kernel.controlled);
     const args = access.args;
     let finish: () => number;
     switch (access.call) {
@@ -677,7 +677,7 @@ export class ModelProcess {
       }
     }
     if (wait.outstanding === 0) return finish();
-    task.syscallContinuation = finish;
+    task.syscallContinuation = wait.onThread ? continueOnThread(task, wait, finish) : finish;
     task.state = 'blocked';
     return SYSCALL_BLOCKED;
   }
@@ -858,6 +858,21 @@ export class ModelProcess {
   }
 }
 
+/**
+ * What the thread of a syscall that raised events does each time it runs
+ * (explore): the steps of `EventWait.resume`, then the syscall's return.
+ */
+function continueOnThread(task: Task, wait: EventWait, finish: () => number): () => number {
+  const resume = (): number => {
+    const next = wait.resume();
+    if (next === 'done') return finish();
+    task.syscallContinuation = resume;
+    if (next === 'blocked') task.state = 'blocked';
+    return SYSCALL_BLOCKED;
+  };
+  return resume;
+}
+
 /** userfaultfd_release: unregister everything and wake everyone. */
 export function releaseUffdContext(ctx: UffdContext): void {
   ctx.released = true;
@@ -865,6 +880,7 @@ export function releaseUffdContext(ctx: UffdContext): void {
   ctx.wakeAll();
   for (const event of ctx.events.splice(0)) event.onDone?.();
   ctx.mmapChanging = 0;
+  ctx.completing.length = 0;
   ctx.notifyPollers();
 }
 

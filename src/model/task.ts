@@ -66,11 +66,13 @@ export class Task {
   readonly reads: Uint8Array[] = [];
   /** The fault this task sleeps on, while blocked. */
   waiter: TaskWaiter | null = null;
+  /** Explore: its fault is queued but it has not yet checked userfaultfd_must_wait and slept. */
+  mustWait = false;
   signal: TaskSignal | null = null;
   /** Set when a kernel-mode access failed (EFAULT). */
   errno = 0;
   accessesDone = 0;
-  /** When the current sleep on a fault began (performance.now()), or -1. */
+  /** When the current sleep on a fault began (model time, ms), or -1. */
   blockedSinceMs = -1;
   /** Total time asleep on userfaultfd faults, in milliseconds. */
   blockedTotalMs = 0;

@@ -39,10 +39,23 @@ export interface QueuedEvent {
   encode(reader: EventReader): Uint8Array | number;
   /** Called once the event has been read, or dropped when the context is released. */
   readonly onDone?: () => void;
+  /**
+   * mmap_changing drops when the thread that raised the event runs again
+   * after the read (userfaultfd_event_wait_completion decrements it after
+   * waking), not at the read: see `completeOnThread`.
+   */
+  readonly completesOnThread?: boolean;
 }
 
 export interface Waker {
   wake(task: Task): void;
+  /**
+   * A fault's message was queued: true when the task may be preempted before
+   * it sleeps (explore), so that userfaultfd_must_wait runs as a step of its own.
+   */
+  queuedFault(task: Task): boolean;
+  /** Model time in milliseconds. */
+  now(): number;
 }
 
 /**
@@ -96,6 +109,8 @@ export class UffdContext {
   readonly pending: FaultWaiter[] = [];
   readonly read: FaultWaiter[] = [];
   readonly events: QueuedEvent[] = [];
+  /** Events read whose thread has not run since: mmap_changing is still raised for them. */
+  readonly completing: string[] = [];
   /** O_NONBLOCK/O_CLOEXEC of the file that created it; fds installed for it later (FORK) get the same. */
   openFlags = 0;
   /** Open file descriptions referring to this context. */
@@ -120,10 +135,16 @@ export class UffdContext {
 
   /** Queues a fault message and puts the task to sleep on it. */
   enqueueFault(waiter: FaultWaiter): void {
-    waiter.task.state = 'blocked';
     waiter.task.waiter = waiter;
-    waiter.task.blockedSinceMs = performance.now();
     this.pending.push(waiter);
+    if (this.waker.queuedFault(waiter.task)) return;
+    this.sleepOnFault(waiter.task);
+  }
+
+  /** The faulting task sleeps, and pollers hear of its message (handle_userfault's wake_up_poll). */
+  sleepOnFault(task: Task): void {
+    task.state = 'blocked';
+    task.blockedSinceMs = this.waker.now();
     this.notifyPollers();
   }
 
@@ -152,14 +173,28 @@ export class UffdContext {
 
   /** Marks the first event read. */
   eventRead(event: QueuedEvent): void {
-    this.mmapChanging--;
+    if (event.completesOnThread === true) this.completing.push(event.description);
+    else this.mmapChanging--;
     event.onDone?.();
+  }
+
+  /** The thread that raised a read event ran again: mmap_changing drops (userfaultfd_event_wait_completion). */
+  completeOnThread(description: string): void {
+    const index = this.completing.indexOf(description);
+    if (index >= 0) this.completing.splice(index, 1);
+    if (!this.released && this.mmapChanging > 0) this.mmapChanging--;
   }
 
   /** Why the fill ioctls fail with EAGAIN, naming the unread event. */
   changingReason(): string {
     const pending = [...this.events.map((event) => event.description), ...this.reserved];
     const first = pending[0];
+    if (first === undefined && this.completing.length > 0) {
+      return (
+        `the ${this.completing[0]} event was read, but the thread that raised it has not run since ` +
+        '(mmap_changing drops when it does): retry later'
+      );
+    }
     const what = first === undefined ? 'a non-cooperative event' : `the ${first} event`;
     const more = pending.length > 1 ? ` and ${pending.length - 1} more` : '';
     return `${what}${more} is unread (mmap_changing): read the userfaultfd first`;

@@ -32,25 +32,69 @@ export class EventWait {
   outstanding = 0;
   private readonly steps: Array<() => boolean> = [];
   private blocked = false;
-  constructor(private readonly onAllRead: () => void) {}
+  /** On the thread (explore): read events whose thread has not run since, and whether mmap_changing dropped. */
+  private readonly unfinished: Array<{ complete: () => void; decremented: boolean }> = [];
 
-  /** Queues an event behind the earlier ones: `publish` queues it and calls `done` once it is read or dropped. */
-  add(publish: (done: () => void) => void): void {
+  /**
+   * `wakeThread` runs when every event has been read; with `onThread` it
+   * runs after each read instead, and the thread finishes the work itself in
+   * `resume` steps, as Linux's does after userfaultfd_event_wait_completion.
+   */
+  constructor(
+    private readonly wakeThread: () => void,
+    readonly onThread = false,
+  ) {}
+
+  /**
+   * Queues an event behind the earlier ones: `publish` queues it and calls
+   * `done` once it is read or dropped; `complete` (on the thread) drops its
+   * mmap_changing when the thread runs again.
+   */
+  add(publish: (done: () => void) => void, complete?: () => void): void {
     this.outstanding++;
     let finished = false;
     const done = () => {
       if (finished) return;
       finished = true;
-      this.blocked = false;
-      this.outstanding--;
-      this.advance();
-      if (this.outstanding === 0) this.onAllRead();
+      if (this.onThread) {
+        this.unfinished.push({ complete: complete ?? (() => {}), decremented: false });
+        this.wakeThread();
+        return;
+      }
+      this.settleOne();
+      if (this.outstanding === 0) this.wakeThread();
     };
     this.steps.push(() => {
       publish(done);
       return !finished;
     });
     this.advance();
+  }
+
+  private settleOne(): void {
+    this.blocked = false;
+    this.outstanding--;
+    this.advance();
+  }
+
+  /**
+   * One step of the woken thread (`onThread`): first mmap_changing drops,
+   * then (a step later, so a fill ioctl can land in between) the work after
+   * the event runs — a zap, the next event. 'done' when the syscall can return.
+   */
+  resume(): 'step' | 'blocked' | 'done' {
+    const first = this.unfinished[0];
+    if (first !== undefined && !first.decremented) {
+      first.decremented = true;
+      first.complete();
+      return 'step';
+    }
+    if (first !== undefined) {
+      this.unfinished.shift();
+      this.settleOne();
+    }
+    if (this.outstanding === 0) return 'done';
+    return this.unfinished.length > 0 ? 'step' : 'blocked';
   }
 
   /** Runs `action` once every event added before it has been read (at once when none is pending). */
@@ -92,19 +136,23 @@ function queue(
     return;
   }
   if (prepared) ctx.reserveEvent(description);
-  wait.add((done) => {
-    const finish = () => {
-      onDone?.();
-      done();
-    };
-    if (ctx.released) {
-      // Released while waiting its turn: the event is dropped, as the kernel drops it.
-      if (prepared) ctx.dropReservation(description);
-      finish();
-      return;
-    }
-    ctx.enqueueEvent({ description, encode, onDone: finish }, prepared);
-  });
+  const onThread = wait.onThread;
+  wait.add(
+    (done) => {
+      const finish = () => {
+        onDone?.();
+        done();
+      };
+      if (ctx.released) {
+        // Released while waiting its turn: the event is dropped, as the kernel drops it.
+        if (prepared) ctx.dropReservation(description);
+        finish();
+        return;
+      }
+      ctx.enqueueEvent({ description, encode, onDone: finish, completesOnThread: onThread }, prepared);
+    },
+    onThread ? () => ctx.completeOnThread(description) : undefined,
+  );
 }
 
 /**
