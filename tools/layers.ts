@@ -19,12 +19,12 @@ import ts from 'typescript';
 export const LAYERS: readonly (readonly [name: string, paths: readonly string[]])[] = [
   ['uapi', ['src/uapi/']],
   ['trace', ['src/trace/']],
-  ['model base', ['src/model/failure.ts', 'src/model/prng.ts', 'src/model/inject.ts']],
+  ['model base', ['src/model/failure.ts', 'src/model/prng.ts', 'src/model/inject.ts', 'src/model/clock.ts']],
   ['model mem', ['src/model/mem/']],
   ['model task', ['src/model/task.ts']],
   ['model mm core', ['src/model/mm/', 'src/model/mem/pagecache.ts']],
   ['model memtypes', ['src/model/memtypes/']],
-  ['model uffd', ['src/model/uffd/']],
+  ['model uffd', ['src/model/uffd/', 'src/model/schedule.ts']],
   ['model process', ['src/model/process.ts']],
   ['model calls', ['src/model/mm/madvise.ts', 'src/model/mm/mremap.ts', 'src/model/fork.ts']],
   ['model kernel', ['src/model/kernel.ts', 'src/model/check.ts']],
@@ -32,7 +32,18 @@ export const LAYERS: readonly (readonly [name: string, paths: readonly string[]]
   ['api interface', ['src/api/backend.ts']],
   ['backends', ['src/api/model-backend.ts', 'src/host/']],
   ['api', ['src/api/']],
-  ['programs', ['src/scenario/', 'src/workloads/', 'src/conformance/', 'src/fuzz/', 'src/bench/']],
+  [
+    'programs',
+    [
+      'src/scenario/',
+      'src/workloads/',
+      'src/conformance/',
+      'src/fuzz/',
+      'src/bench/',
+      'src/handlers/',
+      'src/explore/',
+    ],
+  ],
   ['cli', ['src/cli/']],
 ];
 

@@ -134,6 +134,15 @@ workload
   .option('--seed <n>', 'seed of the model and of the random pattern', integer, 1)
   .option('--prefetch-window <pages>', 'pages to copy after each faulting page', integer, 0)
   .option('--balloon <pages>', 'pages a balloon discards while the guest runs (anon mode)', integer, 0)
+  .option(
+    '--deflate <pages>',
+    'of those, pages the balloon touches again after discarding them (default: all)',
+    integer,
+  )
+  .option(
+    '--handler <file>',
+    'serve faults with this handler module (.ts/.mts/.js/.mjs, default export serve(session))',
+  )
   .option('--working-set <file>', 'prefetch this recorded working set before the guest runs')
   .option('--record-working-set <file>', 'record the first-touch order of faulted pages')
   .option(

@@ -2,6 +2,7 @@
 import { InvalidArgumentError } from 'commander';
 import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
+import { loadHandlerModule } from '../handlers/load.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import { parseSize } from '../scenario/schema.ts';
@@ -33,6 +34,8 @@ export interface SnapshotRestoreCommandOptions {
   seed: number;
   prefetchWindow: number;
   balloon: number;
+  deflate?: number;
+  handler?: string;
   workingSet?: string;
   recordWorkingSet?: string;
   firecrackerSocket?: string;
@@ -94,6 +97,7 @@ export async function snapshotRestoreCommand(
       throw new InvalidArgumentError(`--firecracker-socket: mode ${mode} is not supported (anon or hugetlb)`);
     }
   }
+  const handler = options.handler === undefined ? undefined : await loadHandlerModule(options.handler);
   // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 for those modes.
   const backend = createBackend(options.backend, options.seed, mode.startsWith('gmem') ? '7.1' : '6.18');
   const trace = new Trace(1, options.trace !== undefined);
@@ -110,6 +114,8 @@ export async function snapshotRestoreCommand(
     seed: options.seed,
     prefetchWindow: options.prefetchWindow,
     balloonPages: options.balloon,
+    ...(options.deflate === undefined ? {} : { deflatePages: options.deflate }),
+    ...(handler === undefined ? {} : { handler }),
     ...(workingSet === undefined ? {} : { workingSet }),
     ...(options.recordWorkingSet === undefined ? {} : { recordWorkingSet: options.recordWorkingSet }),
     ...(options.firecrackerSocket === undefined ? {} : { firecrackerSocket: options.firecrackerSocket }),
@@ -128,13 +134,15 @@ export async function snapshotRestoreCommand(
       options.plot,
     );
   }
-  const ok = result.verifiedPages === result.pages;
+  const ok = result.verifiedPages === result.pages && result.wrongReads.length === 0;
   if (options.json) {
     out(
       JSON.stringify(
         {
           version: 1,
           workload: 'snapshot-restore',
+          handler: options.handler ?? 'built-in',
+          wrongReads: result.wrongReads,
           backend: backend.describe(),
           mode,
           guestBytes,
@@ -186,6 +194,8 @@ export async function snapshotRestoreCommand(
   ]);
   out(table(rows));
   out('');
+  for (const line of result.wrongReads.slice(0, 10)) out(`wrong bytes: ${line}`);
+  if (result.wrongReads.length > 10) out(`wrong bytes: ... and ${result.wrongReads.length - 10} more`);
   if (options.trace !== undefined)
     out(`trace: ${options.trace} (Chrome trace JSON; open in https://ui.perfetto.dev)`);
   if (options.plot !== undefined) out(`plot:  ${options.plot}`);

@@ -1,14 +1,20 @@
 /**
- * Snapshot restore, Firecracker style: a memory snapshot file, a guest
- * region restored lazily by a userfaultfd handler while vCPU threads touch
- * it. Modes: anonymous MISSING + COPY (ZEROPAGE for zero pages), hugetlb
- * 2 MiB MISSING + COPY, guest_memfd MINOR + write() + CONTINUE, and
- * guest_memfd MISSING + COPY. Prefetch: none, a fixed window after each
- * fault, or a working set recorded on an earlier run (REAP).
+ * Snapshot restore, Firecracker style: the guest side (HANDLERS.md §3). The
+ * VMM writes a memory snapshot file, maps guest memory, creates the
+ * userfaultfd and registers it, and hands it to a handler (a `serve(session)`
+ * module: the built-in one of `handlers/builtin.ts` unless the user brings
+ * one) while vCPU threads touch guest memory and a balloon may discard part
+ * of it. The oracle then judges what every vCPU read.
+ *
+ * Modes: anonymous MISSING, hugetlb 2 MiB MISSING, guest_memfd MINOR (the
+ * VMM preallocates; the handler writes then CONTINUEs), guest_memfd MISSING.
  */
 import { writeFileSync } from 'node:fs';
-import type { KernelBackend, ThreadResult } from '../api/backend.ts';
-import { Process, Uffd } from '../api/process.ts';
+import type { KernelBackend, ThreadBackend, ThreadResult } from '../api/backend.ts';
+import { Process, type Uffd } from '../api/process.ts';
+import { type BuiltinObserver, createBuiltinHandler } from '../handlers/builtin.ts';
+import { openSession } from '../handlers/open.ts';
+import type { Serve } from '../handlers/session.ts';
 import type { Trace } from '../trace/trace.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -16,16 +22,9 @@ import {
   UFFDIO_REGISTER_MODE_MINOR,
   UFFDIO_REGISTER_MODE_MISSING,
 } from '../uapi/constants.ts';
-import { EAGAIN, EEXIST, KernelError } from '../uapi/errno.ts';
-import {
-  type GuestRegionUffdMapping,
-  listenHandshake,
-  regionAddress,
-  regionFileOffset,
-  sendHandshake,
-} from './firecracker.ts';
+import type { GuestRegionUffdMapping } from './firecracker.ts';
 import { type AccessPattern, type GuestLayout, touchPages, vcpuPages, type WorkingSetFile } from './guest.ts';
-import { type FaultSample, WorkloadStats } from './stats.ts';
+import { WorkloadStats } from './stats.ts';
 
 export type RestoreMode = 'anon' | 'hugetlb' | 'gmem-minor' | 'gmem-missing';
 export const RESTORE_MODES: readonly RestoreMode[] = ['anon', 'hugetlb', 'gmem-minor', 'gmem-missing'];
@@ -37,28 +36,49 @@ export interface SnapshotRestoreOptions {
   readonly vcpus: number;
   readonly pattern: AccessPattern;
   readonly seed: number;
-  /** Pages to copy after each faulting page (0: none). */
+  /** The handler (default: the built-in one with the options below). */
+  readonly handler?: Serve;
+  /** Built-in handler: pages to copy after each faulting page (0: none). */
   readonly prefetchWindow: number;
   /**
    * Pages at the end of guest memory a balloon discards (MADV_DONTNEED) while
-   * the guest runs (anon mode): the handler reads the REMOVE event, defers
-   * faults that hit EAGAIN meanwhile, and serves removed pages with ZEROPAGE.
+   * the vCPUs run (anon mode); the VMM then enables event_remove.
    */
   readonly balloonPages?: number;
-  /** Pages to restore before the guest runs (REAP's recorded working set). */
+  /** Of those, how many the balloon thread touches again after its madvise (deflate; default all). */
+  readonly deflatePages?: number;
+  /** Built-in handler: pages to restore before the guest runs (REAP's recorded working set). */
   readonly workingSet?: readonly number[];
-  /** Write the first-touch order of faulted pages here (record for a later run). */
+  /** Write the first-touch order of faulted pages here (record for a later run; built-in handler). */
   readonly recordWorkingSet?: string;
   readonly trace: Trace;
-  /** Called with (pages resolved, pages total) as the restore goes. */
+  /** Called with (pages resolved, pages total) as the restore goes (built-in handler). */
   readonly progress?: (done: number, total: number) => void;
-  /**
-   * Play Firecracker and its page-fault handler over this Unix socket (host
-   * backend, anon and hugetlb modes): the handler listens, the VMM sends the
-   * regions and the userfaultfd, and the handler serves faults on the
-   * descriptor it received.
-   */
+  /** Pass the uffd to the handler over this Unix socket path (host; default a temporary one). */
   readonly firecrackerSocket?: string;
+  /** Explore: when each read and the balloon's madvise happened, for the exact oracle. */
+  readonly order?: GuestOrder;
+  /** Explore: rejects to abandon the run (a hang). */
+  readonly cancel?: Promise<never>;
+  /** Explore: told when the guest threads exist (before any of them ran). */
+  readonly onThreads?: (threads: GuestThreads) => void;
+}
+
+/** The guest's threads: vCPUs, then the balloon if any. */
+export interface GuestThreads {
+  readonly vcpus: readonly ThreadBackend[];
+  readonly balloon: ThreadBackend | null;
+  /** Resolves when the handler's `serve` settles. */
+  readonly served: Promise<void>;
+}
+
+/**
+ * When things happened, on one clock (explore's step counter): read `k` of
+ * thread `tid`, and the balloon's madvise call (from its first step to its return).
+ */
+export interface GuestOrder {
+  readAt(tid: number, k: number): number;
+  readonly madvise: { start: number; end: number } | null;
 }
 
 export interface SnapshotRestoreResult {
@@ -67,12 +87,22 @@ export interface SnapshotRestoreResult {
   readonly pages: number;
   readonly pageSize: number;
   readonly threads: readonly ThreadResult[];
+  /** What the oracle forbids, one line each (empty when every read was right). */
+  readonly wrongReads: readonly string[];
+}
+
+/** The handler threw: `cause` is what it threw. */
+export class HandlerError extends Error {
+  override name = 'HandlerError';
+  constructor(override readonly cause: unknown) {
+    super(`the handler threw: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
 }
 
 /** The snapshot's content: deterministic per page, with every eighth page all zero. */
 export function snapshotPage(index: number, pageSize: number): Uint8Array {
   const page = new Uint8Array(pageSize);
-  if (index % 8 === 7) return page;
+  if (isZeroPage(index)) return page;
   const view = new DataView(page.buffer);
   for (let offset = 0; offset < pageSize; offset += 64) {
     view.setUint32(offset, index, true);
@@ -85,8 +115,23 @@ function isZeroPage(index: number): boolean {
   return index % 8 === 7;
 }
 
-export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promise<SnapshotRestoreResult> {
-  const { backend, mode, trace } = options;
+/** What the VMM set up. */
+interface Vmm {
+  readonly process: Process;
+  readonly pageSize: number;
+  readonly pages: number;
+  readonly guest: number;
+  readonly guestFd: number;
+  readonly snapshotFd: number;
+  readonly uffd: Uffd;
+  readonly features: string[];
+  readonly registerModes: ('missing' | 'minor')[];
+  readonly regions: GuestRegionUffdMapping[];
+  readonly layout: GuestLayout;
+}
+
+function setUpVmm(options: SnapshotRestoreOptions): Vmm {
+  const { backend, mode } = options;
   const process = new Process(backend.self);
   const pageSize = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
   if (options.guestBytes % pageSize !== 0) {
@@ -95,23 +140,12 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     );
   }
   const pages = options.guestBytes / pageSize;
-  const socketPath = options.firecrackerSocket;
-  if (socketPath !== undefined && mode !== 'anon' && mode !== 'hugetlb') {
-    throw new Error(`--firecracker-socket: mode ${mode} is not supported (anon and hugetlb only)`);
-  }
-  // The handler binds its socket before the VMM starts (needs the host backend: checked here).
-  const listener = socketPath === undefined ? undefined : listenHandshake(backend, socketPath);
-  const stats = new WorkloadStats(options.vcpus);
-
-  // The snapshot memory file, and the handler's private read-only view of it.
+  // The snapshot memory file.
   const snapshotFd = process.memfd('snapshot', { size: options.guestBytes });
   for (let i = 0; i < pages; i++) {
-    const page = snapshotPage(i, pageSize);
-    if (!isZeroPage(i)) process.pwrite(snapshotFd, page, i * pageSize);
+    if (!isZeroPage(i)) process.pwrite(snapshotFd, snapshotPage(i, pageSize), i * pageSize);
   }
-  const snapshot = process.mmap({ length: options.guestBytes, fd: snapshotFd, prot: 1 });
-
-  // The guest region and the userfaultfd, as the VMM sets them up.
+  // The guest region and the userfaultfd.
   let guest: number;
   let guestFd = -1;
   let registerMode = UFFDIO_REGISTER_MODE_MISSING;
@@ -129,14 +163,11 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
       registerMode = UFFDIO_REGISTER_MODE_MINOR;
     }
   }
-  const vmmUffd = process.userfaultfd({ nonblock: true, cloexec: true });
-  vmmUffd.api(mode === 'anon' ? ['event_remove'] : []);
-  vmmUffd.register({ start: guest, length: options.guestBytes }, registerMode);
-  const layout: GuestLayout = { base: guest, pageSize, pages };
-
-  // The handler's view of guest memory: the regions (from the handshake, or the VMM's own).
-  let uffd: Uffd = vmmUffd;
-  let regions: GuestRegionUffdMapping[] = [
+  const features = balloonPages(options) > 0 ? ['event_remove'] : [];
+  const uffd = process.userfaultfd({ nonblock: true, cloexec: true });
+  uffd.api(features);
+  uffd.register({ start: guest, length: options.guestBytes }, registerMode);
+  const regions: GuestRegionUffdMapping[] = [
     {
       base_host_virt_addr: guest,
       size: options.guestBytes,
@@ -145,190 +176,244 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
       page_size_kib: pageSize,
     },
   ];
-  if (listener !== undefined && socketPath !== undefined) {
-    try {
-      const handshake = listener.accept();
-      sendHandshake(backend, socketPath, regions, vmmUffd.fd);
-      // Firecracker closes its own copy once sent: from here only the handler's descriptor remains.
-      vmmUffd.close();
-      const received = await handshake;
-      regions = received.regions;
-      // The VMM already did UFFDIO_API and UFFDIO_REGISTER on this file.
-      uffd = new Uffd(process, received.uffdFd);
-    } finally {
-      listener.close();
-    }
-    for (const region of regions) {
-      if (region.page_size !== pageSize)
-        throw new Error(`Firecracker handshake: page_size ${region.page_size}, the guest uses ${pageSize}`);
-    }
-  }
-  /** The guest address of snapshot page `index`, as the handler finds it in the regions. */
-  const pageAddress = (index: number): number => {
-    const address = regionAddress(regions, index * pageSize);
-    if (address === undefined) throw new Error(`snapshot page ${index} lies in no guest region`);
-    return address;
+  return {
+    process,
+    pageSize,
+    pages,
+    guest,
+    guestFd,
+    snapshotFd,
+    uffd,
+    features,
+    registerModes: [registerMode === UFFDIO_REGISTER_MODE_MINOR ? 'minor' : 'missing'],
+    regions,
+    layout: { base: guest, pageSize, pages },
   };
+}
 
-  const resolved = new Uint8Array(pages);
-  let resolvedCount = 0;
+function balloonPages(options: SnapshotRestoreOptions): number {
+  if (options.mode !== 'anon') return 0;
+  const pages = options.guestBytes / 4096;
+  return Math.max(0, Math.min(options.balloonPages ?? 0, pages));
+}
+
+/** The built-in handler's observer: the workload's statistics and trace. */
+function workloadObserver(
+  options: SnapshotRestoreOptions,
+  stats: WorkloadStats,
+  pages: number,
+  pageSize: number,
+  firstTouch: number[],
+): BuiltinObserver {
+  const trace = options.trace;
+  let resolved = 0;
+  const touched = new Uint8Array(pages);
+  return {
+    fault(page, flags, receivedMs, latencyMs) {
+      if (touched[page] === 0) {
+        touched[page] = 1;
+        firstTouch.push(page);
+      }
+      trace.instant('fault', 'fault', 0, receivedMs, { page, flags });
+      const kind = flags & 4 ? 'minor' : flags & 1 ? 'write miss' : 'read miss';
+      stats.record({ atMs: receivedMs, page, kind, latencyUs: latencyMs * 1000 }, undefined);
+    },
+    populated(page, how, source, startMs, endMs) {
+      trace.span(how, source, 0, startMs, endMs, { page });
+      stats.bytesMoved += pageSize;
+      if (source === 'prefetch' && stats.faults === 0) stats.prefetched++;
+      options.progress?.(++resolved, pages);
+    },
+    read(count, startMs, endMs) {
+      trace.span('read(uffd)', 'handler', 0, startMs, endMs, { messages: count });
+    },
+    removed(_first, count, atMs) {
+      stats.removeEvents++;
+      trace.instant('REMOVE', 'event', 0, atMs, { pages: count });
+    },
+    deferred() {
+      stats.deferredFaults++;
+    },
+  };
+}
+
+export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promise<SnapshotRestoreResult> {
+  const vmm = setUpVmm(options);
+  const { process, pageSize, pages, trace } = { ...vmm, trace: options.trace };
+  const stats = new WorkloadStats(options.vcpus);
   const firstTouch: number[] = [];
-
-  // Pages a balloon removed (REMOVE events read): they read as zero from now on.
-  const removed = new Uint8Array(pages);
-  /** Faults that met EAGAIN while a REMOVE event was unread; retried after the events are read. */
-  let deferred: number[] = [];
-  let deferredFaults = 0;
-
-  /** Makes page `index` present; false if it was there already or must wait (EAGAIN: see `deferred`). */
-  const populate = (index: number, source: 'fault' | 'prefetch'): boolean => {
-    if (resolved[index] === 1) return false;
-    const address = pageAddress(index);
-    const start = performance.now();
-    let name: string;
-    try {
-      if (mode === 'gmem-minor') {
-        name = 'write+UFFDIO_CONTINUE';
-        process.lseek(guestFd, index * pageSize);
-        process.writeFile(guestFd, process.read(snapshot + index * pageSize, pageSize));
-        uffd.continue({ start: address, length: pageSize });
-      } else if (mode === 'anon' && (isZeroPage(index) || removed[index] === 1)) {
-        name = 'UFFDIO_ZEROPAGE';
-        uffd.zeropage({ start: address, length: pageSize });
-      } else {
-        name = 'UFFDIO_COPY';
-        uffd.copy({ dst: address, src: snapshot + index * pageSize, length: pageSize });
-      }
-    } catch (error) {
-      // Another path (a prefetch, a racing fault) got there first: the page is present.
-      if (!(error instanceof KernelError && (error.errno === EEXIST || error.errno === EAGAIN))) throw error;
-      if (error.errno === EAGAIN) {
-        if (source === 'fault') {
-          deferred.push(index);
-          deferredFaults++;
-        }
-        return false;
-      }
-      name = 'EEXIST';
-    }
-    trace.span(name, source, 0, start, performance.now(), { page: index });
-    resolved[index] = 1;
-    resolvedCount++;
-    stats.bytesMoved += pageSize;
-    options.progress?.(resolvedCount, pages);
-    return true;
-  };
-
-  // REAP: restore the recorded working set before the guest runs.
-  if (options.workingSet !== undefined) {
-    for (const index of options.workingSet) if (index < pages) populate(index, 'prefetch');
-    stats.prefetched = resolvedCount;
+  const guestDone = new AbortController();
+  const opened = await openSession({
+    backend: options.backend,
+    vmm: process,
+    uffd: vmm.uffd,
+    features: vmm.features,
+    registerModes: vmm.registerModes,
+    regions: vmm.regions,
+    memoryFd: vmm.snapshotFd,
+    ...(vmm.guestFd >= 0 ? { guestMemfd: vmm.guestFd } : {}),
+    signal: guestDone.signal,
+    ...(options.firecrackerSocket === undefined ? {} : { socketPath: options.firecrackerSocket }),
+  });
+  const serve =
+    options.handler ??
+    createBuiltinHandler({
+      prefetchWindow: options.prefetchWindow,
+      ...(options.workingSet === undefined ? {} : { workingSet: options.workingSet }),
+      observer: workloadObserver(options, stats, pages, pageSize, firstTouch),
+    });
+  // serve's synchronous start (a REAP prefetch) runs before any vCPU exists.
+  let served: Promise<void>;
+  try {
+    served = Promise.resolve(serve(opened.session));
+  } catch (error) {
+    served = Promise.reject(error);
   }
-
-  const shares = vcpuPages(layout, options.vcpus, options.pattern, options.seed, options.workingSet);
+  const failed = served.then(
+    () => new Promise<never>(() => {}),
+    (error: unknown) => Promise.reject(new HandlerError(error)),
+  );
+  const shares = vcpuPages(vmm.layout, options.vcpus, options.pattern, options.seed, options.workingSet);
   trace.nameThread(0, 'uffd handler');
-  const threads = shares.map((share, v) => {
-    const thread = process.thread(touchPages(layout, share), `vcpu${v}`);
+  const vcpus = shares.map((share, v) => {
+    const thread = process.thread(touchPages(vmm.layout, share), `vcpu${v}`);
     trace.nameThread(thread.tid, `vcpu${v}`);
     return thread;
   });
-  const vcpuByTid = new Map(threads.map((thread, v) => [thread.tid, v]));
-  const balloonPages = mode === 'anon' ? Math.min(options.balloonPages ?? 0, pages) : 0;
-  const balloonFirst = pages - balloonPages;
-  if (balloonPages > 0) {
-    // virtio-balloon inflating: the VMM discards the pages, and userfaultfd tells the handler.
-    const balloon = process.thread(
-      [
-        {
-          kind: 'syscall',
-          call: 'madvise',
-          args: [pageAddress(balloonFirst), balloonPages * pageSize, MADV_DONTNEED],
-        },
-      ],
-      'balloon',
-    );
-    trace.nameThread(balloon.tid, 'balloon');
-    threads.push(balloon);
-  }
-
-  let finished = false;
-  const joined = Promise.all(threads.map((thread) => thread.join())).then((results) => {
-    finished = true;
-    return results;
-  });
-  while (!finished) {
-    const readStart = performance.now();
-    const messages = await Promise.race([uffd.nextMessages(64), joined.then(() => [])]);
-    if (messages.length > 0)
-      trace.span('read(uffd)', 'handler', 0, readStart, performance.now(), { messages: messages.length });
-    for (const message of messages) {
-      if (message.event === 'remove') {
-        const first = regionFileOffset(regions, Number(message.start));
-        const last = regionFileOffset(regions, Number(message.end) - 1);
-        if (first === undefined || last === undefined) continue;
-        for (let index = first / pageSize; index <= Math.floor(last / pageSize); index++) {
-          removed[index] = 1;
-          resolved[index] = 0;
-        }
-        stats.removeEvents++;
-        trace.instant('REMOVE', 'event', 0, performance.now(), {
-          pages: Math.floor(last / pageSize) - first / pageSize + 1,
-        });
-        continue;
-      }
-      if (message.event !== 'pagefault') continue;
-      const received = performance.now();
-      const address = Number(message.address);
-      const fileOffset = regionFileOffset(regions, address);
-      if (fileOffset === undefined)
-        throw new Error(`fault at 0x${address.toString(16)} outside every guest region`);
-      const index = Math.floor(fileOffset / pageSize);
-      trace.instant('fault', 'fault', 0, received, { page: index, flags: message.flags });
-      if (resolved[index] === 0) firstTouch.push(index);
-      const newlyResolved = populate(index, 'fault');
-      // A fault for a page a prefetch already mapped only needs its waiter woken.
-      if (!newlyResolved) uffd.wake({ start: address - (address % pageSize), length: pageSize });
-      for (let next = index + 1; next <= index + options.prefetchWindow && next < pages; next++)
-        populate(next, 'prefetch');
-      const sample: FaultSample = {
-        atMs: received,
-        page: index,
-        kind: message.flags & 4 ? 'minor' : message.flags & 1 ? 'write miss' : 'read miss',
-        latencyUs: (performance.now() - received) * 1000,
-      };
-      stats.record(sample, vcpuByTid.get(message.ptid));
-    }
-    // With the events read, the deferred faults can go through.
-    const retry = deferred;
-    deferred = [];
-    for (const index of retry) {
-      if (!populate(index, 'fault') && !deferred.includes(index)) {
-        const address = pageAddress(index);
-        uffd.wake({ start: address, length: pageSize });
-      }
-    }
-  }
-  const results = await joined;
+  const balloon = startBalloon(options, vmm);
+  options.onThreads?.({ vcpus, balloon, served: served.catch(() => {}) });
+  const threads = balloon === null ? vcpus : [...vcpus, balloon];
+  const never = new Promise<never>(() => {});
+  const results = await Promise.race([
+    Promise.all(threads.map((thread) => thread.join())),
+    failed,
+    options.cancel ?? never,
+  ]);
+  // The guest is done: the handler should return soon.
+  guestDone.abort();
+  await Promise.race([
+    served.catch((error: unknown) => Promise.reject(new HandlerError(error))),
+    options.cancel ?? never,
+  ]);
   results.slice(0, options.vcpus).forEach((result, v) => {
     stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
   });
-  stats.deferredFaults = deferredFaults;
-  // Closing unregisters the guest, so discarded pages read as zero instead of faulting.
-  uffd.close();
-
-  // Every page the guest touched must hold the snapshot's bytes.
-  let verifiedPages = 0;
+  // The handler's descriptors close: the guest is unregistered, discarded pages read as zero.
+  opened.close();
+  const wrongReads = judgeReads(options, vmm, shares, results, threads);
   const touched = new Set(shares.flat());
-  for (const index of touched) {
-    const expected = index >= balloonFirst ? new Uint8Array(pageSize) : snapshotPage(index, pageSize);
-    const actual = process.read(guest + index * pageSize, pageSize);
-    if (actual.every((byte, i) => byte === expected[i])) verifiedPages++;
-  }
+  const verifiedPages = verifyMemory(options, vmm, touched);
   if (options.recordWorkingSet !== undefined) {
     const file: WorkingSetFile = { version: 1, pageSize, pages: firstTouch };
     writeFileSync(options.recordWorkingSet, JSON.stringify(file));
   }
-  return { stats, verifiedPages, pages: touched.size, pageSize, threads: results };
+  return { stats, verifiedPages, pages: touched.size, pageSize, threads: results, wrongReads };
+}
+
+/** The balloon thread: madvise(DONTNEED) of the last pages, then the deflate's reads of them. */
+function startBalloon(options: SnapshotRestoreOptions, vmm: Vmm): ThreadBackend | null {
+  const count = balloonPages(options);
+  if (count === 0) return null;
+  const first = vmm.pages - count;
+  const deflate = Math.max(0, Math.min(options.deflatePages ?? count, count));
+  const program = [
+    {
+      kind: 'syscall' as const,
+      call: 'madvise' as const,
+      args: [vmm.guest + first * vmm.pageSize, count * vmm.pageSize, MADV_DONTNEED],
+    },
+    ...touchPages(
+      vmm.layout,
+      Array.from({ length: deflate }, (_, i) => first + i),
+    ),
+  ];
+  const thread = vmm.process.thread(program, 'balloon');
+  options.trace.nameThread(thread.tid, 'balloon');
+  return thread;
+}
+
+/** The first 8 bytes a vCPU reads of snapshot page `index`. */
+function expectedWord(index: number): [number, number] {
+  return isZeroPage(index) ? [0, 0] : [index, 0];
+}
+
+function word(bytes: Uint8Array): [number, number] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
+  return [view.getUint32(0, true), view.getUint32(4, true)];
+}
+
+/**
+ * The oracle (HANDLERS.md §3): a page never discarded reads as the
+ * snapshot; a discarded page as the snapshot before the madvise began, as
+ * zero after it returned, either while it ran (without an order, any vCPU
+ * read of a ballooned page may be either; the balloon's own deflate reads
+ * follow its madvise and must be zero).
+ */
+function judgeReads(
+  options: SnapshotRestoreOptions,
+  vmm: Vmm,
+  shares: readonly number[][],
+  results: readonly ThreadResult[],
+  threads: readonly ThreadBackend[],
+): string[] {
+  const wrong: string[] = [];
+  const balloonFirst = vmm.pages - balloonPages(options);
+  const order = options.order;
+  const check = (v: number, name: string, page: number, k: number, afterDiscard: boolean): void => {
+    const bytes = results[v]!.reads[k];
+    if (bytes === undefined) return;
+    const [a, b] = word(bytes);
+    const snapshot = expectedWord(page);
+    const isSnapshot = a === snapshot[0] && b === snapshot[1];
+    const isZero = a === 0 && b === 0;
+    const address = `0x${(vmm.guest + page * vmm.pageSize).toString(16)}`;
+    const got = `got ${isZero ? 'zeros' : isSnapshot ? "the snapshot's bytes" : `[${a}, ${b}]`}`;
+    if (page < balloonFirst) {
+      if (!isSnapshot)
+        wrong.push(`${name} read page ${page} (${address}): expected the snapshot's bytes, ${got}`);
+      return;
+    }
+    let when: 'before' | 'during' | 'after' = afterDiscard ? 'after' : 'during';
+    if (order !== undefined && order.madvise !== null && !afterDiscard) {
+      const at = order.readAt(threads[v]!.tid, k);
+      when = at < order.madvise.start ? 'before' : at > order.madvise.end ? 'after' : 'during';
+    } else if (order !== undefined && order.madvise === null && !afterDiscard) when = 'before';
+    if (when === 'before' && !isSnapshot)
+      wrong.push(
+        `${name} read page ${page} (${address}) before the balloon discarded it: expected the snapshot's bytes, ${got}`,
+      );
+    if (when === 'after' && !isZero)
+      wrong.push(
+        `${name} read page ${page} (${address}) after the balloon discarded it: expected zeros, ${got}`,
+      );
+    if (when === 'during' && !isZero && !isSnapshot)
+      wrong.push(`${name} read page ${page} (${address}) while the balloon discarded it: ${got}`);
+  };
+  shares.forEach((share, v) => {
+    const result = results[v]!;
+    if (result.state !== 'done')
+      wrong.push(`vcpu${v} ended by ${result.state} at 0x${(result.signal?.address ?? 0).toString(16)}`);
+    for (let k = 0; k < share.length; k++) check(v, `vcpu${v}`, share[k]!, k, false);
+  });
+  const balloon = results[shares.length];
+  if (balloon !== undefined) {
+    if (balloon.state !== 'done') wrong.push(`the balloon ended by ${balloon.state}`);
+    for (let k = 0; k < balloon.reads.length; k++)
+      check(shares.length, 'the balloon (deflate)', balloonFirst + k, k, true);
+  }
+  return wrong;
+}
+
+/** After the run: every touched page holds the snapshot's bytes, or zeros if the balloon discarded it. */
+function verifyMemory(options: SnapshotRestoreOptions, vmm: Vmm, touched: ReadonlySet<number>): number {
+  const balloonFirst = vmm.pages - balloonPages(options);
+  let verified = 0;
+  for (const index of touched) {
+    const expected = index >= balloonFirst ? new Uint8Array(vmm.pageSize) : snapshotPage(index, vmm.pageSize);
+    const actual = vmm.process.read(vmm.guest + index * vmm.pageSize, vmm.pageSize);
+    if (actual.every((byte, i) => byte === expected[i])) verified++;
+  }
+  return verified;
 }
 
 export type { Uffd };
