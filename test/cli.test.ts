@@ -138,6 +138,39 @@ describe('faultline exit codes', () => {
     assert.equal(JSON.parse(bad.stdout).error.kind, 'usage');
   });
 
+  it('2 when every scenario was skipped (said on stderr after the report), 0 with --allow-skip', () => {
+    // The host kernel has no vm_uffd_ops API, so this scenario is always skipped there.
+    const skipped = join(root, 'scenarios/guest_memfd/missing-copy-7.1.yaml');
+    const refused = faultline('run', skipped, '--backend', 'host', '--json');
+    assert.equal(refused.code, 2);
+    assert.equal(JSON.parse(refused.stdout).skipped, 1, 'the report is still one JSON document');
+    assert.equal(
+      refused.stderr.trim().split('\n').at(-1),
+      'faultline: nothing ran: the one case was skipped; --allow-skip accepts that',
+    );
+    const allowed = faultline('run', skipped, '--backend', 'host', '--allow-skip');
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.match(allowed.stdout, /^0 passed, 0 failed, 1 skipped$/m);
+  });
+
+  it('doctor: one line per piece the host backend uses; exit 0 only when nothing is missing', () => {
+    const result = faultline('doctor', '--json');
+    const report = JSON.parse(result.stdout) as {
+      checks: { name: string; ok: boolean; fix?: string }[];
+      missing: number;
+    };
+    assert.deepEqual(
+      report.checks.map((check) => check.name),
+      ['native addon', 'userfaultfd(2)', '/dev/userfaultfd', 'huge pages (2 MiB)', 'KVM guest_memfd'],
+    );
+    assert.equal(report.missing, report.checks.filter((check) => !check.ok).length);
+    assert.ok(
+      report.checks.every((check) => check.ok || (check.fix ?? '').length > 0),
+      'a missing piece names its fix',
+    );
+    assert.equal(result.code, report.missing === 0 ? 0 : 1);
+  });
+
   it("0 for --help and --version; the version is package.json's", () => {
     const version = faultline('--version');
     assert.equal(version.code, 0);

@@ -1,5 +1,8 @@
 /** `faultline diff FILE|DIR`: the model against the host kernel, step by step. */
+
+import { hostUnavailable } from '../host/capabilities.ts';
 import { type DiffReport, diffScenario } from '../scenario/diff.ts';
+import { skipExitCode, warnHostUnavailable } from './errors.ts';
 import { loadScenarioPaths } from './paths.ts';
 
 export interface DiffCommandOptions {
@@ -7,6 +10,8 @@ export interface DiffCommandOptions {
   readonly seed: number;
   /** Only the scenarios whose name this selects (see `scenarioFilter`). */
   readonly filter?: string;
+  /** Exit 0 even when every scenario was skipped. */
+  readonly allowSkip?: boolean;
   readonly out: (line: string) => void;
 }
 
@@ -16,11 +21,13 @@ export async function diffCommand(
   options: DiffCommandOptions,
 ): Promise<number> {
   const scenarios = loadScenarioPaths(typeof paths === 'string' ? [paths] : paths, options.filter);
+  const unavailable = hostUnavailable();
+  warnHostUnavailable(unavailable);
   const reports: DiffReport[] = [];
   for (const scenario of scenarios) {
     const report = await diffScenario(scenario, { seed: options.seed });
     reports.push(report);
-    if (!options.json) printDiff(report, options.out);
+    if (!options.json) printDiff(report, options.out, unavailable);
   }
   const count = (status: DiffReport['status']) => reports.filter((report) => report.status === status).length;
   const unexplained = count('diverge');
@@ -51,16 +58,19 @@ export async function diffCommand(
       `${count('agree')} agree, ${unexplained} diverge, ${count('declared')} declared, ${count('skip')} skipped`,
     );
   }
-  return unexplained === 0 ? 0 : 1;
+  return skipExitCode(reports.length, count('skip'), options.allowSkip ?? false, unexplained === 0 ? 0 : 1);
 }
 
-function printDiff(report: DiffReport, out: (line: string) => void): void {
+function printDiff(report: DiffReport, out: (line: string) => void, unavailable?: string): void {
   if (report.status === 'agree') {
     out(`agree    ${report.name}`);
     return;
   }
   if (report.status === 'skip') {
-    out(`skip     ${report.name}: ${report.reason}`);
+    // The reason the whole host is unavailable was said once, up front.
+    out(
+      report.reason === unavailable ? `skip     ${report.name}` : `skip     ${report.name}: ${report.reason}`,
+    );
     return;
   }
   out(`${report.status.padEnd(8)} ${report.name} (${report.file})`);

@@ -65,3 +65,27 @@ export function reportError(error: unknown, json: boolean): ErrorReport {
   }
   return { exitCode, text: `faultline: ${line === undefined ? 'internal error: ' : ''}${message}` };
 }
+
+/**
+ * Host commands say once, before anything runs, when the host backend cannot
+ * run at all (on stderr, so --json output stays one document).
+ */
+export function warnHostUnavailable(reason: string | undefined): void {
+  if (reason === undefined) return;
+  console.error(
+    `faultline: the host backend is unavailable: ${reason}; \`faultline doctor\` says how to fix it`,
+  );
+}
+
+/**
+ * A run where every case was skipped checked nothing: exit 2 (the host is not
+ * set up for it) unless --allow-skip says that is expected. The line goes to
+ * stderr, after the report, so --json output stays one document.
+ */
+export function skipExitCode(total: number, skipped: number, allowSkip: boolean, exitCode: number): number {
+  if (total === 0 || skipped !== total || allowSkip) return exitCode;
+  console.error(
+    `faultline: nothing ran: ${total === 1 ? 'the one case was' : `all ${total} cases were`} skipped; --allow-skip accepts that`,
+  );
+  return EXIT_USAGE;
+}

@@ -2,6 +2,8 @@
 import { InvalidArgumentError } from 'commander';
 import { runFuzz } from '../fuzz/fuzz.ts';
 import { FUZZ_MEMORY, type FuzzMemory } from '../fuzz/generate.ts';
+import { hostUnavailable } from '../host/capabilities.ts';
+import { skipExitCode, warnHostUnavailable } from './errors.ts';
 import { Progress } from './output.ts';
 
 export interface FuzzCommandOptions {
@@ -10,6 +12,8 @@ export interface FuzzCommandOptions {
   memory: string[];
   out: string;
   json: boolean;
+  /** Exit 0 even when every sequence was skipped. */
+  allowSkip?: boolean;
 }
 
 export async function fuzzCommand(options: FuzzCommandOptions, out: (line: string) => void): Promise<number> {
@@ -19,6 +23,7 @@ export async function fuzzCommand(options: FuzzCommandOptions, out: (line: strin
       throw new InvalidArgumentError(`--memory: '${memory}' is not one of ${FUZZ_MEMORY.join(', ')}`);
     }
   }
+  warnHostUnavailable(hostUnavailable());
   const progress = new Progress(
     `fuzzing (seed ${options.seed})`,
     !options.json && process.stderr.isTTY === true,
@@ -48,5 +53,6 @@ export async function fuzzCommand(options: FuzzCommandOptions, out: (line: strin
       out('no divergence');
     }
   }
-  return result.divergence === undefined ? 0 : 1;
+  const exitCode = result.divergence === undefined ? 0 : 1;
+  return skipExitCode(result.runs, result.skipped, options.allowSkip ?? false, exitCode);
 }

@@ -103,6 +103,7 @@ program
   .option('--filter <pattern>', 'only scenarios whose name contains this (or matches this glob)')
   .option('--json', 'one JSON document instead of text', false)
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
+  .option('--allow-skip', 'exit 0 even when every scenario was skipped', false)
   .option('--keep-going', 'run the remaining steps of a scenario after a failing one, showing each', false)
   .action(
     async (
@@ -159,12 +160,18 @@ program
   .description('run scenarios on the model and on the host kernel and report every step where they differ')
   .argument('<paths...>', 'scenario files, directories of them, or globs')
   .option('--filter <pattern>', 'only scenarios whose name contains this (or matches this glob)')
+  .option('--allow-skip', 'exit 0 even when every scenario was skipped', false)
   .option('--json', 'one JSON document instead of text', false)
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
-  .action(async (paths: string[], options: { json: boolean; seed: number; filter?: string }) => {
-    const { diffCommand } = await import('./diff.ts');
-    process.exitCode = await diffCommand(paths, { ...options, out: (line) => console.log(line) });
-  });
+  .action(
+    async (
+      paths: string[],
+      options: { json: boolean; seed: number; filter?: string; allowSkip: boolean },
+    ) => {
+      const { diffCommand } = await import('./diff.ts');
+      process.exitCode = await diffCommand(paths, { ...options, out: (line) => console.log(line) });
+    },
+  );
 
 /**
  * Runs a workload command: its exit code becomes the process's (1 when a
@@ -295,6 +302,7 @@ program
     [] as string[],
   )
   .option('--out <dir>', 'where a shrunk divergent scenario is written', 'fuzz-out')
+  .option('--allow-skip', 'exit 0 even when every sequence was skipped', false)
   .option('--json', 'one JSON document instead of text', false)
   .action(async (options: FuzzCommandOptions) => {
     // fast-check loads only here.
@@ -320,6 +328,15 @@ program
   .action(async (options: BenchCommandOptions) => {
     const { benchCommand } = await import('./bench.ts');
     process.exitCode = await benchCommand(options);
+  });
+
+program
+  .command('doctor')
+  .description('what the host backend can use on this machine, and the fix for each missing piece')
+  .option('--json', 'one JSON document instead of text', false)
+  .action(async (options: { json: boolean }) => {
+    const { doctorCommand } = await import('./doctor.ts');
+    process.exitCode = doctorCommand(options, (line) => console.log(line));
   });
 
 program

@@ -1,6 +1,8 @@
 /** `faultline run`: scenario files on a backend, one line per scenario and a closing count. */
 
+import { hostUnavailable } from '../host/capabilities.ts';
 import { type BackendName, runScenario, type ScenarioReport } from '../scenario/run.ts';
+import { skipExitCode, warnHostUnavailable } from './errors.ts';
 import { loadScenarioPaths } from './paths.ts';
 
 export interface RunCommandOptions {
@@ -10,6 +12,8 @@ export interface RunCommandOptions {
   readonly keepGoing: boolean;
   /** Only the scenarios whose name this selects (see `scenarioFilter`). */
   readonly filter?: string;
+  /** Exit 0 even when every scenario was skipped. */
+  readonly allowSkip?: boolean;
   readonly out: (line: string) => void;
 }
 
@@ -23,11 +27,13 @@ export async function runCommand(
   options: RunCommandOptions,
 ): Promise<number> {
   const scenarios = loadScenarioPaths(typeof paths === 'string' ? [paths] : paths, options.filter);
+  const unavailable = options.backend === 'host' ? hostUnavailable() : undefined;
+  warnHostUnavailable(unavailable);
   const reports: ScenarioReport[] = [];
   for (const scenario of scenarios) {
     const report = await runScenario(scenario, options);
     reports.push(report);
-    if (!options.json) printReport(report, options.out);
+    if (!options.json) printReport(report, options.out, unavailable);
   }
   const passed = reports.filter((report) => report.status === 'pass').length;
   const skipped = reports.filter((report) => report.status === 'skip').length;
@@ -37,16 +43,17 @@ export async function runCommand(
   } else {
     options.out(`${passed} passed, ${failed} failed, ${skipped} skipped`);
   }
-  return failed === 0 ? 0 : 1;
+  return skipExitCode(reports.length, skipped, options.allowSkip ?? false, failed === 0 ? 0 : 1);
 }
 
-function printReport(report: ScenarioReport, out: (line: string) => void): void {
+function printReport(report: ScenarioReport, out: (line: string) => void, unavailable?: string): void {
   if (report.status === 'pass') {
     out(`pass  ${report.name}`);
     return;
   }
   if (report.status === 'skip') {
-    out(`skip  ${report.name}: ${report.reason}`);
+    // The reason the whole host is unavailable was said once, up front.
+    out(report.reason === unavailable ? `skip  ${report.name}` : `skip  ${report.name}: ${report.reason}`);
     return;
   }
   out(`${report.status.padEnd(5)} ${report.name} (${report.file})`);
