@@ -12,10 +12,11 @@ import { describe, it } from 'node:test';
 import { digestKernel } from '../src/model/check.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
   UFFDIO_REGISTER_MODE_MINOR,
   UFFDIO_REGISTER_MODE_MISSING,
 } from '../src/uapi/constants.ts';
-import { EFAULT } from '../src/uapi/errno.ts';
+import { EFAULT, EINVAL } from '../src/uapi/errno.ts';
 import { type Hostility, hostileModule } from './fixtures/memtypes/hostile.ts';
 import { createTestModel, expectErrno, filled, PAGE } from './helpers.ts';
 
@@ -172,6 +173,87 @@ describe('file hooks go through the checker', () => {
     t.process.memfd('first');
     t.unchanged(() => expectErrno(() => t.process.memfd('second'), EFAULT));
     t.oneWarning('initInode', 'threw: an object whose message cannot be read');
+    t.check();
+  });
+});
+
+describe('hooks see read-only views, never the core’s objects', () => {
+  it('can_userfault emptying the inode’s i_mmap: the registration is refused, a later hole punch still unmaps the page', () => {
+    const t = setup('mutates-inode');
+    const fd = t.process.memfd('file', { size: PAGE });
+    t.process.pwrite(fd, filled(PAGE, 0x5a), 0);
+    const area = t.process.mmap({ length: PAGE, fd, shared: true });
+    assert.deepEqual(t.process.read(area, 1), filled(1, 0x5a));
+    const uffd = t.process.userfaultfd();
+    uffd.api();
+    t.unchanged(() =>
+      expectErrno(() => uffd.register({ start: area, length: PAGE }, UFFDIO_REGISTER_MODE_MISSING), EINVAL),
+    );
+    t.oneWarning('can_userfault', "threw: Cannot read properties of undefined (reading 'clear')");
+    t.process.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE);
+    assert.deepEqual(t.process.read(area, 1), filled(1, 0), 'the punched page is gone from the mapping');
+    t.check();
+  });
+
+  it('can_userfault moving the VMA it was shown: the registration is refused, the VMA unchanged', () => {
+    const t = setup('mutates-vma');
+    const fd = t.process.memfd('file', { size: 2 * PAGE });
+    const area = t.process.mmap({ length: 2 * PAGE, fd, shared: true });
+    const uffd = t.process.userfaultfd();
+    uffd.api();
+    t.unchanged(() =>
+      expectErrno(
+        () => uffd.register({ start: area, length: 2 * PAGE }, UFFDIO_REGISTER_MODE_MISSING),
+        EINVAL,
+      ),
+    );
+    t.oneWarning('can_userfault', /^threw: Cannot set property start of #<\w+> which has only a getter$/);
+    t.check();
+  });
+
+  it('the invariant checker finds a VMA missing from its inode’s i_mmap, and a mapped page the cache no longer holds', () => {
+    const t = createTestModel({ checkAfterPump: false });
+    const fd = t.process.memfd('file', { size: PAGE });
+    t.process.pwrite(fd, filled(PAGE, 0x5a), 0);
+    const area = t.process.mmap({ length: PAGE, fd, shared: true });
+    t.process.read(area, 1);
+    const file = t.backend.kernel.processes.get(t.backend.self.pid)!.fds.get(fd);
+    assert.ok(file?.kind === 'inode');
+    const inode = file.inode;
+    const vmas = [...inode.mappings];
+    inode.mappings.clear();
+    assert.throws(
+      t.check,
+      /invariant: VMA 0x[0-9a-f]+-0x[0-9a-f]+ \S+ maps memfd:file but is missing from its i_mmap/,
+    );
+    // The punch unmaps only what i_mmap names: the page stays mapped, out of the page cache.
+    t.process.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE);
+    for (const vma of vmas) inode.mappings.add(vma);
+    assert.throws(
+      t.check,
+      /invariant: entry at 0x[0-9a-f]+ maps folio \d+ \(inode -1, index 0\), not the page cache of memfd:file at 0/,
+    );
+  });
+});
+
+describe('a memory type acting later, from a timer', () => {
+  it('a reference dropped from a timer after a correct fault: refused with one warning, the page still mapped and intact', async () => {
+    const t = setup('timer-drops-reference');
+    const fd = t.process.memfd('file', { size: PAGE });
+    t.process.pwrite(fd, filled(PAGE, 0x5a), 0);
+    const area = t.process.mmap({ length: PAGE, fd, shared: true });
+    assert.deepEqual(t.process.read(area, 1), filled(1, 0x5a));
+    const before = digestKernel(t.kernel);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(t.kernel.hooks.warnings.length, 1, JSON.stringify(t.kernel.hooks.warnings));
+    assert.match(
+      t.kernel.hooks.warnings[0]!,
+      /^faultline: memory type 'hostile-timer-drops-reference' called putFolio\(\d+\) outside any hook call \(from a timer or a promise\?\): refused$/,
+    );
+    assert.equal(digestKernel(t.kernel), before);
+    t.check();
+    t.process.munmap(area, PAGE);
+    t.process.close(fd);
     t.check();
   });
 });

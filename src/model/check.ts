@@ -4,9 +4,9 @@
  * every step; it throws on the first inconsistency it finds, naming it.
  */
 import type { ModelKernel } from './kernel.ts';
-import { PG_ALLOCATED, PG_LOCKED, ZERO_PFN } from './mem/physmem.ts';
+import { PG_ALLOCATED, PG_ANON, PG_LOCKED, ZERO_PFN } from './mem/physmem.ts';
 import { PTE_MARKER_MASK, PTE_PRESENT, PTE_ZERO } from './mm/pagetable.ts';
-import { VM_UFFD_FLAGS } from './mm/vma.ts';
+import { VM_UFFD_FLAGS, type Vma } from './mm/vma.ts';
 
 export class InvariantError extends Error {
   override name = 'InvariantError';
@@ -16,6 +16,7 @@ export function checkInvariants(kernel: ModelKernel): void {
   const memory = kernel.memory;
   const mapcounts = new Map<number, number>();
   const cacheRefs = new Map<number, number>();
+  const liveVmas = new Set<Vma>();
   const failIf = (condition: boolean, message: () => string) => {
     if (condition) throw new InvariantError(`invariant: ${message()} (seed ${kernel.seed})`);
   };
@@ -44,7 +45,13 @@ export function checkInvariants(kernel: ModelKernel): void {
         registered && vma.uffdContext!.released,
         () => `VMA ${vma.describe()} registered to a released uffd`,
       );
+      // The inode's i_mmap must hold the VMA: a hole punch unmaps only what i_mmap names.
+      failIf(
+        vma.inode !== null && !vma.inode.mappings.has(vma),
+        () => `VMA ${vma.describe()} maps ${vma.inode!.name} but is missing from its i_mmap`,
+      );
       previousEnd = vma.end;
+      liveVmas.add(vma);
     }
     // Every entry lies inside a VMA; present entries reference live frames.
     let vmaIndex = 0;
@@ -72,11 +79,29 @@ export function checkInvariants(kernel: ModelKernel): void {
         () => `entry at 0x${address.toString(16)} maps free frame ${pfn}`,
       );
       const pagesPerEntry = vma!.pageSize / 4096;
-      if (vpn % pagesPerEntry === 0) mapcounts.set(pfn, (mapcounts.get(pfn) ?? 0) + 1);
+      if (vpn % pagesPerEntry !== 0) return;
+      mapcounts.set(pfn, (mapcounts.get(pfn) ?? 0) + 1);
+      // A mapped page-cache folio is the one its VMA's file caches at that offset.
+      if ((memory.folioFlags[pfn]! & PG_ANON) === 0) {
+        const inode = vma!.inode;
+        const pgoff = vma!.pgoffAt(address);
+        failIf(
+          inode === null || memory.folioInode[pfn] !== inode.id || memory.folioIndex[pfn] !== pgoff,
+          () =>
+            `entry at 0x${address.toString(16)} maps folio ${pfn} (inode ${memory.folioInode[pfn]}, index ` +
+            `${memory.folioIndex[pfn]}), not the page cache of ${inode?.name ?? 'a file'} at ${pgoff}`,
+        );
+      }
     });
   }
 
   for (const inode of kernel.liveInodes()) {
+    for (const vma of inode.mappings) {
+      failIf(
+        vma.inode !== inode || !liveVmas.has(vma),
+        () => `i_mmap of ${inode.name} holds ${vma.describe()}, which does not map it`,
+      );
+    }
     inode.cache.forEachInRange(0, 2 ** 40, (pgoff, _flags, pfn) => {
       failIf(
         (memory.folioFlags[pfn]! & PG_ALLOCATED) === 0,

@@ -5,7 +5,7 @@
 
 import type { KernelTracer } from '../trace/trace.ts';
 import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
-import { EFAULT, KernelError } from '../uapi/errno.ts';
+import { EFAULT } from '../uapi/errno.ts';
 import { ModelClock, STEP_COST_NS } from './clock.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
@@ -19,6 +19,7 @@ import {
   FAULT_RETRY,
   type FaultEnvironment,
 } from './mm/fault.ts';
+import type { CoreServices } from './mm/hook-services.ts';
 import { HookChecker } from './mm/hooks.ts';
 import type {
   DeviceDriver,
@@ -107,7 +108,8 @@ export class ModelKernel {
     this.memory = new PhysicalMemory({ ...DEFAULT_PHYSICAL_MEMORY, ...options.memory });
     this.hooks = new HookChecker(this.memory, options.warn);
     // Memory types get journaled services, so the hook checker can judge and undo what a hook did.
-    this.registry = new MemoryTypeRegistry(this.hooks.watchServices(this.makeServices()));
+    const core = this.makeServices();
+    this.registry = new MemoryTypeRegistry(() => this.hooks.lendServices(core));
     for (const module of options.memoryTypes ?? BUILTIN_MEMORY_TYPES) this.registry.register(module);
     for (const module of options.extraMemoryTypes ?? []) this.registry.register(module);
     const anonymousType = this.registry.provider('anonymous');
@@ -120,7 +122,7 @@ export class ModelKernel {
     };
   }
 
-  private makeServices(): MemoryTypeServices {
+  private makeServices(): CoreServices {
     const memory = this.memory;
     return {
       allocFolio: (order, options) => memory.allocFolio(order, options?.hugetlb ?? false),
@@ -134,14 +136,7 @@ export class ModelKernel {
       folioIndex: (pfn) => memory.folioIndex[pfn]!,
       copyIntoFolio: (pfn, offset, source, sourceOffset, length) =>
         memory.copyIntoFolio(pfn, offset, source, sourceOffset, length),
-      createInode: (type, name, pageShift, sizeBytes) => {
-        const inode = this.createInode(type, name, pageShift, sizeBytes);
-        // A device's ioctl made the file: the ioctl fails with the violation as its reason.
-        if (typeof inode === 'number') {
-          throw new KernelError({ errno: EFAULT, syscall: 'ioctl', reason: this.hooks.lastViolation ?? '' });
-        }
-        return inode;
-      },
+      createInode: (type, name, pageShift, sizeBytes) => this.createInode(type, name, pageShift, sizeBytes),
       kernelOption: (name) => this.options[name],
     };
   }

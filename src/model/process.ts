@@ -57,6 +57,7 @@ import type { ModelKernel } from './kernel.ts';
 import { filemapDelete, filemapLookup, type Inode } from './mem/pagecache.ts';
 import { accessRange, accessRangeDone } from './mm/access.ts';
 import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK, vmaProtNone } from './mm/fault.ts';
+import { inodeOfView } from './mm/hook-views.ts';
 import type { DeviceFile, MemoryType } from './mm/memtype.ts';
 import { AddressSpace, ZAP_KEEP_POISON, ZAP_KEEP_WP } from './mm/mm.ts';
 import { PTE_PRESENT, PTE_PROTNONE, PTE_WRITE } from './mm/pagetable.ts';
@@ -802,10 +803,14 @@ export class ModelProcess {
       if (typeof result === 'number') return result;
       if ('installDevice' in result)
         return this.installFd({ kind: 'device', device: result.installDevice, references: 1 });
-      result.installInode.references++;
+      // A device hands back the view of a file the core made; anything else is refused.
+      const inode = inodeOfView(result.installInode);
+      if (inode === null)
+        return fail(EFAULT, 'request', `${file.device.name} handed back a file the core did not make`);
+      inode.references++;
       return this.installFd({
         kind: 'inode',
-        inode: result.installInode,
+        inode,
         accessMode: result.accessMode,
         flags: 0,
         references: 1,

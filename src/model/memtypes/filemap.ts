@@ -5,10 +5,10 @@
  * never sees this file.
  */
 import { EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM } from '../../uapi/errno.ts';
-import type { Inode } from '../mem/pagecache.ts';
 import {
   FAULT_ALLOC_PRIVATE,
   FAULT_OOM,
+  type InodeView,
   type MemoryTypeServices,
   type VmaView,
   type VmUffdOps,
@@ -40,7 +40,7 @@ function pgoffOf(vma: VmaView, address: number): number {
 
 /** vm_ops->fault for a page-cache-backed type (shmem_fault, hugetlb_no_page). */
 export function filemapFault(services: MemoryTypeServices, policy: FilemapPolicy) {
-  return (inode: Inode, pgoff: number, mayShare: boolean): number => {
+  return (inode: InodeView, pgoff: number, mayShare: boolean): number => {
     const head = headOf(pgoff, policy.order);
     const cached = services.filemapLookup(inode, head);
     if (cached >= 0) {
@@ -57,7 +57,7 @@ export function filemapFault(services: MemoryTypeServices, policy: FilemapPolicy
 
 /** Finds or allocates the cached folio at `pgoff`, for pwrite; -ENOMEM/-ENOSPC on failure. */
 export function filemapGetForWrite(services: MemoryTypeServices, policy: FilemapPolicy) {
-  return (inode: Inode, pgoff: number): number => {
+  return (inode: InodeView, pgoff: number): number => {
     const head = headOf(pgoff, policy.order);
     const cached = services.filemapLookup(inode, head);
     if (cached >= 0) return cached;
@@ -77,7 +77,7 @@ export function filemapUffdOps(
 ): VmUffdOps {
   return {
     canUserfault,
-    getFolioNoalloc(inode: Inode, pgoff: number): number {
+    getFolioNoalloc(inode: InodeView, pgoff: number): number {
       if (policy.noallocPastEofInvalid && pgoff * 4096 >= inode.sizeBytes) return -EINVAL;
       const pfn = services.filemapLookup(inode, headOf(pgoff, policy.order));
       if (pfn < 0) return -ENOENT;
@@ -105,7 +105,7 @@ export function filemapUffdOps(
   };
 }
 
-function removeByPfn(services: MemoryTypeServices, inode: Inode, pfn: number): void {
+function removeByPfn(services: MemoryTypeServices, inode: InodeView, pfn: number): void {
   const index = services.folioIndex(pfn);
   if (services.filemapLookup(inode, index) === pfn) services.filemapDelete(inode, index);
 }

@@ -227,11 +227,8 @@ function fileFault(
   // userfaultfd as MISSING [OBS: faultline fuzz against the host].
   if (!write) faultAround(env, mm, vma, pageAddress);
 
-  const getFolioNoalloc = type.uffdOps?.getFolioNoalloc;
-  if (vma.flags & (VM_UFFD_MISSING | VM_UFFD_MINOR) && getFolioNoalloc !== undefined) {
-    const found = env.hooks.getFolioNoalloc(type, 'fault', { inode, pgoff, pageShift: vma.pageShift }, () =>
-      getFolioNoalloc.call(type.uffdOps, inode, pgoff),
-    );
+  if (vma.flags & (VM_UFFD_MISSING | VM_UFFD_MINOR) && type.uffdOps?.getFolioNoalloc !== undefined) {
+    const found = env.hooks.getFolioNoalloc(type, 'fault', { inode, pgoff, pageShift: vma.pageShift });
     if (found >= 0) {
       env.memory.unlockFolio(found);
       env.memory.putFolio(found);
@@ -249,13 +246,10 @@ function fileFault(
   // absent), then takes the WP fault on it [OBS: faultline fuzz against the host, hugetlb and shmem].
   const wpAfterMap = keepWp !== 0 && write;
   if (wpAfterMap) write = false;
-  const fault = type.fault;
-  if (fault === undefined) return FAULT_RESULT_SIGBUS;
+  if (type.fault === undefined) return FAULT_RESULT_SIGBUS;
   const mayShare = (vma.flags & VM_SHARED) !== 0;
   // The checker hands back a checked folio, a FAULT_* code, or -EFAULT for a broken answer (SIGBUS).
-  const pfn = env.hooks.fault(type, { inode, pgoff, pageShift: vma.pageShift }, () =>
-    fault.call(type, inode, pgoff, mayShare),
-  );
+  const pfn = env.hooks.fault(type, { inode, pgoff, pageShift: vma.pageShift }, mayShare);
   if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;
   if (pfn === FAULT_ALLOC_PRIVATE) {
     const installed = installNewAnonymousPage(env, mm, vma, pageAddress, -1, write);

@@ -10,7 +10,6 @@
  */
 import type { Inode } from '../mem/pagecache.ts';
 import { NO_INODE, PG_LOCKED, type PhysicalMemory } from '../mem/physmem.ts';
-import type { VmaView } from './memtype.ts';
 
 export class HookJournal {
   active = false;
@@ -36,31 +35,16 @@ export class HookJournal {
   private readonly insertedSet = new Set<number>();
   /** The first service call the guard refused, described. */
   misuse: string | null = null;
-  /** The VMA fields a hook could write through the object it is handed. */
-  vma: VmaView | null = null;
-  vmaStart = 0;
-  vmaEnd = 0;
-  vmaFlags = 0;
-  vmaPgoff = 0;
-  /** The inode whose size the hook must leave alone, and that size. */
+  /** The file the call is about: a hook may copy bytes into its folios. */
   inode: Inode | null = null;
-  inodeSizeBytes = 0;
 
   constructor(readonly memory: PhysicalMemory) {}
 
-  begin(vma: VmaView | null, inode: Inode | null): void {
+  begin(inode: Inode | null): void {
     this.active = true;
     this.clear();
     this.misuse = null;
-    this.vma = vma;
-    if (vma !== null) {
-      this.vmaStart = vma.start;
-      this.vmaEnd = vma.end;
-      this.vmaFlags = vma.flags;
-      this.vmaPgoff = vma.pgoff;
-    }
     this.inode = inode;
-    this.inodeSizeBytes = inode?.sizeBytes ?? 0;
   }
 
   private clear(): void {
@@ -72,7 +56,6 @@ export class HookJournal {
     this.insertedSet.clear();
     // Drop the objects the last call named, so the journal keeps nothing alive.
     this.cacheInode.length = 0;
-    this.vma = null;
     this.inode = null;
   }
 
@@ -138,18 +121,6 @@ export class HookJournal {
     mayInsert: ((inode: Inode, pgoff: number) => boolean) | null = null,
   ): string | null {
     if (this.misuse !== null) return this.misuse;
-    const vma = this.vma;
-    if (
-      vma !== null &&
-      (vma.start !== this.vmaStart ||
-        vma.end !== this.vmaEnd ||
-        vma.flags !== this.vmaFlags ||
-        vma.pgoff !== this.vmaPgoff)
-    ) {
-      return 'changed the VMA it was shown';
-    }
-    const inode = this.inode;
-    if (inode !== null && inode.sizeBytes !== this.inodeSizeBytes) return `changed the size of ${inode.name}`;
     const memory = this.memory;
     for (let i = 0; i < this.cacheCount; i++) {
       const pfn = this.cachePfn[i]!;

@@ -1,92 +1,170 @@
 /**
- * The services lent to memory types, journaled while a hook runs so the
- * core can judge and undo what the hook did (see hook-journal.ts). The guard
- * refuses the two misuses it could not undo: dropping the last reference of
- * a folio the hook did not allocate, and acting on a frame that is not a
- * folio. Outside hook calls they are the plain services.
+ * The services lent to memory types. While a hook runs they are journaled
+ * so the core can judge and undo what the hook did (see hook-journal.ts);
+ * the guard refuses the misuses it could not undo: dropping the last
+ * reference of a folio the hook did not allocate, acting on a frame that is
+ * not a folio, copying bytes into a folio that is not the call's own, and
+ * naming a file by anything but a view the core showed it.
+ *
+ * Outside hook calls a type has no business changing folios or page caches
+ * (a timer or a promise of the type running later): those services are
+ * refused and reported; lookups and `createInode` (a device's ioctl makes
+ * files) stay available.
  */
+import { EFAULT, KernelError } from '../../uapi/errno.ts';
+import type { Inode } from '../mem/pagecache.ts';
 import { NO_INODE, PG_ALLOCATED } from '../mem/physmem.ts';
+import { describeValue } from './hook-checks.ts';
 import type { HookJournal } from './hook-journal.ts';
-import type { MemoryTypeServices } from './memtype.ts';
+import { inodeOfView, inodeView } from './hook-views.ts';
+import type { MemoryType, MemoryTypeServices } from './memtype.ts';
 
-export function watchServices(journal: HookJournal, services: MemoryTypeServices): MemoryTypeServices {
+/** The kernel's own services, on its live objects; memory types get them through `lendServices`. */
+export interface CoreServices {
+  allocFolio(order: number, options?: { hugetlb?: boolean }): number;
+  getFolio(pfn: number): void;
+  putFolio(pfn: number): void;
+  lockFolio(pfn: number): void;
+  unlockFolio(pfn: number): void;
+  filemapLookup(inode: Inode, pgoff: number): number;
+  filemapInsert(inode: Inode, pfn: number, pgoff: number): boolean;
+  filemapDelete(inode: Inode, pgoff: number): void;
+  folioIndex(pfn: number): number;
+  copyIntoFolio(pfn: number, offset: number, source: Uint8Array, sourceOffset: number, length: number): void;
+  /** A new inode, or -EFAULT when the type's initInode broke its contract. */
+  createInode(type: MemoryType, name: string, pageShift: number, sizeBytes: number): Inode | number;
+  kernelOption(name: string): unknown;
+}
+
+/** Services lent to one memory type, and the binding to the type once its factory returned it. */
+export interface LentServices {
+  readonly services: MemoryTypeServices;
+  bind(type: MemoryType): void;
+}
+
+/** Reports a service call made outside any hook call, naming the type. */
+export type OutsideCall = (type: MemoryType | null, problem: string) => void;
+
+export function lendServices(
+  journal: HookJournal,
+  core: CoreServices,
+  outside: OutsideCall,
+  violation: () => string,
+): LentServices {
   const memory = journal.memory;
+  let owner: MemoryType | null = null;
+  /** Whether a state-changing service may run now: inside a hook call, or refused and reported. */
+  const inHook = (call: string): boolean => {
+    if (journal.active) return true;
+    outside(owner, `called ${call} outside any hook call (from a timer or a promise?): refused`);
+    return false;
+  };
   /** Checks `pfn` is a live folio before a service acts on it, and snapshots it. */
   const watchFolio = (pfn: number, verb: string): boolean => {
     const live =
+      typeof pfn === 'number' &&
       Number.isInteger(pfn) &&
       pfn > 0 &&
       pfn < memory.folioFlags.length &&
       (memory.folioFlags[pfn]! & PG_ALLOCATED) !== 0 &&
       memory.folioRefcount[pfn]! > 0;
     if (!live) {
-      journal.refuse(`${verb} ${String(pfn)}, which is not a folio`);
+      journal.refuse(`${verb} ${describeValue(pfn)}, which is not a folio`);
       return false;
     }
     journal.touch(pfn);
     return true;
   };
-  return {
-    ...services,
+  /** The inode behind a view; anything else is refused. */
+  const inodeOf = (view: unknown): Inode | null => {
+    const inode = inodeOfView(view);
+    if (inode === null) journal.refuse('named a file by an object the core did not show it');
+    return inode;
+  };
+  const services: MemoryTypeServices = {
     allocFolio: (order, options) => {
-      const pfn = services.allocFolio(order, options);
-      if (journal.active && pfn >= 0) journal.noteAllocated(pfn);
+      if (!inHook(`allocFolio(${describeValue(order)})`)) return -1;
+      if (!Number.isInteger(order) || order < 0 || order > 18) return -1;
+      const pfn = core.allocFolio(order, options?.hugetlb === true ? { hugetlb: true } : undefined);
+      if (pfn >= 0) journal.noteAllocated(pfn);
       return pfn;
     },
     getFolio: (pfn) => {
-      if (journal.active && !watchFolio(pfn, 'took a reference on')) return;
-      services.getFolio(pfn);
+      if (!inHook(`getFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'took a reference on')) return;
+      core.getFolio(pfn);
     },
     putFolio: (pfn) => {
-      if (journal.active) {
-        if (!watchFolio(pfn, 'dropped a reference on')) return;
-        if (memory.folioRefcount[pfn]! <= 1 && !journal.allocatedByHook(pfn)) {
-          journal.refuse(`dropped the last reference to folio ${pfn}, which it did not hold`);
-          return;
-        }
+      if (!inHook(`putFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'dropped a reference on')) return;
+      if (memory.folioRefcount[pfn]! <= 1 && !journal.allocatedByHook(pfn)) {
+        journal.refuse(`dropped the last reference to folio ${pfn}, which it did not hold`);
+        return;
       }
-      services.putFolio(pfn);
+      core.putFolio(pfn);
     },
     lockFolio: (pfn) => {
-      if (journal.active && !watchFolio(pfn, 'locked')) return;
-      services.lockFolio(pfn);
+      if (!inHook(`lockFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'locked')) return;
+      core.lockFolio(pfn);
     },
     unlockFolio: (pfn) => {
-      if (journal.active && !watchFolio(pfn, 'unlocked')) return;
-      services.unlockFolio(pfn);
+      if (!inHook(`unlockFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'unlocked')) return;
+      core.unlockFolio(pfn);
     },
-    filemapInsert: (inode, pfn, pgoff) => {
-      if (journal.active && !watchFolio(pfn, 'inserted')) return false;
-      const inserted = services.filemapInsert(inode, pfn, pgoff);
-      if (journal.active && inserted) journal.noteCache(inode, pgoff, pfn, true);
+    filemapLookup: (view, pgoff) => {
+      const inode = inodeOfView(view);
+      return inode === null || !Number.isInteger(pgoff) || pgoff < 0 ? -1 : core.filemapLookup(inode, pgoff);
+    },
+    filemapInsert: (view, pfn, pgoff) => {
+      if (!inHook(`filemapInsert(${describeValue(pfn)})`)) return false;
+      const inode = inodeOf(view);
+      if (inode === null || !watchFolio(pfn, 'inserted')) return false;
+      if (!Number.isInteger(pgoff) || pgoff < 0) {
+        journal.refuse(`inserted folio ${pfn} at ${describeValue(pgoff)}, which is not a file index`);
+        return false;
+      }
+      const inserted = core.filemapInsert(inode, pfn, pgoff);
+      if (inserted) journal.noteCache(inode, pgoff, pfn, true);
       return inserted;
     },
-    copyIntoFolio: (pfn, offset, source, sourceOffset, length) => {
-      if (journal.active) {
-        if (!watchFolio(pfn, 'copied into')) return;
-        // Bytes are not journaled: refuse a copy into any folio but the call's own.
-        const owner = memory.folioInode[pfn]!;
-        if (!journal.allocatedByHook(pfn) && (journal.inode === null || owner !== journal.inode.id)) {
-          journal.refuse(
-            `copied into folio ${pfn}, which belongs to ${owner === NO_INODE ? 'no file' : `inode ${owner}`}`,
-          );
-          return;
-        }
+    filemapDelete: (view, pgoff) => {
+      if (!inHook(`filemapDelete(${describeValue(pgoff)})`)) return;
+      const inode = inodeOf(view);
+      if (inode === null || !Number.isInteger(pgoff) || pgoff < 0 || inode.cache.flagsAt(pgoff) === 0) return;
+      const pfn = inode.cache.valueAt(pgoff);
+      journal.touch(pfn);
+      if (memory.folioRefcount[pfn]! <= 1 && !journal.allocatedByHook(pfn)) {
+        journal.refuse(`deleted folio ${pfn} from the page cache, which held its last reference`);
+        return;
       }
-      services.copyIntoFolio(pfn, offset, source, sourceOffset, length);
+      journal.noteCache(inode, pgoff, pfn, false);
+      core.filemapDelete(inode, pgoff);
     },
-    filemapDelete: (inode, pgoff) => {
-      if (journal.active) {
-        if (inode.cache.flagsAt(pgoff) === 0) return;
-        const pfn = inode.cache.valueAt(pgoff);
-        journal.touch(pfn);
-        if (memory.folioRefcount[pfn]! <= 1 && !journal.allocatedByHook(pfn)) {
-          journal.refuse(`deleted folio ${pfn} from the page cache, which held its last reference`);
-          return;
-        }
-        journal.noteCache(inode, pgoff, pfn, false);
+    folioIndex: (pfn) => core.folioIndex(pfn),
+    copyIntoFolio: (pfn, offset, source, sourceOffset, length) => {
+      if (!inHook(`copyIntoFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'copied into')) return;
+      // Bytes are not journaled: refuse a copy into any folio but the call's own.
+      const folioOwner = memory.folioInode[pfn]!;
+      if (!journal.allocatedByHook(pfn) && (journal.inode === null || folioOwner !== journal.inode.id)) {
+        const whose = folioOwner === NO_INODE ? 'no file' : `inode ${folioOwner}`;
+        journal.refuse(`copied into folio ${pfn}, which belongs to ${whose}`);
+        return;
       }
-      services.filemapDelete(inode, pgoff);
+      core.copyIntoFolio(pfn, offset, source, sourceOffset, length);
+    },
+    createInode: (type, name, pageShift, sizeBytes) => {
+      // initInode is a hook: it cannot run inside another hook call.
+      if (journal.active) throw new Error('createInode called inside a hook call');
+      const inode = core.createInode(type, name, pageShift, sizeBytes);
+      // A device's ioctl made the file: the ioctl fails with the violation as its reason.
+      if (typeof inode === 'number')
+        throw new KernelError({ errno: EFAULT, syscall: 'ioctl', reason: violation() });
+      return inodeView(inode);
+    },
+    kernelOption: (name) => core.kernelOption(name),
+  };
+  return {
+    services,
+    bind(type) {
+      owner = type;
     },
   };
 }

@@ -30,15 +30,10 @@ import {
   referenceProblem,
 } from './hook-checks.ts';
 import { HookJournal } from './hook-journal.ts';
-import { watchServices } from './hook-services.ts';
-import type {
-  InodeRequest,
-  MemoryType,
-  MemoryTypeServices,
-  MmapRequest,
-  VmaView,
-  VmUffdOps,
-} from './memtype.ts';
+import { type CoreServices, type LentServices, lendServices } from './hook-services.ts';
+import { inodeView, vmaView } from './hook-views.ts';
+import type { InodeRequest, MemoryType, MmapRequest, VmUffdOps } from './memtype.ts';
+import type { Vma } from './vma.ts';
 
 /** The hooks the core calls through the checker, by their kernel names. */
 export type HookName =
@@ -92,7 +87,7 @@ export class HookChecker {
   private answer: unknown = undefined;
   /** What the current call asks, for the judges (kept in fields: COPY calls alloc_folio per page). */
   private request: CachedFolioRequest = { inode: null as unknown as Inode, pgoff: 0, pageShift: 12 };
-  private requestVma: VmaView | null = null;
+  private requestVma: Vma | null = null;
   private requestRange = { start: 0, end: 0 };
 
   constructor(
@@ -102,9 +97,23 @@ export class HookChecker {
     this.journal = new HookJournal(memory);
   }
 
-  /** The services lent to memory types, journaled while a hook runs. */
-  watchServices(services: MemoryTypeServices): MemoryTypeServices {
-    return watchServices(this.journal, services);
+  /** Services for one memory type's factory (see hook-services.ts); `bind` names the type it made. */
+  lendServices(core: CoreServices): LentServices {
+    return lendServices(
+      this.journal,
+      core,
+      (type, problem) => this.misuse(type, problem),
+      () => this.lastViolation ?? 'a hook broke its contract',
+    );
+  }
+
+  /** A type's misuse outside any hook call: one warning per problem, nothing done. */
+  private misuse(type: MemoryType | null, problem: string): void {
+    const message = `faultline: memory type '${type?.name ?? '(being created)'}' ${problem}`;
+    if (this.warned.has(message)) return;
+    this.warned.add(message);
+    this.warnings.push(message);
+    this.emitWarning(message);
   }
 
   /** Records one warning per (type, hook, problem). */
@@ -129,7 +138,6 @@ export class HookChecker {
     hook: HookName,
     label: string,
     inode: Inode | null,
-    vma: VmaView | null,
     invoke: () => unknown,
     judge: Judge,
   ): boolean {
@@ -137,7 +145,7 @@ export class HookChecker {
     if (journal.active) throw new Error(`HookChecker: ${hook} called inside another hook call`);
     this.onHook?.(type, hook);
     this.lastViolation = null;
-    journal.begin(vma, inode);
+    journal.begin(inode);
     try {
       let result: unknown;
       let problem: string | null;
@@ -181,8 +189,10 @@ export class HookChecker {
   // --- userfaultfd hooks ----------------------------------------------------
 
   /** can_userfault: a throw, a non-boolean or a lasting side effect is a violation and answers false. */
-  canUserfault(type: MemoryType, vma: VmaView, call: () => boolean): boolean {
-    const ok = this.run(type, 'can_userfault', 'can_userfault', vma.inode, vma, call, (result) =>
+  canUserfault(type: MemoryType, ops: VmUffdOps, vma: Vma, modes: number): boolean {
+    const view = vmaView(vma);
+    const call = () => ops.canUserfault(view, modes);
+    const ok = this.run(type, 'can_userfault', 'can_userfault', vma.inode, call, (result) =>
       typeof result !== 'boolean'
         ? `returned ${describeValue(result)}, not a boolean`
         : this.journal.lastingChange(-1),
@@ -196,11 +206,15 @@ export class HookChecker {
    * page size, locked by this call, with one new reference for the caller,
    * and the call must not have allocated. `caller` names who asked.
    */
-  getFolioNoalloc(type: MemoryType, caller: string, request: CachedFolioRequest, call: () => number): number {
+  getFolioNoalloc(type: MemoryType, caller: string, request: CachedFolioRequest): number {
+    const ops = type.uffdOps;
+    const hook = ops?.getFolioNoalloc;
+    if (hook === undefined) return -EINVAL;
     this.request = request;
+    const view = inodeView(request.inode);
+    const call = () => hook.call(ops, view, request.pgoff);
     const label = `get_folio_noalloc (from ${caller})`;
-    if (!this.run(type, 'get_folio_noalloc', label, request.inode, null, call, this.judgeNoalloc))
-      return -EFAULT;
+    if (!this.run(type, 'get_folio_noalloc', label, request.inode, call, this.judgeNoalloc)) return -EFAULT;
     return this.number();
   }
 
@@ -222,13 +236,14 @@ export class HookChecker {
    * one it kept), of the VMA's page size, with one reference, unlocked and
    * owned by no file.
    */
-  allocFolio(type: MemoryType, vma: VmaView, ops: VmUffdOps, address: number): number {
+  allocFolio(type: MemoryType, vma: Vma, address: number): number {
+    const ops = type.uffdOps;
+    const allocate = ops?.allocFolio;
+    if (allocate === undefined) return -EINVAL;
     this.requestVma = vma;
-    const allocate = ops.allocFolio;
-    if (allocate === undefined) return -EFAULT;
-    const invoke = () => allocate.call(ops, vma, address);
-    if (!this.run(type, 'alloc_folio', 'alloc_folio', vma.inode, vma, invoke, this.judgeAlloc))
-      return -EFAULT;
+    const view = vmaView(vma);
+    const invoke = () => allocate.call(ops, view, address);
+    if (!this.run(type, 'alloc_folio', 'alloc_folio', vma.inode, invoke, this.judgeAlloc)) return -EFAULT;
     return this.number();
   }
 
@@ -245,14 +260,13 @@ export class HookChecker {
    * cached by the VMA's file at the folio-aligned index of `address`, with the
    * cache's one reference, still locked; an errno must mean nothing changed.
    */
-  filemapAdd(
-    type: MemoryType,
-    pfn: number,
-    vma: VmaView,
-    inode: Inode,
-    address: number,
-    call: () => number,
-  ): number {
+  filemapAdd(type: MemoryType, pfn: number, vma: Vma, address: number): number {
+    const ops = type.uffdOps;
+    const hook = ops?.filemapAdd;
+    const inode = vma.inode;
+    if (hook === undefined || inode === null) return -EINVAL;
+    const view = vmaView(vma);
+    const call = () => hook.call(ops, pfn, view, address);
     const pages = 2 ** (vma.pageShift - 12);
     const pgoff = vma.pgoff + (address - vma.start) / 4096;
     const head = pgoff - (pgoff % pages);
@@ -268,7 +282,7 @@ export class HookChecker {
         this.journal.lastingChange(pfn)
       );
     };
-    if (!this.run(type, 'filemap_add', 'filemap_add', inode, vma, call, judge)) return -EFAULT;
+    if (!this.run(type, 'filemap_add', 'filemap_add', inode, call, judge)) return -EFAULT;
     return this.number();
   }
 
@@ -278,7 +292,13 @@ export class HookChecker {
    * change. Returns 0, or -EFAULT after undoing a broken call (the core then
    * removes the folio itself).
    */
-  filemapRemove(type: MemoryType, pfn: number, vma: VmaView, inode: Inode, call: () => void): number {
+  filemapRemove(type: MemoryType, pfn: number, vma: Vma): number {
+    const ops = type.uffdOps;
+    const hook = ops?.filemapRemove;
+    const inode = vma.inode;
+    if (hook === undefined || inode === null) return -EINVAL;
+    const view = vmaView(vma);
+    const call = () => hook.call(ops, pfn, view);
     const index = this.memory.folioIndex[pfn]!;
     const judge: Judge = () => {
       if (inode.cache.flagsAt(index) !== 0 && inode.cache.valueAt(index) === pfn) {
@@ -288,7 +308,7 @@ export class HookChecker {
       const change = referenceProblem(this.journal, pfn, -1, false, 'of the page cache');
       return change ?? this.journal.lastingChange(pfn);
     };
-    return this.run(type, 'filemap_remove', 'filemap_remove', inode, vma, call, judge) ? 0 : -EFAULT;
+    return this.run(type, 'filemap_remove', 'filemap_remove', inode, call, judge) ? 0 : -EFAULT;
   }
 
   // --- the ordinary fault and file hooks -----------------------------------
@@ -299,9 +319,13 @@ export class HookChecker {
    * by this call or already there), of the VMA's page size, unlocked, with one
    * new reference for the caller (and the cache's, when this call inserted it).
    */
-  fault(type: MemoryType, request: CachedFolioRequest, call: () => number): number {
+  fault(type: MemoryType, request: CachedFolioRequest, mayShare: boolean): number {
+    const hook = type.fault;
+    if (hook === undefined) return -EINVAL;
     this.request = request;
-    if (!this.run(type, 'fault', 'fault', request.inode, null, call, this.judgeFault)) return -EFAULT;
+    const view = inodeView(request.inode);
+    const call = () => hook.call(type, view, request.pgoff, mayShare);
+    if (!this.run(type, 'fault', 'fault', request.inode, call, this.judgeFault)) return -EFAULT;
     return this.number();
   }
 
@@ -335,17 +359,10 @@ export class HookChecker {
   getFolioForWrite(type: MemoryType, inode: Inode, pgoff: number): number {
     const hook = type.getFolioForWrite;
     if (hook === undefined) return -EINVAL;
-    const call = () => hook.call(type, inode, pgoff);
+    const view = inodeView(inode);
+    const call = () => hook.call(type, view, pgoff);
     this.request = { inode, pgoff, pageShift: inode.pageShift, pastEnd: true };
-    const ok = this.run(
-      type,
-      'get_folio_for_write',
-      'getFolioForWrite',
-      inode,
-      null,
-      call,
-      this.judgeForWrite,
-    );
+    const ok = this.run(type, 'get_folio_for_write', 'getFolioForWrite', inode, call, this.judgeForWrite);
     return ok ? this.number() : -EFAULT;
   }
 
@@ -374,7 +391,8 @@ export class HookChecker {
   write(type: MemoryType, inode: Inode, data: Uint8Array, offset: number): number {
     const hook = type.write;
     if (hook === undefined) return -EINVAL;
-    const call = () => hook.call(type, inode, data, offset);
+    const view = inodeView(inode);
+    const call = () => hook.call(type, view, data, offset);
     const range = this.requestRange;
     range.start = Math.floor(offset / inode.pageSize) * (inode.pageSize / 4096);
     range.end = Math.ceil((offset + data.byteLength) / 4096);
@@ -388,25 +406,25 @@ export class HookChecker {
         (owner, pgoff) => owner === inode && pgoff >= range.start && pgoff < range.end,
       );
     };
-    return this.run(type, 'write', 'write', inode, null, call, judge) ? this.number() : -EFAULT;
+    return this.run(type, 'write', 'write', inode, call, judge) ? this.number() : -EFAULT;
   }
 
   /** mmapCheck: 0 or -errno, changing nothing. */
   mmapCheck(type: MemoryType, inode: Inode, request: MmapRequest): number {
     const hook = type.mmapCheck;
     if (hook === undefined) return 0;
-    const call = () => hook.call(type, inode, request);
-    return this.run(type, 'mmap_check', 'mmapCheck', inode, null, call, this.judgeStatus)
-      ? this.number()
-      : -EFAULT;
+    const view = inodeView(inode);
+    const call = () => hook.call(type, view, request);
+    return this.run(type, 'mmap_check', 'mmapCheck', inode, call, this.judgeStatus) ? this.number() : -EFAULT;
   }
 
   /** fallocateCheck: 0 or -errno, changing nothing. */
   fallocateCheck(type: MemoryType, inode: Inode, mode: number): number {
     const hook = type.fallocateCheck;
     if (hook === undefined) return 0;
-    const call = () => hook.call(type, inode, mode);
-    const ok = this.run(type, 'fallocate_check', 'fallocateCheck', inode, null, call, this.judgeStatus);
+    const view = inodeView(inode);
+    const call = () => hook.call(type, view, mode);
+    const ok = this.run(type, 'fallocate_check', 'fallocateCheck', inode, call, this.judgeStatus);
     return ok ? this.number() : -EFAULT;
   }
 
@@ -422,17 +440,16 @@ export class HookChecker {
       }
       return this.journal.lastingChange(-1);
     };
-    return this.run(type, 'inode_page_shift', 'inodePageShift', null, null, call, judge)
-      ? this.number()
-      : -EFAULT;
+    return this.run(type, 'inode_page_shift', 'inodePageShift', null, call, judge) ? this.number() : -EFAULT;
   }
 
   /** initInode: sets up the type's own state of a new inode, changing nothing of the core's. 0 or -EFAULT. */
   initInode(type: MemoryType, inode: Inode): number {
     const hook = type.initInode;
     if (hook === undefined) return 0;
-    const call = () => hook.call(type, inode);
+    const view = inodeView(inode);
+    const call = () => hook.call(type, view);
     const judge: Judge = () => this.journal.lastingChange(-1);
-    return this.run(type, 'init_inode', 'initInode', inode, null, call, judge) ? 0 : -EFAULT;
+    return this.run(type, 'init_inode', 'initInode', inode, call, judge) ? 0 : -EFAULT;
   }
 }

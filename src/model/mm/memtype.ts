@@ -7,7 +7,6 @@
  * page. It answers questions about its own files and page cache, and the core
  * checks every answer (see `hooks.ts`).
  */
-import type { Inode } from '../mem/pagecache.ts';
 
 /** Kinds of object the syscall layer asks the registry for. */
 export type Provision =
@@ -18,7 +17,24 @@ export type Provision =
   /** memfd_create with MFD_HUGETLB, and MAP_ANONYMOUS|MAP_HUGETLB. */
   | 'memfd-hugetlb';
 
-/** Read-only facts about a VMA, as a memory type may see them. */
+/**
+ * Read-only facts about a file, as a memory type may see them (a view of
+ * the core's inode, never the inode itself). `typeState` is the type's own.
+ */
+export interface InodeView {
+  readonly id: number;
+  readonly name: string;
+  /** log2 of the folio size this file caches: 12, or 21 for 2 MiB hugetlb. */
+  readonly pageShift: number;
+  readonly sizeBytes: number;
+  readonly pageSize: number;
+  /** Folio pages per cached folio, in 4 KiB units. */
+  readonly pagesPerFolio: number;
+  /** State owned by the memory type (its "inode info"). */
+  typeState: unknown;
+}
+
+/** Read-only facts about a VMA, as a memory type may see them (a view, never the VMA). */
 export interface VmaView {
   readonly start: number;
   readonly end: number;
@@ -28,7 +44,7 @@ export interface VmaView {
   readonly pgoff: number;
   /** log2 of the VMA's page size: 12, 21 or 30. */
   readonly pageShift: number;
-  readonly inode: Inode | null;
+  readonly inode: InodeView | null;
 }
 
 /**
@@ -46,16 +62,16 @@ export interface MemoryTypeServices {
   lockFolio(pfn: number): void;
   unlockFolio(pfn: number): void;
   /** The folio cached at `pgoff` (head-aligned for large folios), or -1. */
-  filemapLookup(inode: Inode, pgoff: number): number;
+  filemapLookup(inode: InodeView, pgoff: number): number;
   /** Inserts with a reference of the cache's own; false when occupied. */
-  filemapInsert(inode: Inode, pfn: number, pgoff: number): boolean;
-  filemapDelete(inode: Inode, pgoff: number): void;
+  filemapInsert(inode: InodeView, pfn: number, pgoff: number): boolean;
+  filemapDelete(inode: InodeView, pgoff: number): void;
   /** The page-cache index (4 KiB units) a folio is cached at. */
   folioIndex(pfn: number): number;
   /** Copies bytes into a folio (for a type's own write path). */
   copyIntoFolio(pfn: number, offset: number, source: Uint8Array, sourceOffset: number, length: number): void;
   /** A new inode of `type` (for types whose files come from a device ioctl). */
-  createInode(type: MemoryType, name: string, pageShift: number, sizeBytes: number): Inode;
+  createInode(type: MemoryType, name: string, pageShift: number, sizeBytes: number): InodeView;
   /** A kernel option by name (e.g. the emulated version), for types whose behaviour changed across releases. */
   kernelOption(name: string): unknown;
 }
@@ -64,7 +80,7 @@ export interface MemoryTypeServices {
 export type DeviceIoctlResult =
   | number
   | { readonly installDevice: DeviceFile }
-  | { readonly installInode: Inode; readonly accessMode: number };
+  | { readonly installInode: InodeView; readonly accessMode: number };
 
 /** An open device file (a /dev node, or an fd a device handed out, such as a KVM VM). */
 export interface DeviceFile {
@@ -113,7 +129,7 @@ export interface VmUffdOps {
    * the caller; never allocates. -ENOENT when nothing is cached there. Used by
    * UFFDIO_CONTINUE and by the fault path to tell MINOR from MISSING.
    */
-  getFolioNoalloc?(inode: Inode, pgoff: number): number;
+  getFolioNoalloc?(inode: InodeView, pgoff: number): number;
   /** A fresh folio for COPY/ZEROPAGE at `address`, with one reference; -ENOSPC/-ENOMEM/-EFAULT on failure. */
   allocFolio?(vma: VmaView, address: number): number;
   /** Inserts the filled, locked folio into the page cache; 0 or -errno (-EEXIST when occupied). */
@@ -163,20 +179,20 @@ export interface MemoryType {
   /** log2 of the folio size for a new inode, or -errno. Absent for types without files. */
   inodePageShift?(request: InodeRequest): number;
   /** Per-inode state the type keeps, created with the inode. */
-  initInode?(inode: Inode): void;
+  initInode?(inode: InodeView): void;
   /** Extra checks at mmap; 0 or -errno. */
-  mmapCheck?(inode: Inode, request: MmapRequest): number;
+  mmapCheck?(inode: InodeView, request: MmapRequest): number;
   /**
    * The ordinary fault (vm_ops->fault): the folio caching `pgoff`, allocated
    * into the page cache when absent, with a reference for the caller and not
    * locked; or FAULT_ALLOC_PRIVATE / FAULT_SIGBUS / FAULT_OOM.
    */
-  fault?(inode: Inode, pgoff: number, mayShare: boolean): number;
+  fault?(inode: InodeView, pgoff: number, mayShare: boolean): number;
   /**
    * The cached folio at `pgoff`, allocated when absent (pwrite, fallocate):
    * the page cache's reference only, unlocked; or -errno.
    */
-  getFolioForWrite?(inode: Inode, pgoff: number): number;
+  getFolioForWrite?(inode: InodeView, pgoff: number): number;
   /**
    * vm_ops->map_pages: a read fault also maps the neighbouring pages already
    * in the page cache (fault-around, 64 KiB), as filemap_map_pages does.
@@ -185,12 +201,12 @@ export interface MemoryType {
   /** Character devices the type brings; the core routes open(2) of their paths to them. */
   readonly devices?: readonly DeviceDriver[];
   /** Extra checks on fallocate(2) modes; 0 or -errno (a type may refuse plain allocation). */
-  fallocateCheck?(inode: Inode, mode: number): number;
+  fallocateCheck?(inode: InodeView, mode: number): number;
   /**
    * write(2) at `offset` (the file position): bytes written or -errno.
    * Absent: the core uses the page cache as pwrite does.
    */
-  write?(inode: Inode, data: Uint8Array, offset: number): number;
+  write?(inode: InodeView, data: Uint8Array, offset: number): number;
   /** The type's vm_uffd_ops, or null when it does not support userfaultfd. */
   readonly uffdOps: VmUffdOps | null;
   /**

@@ -9,7 +9,8 @@ import {
   _UFFDIO_ZEROPAGE,
   UFFD_API_RANGE_IOCTLS,
 } from '../../uapi/constants.ts';
-import type { MemoryType, MemoryTypeModule, MemoryTypeServices, Provision } from './memtype.ts';
+import type { LentServices } from './hook-services.ts';
+import type { MemoryType, MemoryTypeModule, Provision } from './memtype.ts';
 
 const PROVISIONS: readonly Provision[] = ['anonymous', 'memfd', 'memfd-hugetlb'];
 const bit = (nr: number) => 1n << BigInt(nr);
@@ -22,11 +23,14 @@ export class MemoryTypeRegistry {
   private readonly types: MemoryType[] = [];
   private readonly byProvision = new Map<Provision, MemoryType>();
 
-  constructor(private readonly services: MemoryTypeServices) {}
+  /** `lend` makes the services one type's factory receives (see mm/hook-services.ts). */
+  constructor(private readonly lend: () => LentServices) {}
 
   register(module: MemoryTypeModule): MemoryType {
-    const type = module.create(this.services);
+    const lent = this.lend();
+    const type = module.create(lent.services);
     validateMemoryType(type, module.name);
+    lent.bind(type);
     if (this.types.some((existing) => existing.name === type.name)) {
       throw new MemoryTypeError(`memory type '${type.name}': name: already registered`);
     }

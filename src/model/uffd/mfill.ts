@@ -294,7 +294,7 @@ function mfillPage(
   env.memory.overwriteNextAllocations = kind === MFILL_COPY;
   let pfn: number;
   try {
-    pfn = env.hooks.allocFolio(fillType, vma, ops, address);
+    pfn = env.hooks.allocFolio(fillType, vma, address);
   } finally {
     env.memory.overwriteNextAllocations = false;
   }
@@ -317,12 +317,9 @@ function mfillPage(
     }
   }
   memory.setFlag(pfn, PG_UPTODATE);
-  const filemapAdd = ops.filemapAdd;
-  if (!privateFill && filemapAdd !== undefined) {
+  if (!privateFill && ops.filemapAdd !== undefined) {
     memory.lockFolio(pfn);
-    const added = env.hooks.filemapAdd(fillType, pfn, vma, vma.inode!, address, () =>
-      filemapAdd.call(ops, pfn, vma, address),
-    );
+    const added = env.hooks.filemapAdd(fillType, pfn, vma, address);
     if (added < 0) {
       // Undo the core's own steps: the checker already undid whatever the hook did.
       memory.unlockFolio(pfn);
@@ -356,17 +353,11 @@ function mfillContinue(
   wpBit: number,
 ): number {
   const type = vma.memoryType;
-  const getFolioNoalloc = type.uffdOps?.getFolioNoalloc;
-  if (getFolioNoalloc === undefined)
+  if (type.uffdOps?.getFolioNoalloc === undefined)
     return fail(EINVAL, 'range', `memory type ${type.name} has no page cache`);
   const inode = vma.inode!;
   const pgoff = vma.pgoffAt(address);
-  const pfn = env.hooks.getFolioNoalloc(
-    type,
-    'UFFDIO_CONTINUE',
-    { inode, pgoff, pageShift: vma.pageShift },
-    () => getFolioNoalloc.call(type.uffdOps, inode, pgoff),
-  );
+  const pfn = env.hooks.getFolioNoalloc(type, 'UFFDIO_CONTINUE', { inode, pgoff, pageShift: vma.pageShift });
   if (pfn === -ENOENT) return fail(EFAULT, 'range', `no page in the page cache at ${hex(address)}`);
   if (pfn < 0) {
     const pastEof = pgoff * 4096 >= inode.sizeBytes ? ', which lies at or past the end of the file' : '';

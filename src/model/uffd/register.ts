@@ -67,7 +67,7 @@ export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean, hooks
   if (modes & UFFDIO_REGISTER_MODE_WP && (declared & bit(_UFFDIO_WRITEPROTECT)) === 0n) return false;
   if (!vma.isAnonymous && ops.getFolioNoalloc === undefined) return false;
   // Through the checker, a hook that throws or changes anything answers false and is reported.
-  return hooks.canUserfault(type, vma, () => ops.canUserfault(vma, modes));
+  return hooks.canUserfault(type, ops, vma, modes);
 }
 
 /** Returns the `ioctls` mask to write back, or -errno. */

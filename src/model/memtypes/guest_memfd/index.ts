@@ -35,10 +35,10 @@ import {
   KVM_CREATE_GUEST_MEMFD_SIZE,
 } from '../../../uapi/structs.ts';
 import { fail, hex } from '../../failure.ts';
-import type { Inode } from '../../mem/pagecache.ts';
 import {
   type DeviceFile,
   FAULT_SIGBUS,
+  type InodeView,
   type MemoryType,
   type MemoryTypeModule,
   type MemoryTypeServices,
@@ -54,12 +54,12 @@ interface GuestMemfdState {
   readonly flags: number;
 }
 
-function flagsOf(inode: Inode | null): number {
+function flagsOf(inode: InodeView | null): number {
   return (inode?.typeState as GuestMemfdState | undefined)?.flags ?? 0;
 }
 
 /** The KVM system fd and VM fds: just enough KVM to create guest_memfd files. */
-function kvmSystem(create: (size: number, flags: number) => Inode): DeviceFile {
+function kvmSystem(create: (size: number, flags: number) => InodeView): DeviceFile {
   const checkExtension = (arg: Uint8Array | number | null): number => {
     if (arg === KVM_CAP_GUEST_MEMFD) return 1;
     if (arg === KVM_CAP_GUEST_MEMFD_FLAGS) return VALID_FLAGS;
