@@ -29,6 +29,7 @@
 
 #include "agent.h"
 #include "bench.h"
+#include "binary_handler.h"
 #include "guard.h"
 #include "threads.h"
 
@@ -704,6 +705,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendFdWithData", Napi::Function::New(env, SendFdWithData));
   exports.Set("recvFdWithData", Napi::Function::New(env, RecvFdWithData));
   RegisterBench(env, exports);  // benchHandler, benchMemcpy, spinReadable (bench.cc)
+  RegisterBinaryHandler(env, exports);  // handler binaries under seccomp (binary_handler.cc)
   return exports;
 }
 

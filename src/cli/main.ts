@@ -142,8 +142,15 @@ workload
   )
   .option(
     '--handler <file>',
-    'serve faults with this handler module (.ts/.mts/.js/.mjs, default export serve(session))',
+    "serve faults with this handler: a module (.ts/.mts/.js/.mjs, default export serve(session)) or an executable speaking Firecracker's protocol (run as FILE SOCKET MEMORY_FILE [ARGS])",
   )
+  .option(
+    '--handler-timeout <ms>',
+    'wall time a handler binary may stay silent while the guest waits',
+    integer,
+    10000,
+  )
+  .argument('[handler-args...]', "after --: arguments appended to a handler binary's command line")
   .option('--working-set <file>', 'prefetch this recorded working set before the guest runs')
   .option('--record-working-set <file>', 'record the first-touch order of faulted pages')
   .option(
@@ -153,7 +160,9 @@ workload
   .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
   .option('--plot <file>', 'write a plot of the run (.svg or .png)')
   .option('--json', 'one JSON document instead of text', false)
-  .action(workloadAction<SnapshotRestoreCommandOptions>(snapshotRestoreCommand));
+  .action((handlerArgs: string[], options: SnapshotRestoreCommandOptions) =>
+    workloadAction<SnapshotRestoreCommandOptions>(snapshotRestoreCommand)({ ...options, handlerArgs }),
+  );
 
 program
   .command('diff')

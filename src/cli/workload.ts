@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from 'commander';
 import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
-import { loadHandlerModule } from '../handlers/load.ts';
+import { loadHandler } from '../handlers/resolve.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import { parseSize } from '../scenario/schema.ts';
@@ -36,6 +36,8 @@ export interface SnapshotRestoreCommandOptions {
   balloon: number;
   deflate?: number;
   handler?: string;
+  handlerTimeout: number;
+  handlerArgs?: string[];
   workingSet?: string;
   recordWorkingSet?: string;
   firecrackerSocket?: string;
@@ -97,7 +99,20 @@ export async function snapshotRestoreCommand(
       throw new InvalidArgumentError(`--firecracker-socket: mode ${mode} is not supported (anon or hugetlb)`);
     }
   }
-  const handler = options.handler === undefined ? undefined : await loadHandlerModule(options.handler);
+  const handlerArgs = options.handlerArgs ?? [];
+  if (options.handler === undefined && handlerArgs.length > 0)
+    throw new InvalidArgumentError(`'${handlerArgs[0]}': arguments after -- are for a --handler binary`);
+  if (!(options.handlerTimeout > 0))
+    throw new InvalidArgumentError('--handler-timeout: a positive number of milliseconds');
+  const handler =
+    options.handler === undefined
+      ? undefined
+      : (await loadHandler(options.handler, { args: handlerArgs, timeoutMs: options.handlerTimeout })).serve;
+  if (options.backend === 'host' && mode === 'hugetlb') {
+    // The guest is private hugetlb: one huge page per page of the run, reserved up front.
+    const reason = reserveHugePages(guestBytes / (2 * 1024 * 1024));
+    if (reason !== undefined) throw new InvalidArgumentError(`--mode hugetlb: ${reason}`);
+  }
   // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 for those modes.
   const backend = createBackend(options.backend, options.seed, mode.startsWith('gmem') ? '7.1' : '6.18');
   const trace = new Trace(1, options.trace !== undefined);
@@ -182,10 +197,14 @@ export async function snapshotRestoreCommand(
       Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`,
     ]);
   });
-  rows.push(['latency p50', `${fmt(latency.p50)} µs`]);
-  rows.push(['latency p90', `${fmt(latency.p90)} µs`]);
-  rows.push(['latency p99', `${fmt(latency.p99)} µs`]);
-  rows.push(['latency max', `${fmt(latency.max)} µs`]);
+  if (stats.samples.length === 0 && stats.untimedFaults > 0) {
+    rows.push(['latency', 'n/a (the handler reports none)']);
+  } else {
+    rows.push(['latency p50', `${fmt(latency.p50)} µs`]);
+    rows.push(['latency p90', `${fmt(latency.p90)} µs`]);
+    rows.push(['latency p99', `${fmt(latency.p99)} µs`]);
+    rows.push(['latency max', `${fmt(latency.max)} µs`]);
+  }
   rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
   rows.push(['fault rate', `${fmt(stats.faults / (elapsedMs / 1000), 0)} faults/s`]);
   rows.push([

@@ -298,6 +298,9 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   results.slice(0, options.vcpus).forEach((result, v) => {
     stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
   });
+  // A user's handler reports nothing to the workload: its faults are counted from the vCPUs.
+  if (options.handler !== undefined && stats.samples.length === 0)
+    stats.untimedFaults = results.slice(0, options.vcpus).reduce((sum, result) => sum + result.faults, 0);
   // The handler's descriptors close: the guest is unregistered, discarded pages read as zero.
   opened.close();
   const wrongReads = judgeReads(options, vmm, shares, results, threads);

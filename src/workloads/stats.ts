@@ -37,6 +37,8 @@ export class WorkloadStats {
   /** REMOVE events read (balloon), and faults deferred because one was unread (EAGAIN). */
   removeEvents = 0;
   deferredFaults = 0;
+  /** Faults served by a handler faultline does not see inside (a handler binary): counted, not timed. */
+  untimedFaults = 0;
 
   /**
    * `mainPhase` names the phase the faults happen in, whose fault rate the
@@ -55,7 +57,7 @@ export class WorkloadStats {
   }
 
   get faults(): number {
-    return this.samples.length;
+    return this.samples.length + this.untimedFaults;
   }
 
   /** Ends the phase under way, if any, and starts phase `name`. */

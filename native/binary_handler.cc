@@ -1,0 +1,390 @@
+// Handler binaries under seccomp user notification (src/handlers/binary/):
+// starting the binary with a filter that traps its userfaultfd calls (and, on
+// request, its waits on the fake userfaultfd and its writes to the fake
+// guest_memfd), and the calls the supervisor needs to serve them: receive,
+// check, answer, and read or write the binary's memory.
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/kcmp.h>
+#include <linux/seccomp.h>
+#include <napi.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "binary_handler.h"
+
+#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
+#endif
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+namespace faultline {
+namespace {
+
+// What the filter traps (the `trap` bits of handlerSpawn).
+constexpr int TRAP_UFFD = 1;    // userfaultfd(2), ioctl with type 0xAA
+constexpr int TRAP_WAITS = 2;   // poll, ppoll, read(fd >= 3)
+constexpr int TRAP_WRITES = 4;  // write, pwrite64, lseek (fd >= 3): the fake guest_memfd
+
+Napi::Value Num(Napi::Env env, double value) { return Napi::Number::New(env, value); }
+
+int IntArg(const Napi::CallbackInfo& info, size_t index) { return info[index].As<Napi::Number>().Int32Value(); }
+
+// The filter: trap the chosen calls, let everything else through.
+std::vector<struct sock_filter> BuildFilter(int trap) {
+  enum Target { NOTIFY, IOCTL, FD };
+  std::vector<std::pair<int, Target>> calls;
+  if (trap & TRAP_UFFD) {
+    calls.push_back({__NR_userfaultfd, NOTIFY});
+    calls.push_back({__NR_ioctl, IOCTL});
+  }
+  if (trap & TRAP_WAITS) {
+    calls.push_back({__NR_poll, NOTIFY});
+    calls.push_back({__NR_ppoll, NOTIFY});
+    calls.push_back({__NR_read, FD});
+  }
+  if (trap & TRAP_WRITES) {
+    calls.push_back({__NR_write, FD});
+    calls.push_back({__NR_pwrite64, FD});
+    calls.push_back({__NR_lseek, FD});
+  }
+  std::vector<struct sock_filter> program;
+  program.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
+  program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0));
+  program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  program.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
+  size_t first = program.size();
+  // Layout after the comparisons: ALLOW, ioctl block (3), fd block (2), ALLOW, NOTIFY.
+  size_t base = first + calls.size();
+  size_t ioctl_block = base + 1, fd_block = base + 4, allow = base + 6, notify = base + 7;
+  for (size_t i = 0; i < calls.size(); i++) {
+    size_t here = first + i;
+    size_t target = calls[i].second == NOTIFY ? notify : calls[i].second == IOCTL ? ioctl_block : fd_block;
+    program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(calls[i].first),
+                               static_cast<uint8_t>(target - here - 1), 0));
+  }
+  program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  // ioctl: request type 0xAA (userfaultfd's).
+  program.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])));
+  program.push_back(BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xff00));
+  program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0xAA00, static_cast<uint8_t>(notify - (base + 3) - 1),
+                             static_cast<uint8_t>(allow - (base + 3) - 1)));
+  // A call on a descriptor past stdio.
+  program.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])));
+  program.push_back(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 3, static_cast<uint8_t>(notify - (base + 5) - 1),
+                             static_cast<uint8_t>(allow - (base + 5) - 1)));
+  program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF));
+  return program;
+}
+
+// In the child, between fork and exec: only system calls from here on.
+[[noreturn]] void ChildExec(int report, int out_fd, int null_fd, const char* path, char* const* argv,
+                            const struct sock_fprog* filter, pid_t parent) {
+  setpgid(0, 0);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  int error = 0;
+  if (getppid() != parent) _exit(127);
+  if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) error = errno;
+  if (error == 0 && filter != nullptr) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+      error = errno;
+    } else {
+      long listener = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER,
+                              SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, filter);
+      if (listener < 0) {
+        error = errno;
+      } else {
+        int fd = static_cast<int>(listener);
+        char byte = 0;
+        struct iovec iov = {&byte, 1};
+        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+        memset(control, 0, sizeof(control));
+        struct msghdr message;
+        memset(&message, 0, sizeof(message));
+        message.msg_iov = &iov;
+        message.msg_iovlen = 1;
+        message.msg_control = control;
+        message.msg_controllen = sizeof(control);
+        struct cmsghdr* header = CMSG_FIRSTHDR(&message);
+        header->cmsg_level = SOL_SOCKET;
+        header->cmsg_type = SCM_RIGHTS;
+        header->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(header), &fd, sizeof(int));
+        if (sendmsg(report, &message, MSG_NOSIGNAL) != 1) error = errno;
+        close(fd);
+      }
+    }
+  }
+  if (error == 0) {
+    // Nothing of faultline's reaches the binary: every other descriptor closes at exec.
+    syscall(__NR_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    execv(path, argv);
+    error = errno;
+  }
+  int32_t code = error;
+  ssize_t ignored = write(report, &code, sizeof(code));
+  (void)ignored;
+  _exit(127);
+}
+
+// Receives the listener the child sent, or -errno.
+int ReceiveListener(int report) {
+  char byte;
+  struct iovec iov = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr message;
+  memset(&message, 0, sizeof(message));
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof(control);
+  ssize_t got;
+  do {
+    got = recvmsg(report, &message, MSG_CMSG_CLOEXEC);
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) return -errno;
+  struct cmsghdr* header = CMSG_FIRSTHDR(&message);
+  if (got == 0 || header == nullptr || header->cmsg_type != SCM_RIGHTS) return -EPROTO;
+  int fd;
+  memcpy(&fd, CMSG_DATA(header), sizeof(int));
+  return fd;
+}
+
+// handlerSpawn(path, argv, outFd, trap): [pid, pidfd, listener (-1 without traps)], or
+// [-errno, stage] where stage names what failed ("exec", "seccomp", ...).
+Napi::Value HandlerSpawn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  Napi::Array args = info[1].As<Napi::Array>();
+  int out_fd = IntArg(info, 2);
+  int trap = IntArg(info, 3);
+  std::vector<std::string> strings;
+  strings.push_back(path);
+  for (uint32_t i = 0; i < args.Length(); i++) strings.push_back(args.Get(i).As<Napi::String>().Utf8Value());
+  std::vector<char*> argv;
+  for (auto& s : strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  std::vector<struct sock_filter> program = BuildFilter(trap);
+  struct sock_fprog filter = {static_cast<unsigned short>(program.size()), program.data()};
+  auto failure = [&](int error, const char* stage) {
+    Napi::Array result = Napi::Array::New(env, 2);
+    result.Set(0u, Num(env, -error));
+    result.Set(1u, Napi::String::New(env, stage));
+    return result;
+  };
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) return failure(errno, "socketpair");
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) {
+    int error = errno;
+    close(pair[0]);
+    close(pair[1]);
+    return failure(error, "open /dev/null");
+  }
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) ChildExec(pair[1], out_fd, null_fd, path.c_str(), argv.data(), trap != 0 ? &filter : nullptr, parent);
+  int fork_error = errno;
+  close(pair[1]);
+  close(null_fd);
+  if (pid < 0) {
+    close(pair[0]);
+    return failure(fork_error, "fork");
+  }
+  int listener = -1;
+  int error = 0;
+  const char* stage = "exec";
+  if (trap != 0) {
+    listener = ReceiveListener(pair[0]);
+    if (listener < 0) {
+      error = -listener;
+      stage = "seccomp";
+    }
+  }
+  int32_t code = 0;
+  ssize_t got;
+  do {
+    got = read(pair[0], &code, sizeof(code));
+  } while (got < 0 && errno == EINTR);
+  close(pair[0]);
+  if (error == 0 && got == sizeof(code)) error = code;
+  int pidfd = -1;
+  if (error == 0) {
+    pidfd = static_cast<int>(syscall(__NR_pidfd_open, pid, 0));
+    if (pidfd < 0) {
+      error = errno;
+      stage = "pidfd_open";
+    } else {
+      fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    }
+  }
+  if (error != 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    if (listener >= 0) close(listener);
+    if (pidfd >= 0) close(pidfd);
+    return failure(error, stage);
+  }
+  if (listener >= 0) {
+    // Wake the binary on the supervisor's CPU when answering: a cross-CPU wakeup costs ~45 us here.
+    ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0);
+  }
+  Napi::Array result = Napi::Array::New(env, 3);
+  result.Set(0u, Num(env, pid));
+  result.Set(1u, Num(env, pidfd));
+  result.Set(2u, Num(env, listener));
+  return result;
+}
+
+// notifRecv(listener, out: BigUint64Array(9)): out = [id, pid, nr, arg0..arg5]; 0 or -errno.
+Napi::Value NotifRecv(const Napi::CallbackInfo& info) {
+  int listener = IntArg(info, 0);
+  Napi::TypedArray array = info[1].As<Napi::TypedArray>();
+  if (array.TypedArrayType() != napi_biguint64_array || array.ElementLength() < 9)
+    return Num(info.Env(), -EINVAL);
+  uint64_t* out = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset());
+  struct seccomp_notif notif;
+  memset(&notif, 0, sizeof(notif));
+  int result;
+  do {
+    result = ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &notif);
+  } while (result < 0 && errno == EINTR);
+  if (result < 0) return Num(info.Env(), -errno);
+  out[0] = notif.id;
+  out[1] = notif.pid;
+  out[2] = static_cast<uint64_t>(notif.data.nr);
+  for (int i = 0; i < 6; i++) out[3 + i] = notif.data.args[i];
+  return Num(info.Env(), 0);
+}
+
+// notifSend(listener, id, value, error, flags): 0 or -errno (ENOENT: the caller is gone).
+Napi::Value NotifSend(const Napi::CallbackInfo& info) {
+  struct seccomp_notif_resp response;
+  memset(&response, 0, sizeof(response));
+  bool lossless;
+  response.id = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+  response.val = static_cast<int64_t>(info[2].As<Napi::Number>().DoubleValue());
+  response.error = IntArg(info, 3);
+  response.flags = static_cast<uint32_t>(IntArg(info, 4));
+  int result = ioctl(IntArg(info, 0), SECCOMP_IOCTL_NOTIF_SEND, &response);
+  return Num(info.Env(), result < 0 ? -errno : 0);
+}
+
+// notifIdValid(listener, id): 1 while the trapped call still waits for its answer, else 0.
+Napi::Value NotifIdValid(const Napi::CallbackInfo& info) {
+  bool lossless;
+  uint64_t id = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+  return Num(info.Env(), ioctl(IntArg(info, 0), SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 ? 1 : 0);
+}
+
+uint8_t* Bytes(const Napi::CallbackInfo& info, size_t index, size_t* length) {
+  Napi::TypedArray array = info[index].As<Napi::TypedArray>();
+  *length = array.ByteLength();
+  return static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+}
+
+// vmRead(pid, address, into) / vmWrite(pid, address, from): bytes moved, or -errno.
+Napi::Value VmRead(const Napi::CallbackInfo& info) {
+  size_t length;
+  uint8_t* bytes = Bytes(info, 2, &length);
+  struct iovec local = {bytes, length};
+  struct iovec remote = {reinterpret_cast<void*>(static_cast<uintptr_t>(info[1].As<Napi::Number>().DoubleValue())), length};
+  ssize_t got = process_vm_readv(IntArg(info, 0), &local, 1, &remote, 1, 0);
+  return Num(info.Env(), got < 0 ? -errno : static_cast<double>(got));
+}
+
+Napi::Value VmWrite(const Napi::CallbackInfo& info) {
+  size_t length;
+  uint8_t* bytes = Bytes(info, 2, &length);
+  struct iovec local = {bytes, length};
+  struct iovec remote = {reinterpret_cast<void*>(static_cast<uintptr_t>(info[1].As<Napi::Number>().DoubleValue())), length};
+  ssize_t put = process_vm_writev(IntArg(info, 0), &local, 1, &remote, 1, 0);
+  return Num(info.Env(), put < 0 ? -errno : static_cast<double>(put));
+}
+
+// sameFile(pid, fd, ownFd): 1 when the binary's fd is the open file ownFd is, 0 if not, -errno.
+Napi::Value SameFile(const Napi::CallbackInfo& info) {
+  long result = syscall(__NR_kcmp, IntArg(info, 0), getpid(), KCMP_FILE, IntArg(info, 1), IntArg(info, 2));
+  if (result < 0) return Num(info.Env(), -errno);
+  return Num(info.Env(), result == 0 ? 1 : 0);
+}
+
+// makePipe(): [readEnd, writeEnd] (close-on-exec, non-blocking as the VMM's userfaultfd is), or -errno.
+Napi::Value MakePipe(const Napi::CallbackInfo& info) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return Num(info.Env(), -errno);
+  Napi::Array result = Napi::Array::New(info.Env(), 2);
+  result.Set(0u, Num(info.Env(), fds[0]));
+  result.Set(1u, Num(info.Env(), fds[1]));
+  return result;
+}
+
+// fileFlags(fd): F_GETFL (the O_NONBLOCK the binary set on the shared open file), or -errno.
+Napi::Value FileFlags(const Napi::CallbackInfo& info) {
+  int flags = fcntl(IntArg(info, 0), F_GETFL);
+  return Num(info.Env(), flags < 0 ? -errno : flags);
+}
+
+// killGroup(pid, signal): the binary and whatever it started (its own process group).
+Napi::Value KillGroup(const Napi::CallbackInfo& info) {
+  int pid = IntArg(info, 0);
+  int signal = IntArg(info, 1);
+  int a = kill(-pid, signal);
+  int b = kill(pid, signal);
+  return Num(info.Env(), a == 0 || b == 0 ? 0 : -errno);
+}
+
+// waitStatus(pid, block): [pid, status] (pid 0 while it runs), or -errno.
+Napi::Value WaitStatus(const Napi::CallbackInfo& info) {
+  int status = 0;
+  pid_t result;
+  do {
+    result = waitpid(IntArg(info, 0), &status, info[1].ToBoolean().Value() ? 0 : WNOHANG);
+  } while (result < 0 && errno == EINTR);
+  if (result < 0) return Num(info.Env(), -errno);
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, Num(info.Env(), result));
+  out.Set(1u, Num(info.Env(), status));
+  return out;
+}
+
+}  // namespace
+
+void RegisterBinaryHandler(Napi::Env env, Napi::Object exports) {
+  exports.Set("handlerSpawn", Napi::Function::New(env, HandlerSpawn));
+  exports.Set("notifRecv", Napi::Function::New(env, NotifRecv));
+  exports.Set("notifSend", Napi::Function::New(env, NotifSend));
+  exports.Set("notifIdValid", Napi::Function::New(env, NotifIdValid));
+  exports.Set("vmRead", Napi::Function::New(env, VmRead));
+  exports.Set("vmWrite", Napi::Function::New(env, VmWrite));
+  exports.Set("sameFile", Napi::Function::New(env, SameFile));
+  exports.Set("makePipe", Napi::Function::New(env, MakePipe));
+  exports.Set("fileFlags", Napi::Function::New(env, FileFlags));
+  exports.Set("killGroup", Napi::Function::New(env, KillGroup));
+  exports.Set("waitStatus", Napi::Function::New(env, WaitStatus));
+}
+
+}  // namespace faultline

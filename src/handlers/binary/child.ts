@@ -1,0 +1,349 @@
+/**
+ * The processes of a binary handler session: the handler binary itself
+ * (started by the addon so a seccomp filter can be installed between fork
+ * and exec), the throwaway connector that plays the VMM's end of
+ * Firecracker's socket, and the scratch directory holding the socket, the
+ * memory file and the binary's output. Everything is torn down by
+ * `dispose()`, which also runs on SIGINT/SIGTERM, so neither a finding nor
+ * Ctrl-C leaves a process, a descriptor or a file behind.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { type NativeAddon, native, nativeLoadError } from '../../host/native.ts';
+import { encodeRegions, type GuestRegionUffdMapping } from '../../workloads/firecracker.ts';
+import type { HandlerSession } from '../session.ts';
+
+/** What the filter traps (binary_handler.cc). */
+export const TRAP_UFFD = 1;
+export const TRAP_WAITS = 2;
+export const TRAP_WRITES = 4;
+
+/** The addon's calls for handler binaries. */
+export interface BinaryAddon {
+  handlerSpawn(
+    path: string,
+    args: readonly string[],
+    outFd: number,
+    trap: number,
+  ): number[] | [number, string];
+  notifRecv(listener: number, out: BigUint64Array): number;
+  notifSend(listener: number, id: bigint, value: number, error: number, flags: number): number;
+  notifIdValid(listener: number, id: bigint): number;
+  vmRead(pid: number, address: number, into: Uint8Array): number;
+  vmWrite(pid: number, address: number, from: Uint8Array): number;
+  sameFile(pid: number, fd: number, ownFd: number): number;
+  makePipe(): [number, number] | number;
+  fileFlags(fd: number): number;
+  killGroup(pid: number, signal: number): number;
+  waitStatus(pid: number, block: boolean): [number, number] | number;
+}
+
+export function binaryAddon(): NativeAddon & BinaryAddon {
+  if (native === null)
+    throw new Error(`--handler: ${nativeLoadError ?? 'the native addon is not available'}`);
+  const addon = native as NativeAddon & Partial<BinaryAddon>;
+  if (addon.handlerSpawn === undefined)
+    throw new Error(
+      '--handler: the native addon predates handler binaries; rebuild it (npm run build:native)',
+    );
+  return addon as NativeAddon & BinaryAddon;
+}
+
+const BUILD = join(dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'build', 'Release');
+/** The connector executable (native/fc_connector.c). */
+export const CONNECTOR_PATH: string = join(BUILD, 'faultline_fc_connector');
+
+/** Whether `path` names a handler binary (an executable ELF file or script) rather than a module. */
+export function isHandlerBinary(path: string): boolean {
+  if (/\.(m?ts|m?js|cts|cjs)$/.test(path)) return false;
+  try {
+    if (!statSync(path).isFile()) return false;
+    accessSync(path, constants.X_OK);
+    const head = readFileSync(path).subarray(0, 4);
+    return (
+      (head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46) ||
+      head.subarray(0, 2).toString() === '#!'
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** The ways a session ends that are the handler's doing: one line each. */
+export class HandlerBinaryError extends Error {
+  override readonly name = 'HandlerBinaryError';
+}
+
+const live = new Set<{ dispose(): void }>();
+let signalsHooked = false;
+
+/** Ctrl-C: tear every live session down, then die of the signal as before. */
+function hookSignals(): void {
+  if (signalsHooked) return;
+  signalsHooked = true;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      for (const session of [...live]) session.dispose();
+      process.removeAllListeners(signal);
+      process.kill(process.pid, signal);
+    });
+  }
+}
+
+function describeStatus(status: number): string {
+  const signal = status & 0x7f;
+  if (signal === 0) return `exited with status ${(status >> 8) & 0xff}`;
+  return `died on signal ${signal}${status & 0x80 ? ' (core dumped)' : ''}`;
+}
+
+export interface BinaryStart {
+  readonly path: string;
+  readonly args: readonly string[];
+  /** TRAP_* bits, 0 for the host kernel. */
+  readonly trap: number;
+  /** Bytes of the memory file the handler maps. */
+  readonly memory: (write: (chunk: Uint8Array) => void) => void;
+}
+
+/** A handler binary and its scratch directory. */
+export class HandlerChild {
+  readonly addon = binaryAddon();
+  readonly dir: string;
+  readonly socketPath: string;
+  readonly memoryPath: string;
+  readonly logPath: string;
+  pid = -1;
+  pidfd = -1;
+  listener = -1;
+  /** [exit status] once the binary has ended and been reaped. */
+  status: number | null = null;
+  private readonly fds = new Set<number>();
+  private connector: ChildProcess | null = null;
+  private disposed = false;
+  private exitWaiters: Array<() => void> = [];
+
+  constructor(start: BinaryStart) {
+    hookSignals();
+    live.add(this);
+    this.dir = mkdtempSync(join(tmpdir(), 'faultline-handler-'));
+    this.socketPath = join(this.dir, 'uffd.sock');
+    this.memoryPath = join(this.dir, 'memory');
+    this.logPath = join(this.dir, 'output');
+    try {
+      this.writeMemory(start.memory);
+      const out = openSync(this.logPath, 'w');
+      try {
+        const result = this.addon.handlerSpawn(
+          start.path,
+          [this.socketPath, this.memoryPath, ...start.args],
+          out,
+          start.trap,
+        );
+        if (result[0] === undefined || Number(result[0]) < 0) {
+          const [errno, stage] = result as [number, string];
+          throw new HandlerBinaryError(`handler binary ${start.path}: ${stage} failed (errno ${-errno})`);
+        }
+        const [pid = -1, pidfd = -1, listener = -1] = result as number[];
+        this.pid = pid;
+        this.pidfd = pidfd;
+        this.listener = listener;
+      } finally {
+        this.addon.close(out);
+      }
+      this.fds.add(this.pidfd);
+      if (this.listener >= 0) this.fds.add(this.listener);
+      if (this.addon.waitReadable(this.pidfd, () => this.onExit()) < 0) this.onExit();
+    } catch (error) {
+      this.dispose();
+      throw error;
+    }
+  }
+
+  private writeMemory(memory: BinaryStart['memory']): void {
+    const fd = openSync(this.memoryPath, 'w', 0o600);
+    try {
+      let offset = 0;
+      memory((chunk) => {
+        const written = this.addon.pwrite(fd, chunk, offset);
+        if (written !== chunk.byteLength)
+          throw new Error(`writing the memory file ${this.memoryPath} failed`);
+        offset += chunk.byteLength;
+      });
+    } finally {
+      this.addon.close(fd);
+    }
+  }
+
+  private onExit(): void {
+    if (this.status === null) {
+      const reaped = this.addon.waitStatus(this.pid, false);
+      if (typeof reaped === 'number' || reaped[0] === 0) {
+        // Readable but not yet reapable cannot happen for a pidfd; be safe and look again soon.
+        setTimeout(() => this.onExit(), 1);
+        return;
+      }
+      this.status = reaped[1];
+    }
+    const waiters = this.exitWaiters;
+    this.exitWaiters = [];
+    for (const waiter of waiters) waiter();
+  }
+
+  /** Calls `callback` once the binary has ended (at once if it has). */
+  onceExited(callback: () => void): void {
+    if (this.status !== null) callback();
+    else this.exitWaiters.push(callback);
+  }
+
+  /** Whether the binary has ended, looking at the pidfd now rather than waiting for the event loop. */
+  checkExited(): boolean {
+    if (this.status === null && this.pidfd >= 0 && (this.addon.poll(this.pidfd) & 1) !== 0) this.onExit();
+    return this.status !== null;
+  }
+
+  get exited(): boolean {
+    return this.status !== null;
+  }
+
+  /** A pipe whose read end is handed to the binary (kept here too, to recognise it). */
+  pipe(): [number, number] {
+    const result = this.addon.makePipe();
+    if (typeof result === 'number') throw new Error(`pipe2 failed (errno ${-result})`);
+    this.fds.add(result[0]);
+    this.fds.add(result[1]);
+    return result;
+  }
+
+  /**
+   * Starts the throwaway VMM side: it connects to the handler's socket and
+   * sends `json` with `fds` (uffd, then the guest_memfd) as SCM_RIGHTS.
+   * Resolves once sent; rejects with the connector's own one-line reason.
+   */
+  connect(json: string, fds: readonly number[], timeoutMs: number): Promise<void> {
+    const stdio: Array<'pipe' | 'ignore' | number> = ['pipe', 'pipe', 'pipe', ...fds];
+    const connector = spawn(CONNECTOR_PATH, [this.socketPath, String(timeoutMs), json], { stdio });
+    this.connector = connector;
+    return new Promise((resolve, reject) => {
+      let stderr = '';
+      connector.stderr?.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      connector.stdout?.on('data', (chunk: Buffer) => {
+        if (chunk.toString().includes('sent')) resolve();
+      });
+      connector.on('error', (error) =>
+        reject(new HandlerBinaryError(`the VMM connector did not start: ${error.message}`)),
+      );
+      connector.on('exit', () => {
+        const reason = stderr.trim().split('\n').pop() || 'it ended';
+        reject(new HandlerBinaryError(`the VMM's handshake with the handler failed: ${reason}`));
+      });
+    });
+  }
+
+  /** The last lines the binary printed (stdout and stderr), for a finding's message. */
+  output(lines = 3): string {
+    try {
+      const text = readFileSync(this.logPath, 'utf8').trim();
+      if (text === '') return '';
+      return text.split('\n').slice(-lines).join(' | ').slice(0, 400);
+    } catch {
+      return '';
+    }
+  }
+
+  /** "exited with status 1 (fc_handler: ...)" */
+  describeExit(): string {
+    const output = this.output();
+    return `${this.status === null ? 'is running' : describeStatus(this.status)}${output === '' ? '' : ` — it printed: ${output}`}`;
+  }
+
+  /** " (state S, wchan do_epoll_wait)": where the binary is, from /proc, or '' once it is gone. */
+  where(): string {
+    try {
+      const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '?';
+      const wchan = readFileSync(`/proc/${this.pid}/wchan`, 'utf8').trim() || '-';
+      return ` (state ${state}, wchan ${wchan})`;
+    } catch {
+      return '';
+    }
+  }
+
+  /** SIGKILLs the binary's process group and reaps it: its wait status (9 when our kill ended it). */
+  kill(): number | null {
+    if (this.pid > 0 && this.status === null) {
+      this.addon.killGroup(this.pid, 9);
+      const reaped = this.addon.waitStatus(this.pid, true);
+      if (typeof reaped !== 'number') this.status = reaped[1];
+    }
+    return this.status;
+  }
+
+  /** Kills and reaps everything, closes every descriptor, removes the directory. Idempotent. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    live.delete(this);
+    this.kill();
+    if (this.connector !== null && this.connector.exitCode === null && this.connector.signalCode === null) {
+      this.connector.stdin?.destroy();
+      this.connector.kill('SIGKILL');
+    }
+    this.connector?.stdout?.destroy();
+    this.connector?.stderr?.destroy();
+    for (const fd of this.fds) this.addon.close(fd);
+    this.fds.clear();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface BinaryHandlerOptions {
+  readonly path: string;
+  /** Appended after SOCKET_PATH MEMORY_FILE_PATH (what follows `--`). */
+  readonly args?: readonly string[];
+  /** Wall time the binary may go without a trapped call while the guest waits (default 10 s). */
+  readonly timeoutMs?: number;
+  /** Called once with what the run learned (calls served, threads seen). */
+  readonly report?: (report: BinaryRunReport) => void;
+}
+
+export interface BinaryRunReport {
+  /** Trapped calls answered. */
+  readonly calls: number;
+  /**
+   * A hash of the answered calls in order (call number, ioctl request, result):
+   * equal for two runs that replayed the same way.
+   */
+  readonly digest: string;
+  /** Threads of the binary whose uffd calls were emulated: above 1, their interleaving is the host's. */
+  readonly threads: number;
+}
+
+export const DEFAULT_HANDLER_TIMEOUT_MS = 10_000;
+
+function chunks(
+  process: HandlerSession['process'],
+  fd: number,
+  length: number,
+  write: (chunk: Uint8Array) => void,
+): void {
+  const step = 4 << 20;
+  for (let offset = 0; offset < length; offset += step)
+    write(process.pread(fd, Math.min(step, length - offset), offset));
+}
+
+function memoryLength(regions: readonly GuestRegionUffdMapping[]): number {
+  return regions.reduce((end, region) => Math.max(end, region.offset + region.size), 0);
+}
+
+export function regionsJson(regions: readonly GuestRegionUffdMapping[]): string {
+  return new TextDecoder().decode(encodeRegions(regions));
+}
+
+/** The memory file's bytes, read from the session's descriptor, for the real file the binary maps. */
+export function memoryWriter(session: HandlerSession): (write: (chunk: Uint8Array) => void) => void {
+  return (write) => chunks(session.process, session.memoryFd, memoryLength(session.regions), write);
+}

@@ -1,0 +1,269 @@
+/**
+ * Handler binaries (src/handlers/binary/): the C test handler
+ * (test/handlers/fc_handler.c, built by node-gyp) speaking Firecracker's
+ * protocol serves the snapshot-restore guest on the model, through seccomp
+ * interception, and on the host kernel with a real userfaultfd. Every page
+ * is verified by the workload; the report shows the calls were trapped.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { KernelBackend } from '../src/api/backend.ts';
+import { ModelBackend } from '../src/api/model-backend.ts';
+import { type BinaryRunReport, binaryHandler } from '../src/handlers/binary/serve.ts';
+import { hostUnavailable, reserveHugePages } from '../src/host/capabilities.ts';
+import { HostBackend } from '../src/host/host-backend.ts';
+import { Trace } from '../src/trace/trace.ts';
+import { ENOMEM, KernelError } from '../src/uapi/errno.ts';
+import type { AccessPattern } from '../src/workloads/guest.ts';
+import { HandlerError, type RestoreMode, runSnapshotRestore } from '../src/workloads/snapshot-restore.ts';
+
+const build = fileURLToPath(new URL('../build/Release/', import.meta.url));
+export const handlerPath = (name: string): string => join(build, name);
+const built = existsSync(handlerPath('fc_handler_static')) ? undefined : 'the test handlers are not built';
+const hostMissing = hostUnavailable();
+
+export interface Run {
+  readonly verified: number;
+  readonly pages: number;
+  readonly report: BinaryRunReport | undefined;
+}
+
+export async function serveWith(
+  binary: string,
+  options: {
+    backend?: KernelBackend;
+    mode?: RestoreMode;
+    size?: number;
+    vcpus?: number;
+    balloon?: number;
+    seed?: number;
+    pattern?: AccessPattern;
+    args?: string[];
+    timeoutMs?: number;
+  } = {},
+): Promise<Run> {
+  let report: BinaryRunReport | undefined;
+  const seed = options.seed ?? 1;
+  const result = await runSnapshotRestore({
+    backend: options.backend ?? new ModelBackend({ seed }),
+    mode: options.mode ?? 'anon',
+    guestBytes: options.size ?? 1 << 20,
+    vcpus: options.vcpus ?? 2,
+    pattern: options.pattern ?? 'random',
+    seed,
+    prefetchWindow: 0,
+    balloonPages: options.balloon ?? 0,
+    trace: new Trace(1, false),
+    handler: binaryHandler({
+      path: handlerPath(binary),
+      args: options.args ?? [],
+      timeoutMs: options.timeoutMs ?? 10_000,
+      report: (r) => {
+        report = r;
+      },
+    }),
+  }).catch((error: unknown) => {
+    // The workload wraps what serve threw; the finding is the cause.
+    throw error instanceof HandlerError ? error.cause : error;
+  });
+  assert.deepEqual(result.wrongReads, []);
+  return { verified: result.verifiedPages, pages: result.pages, report };
+}
+
+function leftovers(): string[] {
+  return readdirSync(tmpdir()).filter((name) => name.startsWith('faultline-handler-'));
+}
+
+describe('handler binaries on the model (seccomp interception)', { skip: built }, () => {
+  it('the dynamic C handler restores every page; its uffd calls were trapped', async () => {
+    const before = leftovers().length;
+    const run = await serveWith('fc_handler', { size: 1 << 20 });
+    assert.equal(run.verified, run.pages);
+    assert.equal(run.pages, 256);
+    // A COPY per page, plus the reads and polls, reached the model.
+    assert.ok(run.report !== undefined && run.report.calls > 256, `calls: ${run.report?.calls}`);
+    assert.equal(run.report.threads, 1);
+    assert.equal(leftovers().length, before, 'the scratch directory is removed');
+  });
+
+  it('the -static build is intercepted as well (a pipe would answer ENOTTY)', async () => {
+    const run = await serveWith('fc_handler_static', { size: 1 << 20 });
+    assert.equal(run.verified, run.pages);
+    assert.ok(run.report !== undefined && run.report.calls > 256, `calls: ${run.report?.calls}`);
+  });
+
+  it('hugetlb: whole 2 MiB pages copied from the mapped memory file', async () => {
+    const run = await serveWith('fc_handler', { mode: 'hugetlb', size: 8 << 20 });
+    assert.equal(run.verified, 4);
+  });
+
+  it('a balloon: REMOVE events reach the binary, discarded pages read as zero', async () => {
+    const run = await serveWith('fc_handler', { size: 1 << 20, balloon: 64, vcpus: 3 });
+    assert.equal(run.verified, run.pages);
+  });
+
+  it('a seed replays exactly: the same trapped calls with the same results', async () => {
+    const first = await serveWith('fc_handler', { size: 512 << 10, balloon: 32, seed: 7 });
+    const second = await serveWith('fc_handler', { size: 512 << 10, balloon: 32, seed: 7 });
+    const other = await serveWith('fc_handler', { size: 512 << 10, balloon: 32, seed: 8 });
+    assert.equal(first.report?.digest, second.report?.digest);
+    assert.notEqual(first.report?.digest, other.report?.digest);
+  });
+});
+
+describe('the same binary on the host kernel', { skip: built ?? hostMissing }, () => {
+  it('anonymous memory: the real userfaultfd, every page verified', async () => {
+    const run = await serveWith('fc_handler', { backend: new HostBackend(), size: 4 << 20 });
+    assert.equal(run.verified, run.pages);
+    assert.equal(run.pages, 1024);
+  });
+
+  it('hugetlb, static build', async (t) => {
+    // The pool is shared with test files running beside this one: reserve when the test runs.
+    const reason = reserveHugePages(8);
+    if (reason !== undefined) return t.skip(reason);
+    let run: Run;
+    try {
+      run = await serveWith('fc_handler_static', {
+        backend: new HostBackend(),
+        mode: 'hugetlb',
+        size: 8 << 20,
+      });
+    } catch (error) {
+      if (error instanceof KernelError && error.errno === ENOMEM && error.syscall === 'mmap')
+        return t.skip('the hugetlb pool is in use by another test process');
+      throw error;
+    }
+    assert.equal(run.verified, 4);
+  });
+});
+
+/** Processes whose command line names a scratch directory of a handler session (binary or connector). */
+function strayProcesses(): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      if (state !== 'Z' && cmdline.includes('faultline-handler-')) found.push(`${pid}: ${cmdline}`);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
+/** Descriptors of the kinds a session opens: pidfds, seccomp listeners, pipes, sockets, userfaultfds. */
+function openFds(): number {
+  let count = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (/pidfd|seccomp|userfaultfd|^pipe:|^socket:/.test(target)) count++;
+    } catch {
+      // The directory's own descriptor.
+    }
+  }
+  return count;
+}
+
+describe('a misbehaving handler binary is a one-line finding, and nothing is left behind', {
+  skip: built,
+}, () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ['exits', ['--exit-after', '5'], /^handler binary exited with status 3 — it printed: .*--exit-after/],
+    ['crashes', ['--crash-after', '5'], /^handler binary died on signal 11/],
+    [
+      'panics and SIGKILLs its socket peer',
+      ['--kill-peer-after', '5'],
+      /^handler binary died on signal 6 .*panic/,
+    ],
+    ['closes its uffd', ['--close-after', '5'], /^handler binary exited with status 1 .*UFFDIO_COPY/],
+    ['passes a wild COPY source (EFAULT, as the kernel)', ['--garbage-after', '5'], /Bad address/],
+    [
+      'hangs (busy loop)',
+      ['--hang-after', '5'],
+      /^handler binary made no userfaultfd call for 0.5 s .*state R/,
+    ],
+  ];
+  for (const [what, args, message] of cases) {
+    it(`on the model: a handler that ${what}`, async () => {
+      const fds = openFds();
+      const dirs = leftovers().length;
+      await assert.rejects(
+        serveWith('fc_handler', { size: 256 << 10, args, timeoutMs: 500 }),
+        (error: Error) => {
+          assert.equal(error.name, 'HandlerBinaryError');
+          assert.match(error.message, message);
+          assert.ok(!error.message.includes('\n'), 'one line');
+          return true;
+        },
+      );
+      assert.equal(openFds(), fds, 'no descriptor left open');
+      assert.equal(leftovers().length, dirs, 'no scratch directory left');
+      assert.deepEqual(strayProcesses(), []);
+    });
+  }
+
+  it('on the host: a handler that exits is a finding naming the waiting vCPUs', {
+    skip: hostMissing,
+  }, async () => {
+    await assert.rejects(
+      serveWith('fc_handler', { backend: new HostBackend(), size: 256 << 10, args: ['--exit-after', '0'] }),
+      /handler binary exited with status 3 — it printed: .*--exit-after/,
+    );
+    assert.deepEqual(strayProcesses(), []);
+  });
+
+  it('on the host: a handler that crashes is a finding; the vCPUs are released', {
+    skip: hostMissing,
+  }, async () => {
+    const fds = openFds();
+    await assert.rejects(
+      serveWith('fc_handler', { backend: new HostBackend(), size: 1 << 20, args: ['--crash-after', '5'] }),
+      /handler binary died on signal 11/,
+    );
+    assert.deepEqual(strayProcesses(), []);
+    assert.equal(openFds(), fds);
+  });
+
+  it('SIGINT mid-run: faultline dies of it, the binary and the connector with it, the scratch files removed', async () => {
+    const dirs = leftovers().length;
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        fileURLToPath(new URL('../src/cli/main.ts', import.meta.url)),
+        'workload',
+        'snapshot-restore',
+        '--size',
+        '1M',
+        '--handler-timeout',
+        '60000',
+        '--handler',
+        handlerPath('fc_handler'),
+        '--',
+        '--hang-after',
+        '50',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    // Wait until the binary is up (its command line names the scratch directory), then interrupt.
+    for (let i = 0; i < 600 && strayProcesses().length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(strayProcesses().length >= 1, 'the binary started');
+    child.kill('SIGINT');
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    assert.equal(signal ?? code, 'SIGINT');
+    for (let i = 0; i < 100 && strayProcesses().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(strayProcesses(), []);
+    assert.equal(leftovers().length, dirs);
+  });
+});
