@@ -176,6 +176,13 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   return Num(info.Env(), Result(read(IntArg(info, 0), bytes, length)));
 }
 
+// read(2) that never sleeps, whatever the file's O_NONBLOCK (see ReadNeverBlocking).
+Napi::Value ReadNowait(const Napi::CallbackInfo& info) {
+  size_t length;
+  uint8_t* bytes = BytesArg(info, 1, &length);
+  return Num(info.Env(), Result(ReadNeverBlocking(IntArg(info, 0), bytes, length)));
+}
+
 Napi::Value Poll(const Napi::CallbackInfo& info) {
   struct pollfd entry = {IntArg(info, 0), POLLIN | POLLOUT, 0};
   int result = poll(&entry, 1, 0);
@@ -678,6 +685,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("read", Napi::Function::New(env, Read));
   exports.Set("write", Napi::Function::New(env, Write));
   exports.Set("lseek", Napi::Function::New(env, Lseek));
+  exports.Set("readNowait", Napi::Function::New(env, ReadNowait));
   exports.Set("poll", Napi::Function::New(env, Poll));
   exports.Set("waitReadable", Napi::Function::New(env, WaitReadable));
   exports.Set("close", Napi::Function::New(env, Close));

@@ -331,7 +331,8 @@ void Serve(const RequestHeader& request, const std::vector<uint8_t>& data, Reply
     }
     case AGENT_READ: {
       out->resize(static_cast<size_t>(a[1]));
-      reply->result = Syscall(read(fd, out->data(), out->size()));
+      // Never sleeps, whatever the file's O_NONBLOCK (the backend's read contract).
+      reply->result = Syscall(ReadNeverBlocking(fd, out->data(), out->size()));
       out->resize(reply->result > 0 ? static_cast<size_t>(reply->result) : 0);
       break;
     }

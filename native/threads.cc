@@ -569,4 +569,15 @@ DirectOutcome DirectAccess(uintptr_t address, uint8_t* buffer, size_t length, bo
   return result;
 }
 
+long ReadNeverBlocking(int fd, void* buffer, size_t length) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || (flags & O_NONBLOCK) != 0) return read(fd, buffer, length);
+  if (fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -1;
+  long result = read(fd, buffer, length);
+  int saved = errno;
+  fcntl(fd, F_SETFL, flags);
+  errno = saved;
+  return result;
+}
+
 }  // namespace faultline

@@ -103,4 +103,8 @@ DirectOutcome DirectAccess(uintptr_t address, uint8_t* buffer, size_t length, bo
 // /proc/self/pagemap entries for `pages` pages from `address` (0 on failure).
 bool ReadPagemap(uintptr_t address, size_t pages, uint64_t* out);
 
+// read(2) that never sleeps: on a file without O_NONBLOCK the flag is set around the call (a fd a
+// FORK event installed has no FMODE_NOWAIT, so RWF_NOWAIT would be EOPNOTSUPP). -1 and errno on failure.
+long ReadNeverBlocking(int fd, void* buffer, size_t length);
+
 }  // namespace faultline

@@ -275,7 +275,8 @@ export class HostProcessBackend implements ProcessBackend {
     // reading into a kept buffer and copying out what came keeps the fault path from feeding the GC.
     const into =
       count <= this.readBuffer.byteLength ? this.readBuffer.subarray(0, count) : new Uint8Array(count);
-    const length = check('read', this.addon.read(fd, into));
+    // The backend's read never sleeps, also on a uffd opened without O_NONBLOCK (RWF_NOWAIT).
+    const length = check('read', this.addon.readNowait?.(fd, into) ?? this.addon.read(fd, into));
     return into.slice(0, length);
   }
 
@@ -462,6 +463,11 @@ export interface HostBackendOptions {
   readonly spinTries?: number;
 }
 
+/** How long settling waits for a running thread to end or sleep before it counts as blocked. */
+const SETTLE_BOUND_MS = 2000;
+/** How long later settles wait for a thread that already spun past the bound. */
+const SPINNING_LOOK_MS = 100;
+
 /** The host kernel. Construct it only when hostUnavailable() is undefined (the constructor checks). */
 export class HostBackend implements KernelBackend, RemoteOwner {
   readonly name = 'host' as const;
@@ -521,15 +527,24 @@ export class HostBackend implements KernelBackend, RemoteOwner {
    * (a handler's wake-up) run in between.
    */
   async settle(): Promise<void> {
+    // Bounded: a thread that neither ends nor sleeps (one spinning in the kernel, retrying a
+    // kernel-mode fault with a signal pending) counts as blocked once the bound passes, and later
+    // settles give it only a short look, so no step waits on it for long (SCENARIOS.md, settling).
+    const started = performance.now();
     let stableRounds = 0;
     for (let round = 0; ; round++) {
+      const elapsed = performance.now() - started;
       let running = false;
       for (const thread of this.threads) {
         if (thread.result() !== null) continue;
-        if (thread.state() === 'running') {
-          running = true;
-          break;
+        if (thread.state() !== 'running') continue;
+        if (this.spinning.has(thread) && elapsed >= SPINNING_LOOK_MS) continue;
+        if (elapsed >= SETTLE_BOUND_MS) {
+          this.spinning.add(thread);
+          continue;
         }
+        running = true;
+        break;
       }
       if (!running && ++stableRounds >= 2) return;
       if (running) stableRounds = 0;
@@ -537,6 +552,9 @@ export class HostBackend implements KernelBackend, RemoteOwner {
       else await new Promise<void>((resolve) => setTimeout(resolve, 1));
     }
   }
+
+  /** Threads seen running past a settle's bound: spinning in the kernel. */
+  private readonly spinning = new WeakSet<ThreadBackend>();
 
   describe(): string {
     const where = this.self === this.node ? '' : `, program in process ${this.self.pid} (faultline_agent)`;

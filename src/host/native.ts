@@ -84,6 +84,8 @@ export interface NativeAddon {
   pread(fd: number, into: Uint8Array, offset: number): number;
   pwrite(fd: number, from: Uint8Array, offset: number): number;
   read(fd: number, into: Uint8Array): number;
+  /** read(2) with RWF_NOWAIT: never sleeps, whatever O_NONBLOCK (absent from an addon built before it). */
+  readNowait?(fd: number, into: Uint8Array): number;
   write(fd: number, from: Uint8Array): number;
   lseek(fd: number, offset: number, whence: number): number;
   /** poll(2) with a zero timeout for POLLIN|POLLOUT: the revents, or -errno. */
