@@ -14,6 +14,7 @@ import {
 import { EFAULT, EINVAL, ENOMEM } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
 import type { ModelProcess } from '../process.ts';
+import type { UffdContext } from '../uffd/context.ts';
 import {
   type EventWait,
   raiseRemapEvent,
@@ -85,15 +86,29 @@ export function doMremap(
     return fail(ENOMEM, 'new_size', 'cannot grow in place and MREMAP_MAYMOVE is not set');
   const target = fixed ? newAddressRaw : mm.findFreeRange(newLength, vma.pageSize);
   if (target < 0) return fail(ENOMEM, 'new_size', 'no free range large enough');
+  // mremap_to shrinks before it moves: the tail goes first, and only the kept head moves (REMAP
+  // carries the new length); the tail's UNMAP is queued after the REMAP, then the head's
+  // [OBS 6.18: faultline diff, mremap onto a reservation].
+  let tail: { contexts: UffdContext[]; start: number; end: number } | null = null;
+  if (fixed && newLength < oldLength) {
+    const start = oldAddress + newLength;
+    const end = oldAddress + oldLength;
+    tail = { contexts: unmapContexts(mm, start, end), start, end };
+    const split = process.splitEdges(start, end);
+    if (split < 0) return split;
+    for (const piece of mm.vmasIn(start, end)) process.removeVma(piece);
+  }
+  const moving = tail === null ? vma : mm.findVma(oldAddress)!;
   return moveRange(
     process,
-    vma,
+    moving,
     oldAddress,
-    oldLength,
+    tail === null ? oldLength : newLength,
     target,
     newLength,
     (flags & MREMAP_DONTUNMAP) !== 0,
     wait,
+    tail,
   );
 }
 
@@ -107,6 +122,7 @@ function moveRange(
   newLength: number,
   dontUnmap: boolean,
   wait: EventWait | null,
+  tail: { contexts: UffdContext[]; start: number; end: number } | null = null,
 ): number {
   const mm = process.mm;
   const ctx = vma.uffdContext;
@@ -152,6 +168,7 @@ function moveRange(
   if (moved.uffdContext === null) clearUffdWp(mm, moved.start, moved.end);
   mm.mergeRange(moved.start, moved.end);
   if (remapWanted(ctx)) raiseRemapEvent(ctx, oldAddress, target, oldLength, wait);
+  if (tail !== null) raiseUnmapEvents(tail.contexts, tail.start, tail.end, wait);
   raiseUnmapEvents(unmapTargets, oldAddress, oldAddress + oldLength, wait);
   return target;
 }
