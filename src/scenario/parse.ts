@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { OP_NAMES, OP_SCHEMAS, type OpName, ScenarioHeader } from './schema.ts';
+import { exactInt, OP_NAMES, OP_SCHEMAS, type OpName, ScenarioHeader } from './schema.ts';
 
 export class ScenarioError extends Error {
   override name = 'ScenarioError';
@@ -52,7 +52,13 @@ class Locator {
     readonly file: string,
     text: string,
   ) {
-    this.document = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true });
+    // Integers are read as bigints, so one beyond 2^53 stays exact; `toJS` turns the small ones back into numbers.
+    this.document = parseDocument(text, {
+      lineCounter: this.lines,
+      prettyErrors: false,
+      uniqueKeys: true,
+      intAsBigInt: true,
+    });
   }
 
   /** The node at `path`, or the nearest ancestor that exists. */
@@ -137,6 +143,16 @@ function zodError(locator: Locator, base: Path, error: z.ZodError, raw: unknown)
   return locator.error(path, issue.message);
 }
 
+/** Bigints that a number holds exactly become numbers; the rest stay bigints (u64 fields). */
+function smallIntsAsNumbers(value: unknown): unknown {
+  if (typeof value === 'bigint') return exactInt(value);
+  if (Array.isArray(value)) return value.map(smallIntsAsNumbers);
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, smallIntsAsNumbers(item)]));
+  }
+  return value;
+}
+
 /** Parses and validates one scenario's text; throws ScenarioError. */
 export function parseScenario(text: string, file: string): Scenario {
   const locator = new Locator(file, text);
@@ -145,7 +161,7 @@ export function parseScenario(text: string, file: string): Scenario {
     const { line, col } = locator.position(yamlError.pos[0]);
     throw new ScenarioError(file, line, col, '(syntax)', yamlError.message.split('\n')[0]!);
   }
-  const raw = locator.document.toJS();
+  const raw = smallIntsAsNumbers(locator.document.toJS());
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw locator.error([], 'a scenario is a mapping with name and steps');
   }

@@ -5,6 +5,22 @@ import type { DataSpec } from './schema.ts';
 /** What a step did, in the vocabulary of `expect`. */
 export type ObservedResult = Record<string, unknown>;
 
+/**
+ * The addresses behind the places an observed result names (`map`/`offset`,
+ * `from`, `to`), under a symbol key so that they are neither shown nor
+ * diffed: a place is compared by address, as two names may cover it.
+ */
+export const PLACE_ADDRESSES = Symbol('placeAddresses');
+
+export interface PlaceAddresses {
+  place?: number;
+  from?: number;
+  to?: number;
+}
+
+/** The address range a map name stands for in the scenario's context. */
+export type PlaceResolver = (map: string) => { start: number; length: number } | undefined;
+
 export function errnoOf(error: unknown): string {
   if (error instanceof KernelError) return errnoName(error.errno);
   throw error;
@@ -27,9 +43,26 @@ export function compare(
   expected: Record<string, unknown> | undefined,
   observed: ObservedResult,
   dataOf: (spec: DataSpec) => Uint8Array,
+  resolve?: PlaceResolver,
 ): string[] {
   const problems: string[] = [];
   const wanted = expected ?? {};
+  const addresses = (observed as { [PLACE_ADDRESSES]?: PlaceAddresses })[PLACE_ADDRESSES];
+  /** Whether the expected place names the observed address (by address, when both are known). */
+  const samePlace = (
+    map: string,
+    offset: number | undefined,
+    address: number | undefined,
+    got: unknown,
+  ): boolean => {
+    const range = resolve?.(map);
+    const place = got as { map: string; offset: number } | undefined;
+    if (range === undefined || address === undefined) {
+      return place !== undefined && place.map === map && (offset === undefined || place.offset === offset);
+    }
+    if (offset !== undefined) return range.start + offset === address;
+    return (address >= range.start && address < range.start + range.length) || place?.map === map;
+  };
   if (wanted.errno === undefined && observed.errno !== undefined && observed.state === undefined) {
     problems.push(`expected success, got ${observed.errno}`);
   }
@@ -65,8 +98,20 @@ export function compare(
       case 'from':
       case 'to': {
         const want = value as { map: string; offset?: number };
-        const place = got as { map: string; offset: number } | undefined;
-        ok = place !== undefined && place.map === want.map && place.offset === (want.offset ?? 0);
+        ok = samePlace(want.map, want.offset ?? 0, addresses?.[field], got);
+        break;
+      }
+      case 'map':
+      case 'offset': {
+        // An event's place: map and offset name one address together; an offset without a map stays
+        // relative to the map the runner named.
+        const map = wanted.map as string | undefined;
+        if (map === undefined || addresses?.place === undefined) {
+          ok = got === value;
+          break;
+        }
+        const here = { map: observed.map, offset: observed.offset };
+        ok = samePlace(map, wanted.offset as number | undefined, addresses.place, here);
         break;
       }
       default:

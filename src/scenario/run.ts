@@ -74,7 +74,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
       if (result === null) continue;
       context.background.splice(context.background.indexOf(pending), 1);
       const observed = pending.finish(result);
-      const problems = compare(pending.step.expect, observed, dataBytes);
+      const problems = compare(pending.step.expect, observed, dataBytes, (map) => context.range(map));
       const index = steps.findIndex((report) => report.index === pending.step.index);
       const report: StepReport = {
         ...steps[index]!,
@@ -103,7 +103,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
         });
         continue;
       }
-      const problems = compare(step.expect, observed, dataBytes);
+      const problems = compare(step.expect, observed, dataBytes, (map) => context.range(map));
       report = {
         index: step.index,
         op: step.op,

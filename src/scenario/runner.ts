@@ -25,6 +25,7 @@ import {
   MADV_PAGEOUT,
   MADV_REMOVE,
   MAP_ANONYMOUS,
+  MAP_FIXED_NOREPLACE,
   MAP_HUGETLB,
   MAP_PRIVATE,
   MAP_SHARED,
@@ -60,7 +61,7 @@ import {
   UFFDIO_ZEROPAGE,
   UFFDIO_ZEROPAGE_MODE_DONTWAKE,
 } from '../uapi/constants.ts';
-import { errnoName, KernelError, SignalError } from '../uapi/errno.ts';
+import { EEXIST, errnoName, KernelError, SignalError } from '../uapi/errno.ts';
 import {
   decodeUffdioRegister,
   decodeUffdMsgs,
@@ -75,11 +76,14 @@ import {
   UFFD_MSG_SIZE,
 } from '../uapi/structs.ts';
 import type { Step } from './parse.ts';
-import { errnoOf, type ObservedResult } from './result.ts';
-import type { DataSpec } from './schema.ts';
+import { errnoOf, type ObservedResult, PLACE_ADDRESSES, type PlaceAddresses } from './result.ts';
+import type { DataSpec, Int64 } from './schema.ts';
 
 /** The value the runner presets result fields to, so "unwritten" can be told apart. */
 export const PROGRESS_PRESET = -0x5eed;
+
+/** The runner's own memory keeps this far below the scenario's maps (and aligned to it). */
+const RUNNER_GAP = 2 * 1024 * 1024;
 
 export class UnsupportedStep extends Error {
   override name = 'UnsupportedStep';
@@ -124,7 +128,9 @@ export class ScenarioContext {
   readonly maps = new Map<string, MapBinding>();
   readonly uffds = new Map<string, UffdBinding>();
   readonly threads = new Map<string, ThreadBackend>();
-  private readonly staging = new Map<string, { address: number; length: number }>();
+  private readonly staging = new Map<string, { address: number; length: number; dirty: number }>();
+  /** Ranges of the runner's own memory (source buffers, mremap reservations), in every process. */
+  private readonly runnerRanges: Array<{ start: number; length: number }> = [];
 
   constructor(readonly backend: KernelBackend) {
     this.processes.set('main', new Process(backend.self));
@@ -134,28 +140,107 @@ export class ScenarioContext {
     return this.processes.get(name ?? 'main')!;
   }
 
-  address(map: string, offset = 0): number {
-    return this.maps.get(map)!.address + offset;
+  /** A place as a number (a syscall argument); an offset beyond 2^53 is only approximate here. */
+  address(map: string, offset: Int64 = 0): number {
+    return this.maps.get(map)!.address + Number(offset);
+  }
+
+  /** A place as a u64 (a uffd ioctl field), exact for any offset: the sum wraps as in C. */
+  address64(map: string, offset: Int64 = 0): bigint {
+    return BigInt.asUintN(64, BigInt(this.maps.get(map)!.address) + BigInt(offset));
+  }
+
+  /** The address range a map name stands for (places are compared by address). */
+  range(map: string): { start: number; length: number } | undefined {
+    const binding = this.maps.get(map);
+    return binding === undefined ? undefined : { start: binding.address, length: binding.length };
   }
 
   /** The default length of a map operation: from `offset` to the end of the map. */
-  lengthOf(map: string, offset = 0, length?: number): number {
-    return length ?? this.maps.get(map)!.length - offset;
+  lengthOf(map: string, offset: Int64 = 0, length?: Int64): Int64 {
+    return length ?? this.maps.get(map)!.length - Number(offset);
   }
 
-  /** A private buffer of at least `length` bytes in `process`, holding `data` then zeros. */
-  sourceBuffer(processName: string, data: Uint8Array, length: number): number {
+  /**
+   * A private buffer in `process` holding `data` then zeros, backing
+   * `length` bytes when it can: a length it cannot back (beyond 2^53, or one
+   * the kernel refuses to map) gets a buffer for the data alone, and the
+   * ioctl is still sent with the length as written.
+   */
+  sourceBuffer(processName: string, data: Uint8Array, length: Int64): number {
     const process = this.process(processName);
+    const pages = (bytes: number) => Math.max(Math.ceil(bytes / 4096) * 4096, 4096);
+    const forData = pages(data.byteLength);
     let buffer = this.staging.get(processName);
-    const needed = Math.max(Math.ceil(length / 4096) * 4096, Math.ceil(data.byteLength / 4096) * 4096, 4096);
-    if (buffer === undefined || buffer.length < needed) {
+    const wanted = typeof length === 'bigint' ? forData : Math.max(pages(length), forData);
+    if (buffer === undefined || buffer.length < wanted) {
       if (buffer !== undefined) process.munmapIsolated(buffer.address, buffer.length);
-      buffer = { address: process.mmapIsolated(needed), length: needed };
+      this.staging.delete(processName);
+      let address: number;
+      let size = wanted;
+      try {
+        address = this.runnerMapping(processName, wanted);
+      } catch (error) {
+        if (!(error instanceof KernelError) || wanted === forData) throw error;
+        size = forData;
+        address = this.runnerMapping(processName, forData);
+      }
+      buffer = { address, length: size, dirty: 0 };
       this.staging.set(processName, buffer);
     }
-    process.write(buffer.address, new Uint8Array(buffer.length));
+    // A fresh mapping reads zero; only what an earlier step wrote needs clearing.
+    if (buffer.dirty > 0) process.write(buffer.address, new Uint8Array(buffer.dirty));
     process.write(buffer.address, data);
+    buffer.dirty = data.byteLength;
     return buffer.address;
+  }
+
+  /** Unmaps an mremap reservation that the failed mremap left in place. */
+  dropReservation(processName: string, address: number, length: number): void {
+    try {
+      this.process(processName).munmap(address, length);
+    } catch {
+      // The process is gone, and its reservation with it.
+    }
+  }
+
+  /**
+   * Runner memory in `process`: `length` bytes read-write between PROT_NONE
+   * guard pages (or, with `reserve`, one PROT_NONE reservation without
+   * guards), placed with MAP_FIXED_NOREPLACE below every range a scenario
+   * map covers or covered, so it never lands where a scenario map was.
+   */
+  runnerMapping(processName: string, length: number, reserve = false): number {
+    const process = this.process(processName);
+    const guard = reserve ? 0 : 4096;
+    const total = Math.ceil(length / 4096) * 4096 + 2 * guard;
+    let floor = Number.POSITIVE_INFINITY;
+    for (const map of this.maps.values()) floor = Math.min(floor, map.address);
+    for (const range of this.runnerRanges) floor = Math.min(floor, range.start);
+    const step = Math.ceil((total + RUNNER_GAP) / RUNNER_GAP) * RUNNER_GAP;
+    let at = Number.isFinite(floor) ? Math.floor((floor - total) / RUNNER_GAP) * RUNNER_GAP - RUNNER_GAP : 0;
+    for (let tries = 0; tries < 64 && at >= RUNNER_GAP; tries++, at -= step) {
+      try {
+        process.backend.mmap({
+          address: at,
+          length: total,
+          prot: 0,
+          flags: MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+          fd: -1,
+          offset: 0,
+        });
+      } catch (error) {
+        if (error instanceof KernelError && error.errno === EEXIST) continue;
+        throw error;
+      }
+      if (!reserve) process.mprotect(at + guard, total - 2 * guard, PROT_READ | PROT_WRITE);
+      this.runnerRanges.push({ start: at, length: total });
+      return at + guard;
+    }
+    // Nothing mapped yet (or no room below): the kernel places it, before any scenario map exists.
+    const address = reserve ? process.mmap({ length: total, prot: 0 }) : process.mmapIsolated(length);
+    this.runnerRanges.push({ start: address - guard, length: total });
+    return address;
   }
 
   /** Translates an address of `process` back to a map name and offset. */
@@ -185,7 +270,7 @@ export class ScenarioContext {
 }
 
 function modeBits(op: string, args: Record<string, unknown>): bigint {
-  if (typeof args.mode_bits === 'number') return BigInt(args.mode_bits);
+  if (typeof args.mode_bits === 'number' || typeof args.mode_bits === 'bigint') return BigInt(args.mode_bits);
   let bits = 0;
   for (const name of (args.mode as string[] | undefined) ?? []) bits |= MODE_BITS[op]![name]!;
   return BigInt(bits);
@@ -273,7 +358,7 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
       return observe(() =>
         process.mprotect(
           context.address(a.map, a.offset),
-          context.lengthOf(a.map, a.offset, a.length),
+          Number(context.lengthOf(a.map, a.offset, a.length)),
           PROT[a.prot]!,
         ),
       );
@@ -384,8 +469,8 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
       const offset = a.offset ?? 0;
       const arg = encodeUffdioRegister({
         range: {
-          start: BigInt(context.address(a.map, offset)),
-          len: BigInt(context.lengthOf(a.map, offset, a.length)),
+          start: context.address64(a.map, offset),
+          len: BigInt.asUintN(64, BigInt(context.lengthOf(a.map, offset, a.length))),
         },
         mode,
         ioctls: 0n,
@@ -402,8 +487,8 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
       const binding = context.uffds.get(a.uffd)!;
       const offset = a.offset ?? 0;
       const arg = encodeUffdioRange({
-        start: BigInt(context.address(a.map, offset)),
-        len: BigInt(context.lengthOf(a.map, offset, a.length)),
+        start: context.address64(a.map, offset),
+        len: BigInt.asUintN(64, BigInt(context.lengthOf(a.map, offset, a.length))),
       });
       const request = step.op === 'wake' ? UFFDIO_WAKE : UFFDIO_UNREGISTER;
       return rangeIoctl(context.process(binding.process).backend, binding.fd, request, arg, null, '');
@@ -445,18 +530,19 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
     case 'copy': {
       const binding = context.uffds.get(a.uffd)!;
       const caller = context.process(binding.process);
-      let src: number;
-      if (a.src !== undefined) src = context.address(a.src.map, a.src.offset ?? 0);
+      let src: bigint;
+      if (a.src !== undefined) src = context.address64(a.src.map, a.src.offset ?? 0);
       else {
         const data = dataBytes(a.data);
-        const srcOffset = a.src_offset ?? 0;
+        const srcOffset = Number(a.src_offset ?? 0);
         const padded = new Uint8Array(srcOffset + data.byteLength);
         padded.set(data, srcOffset);
-        src = context.sourceBuffer(binding.process, padded, srcOffset + a.length) + srcOffset;
+        const backed = typeof a.length === 'bigint' ? a.length : srcOffset + a.length;
+        src = BigInt(context.sourceBuffer(binding.process, padded, backed) + srcOffset);
       }
       const arg = encodeUffdioCopy({
-        dst: BigInt(context.address(a.map, a.offset)),
-        src: BigInt(src),
+        dst: context.address64(a.map, a.offset),
+        src,
         len: BigInt(a.length),
         mode: modeBits('copy', a),
         copy: 0n,
@@ -467,7 +553,7 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
     case 'continue':
     case 'poison': {
       const binding = context.uffds.get(a.uffd)!;
-      const range = { start: BigInt(context.address(a.map, a.offset)), len: BigInt(a.length) };
+      const range = { start: context.address64(a.map, a.offset), len: BigInt(a.length) };
       const mode = modeBits(step.op, a);
       const [request, arg, field] =
         step.op === 'zeropage'
@@ -480,7 +566,7 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
     case 'writeprotect': {
       const binding = context.uffds.get(a.uffd)!;
       const arg = encodeUffdioWriteprotect({
-        range: { start: BigInt(context.address(a.map, a.offset)), len: BigInt(a.length) },
+        range: { start: context.address64(a.map, a.offset), len: BigInt(a.length) },
         mode: modeBits('writeprotect', a),
       });
       return rangeIoctl(
@@ -495,8 +581,8 @@ export async function runStep(context: ScenarioContext, step: Step): Promise<Obs
     case 'move': {
       const binding = context.uffds.get(a.uffd)!;
       const arg = encodeUffdioMove({
-        dst: BigInt(context.address(a.dst.map, a.dst.offset ?? 0)),
-        src: BigInt(context.address(a.src.map, a.src.offset ?? 0)),
+        dst: context.address64(a.dst.map, a.dst.offset ?? 0),
+        src: context.address64(a.src.map, a.src.offset ?? 0),
         len: BigInt(a.length),
         mode: modeBits('move', a),
         move: 0n,
@@ -548,13 +634,16 @@ function readEvent(context: ScenarioContext, uffdName: string): ObservedResult {
         map: '?',
         offset: Number(message.address),
       };
-      return {
-        event: 'pagefault',
-        map: place.map,
-        offset: place.offset,
-        flags: faultFlagNames(message.flags),
-        ptid: message.ptid === 0 ? 0 : context.threadName(message.ptid),
-      };
+      return withAddresses(
+        {
+          event: 'pagefault',
+          map: place.map,
+          offset: place.offset,
+          flags: faultFlagNames(message.flags),
+          ptid: message.ptid === 0 ? 0 : context.threadName(message.ptid),
+        },
+        { place: Number(message.address) },
+      );
     }
     case 'remove':
     case 'unmap': {
@@ -562,20 +651,26 @@ function readEvent(context: ScenarioContext, uffdName: string): ObservedResult {
         map: '?',
         offset: Number(message.start),
       };
-      return {
-        event: message.event,
-        map: place.map,
-        offset: place.offset,
-        length: Number(message.end - message.start),
-      };
+      return withAddresses(
+        {
+          event: message.event,
+          map: place.map,
+          offset: place.offset,
+          length: Number(message.end - message.start),
+        },
+        { place: Number(message.start) },
+      );
     }
     case 'remap':
-      return {
-        event: 'remap',
-        from: context.place(owner, Number(message.from)),
-        to: context.place(owner, Number(message.to)),
-        length: Number(message.len),
-      };
+      return withAddresses(
+        {
+          event: 'remap',
+          from: context.place(owner, Number(message.from)),
+          to: context.place(owner, Number(message.to)),
+          length: Number(message.len),
+        },
+        { from: Number(message.from), to: Number(message.to) },
+      );
     case 'fork': {
       const reader = context.process(binding.process);
       return { event: 'fork', child_uffd: { fd: message.ufd, reader } };
@@ -583,6 +678,12 @@ function readEvent(context: ScenarioContext, uffdName: string): ObservedResult {
     default:
       return { event: 'unknown' };
   }
+}
+
+/** Attaches the addresses behind an event's places (compared by address, never shown). */
+function withAddresses(observed: ObservedResult, addresses: PlaceAddresses): ObservedResult {
+  Object.defineProperty(observed, PLACE_ADDRESSES, { value: addresses, enumerable: false });
+  return observed;
 }
 
 export { KernelError };
@@ -616,7 +717,7 @@ async function runBlockingSyscall(
         call: 'madvise',
         args: [
           context.address(a.map, a.offset),
-          context.lengthOf(a.map, a.offset, a.length),
+          Number(context.lengthOf(a.map, a.offset, a.length)),
           ADVICE[a.advice]!,
         ],
       };
@@ -626,23 +727,35 @@ async function runBlockingSyscall(
       access = {
         kind: 'syscall',
         call: 'munmap',
-        args: [context.address(a.map, a.offset), context.lengthOf(a.map, a.offset, a.length)],
+        args: [context.address(a.map, a.offset), Number(context.lengthOf(a.map, a.offset, a.length))],
       };
       finish = (result) => errnoOrNothing(result.returns[0]!);
       break;
     case 'mremap': {
       const map = context.maps.get(a.map)!;
-      const newLength = a.length ?? map.length;
-      const onto = a.onto === undefined ? undefined : context.maps.get(a.onto)!;
-      const flags = MREMAP_MAYMOVE | (onto === undefined ? 0 : MREMAP_FIXED);
+      const newLength = Number(a.length ?? map.length);
+      // Without `onto` it still moves: onto a fresh reservation of the new length, as a same-length
+      // MREMAP_MAYMOVE alone would leave the mapping where it is (SCENARIOS.md).
+      const reservation =
+        a.onto === undefined ? context.runnerMapping(processName, newLength, true) : undefined;
+      const target = reservation ?? context.maps.get(a.onto)!.address;
+      // The destination is fixed, so `to` names it at once: events read while the mremap waits on
+      // them can name it.
+      const before = context.maps.get(a.to);
+      context.maps.set(a.to, { process: processName, address: target, length: newLength });
       access = {
         kind: 'syscall',
         call: 'mremap',
-        args: [map.address, map.length, newLength, flags, onto?.address ?? 0],
+        args: [map.address, map.length, newLength, MREMAP_MAYMOVE | MREMAP_FIXED, target],
       };
       finish = (result) => {
         const value = result.returns[0]!;
-        if (value < 0) return { errno: errnoName(-value) };
+        if (value < 0) {
+          if (reservation !== undefined) context.dropReservation(processName, reservation, newLength);
+          if (before === undefined) context.maps.delete(a.to);
+          else context.maps.set(a.to, before);
+          return { errno: errnoName(-value) };
+        }
         context.maps.set(a.to, { process: processName, address: value, length: newLength });
         return {};
       };

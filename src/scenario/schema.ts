@@ -16,21 +16,42 @@ import { errnoNumber } from '../uapi/errno.ts';
 const SIZE_PATTERN = /^(0x[0-9a-fA-F]+|\d+)\s*([KMG])?$/;
 const UNITS: Record<string, number> = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 
-/** Parses "16K", "2M", "0x1000" or a plain integer. */
-export function parseSize(value: string | number): number {
-  if (typeof value === 'number') return value;
-  const match = SIZE_PATTERN.exec(value.trim());
-  if (match === null) return Number.NaN;
-  return Number(match[1]) * (match[2] === undefined ? 1 : UNITS[match[2]]!);
+const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * A number where it is exact, else a bigint: sizes run to 2^64-1 and are
+ * read exactly (uapi fields are u64), and most stay small.
+ */
+export type Int64 = number | bigint;
+
+export function exactInt(value: bigint): Int64 {
+  return value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= -BigInt(Number.MAX_SAFE_INTEGER)
+    ? Number(value)
+    : value;
 }
 
-/** A size or offset: an integer, or a string with a K, M or G suffix (powers of two). */
+/** Parses "16K", "2M", "0x1000" or a plain integer (NaN when malformed). */
+export function parseSize(value: string | number): number {
+  return Number(parseSizeExact(value));
+}
+
+/** As `parseSize`, exactly: a bigint beyond 2^53 (NaN when malformed or above 2^64-1). */
+export function parseSizeExact(value: string | number | bigint): Int64 {
+  if (typeof value !== 'string') return value;
+  const match = SIZE_PATTERN.exec(value.trim());
+  if (match === null) return Number.NaN;
+  const bytes = BigInt(match[1]!) * BigInt(match[2] === undefined ? 1 : UNITS[match[2]]!);
+  return bytes > U64_MAX ? Number.NaN : exactInt(bytes);
+}
+
+/** A u64 integer: a number, or a bigint for YAML integers beyond 2^53. */
+const U64 = z.union([z.number().int().nonnegative(), z.bigint().min(0n).max(U64_MAX)]);
+
+/** A size or offset: an integer, or a string with a K, M or G suffix (powers of two), up to 2^64-1. */
 export const Size = z
-  .union([
-    z.number().int().nonnegative(),
-    z.string().regex(SIZE_PATTERN, 'a size such as 4096, 16K, 2M or 1G'),
-  ])
-  .transform((value) => parseSize(value))
+  .union([U64, z.string().regex(SIZE_PATTERN, 'a size such as 4096, 16K, 2M or 1G')])
+  .transform((value) => parseSizeExact(value))
+  .refine((value) => !Number.isNaN(value), 'a size up to 2^64-1')
   .describe('bytes: an integer or a string with K, M or G');
 
 const Name = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a name: letters, digits, _ . -');
@@ -191,7 +212,7 @@ export const OP_SCHEMAS = {
       offset: Size.optional(),
       length: Size.optional(),
       modes: ModeList.optional(),
-      mode_bits: z.number().int().nonnegative().optional(),
+      mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
     },
@@ -237,7 +258,7 @@ export const OP_SCHEMAS = {
       src: Place.optional(),
       src_offset: Size.optional(),
       mode: ModeFlags(['dontwake', 'wp']).optional(),
-      mode_bits: z.number().int().nonnegative().optional(),
+      mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
     },
@@ -250,7 +271,7 @@ export const OP_SCHEMAS = {
       offset: Size,
       length: Size,
       mode: ModeFlags(['dontwake']).optional(),
-      mode_bits: z.number().int().nonnegative().optional(),
+      mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
     },
@@ -263,7 +284,7 @@ export const OP_SCHEMAS = {
       offset: Size,
       length: Size,
       mode: ModeFlags(['dontwake', 'wp']).optional(),
-      mode_bits: z.number().int().nonnegative().optional(),
+      mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
     },
@@ -276,7 +297,7 @@ export const OP_SCHEMAS = {
       offset: Size,
       length: Size,
       mode: ModeFlags(['wp', 'dontwake']).optional(),
-      mode_bits: z.number().int().nonnegative().optional(),
+      mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
     },
@@ -289,7 +310,7 @@ export const OP_SCHEMAS = {
       offset: Size,
       length: Size,
       mode: ModeFlags(['dontwake']).optional(),
-      mode_bits: z.number().int().nonnegative().optional(),
+      mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
     },
@@ -302,7 +323,7 @@ export const OP_SCHEMAS = {
       dst: Place,
       length: Size,
       mode: ModeFlags(['dontwake', 'allow_src_holes']).optional(),
-      mode_bits: z.number().int().nonnegative().optional(),
+      mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
     },
