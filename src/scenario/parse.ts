@@ -239,10 +239,11 @@ const TOUCHING_OPS: ReadonlySet<string> = new Set([
 function touchedBytes(step: Step): number {
   const a = step.args;
   if (!TOUCHING_OPS.has(step.op)) return 0;
-  if (step.op === 'read_raw') return a.buffer;
+  // Sizes past 2^53 are bigints (exact u64s); as numbers they only need to compare here.
+  if (step.op === 'read_raw') return Number(a.buffer);
   if (step.op === 'write' || step.op === 'pwrite') return dataLength(a.data);
-  if (step.op === 'thread') return a.access === 'write' ? dataLength(a.data) : (a.length ?? 1);
-  return Math.max(a.length ?? 0, dataLength(a.data));
+  if (step.op === 'thread') return a.access === 'write' ? dataLength(a.data) : Number(a.length ?? 1);
+  return Math.max(Number(a.length ?? 0), dataLength(a.data));
 }
 
 /**
@@ -319,23 +320,28 @@ function stepRanges(step: Step): StepRange[] {
   const base: Path = ['steps', step.index, step.op];
   if (step.op === 'move') {
     return [
-      { map: a.src.map, offset: a.src.offset ?? 0, length: a.length, path: [...base, 'src'] },
-      { map: a.dst.map, offset: a.dst.offset ?? 0, length: a.length, path: [...base, 'dst'] },
+      { map: a.src.map, offset: Number(a.src.offset ?? 0), length: Number(a.length), path: [...base, 'src'] },
+      { map: a.dst.map, offset: Number(a.dst.offset ?? 0), length: Number(a.length), path: [...base, 'dst'] },
     ];
   }
   if (typeof a.map !== 'string' || step.op === 'vmas') return [];
-  const offset: number = a.offset ?? 0;
+  const offset = Number(a.offset ?? 0);
   const field = a.length !== undefined ? 'length' : 'offset';
   const ranges: StepRange[] = [];
   let length: number | undefined;
   if (step.op === 'read' || step.op === 'thread' || step.op === 'write') {
-    length = a.data !== undefined ? dataLength(a.data) : (a.length ?? 1);
+    length = a.data !== undefined ? dataLength(a.data) : Number(a.length ?? 1);
   } else {
-    length = a.length;
+    length = a.length === undefined ? undefined : Number(a.length);
   }
   ranges.push({ map: a.map, offset, length: length ?? 0, path: [...base, field] });
   if (step.op === 'copy' && typeof a.src === 'object') {
-    ranges.push({ map: a.src.map, offset: a.src.offset ?? 0, length: a.length, path: [...base, 'src'] });
+    ranges.push({
+      map: a.src.map,
+      offset: Number(a.src.offset ?? 0),
+      length: Number(a.length),
+      path: [...base, 'src'],
+    });
   }
   return ranges;
 }
