@@ -741,7 +741,6 @@ async function runBlockingSyscall(
       const target = reservation ?? context.maps.get(a.onto)!.address;
       // The destination is fixed, so `to` names it at once: events read while the mremap waits on
       // them can name it.
-      const before = context.maps.get(a.to);
       context.maps.set(a.to, { process: processName, address: target, length: newLength });
       access = {
         kind: 'syscall',
@@ -751,9 +750,9 @@ async function runBlockingSyscall(
       finish = (result) => {
         const value = result.returns[0]!;
         if (value < 0) {
+          // `to` keeps naming the (now empty) destination, so later steps on it fail as the kernel
+          // fails them instead of naming nothing.
           if (reservation !== undefined) context.dropReservation(processName, reservation, newLength);
-          if (before === undefined) context.maps.delete(a.to);
-          else context.maps.set(a.to, before);
           return { errno: errnoName(-value) };
         }
         context.maps.set(a.to, { process: processName, address: value, length: newLength });
