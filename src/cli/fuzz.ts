@@ -40,7 +40,11 @@ export async function fuzzCommand(options: FuzzCommandOptions, out: (line: strin
   if (options.json) {
     out(JSON.stringify({ version: 1, ...result, divergence: result.divergence?.file ?? null }, null, 2));
   } else {
-    out(`fuzz seed ${result.seed}: ${result.runs} sequences, ${result.skipped} skipped by a backend`);
+    const explained = Object.entries(result.explained).map(([reason, count]) => `${count} ${reason}`);
+    out(
+      `fuzz seed ${result.seed}: ${result.runs} sequences, ${result.skipped} skipped by a backend, ` +
+        `${explained.length === 0 ? 'no' : explained.join(', ')} explained divergence${explained.length === 1 ? '' : 's'}`,
+    );
     if (result.divergence !== undefined) {
       out(`divergence, shrunk to ${result.divergence.file}:`);
       for (const divergence of result.divergence.report.divergences) {

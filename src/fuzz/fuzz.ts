@@ -23,14 +23,32 @@ export interface FuzzResult {
   readonly runs: number;
   readonly seed: number;
   readonly skipped: number;
+  /** Cases whose divergence is a known difference (docs/fidelity.md), by reason. */
+  readonly explained: Readonly<Record<string, number>>;
   /** The shrunk divergence, if one was found. */
   readonly divergence?: { readonly file: string; readonly report: DiffReport };
+}
+
+/**
+ * The known difference a divergent case shows, if its first divergence is
+ * one (docs/fidelity.md): a UFFDIO_COPY whose source faults on a
+ * userfaultfd-registered range puts the host's caller to sleep in the
+ * kernel until that fault is resolved, where the model, whose caller cannot
+ * sleep, answers EFAULT; what follows on the host depends on that sleeper.
+ */
+export function explainDivergence(report: DiffReport): string | undefined {
+  const first = report.divergences[0];
+  if (first === undefined || first.op !== 'copy') return undefined;
+  const hostError = typeof first.host.error === 'string' ? first.host.error : '';
+  if (first.model.errno === 'EFAULT' && /sleeps in the kernel/.test(hostError)) return 'copy-source-sleeps';
+  return undefined;
 }
 
 export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
   let done = 0;
   let skipped = 0;
   let last: DiffReport | undefined;
+  const explained: Record<string, number> = {};
   const property = fc.asyncProperty(fuzzCaseArbitrary(options.memories), async (fuzzCase) => {
     const report = await diffScenario(materialize(fuzzCase, 'fuzz-case'), {
       seed: 1,
@@ -39,6 +57,11 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
     options.onProgress?.(++done, options.runs);
     if (report.status === 'skip') skipped++;
     if (report.status === 'diverge') {
+      const reason = explainDivergence(report);
+      if (reason !== undefined) {
+        explained[reason] = (explained[reason] ?? 0) + 1;
+        return true;
+      }
       last = report;
       return false;
     }
@@ -46,7 +69,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
   });
   const result = await fc.check(property, { numRuns: options.runs, seed: options.seed });
   if (!result.failed || result.counterexample === null)
-    return { runs: result.numRuns, seed: options.seed, skipped };
+    return { runs: result.numRuns, seed: options.seed, skipped, explained };
   const name = `fuzz-divergence-seed-${options.seed}`;
   const scenario = materialize(result.counterexample[0], name);
   const report = await diffScenario(scenario, { seed: 1, backends: options.backends });
@@ -63,6 +86,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
     runs: result.numRuns,
     seed: options.seed,
     skipped,
+    explained,
     divergence: { file, report: report.status === 'diverge' ? report : last! },
   };
 }
