@@ -195,15 +195,6 @@ export class ScenarioContext {
     return buffer.address;
   }
 
-  /** Unmaps an mremap reservation that the failed mremap left in place. */
-  dropReservation(processName: string, address: number, length: number): void {
-    try {
-      this.process(processName).munmap(address, length);
-    } catch {
-      // The process is gone, and its reservation with it.
-    }
-  }
-
   /**
    * Runner memory in `process`: `length` bytes read-write between PROT_NONE
    * guard pages (or, with `reserve`, one PROT_NONE reservation without
@@ -736,9 +727,10 @@ async function runBlockingSyscall(
       const newLength = Number(a.length ?? map.length);
       // Without `onto` it still moves: onto a fresh reservation of the new length, as a same-length
       // MREMAP_MAYMOVE alone would leave the mapping where it is (SCENARIOS.md).
-      const reservation =
-        a.onto === undefined ? context.runnerMapping(processName, newLength, true) : undefined;
-      const target = reservation ?? context.maps.get(a.onto)!.address;
+      const target =
+        a.onto === undefined
+          ? context.runnerMapping(processName, newLength, true)
+          : context.maps.get(a.onto)!.address;
       // The destination is fixed, so `to` names it at once: events read while the mremap waits on
       // them can name it.
       context.maps.set(a.to, { process: processName, address: target, length: newLength });
@@ -750,9 +742,9 @@ async function runBlockingSyscall(
       finish = (result) => {
         const value = result.returns[0]!;
         if (value < 0) {
-          // `to` keeps naming the (now empty) destination, so later steps on it fail as the kernel
-          // fails them instead of naming nothing.
-          if (reservation !== undefined) context.dropReservation(processName, reservation, newLength);
+          // `to` keeps naming the destination, so later steps on it fail as the kernel fails them
+          // instead of naming nothing; a reservation stays (a failed move of several VMAs may have
+          // moved some onto it already).
           return { errno: errnoName(-value) };
         }
         context.maps.set(a.to, { process: processName, address: value, length: newLength });

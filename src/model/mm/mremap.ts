@@ -57,8 +57,13 @@ export function doMremap(
   }
   const vma = mm.findVma(oldAddress);
   if (vma === undefined) return fail(EFAULT, 'old_address', `${hex(oldAddress)} is not mapped`);
-  if (oldAddress + oldLength > vma.end)
-    return fail(EFAULT, 'old_size', 'the old range spans more than one mapping');
+  if (oldAddress + oldLength > vma.end) {
+    // Since 6.17 a pure move (MAYMOVE|FIXED, same length, no DONTUNMAP) may span several VMAs
+    // and gaps (remap_move) [OBS 6.18: faultline fuzz against the host].
+    const pureMove = fixed && newLength === oldLength && !(flags & MREMAP_DONTUNMAP);
+    if (!pureMove) return fail(EFAULT, 'old_size', 'the old range spans more than one mapping');
+    return moveMultiple(process, oldAddress, oldLength, newAddressRaw, wait);
+  }
   if (vma.pageShift > 12 && (oldLength % vma.pageSize !== 0 || newLength % vma.pageSize !== 0)) {
     return fail(EINVAL, 'new_size', `not a multiple of the huge pages of ${vma.describe()}`);
   }
@@ -110,6 +115,44 @@ export function doMremap(
     wait,
     tail,
   );
+}
+
+/**
+ * remap_move over several VMAs: each VMA (clipped to the range) moves to the
+ * same offset from `target`, its destination unmapped first; gaps stay gaps,
+ * so what the destination held there stays. A uffd-armed VMA stops the walk
+ * with EFAULT when it reaches it, the VMAs before it already moved [OBS 6.18:
+ * host probes, with and without EVENT_REMAP].
+ */
+function moveMultiple(
+  process: ModelProcess,
+  oldAddress: number,
+  length: number,
+  target: number,
+  wait: EventWait | null,
+): number {
+  const mm = process.mm;
+  const end = oldAddress + length;
+  const pieces = mm
+    .vmasIn(oldAddress, end)
+    .map((vma) => ({ start: Math.max(vma.start, oldAddress), end: Math.min(vma.end, end) }));
+  for (const piece of pieces) {
+    const size = piece.end - piece.start;
+    const destination = target + (piece.start - oldAddress);
+    const vma = mm.findVma(piece.start)!;
+    if (vma.uffdContext !== null) {
+      return fail(
+        EFAULT,
+        'old_address',
+        `a move of several VMAs stops at ${vma.describe()}: it is uffd-armed`,
+      );
+    }
+    const unmapped = process.unmapRange(destination, destination + size, wait);
+    if (unmapped < 0) return unmapped;
+    const moved = moveRange(process, vma, piece.start, size, destination, size, false, wait);
+    if (moved < 0) return moved;
+  }
+  return target;
 }
 
 /** move_vma: a new VMA at `target` takes over the pages of [old, old + oldLength). */
