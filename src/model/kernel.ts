@@ -7,6 +7,7 @@ import type { KernelTracer } from '../trace/trace.ts';
 import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
 import { EFAULT } from '../uapi/errno.ts';
 import { ModelClock, STEP_COST_NS } from './clock.ts';
+import { FaultInjector, type InjectionRates } from './inject.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
 import { BUILTIN_MEMORY_TYPES } from './memtypes/builtin.ts';
@@ -58,6 +59,8 @@ export interface ModelKernelOptions {
   readonly warn?: (message: string) => void;
   /** Read the wall clock instead of model time (the parallel model, which does not replay). */
   readonly wallClock?: boolean;
+  /** Fault injection: a rate per named point (see inject.ts); all off by default. */
+  readonly inject?: InjectionRates;
 }
 
 export class ModelKernel {
@@ -70,6 +73,8 @@ export class ModelKernel {
   readonly prng: Prng;
   /** Model time: blocked time, latencies and trace timestamps on the model come from it. */
   readonly clock: ModelClock;
+  /** Seeded fault injection; reports what it injected. */
+  readonly injector: FaultInjector;
   unprivilegedUserfaultfd: 0 | 1;
 
   readonly processes = new Map<number, ModelProcess>();
@@ -104,6 +109,7 @@ export class ModelKernel {
     this.version = options.version ?? '6.18';
     this.prng = new Prng(this.seed);
     this.clock = new ModelClock(options.wallClock === true);
+    this.injector = new FaultInjector(this.seed, options.inject);
     this.unprivilegedUserfaultfd = options.unprivilegedUserfaultfd ?? 0;
     this.memory = new PhysicalMemory({ ...DEFAULT_PHYSICAL_MEMORY, ...options.memory });
     this.hooks = new HookChecker(this.memory, options.warn);
@@ -118,8 +124,11 @@ export class ModelKernel {
       memory: this.memory,
       anonymousType,
       hooks: this.hooks,
+      inject: this.injector,
       handleUserfault,
     };
+    // Set last, so that nothing the kernel allocates while it boots fails.
+    this.memory.injector = this.injector;
   }
 
   private makeServices(): CoreServices {

@@ -8,6 +8,8 @@
  * JavaScript object per page.
  */
 
+import type { FaultInjector } from '../inject.ts';
+
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 
@@ -94,6 +96,8 @@ export class PhysicalMemory {
    * without __GFP_ZERO): reused frames are then not zeroed first.
    */
   overwriteNextAllocations = false;
+  /** The kernel's fault injector (fail_page_alloc), set once the kernel is up: boot never fails. */
+  injector: FaultInjector | null = null;
   /** Folios currently allocated (heads), by order: for leak checks. */
   foliosAllocated = 0;
   framesAllocated = 0;
@@ -138,6 +142,13 @@ export class PhysicalMemory {
    * Returns -1 when memory (or the pool) is exhausted.
    */
   allocFolio(order: number, hugetlb = false): number {
+    const injector = this.injector;
+    if (
+      injector?.active &&
+      injector.fire('fail_page_alloc', hugetlb ? 'hugetlb folio' : `order-${order} folio`)
+    ) {
+      return -1;
+    }
     if (hugetlb) {
       if (this.hugePagesFree === 0) return -1;
     }

@@ -5,7 +5,7 @@
  */
 
 import type { Task } from '../task.ts';
-import { FAULT_HANDLED, type FaultEnvironment, handleMmFault } from './fault.ts';
+import { FAULT_HANDLED, FAULT_RESULT_SIGSEGV, type FaultEnvironment, handleMmFault } from './fault.ts';
 import type { AddressSpace } from './mm.ts';
 import { PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_WRITE, PTE_ZERO } from './pagetable.ts';
 
@@ -102,6 +102,15 @@ export function accessRange(
   userMode: boolean,
 ): number {
   let done = doneBytes;
+  // A kernel-mode access is one copy_{from,to}_user: fail_usercopy fails it as a bad address would.
+  if (
+    !userMode &&
+    env.inject.active &&
+    env.inject.fire('fail_usercopy', write ? 'copy_to_user' : 'copy_from_user', address + done)
+  ) {
+    accessRangeDone = done;
+    return FAULT_RESULT_SIGSEGV;
+  }
   while (done < length) {
     const at = address + done;
     const span = Math.min(length - done, 4096 - (at % 4096));

@@ -5,6 +5,7 @@
  * kernel, so that mm/ does not import uffd/.
  */
 import { ENOENT } from '../../uapi/errno.ts';
+import type { FaultInjector } from '../inject.ts';
 import { filemapLookup } from '../mem/pagecache.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
 import type { Task } from '../task.ts';
@@ -53,6 +54,8 @@ export interface FaultEnvironment {
   readonly memory: PhysicalMemory;
   readonly anonymousType: MemoryType;
   readonly hooks: HookChecker;
+  /** Fault injection (fail_usercopy on the paths below, fault_signal in uffd/). */
+  readonly inject: FaultInjector;
   /**
    * handle_userfault: queue a message and put `task` to sleep, or decide the
    * fault otherwise. Returns one of the FAULT_* results.

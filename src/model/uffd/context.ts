@@ -248,6 +248,12 @@ export class UffdContext {
     waiter.task.waiter = null;
   }
 
+  /** A signal woke the task (fault_signal): its message leaves the queues, the task retries the access. */
+  interrupt(waiter: FaultWaiter): void {
+    this.forget(waiter.task);
+    this.release(waiter);
+  }
+
   /** Drops a waiter whose task went away (exit) without waking anything. */
   forget(task: Task): void {
     for (const queue of [this.pending, this.read]) {

@@ -64,7 +64,7 @@ import {
 import { fail, hex } from '../failure.ts';
 import type { FaultEnvironment } from '../mm/fault.ts';
 import type { AddressSpace } from '../mm/mm.ts';
-import type { EventReader, UffdContext } from './context.ts';
+import type { EventReader, FaultWaiter, UffdContext } from './context.ts';
 import { MFILL_CONTINUE, MFILL_COPY, MFILL_POISON, MFILL_ZEROPAGE, mfillAtomic } from './mfill.ts';
 import { movePages } from './move.ts';
 import { userfaultfdRegister, userfaultfdUnregister } from './register.ts';
@@ -381,6 +381,7 @@ export class UffdFile {
         ctx.read.push(waiter);
         encodeUffdMsgPagefault(out, written * UFFD_MSG_SIZE, waiter.flags, waiter.address, waiter.ptid);
         written++;
+        if (this.env.inject.active) this.injectSignal(waiter);
         continue;
       }
       const event = ctx.events[0];
@@ -398,6 +399,19 @@ export class UffdFile {
     }
     if (written === 0) return fail(EAGAIN, 'uffd', 'no message is pending');
     return written * UFFD_MSG_SIZE === out.byteLength ? out : out.subarray(0, written * UFFD_MSG_SIZE);
+  }
+
+  /**
+   * fault_signal: a signal reaches the thread whose message was just read.
+   * A user-mode fault sleeps interruptibly, so handle_userfault returns, the
+   * message goes from the queue and the access is retried; a kernel-mode
+   * fault sleeps killable and stays.
+   */
+  private injectSignal(waiter: FaultWaiter): void {
+    const access = waiter.task.current;
+    if (access !== null && access.kind !== 'syscall' && access.kernel === true) return;
+    if (!this.env.inject.fire('fault_signal', `tid ${waiter.task.tid} asleep on`, waiter.address)) return;
+    this.ctx.interrupt(waiter);
   }
 
   /** poll(2) revents. */

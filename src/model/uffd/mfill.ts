@@ -305,6 +305,16 @@ function mfillPage(
   // A present source is copied once the page is installed (see CopyRuns).
   let queueCopy = false;
   if (kind === MFILL_COPY && planSourceCopy(memory, request.sourceMm, source, vma.pageSize)) {
+    // The copy_from_user of a present source (a faulting one draws in accessRange below).
+    if (env.inject.active && env.inject.fire('fail_usercopy', 'UFFDIO_COPY source', source)) {
+      planCount = 0;
+      memory.putFolio(pfn);
+      return fail(
+        EFAULT,
+        'src',
+        `copy_from_user of the source at ${hex(source)} failed (injected fail_usercopy)`,
+      );
+    }
     queueCopy = true;
   } else if (kind === MFILL_COPY) {
     copyRuns.flush();
