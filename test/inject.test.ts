@@ -234,3 +234,28 @@ describe('fault injection', () => {
     assert.equal(INJECTION_POINTS.length, 3);
   });
 });
+
+describe('--inject on the command line', () => {
+  it('faultline run reports what it injected and replays with the same rates', async () => {
+    const { runCommand } = await import('../src/cli/run.ts');
+    const lines: string[] = [];
+    const options = {
+      backend: 'model' as const,
+      json: true,
+      seed: 3,
+      keepGoing: false,
+      inject: { fail_usercopy: 1 },
+      out: (line: string) => lines.push(line),
+    };
+    const exit = await runCommand('scenarios/copy/eexist.yaml', options);
+    assert.equal(exit, 1);
+    const document = JSON.parse(lines.join('\n'));
+    const [report] = document.scenarios;
+    assert.match(report.reason, /expected success, got EFAULT/);
+    assert.equal(report.injections.counts.fail_usercopy, 1);
+    assert.equal(report.injections.injections[0].site, 'UFFDIO_COPY source');
+    assert.match(report.replay, / --seed 3 --inject fail_usercopy:1$/);
+    // Without injection the same scenario passes: the failure was the injected one.
+    assert.equal(await runCommand('scenarios/copy/eexist.yaml', { ...options, inject: {} }), 0);
+  });
+});

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { findRow, ROWS } from '../bench/rows.ts';
+import { INJECTION_POINTS, type InjectionRates, parseInjection } from '../model/inject.ts';
 import { scenarioJsonSchema } from '../scenario/schema.ts';
 import { SNAPSHOT_MODES } from '../workloads/background-snapshot.ts';
 import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
@@ -30,6 +31,18 @@ import {
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
+
+/** --inject NAME:RATE, repeatable: the rates by point. */
+function injection(value: string, previous: InjectionRates): InjectionRates {
+  try {
+    const [point, rate] = parseInjection(value);
+    return { ...previous, [point]: rate };
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+const INJECT_HELP = `inject faults into the model, replayed from the seed (repeatable; ${INJECTION_POINTS.join(', ')}), e.g. fail_usercopy:0.01`;
 
 function integer(value: string): number {
   const parsed = Number(value);
@@ -105,6 +118,7 @@ program
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
   .option('--allow-skip', 'exit 0 even when every scenario was skipped', false)
   .option('--keep-going', 'run the remaining steps of a scenario after a failing one, showing each', false)
+  .option('--inject <NAME:RATE>', INJECT_HELP, injection, {})
   .action(
     async (
       paths: string[],
@@ -114,8 +128,12 @@ program
         json: boolean;
         seed: number;
         keepGoing: boolean;
+        inject: InjectionRates;
       },
     ) => {
+      if (options.backend === 'host' && Object.keys(options.inject).length > 0) {
+        throw new UsageError('--inject: fault injection needs --backend model');
+      }
       const { runCommand } = await import('./run.ts');
       process.exitCode = await runCommand(paths, { ...options, out: (line) => console.log(line) });
     },
@@ -160,6 +178,7 @@ workload
   .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
   .option('--plot <file>', 'write a plot of the run (.svg or .png)')
   .option('--json', 'one JSON document instead of text', false)
+  .option('--inject <NAME:RATE>', INJECT_HELP, injection, {})
   .action((handlerArgs: string[], options: SnapshotRestoreCommandOptions) =>
     workloadAction<SnapshotRestoreCommandOptions>(snapshotRestoreCommand)({ ...options, handlerArgs }),
   );
@@ -213,7 +232,8 @@ function withCommonOptions(command: Command): Command {
     .option('--seed <n>', 'seed of the model and of the workload', integer, 1)
     .option('--trace <file>', 'write a Chrome trace (Perfetto) of the run')
     .option('--plot <file>', 'write a plot of the run (.svg or .png)')
-    .option('--json', 'one JSON document instead of text', false);
+    .option('--json', 'one JSON document instead of text', false)
+    .option('--inject <NAME:RATE>', INJECT_HELP, injection, {});
 }
 
 withCommonOptions(

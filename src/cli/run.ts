@@ -1,6 +1,7 @@
 /** `faultline run`: scenario files on a backend, one line per scenario and a closing count. */
 
 import { hostUnavailable } from '../host/capabilities.ts';
+import { describeInjections, type InjectionRates } from '../model/inject.ts';
 import { type BackendName, runScenario, type ScenarioReport } from '../scenario/run.ts';
 import { skipExitCode, warnHostUnavailable } from './errors.ts';
 import { loadScenarioPaths } from './paths.ts';
@@ -14,6 +15,8 @@ export interface RunCommandOptions {
   readonly filter?: string;
   /** Exit 0 even when every scenario was skipped. */
   readonly allowSkip?: boolean;
+  /** --inject rates (model only). */
+  readonly inject?: InjectionRates;
   readonly out: (line: string) => void;
 }
 
@@ -33,7 +36,9 @@ export async function runCommand(
   for (const scenario of scenarios) {
     const report = await runScenario(scenario, options);
     reports.push(report);
-    if (!options.json) printReport(report, options.out, unavailable);
+    if (options.json) continue;
+    printReport(report, options.out, unavailable);
+    if (report.injections !== undefined) options.out(`      ${describeInjections(report.injections)}`);
   }
   const passed = reports.filter((report) => report.status === 'pass').length;
   const skipped = reports.filter((report) => report.status === 'skip').length;

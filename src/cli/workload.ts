@@ -5,6 +5,7 @@ import { ModelBackend } from '../api/model-backend.ts';
 import { loadHandler } from '../handlers/resolve.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
+import { describeInjections, type InjectionRates } from '../model/inject.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { Trace } from '../trace/trace.ts';
 import {
@@ -44,6 +45,8 @@ export interface SnapshotRestoreCommandOptions {
   trace?: string;
   plot?: string;
   json: boolean;
+  /** --inject NAME:RATE, collected (model only). */
+  inject?: InjectionRates;
 }
 
 function choice<T extends string>(option: string, value: string, allowed: readonly T[]): T {
@@ -53,8 +56,15 @@ function choice<T extends string>(option: string, value: string, allowed: readon
   return value as T;
 }
 
-export function createBackend(name: string, seed: number, version: '6.18' | '7.1'): KernelBackend {
-  if (name === 'model') return new ModelBackend({ seed, version });
+export function createBackend(
+  name: string,
+  seed: number,
+  version: '6.18' | '7.1',
+  inject: InjectionRates = {},
+): KernelBackend {
+  if (name === 'model') return new ModelBackend({ seed, version, inject });
+  if (Object.keys(inject).length > 0)
+    throw new InvalidArgumentError('--inject: fault injection needs --backend model');
   if (name === 'host') {
     const missing = hostUnavailable();
     if (missing !== undefined) throw new InvalidArgumentError(`--backend host: ${missing}`);
@@ -114,7 +124,8 @@ export async function snapshotRestoreCommand(
     if (reason !== undefined) throw new InvalidArgumentError(`--mode hugetlb: ${reason}`);
   }
   // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 for those modes.
-  const backend = createBackend(options.backend, options.seed, mode.startsWith('gmem') ? '7.1' : '6.18');
+  const version = mode.startsWith('gmem') ? '7.1' : '6.18';
+  const backend = createBackend(options.backend, options.seed, version, options.inject);
   const trace = new Trace(1, options.trace !== undefined);
   if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
   const showProgress = !options.json && process.stderr.isTTY === true;
@@ -168,6 +179,7 @@ export async function snapshotRestoreCommand(
           touchedPages: result.pages,
           firecrackerSocket: options.firecrackerSocket ?? null,
           ...stats.toJson(),
+          ...injectionJson(backend),
           trace: options.trace ?? null,
           plot: options.plot ?? null,
         },
@@ -215,6 +227,7 @@ export async function snapshotRestoreCommand(
   out('');
   for (const line of result.wrongReads.slice(0, 10)) out(`wrong bytes: ${line}`);
   if (result.wrongReads.length > 10) out(`wrong bytes: ... and ${result.wrongReads.length - 10} more`);
+  for (const line of injectionLines(backend)) out(line);
   if (options.trace !== undefined)
     out(`trace: ${options.trace} (Chrome trace JSON; open in https://ui.perfetto.dev)`);
   if (options.plot !== undefined) out(`plot:  ${options.plot}`);
@@ -232,6 +245,20 @@ interface CommonWorkloadOptions {
   trace?: string;
   plot?: string;
   json: boolean;
+  /** --inject NAME:RATE, collected (model only). */
+  inject?: InjectionRates;
+}
+
+/** What the model injected (for a summary's JSON), or nothing when injection was off. */
+function injectionJson(backend: KernelBackend): Record<string, unknown> {
+  if (!(backend instanceof ModelBackend) || !backend.kernel.injector.active) return {};
+  return { injections: backend.kernel.injector.report() };
+}
+
+/** The summary's line on what the model injected, if anything was switched on. */
+function injectionLines(backend: KernelBackend): string[] {
+  if (!(backend instanceof ModelBackend) || !backend.kernel.injector.active) return [];
+  return [describeInjections(backend.kernel.injector.report())];
 }
 
 /** A commander argument parser for sizes: '64M', '1G', '4096'. */
@@ -329,7 +356,7 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
   if (options.plot !== undefined && !/\.(svg|png)$/.test(options.plot))
     throw new InvalidArgumentError(`--plot: ${options.plot}: the file must end in .svg or .png`);
   const startedMs = performance.now();
-  const backend = createBackend(options.backend, options.seed, spec.version ?? '6.18');
+  const backend = createBackend(options.backend, options.seed, spec.version ?? '6.18', options.inject);
   const trace = new Trace(1, options.trace !== undefined);
   if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
   const bootMs = performance.now() - startedMs;
@@ -361,6 +388,7 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
           bootMs: Math.round(bootMs),
           outputMs: Math.round(outputMs),
           ...stats.toJson(),
+          ...injectionJson(backend),
           trace: options.trace ?? null,
           plot: options.plot ?? null,
         },
@@ -375,6 +403,7 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
   out(table([...spec.rows(result), ...phaseRows(stats, { bootMs, outputMs, elapsedMs })]));
   out('');
   for (const line of spec.verdict(result)) out(line);
+  for (const line of injectionLines(backend)) out(line);
   if (footer.length > 0) out('');
   for (const line of footer) out(line);
   return verified ? 0 : 1;

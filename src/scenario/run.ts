@@ -6,6 +6,7 @@ import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
 import { missingHostCapability } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
+import type { InjectionRates, InjectionReport } from '../model/inject.ts';
 import type { Scenario } from './parse.ts';
 import { compare, jsonResult } from './result.ts';
 import { dataBytes, runStep, ScenarioContext } from './runner.ts';
@@ -30,6 +31,8 @@ export interface ScenarioReport {
   readonly reason?: string;
   readonly steps: StepReport[];
   readonly replay: string;
+  /** What the model injected, when --inject switched injection on. */
+  readonly injections?: InjectionReport;
 }
 
 export interface RunOptions {
@@ -37,6 +40,8 @@ export interface RunOptions {
   readonly seed: number;
   /** Run the remaining steps after a failing one. */
   readonly keepGoing: boolean;
+  /** Fault injection rates (model only; see model/inject.ts). */
+  readonly inject?: InjectionRates;
 }
 
 /** Capabilities each backend lacks, with the reason a scenario needing them is skipped. */
@@ -48,11 +53,17 @@ function missingCapability(backend: BackendName, required: readonly string[]): s
 function createBackend(options: RunOptions, scenario: Scenario): KernelBackend {
   // The scenario's main process is an agent: a file's offsets then reach that process, never Node.
   if (options.backend === 'host') return new HostBackend({ isolated: true });
-  return new ModelBackend({ seed: options.seed, version: scenario.kernel });
+  return new ModelBackend({ seed: options.seed, version: scenario.kernel, inject: options.inject ?? {} });
+}
+
+/** The command line that reruns a scenario exactly: backend, seed and injection rates. */
+function replayLine(scenario: Scenario, options: RunOptions): string {
+  const inject = Object.entries(options.inject ?? {}).map(([point, rate]) => ` --inject ${point}:${rate}`);
+  return `faultline run ${scenario.file} --backend ${options.backend} --seed ${options.seed}${inject.join('')}`;
 }
 
 export async function runScenario(scenario: Scenario, options: RunOptions): Promise<ScenarioReport> {
-  const replay = `faultline run ${scenario.file} --backend ${options.backend} --seed ${options.seed}`;
+  const replay = replayLine(scenario, options);
   const base = { name: scenario.name, file: scenario.file, backend: options.backend, replay };
   const missing = missingCapability(options.backend, scenario.requires);
   if (missing !== undefined) return { ...base, status: 'skip', reason: missing, steps: [] };
@@ -151,5 +162,15 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
   }
   await backend.settle();
   if (backend instanceof HostBackend) backend.dispose();
-  return { ...base, status, ...(reason === undefined ? {} : { reason }), steps };
+  const injections =
+    backend instanceof ModelBackend && backend.kernel.injector.active
+      ? backend.kernel.injector.report()
+      : undefined;
+  return {
+    ...base,
+    status,
+    ...(reason === undefined ? {} : { reason }),
+    steps,
+    ...(injections && { injections }),
+  };
 }
