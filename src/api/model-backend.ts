@@ -7,6 +7,7 @@
 
 import { type ModelTimer, SYSCALL_COST_NS } from '../model/clock.ts';
 import { clearFailure, lastFailure } from '../model/failure.ts';
+import { describeSleepers, hasSleepers } from '../model/hang.ts';
 import { ModelKernel, type ModelKernelOptions } from '../model/kernel.ts';
 import { FAULT_RESULT_SIGBUS, FAULT_RESULT_SIGSEGV, FAULT_RESULT_WOULD_BLOCK } from '../model/mm/fault.ts';
 import {
@@ -102,9 +103,14 @@ class ModelThread implements ThreadBackend {
   join(): Promise<ThreadResult> {
     const done = this.result();
     if (done !== null) return Promise.resolve(done);
+    const backend = this.backend;
+    awaitBegins(backend);
     return new Promise((resolve) => {
-      this.task.exitCallbacks.push(() => resolve(this.result()!));
-      this.backend.schedulePump();
+      this.task.exitCallbacks.push(() => {
+        awaitEnds(backend);
+        resolve(this.result()!);
+      });
+      backend.schedulePump();
     });
   }
 }
@@ -217,10 +223,11 @@ class ModelProcessBackend implements ProcessBackend {
     const uffd = this.process.uffdFile(fd);
     if (uffd === undefined) return Promise.resolve();
     const backend = this.backend;
-    backend.waitBegins();
+    const label = `waits in poll() on fd ${fd} without a timeout`;
+    backend.waitBegins(label);
     return new Promise((resolve) => {
       new ReadableWaiter(this.process, fd, uffd.ctx.pollWaiters, () => {
-        backend.waitEnds();
+        backend.waitEnds(label);
         resolve();
       }).arm();
       backend.schedulePump();
@@ -237,7 +244,12 @@ class ModelProcessBackend implements ProcessBackend {
     if (signal?.aborted === true) return Promise.resolve(false);
     const uffd = this.process.uffdFile(fd);
     if (uffd === undefined) return Promise.resolve(true);
+    const label =
+      timeoutMs < 0
+        ? `waits in poll() on fd ${fd} without a timeout`
+        : `waits in poll() on fd ${fd} with a ${timeoutMs} ms timeout`;
     return this.backend.modelWait(
+      label,
       (settle) => {
         const waiter = new ReadableWaiter(this.process, fd, uffd.ctx.pollWaiters, () => settle(true));
         waiter.arm();
@@ -381,6 +393,44 @@ export interface ModelBackendOptions extends ModelKernelOptions {
 
 const RESOLVED = Promise.resolve();
 
+/**
+ * Backends a program awaits something of (a join, a poll): when the event
+ * loop empties while one of them has a thread asleep on a userfaultfd, the
+ * program is stuck for good. Instead of Node's silent exit (status 13), say
+ * who waits on what and exit 1. Explore reports its hangs itself.
+ */
+const awaited = new Map<ModelBackend, number>();
+let hangReportInstalled = false;
+
+function awaitBegins(backend: ModelBackend): void {
+  if (backend.controller !== null) return;
+  awaited.set(backend, (awaited.get(backend) ?? 0) + 1);
+  if (!hangReportInstalled) {
+    hangReportInstalled = true;
+    process.on('beforeExit', reportHangs);
+  }
+}
+
+function awaitEnds(backend: ModelBackend): void {
+  const count = awaited.get(backend);
+  if (count === undefined) return;
+  if (count <= 1) awaited.delete(backend);
+  else awaited.set(backend, count - 1);
+}
+
+function reportHangs(): void {
+  for (const backend of awaited.keys()) {
+    if (!hasSleepers(backend.kernel)) continue;
+    const lines = describeSleepers(backend.kernel).map((line) => `  ${line}`);
+    process.stderr.write(
+      `faultline: the program waits on the model, but nothing left to run can wake it (${backend.describe()}):\n` +
+        `${lines.join('\n')}\n  the program ${backend.describeWaits()}\n`,
+    );
+    process.exitCode = 1;
+  }
+  awaited.clear();
+}
+
 export class ModelBackend implements KernelBackend {
   readonly name = 'model' as const;
   readonly kernel: ModelKernel;
@@ -480,16 +530,36 @@ export class ModelBackend implements KernelBackend {
   /** A system call of program code: it costs model time, and is a scheduling point. */
   syscallPoint(name: string): void {
     this.kernel.clock.advance(SYSCALL_COST_NS);
-    if (this.controller !== null) this.controller.beforeSyscall(name);
+    if (this.controller === null) return;
+    // Program code that makes a call is running: whatever wait woke it has been seen.
+    this.waitResolved = false;
+    if (this.controller.stopped)
+      throw new Error(`${name}: this explore run was abandoned (its outcome is decided)`);
+    this.controller.beforeSyscall(name);
   }
 
-  waitBegins(): void {
+  /** What program code waits on, for a hang report: label -> count. */
+  private readonly waits = new Map<string, number>();
+
+  waitBegins(label: string): void {
+    awaitBegins(this);
     this.waitsOutstanding++;
+    this.waits.set(label, (this.waits.get(label) ?? 0) + 1);
   }
 
-  waitEnds(): void {
+  waitEnds(label: string): void {
+    awaitEnds(this);
     this.waitsOutstanding--;
     this.waitResolved = true;
+    const count = (this.waits.get(label) ?? 1) - 1;
+    if (count === 0) this.waits.delete(label);
+    else this.waits.set(label, count);
+  }
+
+  /** Where program code waits on the model, in words ("waits in poll() on fd 3 without a timeout"). */
+  describeWaits(): string {
+    if (this.waits.size === 0) return 'awaits a thread that sleeps (join), or something outside the model';
+    return [...this.waits.keys()].join('; ');
   }
 
   /**
@@ -498,6 +568,7 @@ export class ModelBackend implements KernelBackend {
    * none) or an abort ends it with false.
    */
   modelWait(
+    label: string,
     arm: (settle: (value: boolean) => void) => () => void,
     timeoutMs: number,
     signal?: AbortSignal,
@@ -512,11 +583,11 @@ export class ModelBackend implements KernelBackend {
         disarm();
         if (timer !== null) this.kernel.clock.cancel(timer);
         signal?.removeEventListener('abort', onAbort);
-        this.waitEnds();
+        this.waitEnds(label);
         resolve(value);
       };
       const onAbort = (): void => settle(false);
-      this.waitBegins();
+      this.waitBegins(label);
       disarm = arm(settle);
       if (timeoutMs >= 0) {
         timer = this.kernel.clock.setTimer(timeoutMs, () => settle(false));
@@ -535,7 +606,7 @@ export class ModelBackend implements KernelBackend {
   /** Resolves after `ms` of model time. */
   sleep(ms: number): Promise<void> {
     this.syscallPoint('nanosleep');
-    return this.modelWait(() => () => {}, Math.max(0, ms)).then(() => {});
+    return this.modelWait(`sleeps ${ms} ms`, () => () => {}, Math.max(0, ms)).then(() => {});
   }
 
   /**

@@ -14,6 +14,7 @@ import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
 import { POSTCOPY_MODES } from '../workloads/postcopy.ts';
 import type { BenchCommandOptions } from './bench.ts';
 import { EXIT_USAGE, reportError, UsageError } from './errors.ts';
+import type { ExploreCommandOptions } from './explore.ts';
 import type { FuzzCommandOptions } from './fuzz.ts';
 import {
   type BackgroundSnapshotCommandOptions,
@@ -182,6 +183,39 @@ workload
   .action((handlerArgs: string[], options: SnapshotRestoreCommandOptions) =>
     workloadAction<SnapshotRestoreCommandOptions>(snapshotRestoreCommand)({ ...options, handlerArgs }),
   );
+
+program
+  .command('explore')
+  .description(
+    'find the races in your own uffd handler: many schedules of a guest and the handler on the model',
+  )
+  .argument('[workload]', 'the guest: snapshot-restore', 'snapshot-restore')
+  .option('--handler <file>', 'the handler module (.ts/.mts/.js/.mjs, default export serve(session))')
+  .option('--replay <file>', 'rerun the schedule of a replay file written for a failure')
+  .option('--schedules <n>', 'schedules to run (exhaustive: at most)', positive, 1000)
+  .option(
+    '--strategy <name>',
+    'random (seeded walk), pct (probabilistic concurrency testing) or exhaustive',
+    'random',
+  )
+  .option('--depth <d>', 'pct: the bug depth (priority change points + 1)', positive, 3)
+  .option('--preemptions <n>', 'exhaustive: the preemption bound', integer, 2)
+  .option('--seed <n>', 'seed of the campaign (and of the guest)', integer, 1)
+  .option('--workers <n>', 'worker threads (default: every core)', positive)
+  .option('--shard <i/n>', 'run only schedules i, i+n, i+2n, … (split a campaign across machines)')
+  .option('--out <dir>', 'where replay files are written', 'explore-out')
+  .option('--keep-going', 'collect every failure instead of stopping at the first', false)
+  .option('--mode <mode>', 'anon, hugetlb, gmem-minor or gmem-missing', 'anon')
+  .option('--size <bytes>', 'guest memory size (K, M)', '256K')
+  .option('--vcpus <n>', 'vCPU threads', integer, 2)
+  .option('--pattern <name>', 'sequential or random', 'sequential')
+  .option('--balloon <pages>', 'pages a balloon discards while the guest runs (anon mode)', integer, 0)
+  .option('--deflate <pages>', 'of those, pages the balloon touches again afterwards (default: all)', integer)
+  .option('--json', 'one JSON document instead of text', false)
+  .action(async (workload: string, options: ExploreCommandOptions) => {
+    const { exploreCommand } = await import('./explore.ts');
+    await workloadAction<ExploreCommandOptions>((opts, out) => exploreCommand(workload, opts, out))(options);
+  });
 
 program
   .command('diff')

@@ -28,6 +28,8 @@ export interface ScheduleController {
   pump(): void;
   /** The event loop went idle (program code is waiting on nothing that can run): time or a hang. */
   idle(): void;
+  /** The run was abandoned (a hang was reported): program code that still runs must not touch the model. */
+  readonly stopped: boolean;
 }
 
 /**

@@ -1,0 +1,19 @@
+/** An explore worker thread: loads the handler, runs its share of schedules, reports to the main thread. */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadHandlerModule } from '../handlers/load.ts';
+import { runShare, type WorkerMessage, type WorkerTask } from './campaign.ts';
+
+const port = parentPort!;
+const task = workerData as WorkerTask;
+let stopped = false;
+port.on('message', (message) => {
+  if (message === 'stop') stopped = true;
+});
+const post = (message: WorkerMessage): void => port.postMessage(message);
+try {
+  const serve = await loadHandlerModule(task.config.handler);
+  await runShare(serve, task, post, () => stopped);
+} catch (error) {
+  post({ type: 'error', message: error instanceof Error ? error.message : String(error) });
+}
+process.exit(0);
