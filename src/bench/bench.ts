@@ -10,6 +10,7 @@ import { ModelBackend } from '../api/model-backend.ts';
 import { runMemcpyBaseline, runReferenceHandler } from '../host/bench.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
+import { type ExploreBenchResult, measureExplore } from './explore.ts';
 import { measureParallelScaling } from './parallel.ts';
 import { runRoundTrip } from './round-trip.ts';
 import { findRow, ROWS, type Row } from './rows.ts';
@@ -91,6 +92,8 @@ export interface ScaleResult {
     readonly cHost: Cell;
   };
   readonly parallel: Awaited<ReturnType<typeof measureParallelScaling>>;
+  /** faultline explore: schedules per second, one worker and every core. */
+  readonly explore: ExploreBenchResult;
 }
 
 export interface Target {
@@ -244,8 +247,9 @@ export function failures(report: BenchReport): string[] {
   for (const row of report.rows)
     for (const id of BACKEND_IDS) note(`${row.id} on ${BACKEND_LABELS[id]}`, row.results[id]);
   if (report.scale !== null) {
-    const { twoVcpus } = report.scale;
+    const { twoVcpus, explore } = report.scale;
     for (const id of BACKEND_IDS) note(`2 vCPUs on ${BACKEND_LABELS[id]}`, twoVcpus[id]);
+    if (explore.failure !== null) lines.push(`explore, the careful handler: ${explore.failure}`);
   }
   return lines;
 }
@@ -256,7 +260,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const runs = options.runs ?? 3;
   const hostReason = hostUnavailable();
   const rows = selectRows(options.rows);
-  const steps = rows.length * 2 + 2 + (options.skipScale ? 0 : 5);
+  const steps = rows.length * 2 + 2 + (options.skipScale ? 0 : 6);
   let step = 0;
   const progress = (label: string): void => options.onStep?.(label, step++, steps);
   let model: ModelBackend | null = null;
@@ -334,11 +338,14 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       bytes: options.quick ? 16 * MIB : 64 * MIB,
       workPerPage: 4,
     });
+    progress('explore: schedules per second');
+    const explore = await measureExplore({ schedules: options.quick ? 300 : 2000 });
     scale = {
       sparse,
       metadata,
       twoVcpus: { row: copy4k.id, model: twoModel, ...two },
       parallel,
+      explore,
     };
   }
   progress('done');
@@ -432,7 +439,19 @@ function evaluateTargets(report: Omit<BenchReport, 'targets'>): Target[] {
     });
   }
   if (report.scale !== null) {
-    const { metadata, sparse } = report.scale;
+    const { metadata, sparse, explore } = report.scale;
+    targets.push({
+      name: 'explore: schedules/s on one worker (64 pages, 2 vCPUs, balloon 8, careful handler)',
+      value: explore.oneWorker.schedulesPerSecond,
+      goal: '≥ 500',
+      met: explore.oneWorker.schedulesPerSecond >= 500,
+    });
+    targets.push({
+      name: `explore: ${explore.allWorkers.workers} workers / one worker`,
+      value: explore.speedup,
+      goal: '≥ 1.8',
+      met: explore.speedup >= 1.8,
+    });
     targets.push({
       name: 'model metadata bytes per populated 4 KiB page',
       value: metadata.bytesPerPage,

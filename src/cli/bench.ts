@@ -103,6 +103,13 @@ export function formatReport(report: BenchReport): string[] {
       `    speedup: ${parallel.vcpus} workers / 1 worker ${times(parallel.speedup.parallelNOverParallel1)}, ` +
         `${parallel.vcpus} workers / in-thread ${times(parallel.speedup.parallelNOverInThread)}`,
     );
+    const explore = report.scale.explore;
+    lines.push(
+      `  explore (${explore.guest}, careful handler): ${explore.oneWorker.schedulesPerSecond.toFixed(0)} schedules/s ` +
+        `on 1 worker, ${explore.allWorkers.schedulesPerSecond.toFixed(0)} on ${explore.allWorkers.workers} ` +
+        `(${times(explore.speedup)}); ${explore.oneWorker.schedules + explore.allWorkers.schedules} schedules, ` +
+        `${explore.failure === null ? 'all passed' : `FAILED: ${explore.failure}`}`,
+    );
   }
   lines.push('', 'targets:');
   for (const target of report.targets) {
