@@ -11,7 +11,7 @@ import {
 } from '../explore/campaign.ts';
 import { type GuestConfig, runSchedule } from '../explore/run.ts';
 import { ReplayStrategy, STRATEGIES, type StrategyName } from '../explore/strategy.ts';
-import { loadHandlerModule } from '../handlers/load.ts';
+import { isHandlerModule, loadHandlerModule } from '../handlers/load.ts';
 import type { Serve } from '../handlers/session.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { ACCESS_PATTERNS, type AccessPattern } from '../workloads/guest.ts';
@@ -57,6 +57,10 @@ export function parseShard(value: string | undefined): { index: number; count: n
 }
 
 async function loadHandler(file: string): Promise<Serve> {
+  if (!isHandlerModule(file))
+    throw new UsageError(
+      `--handler ${file}: explore runs handler modules (.ts, .mts, .js, .mjs); a handler binary runs once with 'faultline workload snapshot-restore --handler'`,
+    );
   try {
     return await loadHandlerModule(file);
   } catch (error) {
