@@ -395,9 +395,10 @@ const RESOLVED = Promise.resolve();
 
 /**
  * Backends a program awaits something of (a join, a poll): when the event
- * loop empties while one of them has a thread asleep on a userfaultfd, the
- * program is stuck for good. Instead of Node's silent exit (status 13), say
- * who waits on what and exit 1. Explore reports its hangs itself.
+ * loop empties with the program's top-level await unsettled while one of
+ * them has a thread asleep on a userfaultfd, the program is stuck for good.
+ * Instead of Node's silent exit (status 13), say who waits on what and exit
+ * 1. Explore reports its hangs itself.
  */
 const awaited = new Map<ModelBackend, number>();
 let hangReportInstalled = false;
@@ -419,6 +420,9 @@ function awaitEnds(backend: ModelBackend): void {
 }
 
 function reportHangs(): void {
+  // Only where Node would exit 13: its own 'exit' listener marks an unsettled top-level await. A
+  // program that merely left a join behind (a race it no longer cares about) ends as it would.
+  if (!process.listeners('exit').some((listener) => listener.name === 'handleProcessExit')) return;
   for (const backend of awaited.keys()) {
     if (!hasSleepers(backend.kernel)) continue;
     const lines = describeSleepers(backend.kernel).map((line) => `  ${line}`);
