@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { ModelBackend } from '../src/api/model-backend.ts';
 import { Process } from '../src/api/process.ts';
 import { hostUnavailable } from '../src/host/capabilities.ts';
 import { HostBackend } from '../src/host/host-backend.ts';
@@ -14,6 +15,8 @@ import { AgentDiedError } from '../src/host/remote.ts';
 import { diffScenario } from '../src/scenario/diff.ts';
 import { loadScenarios } from '../src/scenario/parse.ts';
 import { runScenario } from '../src/scenario/run.ts';
+import { EBADF, EINVAL, ENOMEM, KernelError } from '../src/uapi/errno.ts';
+import { expectErrno } from './helpers.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const main = join(root, 'src/cli/main.ts');
@@ -155,5 +158,98 @@ describe('item 2: a copy whose source faults on a MISSING range', () => {
     assert.equal(diff.divergences.length, 1);
     assert.equal(diff.divergences[0]?.index, 4);
     assert.match(JSON.stringify(diff.divergences[0]?.host), /sleeps in the kernel/);
+  });
+});
+
+describe('item 7: the model API checks its arguments as the kernel does', () => {
+  const vmaList = (model: ModelBackend) => model.self.vmas(0, 2 ** 48);
+
+  it('mmap of length -4096 is the kernel ENOMEM of 2^64 - 4096 bytes, and no VMA is made', () => {
+    const model = new ModelBackend({ seed: 1 });
+    const program = new Process(model.self);
+    const before = vmaList(model);
+    const error = expectErrno(() => program.mmap({ length: -4096 }), ENOMEM);
+    assert.equal(
+      error.message,
+      'ENOMEM: Cannot allocate memory, mmap length: 0xfffffffffffff000 is larger than the address space',
+    );
+    assert.deepEqual(vmaList(model), before);
+    const area = program.mmap({ length: 8192 });
+    expectErrno(() => program.munmap(area, -4096), EINVAL);
+    expectErrno(() => program.mprotect(area, -4096, 0), ENOMEM);
+    expectErrno(() => model.self.madvise(area, -1, 4), EINVAL);
+    assert.deepEqual(vmaList(model), [{ start: area, end: area + 8192, modes: [] }]);
+  });
+
+  it('a wrong type is a TypeError naming the call and the argument, and changes nothing', () => {
+    const model = new ModelBackend({ seed: 1 });
+    const program = new Process(model.self);
+    const area = program.mmap({ length: 4096 });
+    const before = vmaList(model);
+    assert.throws(() => program.mmap({ length: '4096' as never }), {
+      name: 'TypeError',
+      message: 'mmap: length must be an integer, not the string "4096"',
+    });
+    assert.throws(() => program.munmap(area, 1.5), {
+      name: 'TypeError',
+      message: 'munmap: length must be an integer, not number 1.5',
+    });
+    assert.throws(() => program.write(area, 'hello' as never), {
+      name: 'TypeError',
+      message: 'write: data must be a Uint8Array, not the string "hello"',
+    });
+    assert.throws(() => program.read(area, -1), {
+      name: 'TypeError',
+      message: 'read: length must be from 0 to 2^32, not -1',
+    });
+    const fd = program.memfd('f', { size: 4096 });
+    assert.throws(() => program.pwrite(fd, 'abc' as never, 0), {
+      name: 'TypeError',
+      message: 'pwrite: data must be a Uint8Array, not the string "abc"',
+    });
+    assert.deepEqual([...program.pread(fd, 4, 0)], [0, 0, 0, 0]);
+    assert.deepEqual(vmaList(model), before);
+    assert.deepEqual([...program.read(area, 2)], [0, 0]);
+  });
+
+  it('a bad thread program is refused before the thread exists; the process runs on', async () => {
+    const model = new ModelBackend({ seed: 1 });
+    const program = new Process(model.self);
+    const area = program.mmap({ length: 4096 });
+    const tasks = () => (model.self as unknown as { process: { tasks: unknown[] } }).process.tasks.length;
+    assert.throws(() => program.thread([{ kind: 'read', address: area, length: -1 }]), {
+      name: 'TypeError',
+      message: 'spawnThread: program[0].length must be from 0 to 2^32, not -1',
+    });
+    assert.throws(
+      () => program.thread([{ kind: 'read', address: area, length: 1 }, { kind: 'jump' } as never]),
+      {
+        name: 'TypeError',
+        message: 'spawnThread: program[1].kind must be read, write or syscall, not the string "jump"',
+      },
+    );
+    assert.throws(() => program.thread([{ kind: 'syscall', call: 'exec' as never, args: [] }]), {
+      name: 'TypeError',
+      message: 'spawnThread: program[0].call must be madvise, munmap, mremap or fork, not the string "exec"',
+    });
+    assert.equal(tasks(), 0);
+    await model.settle();
+    const result = await program.thread([{ kind: 'write', address: area, data: new Uint8Array([7]) }]).join();
+    assert.equal(result.state, 'done');
+    assert.deepEqual([...program.read(area, 1)], [7]);
+  });
+
+  it('nextMessages on a closed userfaultfd rejects with EBADF instead of resolving [] for ever', async () => {
+    const model = new ModelBackend({ seed: 1 });
+    const program = new Process(model.self);
+    const uffd = program.userfaultfd();
+    uffd.api();
+    uffd.close();
+    await assert.rejects(uffd.nextMessages(), (error: unknown) => {
+      assert.ok(error instanceof KernelError);
+      assert.equal(error.errno, EBADF);
+      assert.match(error.message, /this userfaultfd was closed/);
+      return true;
+    });
   });
 });

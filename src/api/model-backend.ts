@@ -37,6 +37,7 @@ import {
   type VmaInfo,
   WouldBlockError,
 } from './backend.ts';
+import { byteCount, bytes, checkProgram, int, text, ulong } from './validate.ts';
 
 function check<T>(syscall: string, result: T | number): T {
   if (typeof result === 'number' && result < 0) {
@@ -126,76 +127,108 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   mmap(args: MmapArgs): number {
+    if (typeof args !== 'object' || args === null) throw new TypeError('mmap: args must be an object');
+    const checked: MmapArgs = {
+      address: ulong('mmap', 'address', args.address),
+      length: ulong('mmap', 'length', args.length),
+      prot: int('mmap', 'prot', args.prot),
+      flags: int('mmap', 'flags', args.flags),
+      fd: int('mmap', 'fd', args.fd),
+      offset: int('mmap', 'offset', args.offset),
+    };
     this.backend.syscallPoint('mmap');
-    return check('mmap', this.process.mmap(args));
+    return check('mmap', this.process.mmap(checked));
   }
 
   munmap(address: number, length: number): void {
     this.backend.syscallPoint('munmap');
-    check('munmap', this.process.munmap(address, length));
+    check(
+      'munmap',
+      this.process.munmap(ulong('munmap', 'address', address), ulong('munmap', 'length', length)),
+    );
   }
 
   mprotect(address: number, length: number, prot: number): void {
+    const start = ulong('mprotect', 'address', address);
+    const len = ulong('mprotect', 'length', length);
     this.backend.syscallPoint('mprotect');
-    check('mprotect', this.process.mprotect(address, length, prot));
+    check('mprotect', this.process.mprotect(start, len, int('mprotect', 'prot', prot)));
   }
 
   memfdCreate(name: string, flags: number): number {
+    const checked = text('memfd_create', 'name', name);
     this.backend.syscallPoint('memfd_create');
-    return check('memfd_create', this.process.memfdCreate(name, flags));
+    return check('memfd_create', this.process.memfdCreate(checked, int('memfd_create', 'flags', flags)));
   }
 
   reopen(fd: number, accessMode: number): number {
     this.backend.syscallPoint('open');
-    return check('open', this.process.reopen(fd, accessMode));
+    return check('open', this.process.reopen(int('open', 'fd', fd), int('open', 'flags', accessMode)));
   }
 
   ftruncate(fd: number, length: number): void {
     this.backend.syscallPoint('ftruncate');
-    check('ftruncate', this.process.ftruncate(fd, length));
+    check(
+      'ftruncate',
+      this.process.ftruncate(int('ftruncate', 'fd', fd), int('ftruncate', 'length', length)),
+    );
   }
 
   pread(fd: number, length: number, offset: number): Uint8Array {
+    const count = int('pread', 'count', length);
     this.backend.syscallPoint('pread');
-    return check('pread', this.process.pread(fd, length, offset));
+    return check('pread', this.process.pread(int('pread', 'fd', fd), count, int('pread', 'offset', offset)));
   }
 
   pwrite(fd: number, data: Uint8Array, offset: number): number {
+    const buffer = bytes('pwrite', 'data', data);
     this.backend.syscallPoint('pwrite');
-    return check('pwrite', this.process.pwrite(fd, data, offset));
+    return check(
+      'pwrite',
+      this.process.pwrite(int('pwrite', 'fd', fd), buffer, int('pwrite', 'offset', offset)),
+    );
   }
 
   fallocate(fd: number, mode: number, offset: number, length: number): void {
+    const at = int('fallocate', 'offset', offset);
+    const len = int('fallocate', 'length', length);
     this.backend.syscallPoint('fallocate');
-    check('fallocate', this.process.fallocate(fd, mode, offset, length));
+    check(
+      'fallocate',
+      this.process.fallocate(int('fallocate', 'fd', fd), int('fallocate', 'mode', mode), at, len),
+    );
   }
 
   close(fd: number): void {
     this.backend.syscallPoint('close');
-    check('close', this.process.close(fd));
+    check('close', this.process.close(int('close', 'fd', fd)));
   }
 
   userfaultfd(flags: number): number {
     this.backend.syscallPoint('userfaultfd');
-    return check('userfaultfd', this.process.userfaultfd(flags));
+    return check('userfaultfd', this.process.userfaultfd(int('userfaultfd', 'flags', flags)));
   }
 
   open(path: string, flags: number): number {
     this.backend.syscallPoint('open');
-    return check('open', this.process.openDevice(path, flags));
+    return check('open', this.process.openDevice(text('open', 'path', path), int('open', 'flags', flags)));
   }
 
   write(fd: number, data: Uint8Array): number {
     this.backend.syscallPoint('write');
-    return check('write', this.process.write(fd, data));
+    return check('write', this.process.write(int('write', 'fd', fd), bytes('write', 'data', data)));
   }
 
   lseek(fd: number, offset: number, whence: number): number {
+    const at = int('lseek', 'offset', offset);
     this.backend.syscallPoint('lseek');
-    return check('lseek', this.process.lseek(fd, offset, whence));
+    return check('lseek', this.process.lseek(int('lseek', 'fd', fd), at, int('lseek', 'whence', whence)));
   }
 
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
+    if (arg !== null && typeof arg !== 'number' && !(arg instanceof Uint8Array)) {
+      throw new TypeError('ioctl: arg must be a Uint8Array, an integer or null');
+    }
     this.backend.syscallPoint('ioctl');
     const result = this.process.ioctl(fd, request, arg);
     // The syscall's name is only needed for an error.
@@ -209,7 +242,7 @@ class ModelProcessBackend implements ProcessBackend {
 
   read(fd: number, count: number): Uint8Array {
     this.backend.syscallPoint('read');
-    return check('read', this.process.read(fd, count));
+    return check('read', this.process.read(int('read', 'fd', fd), byteCount('read', 'count', count)));
   }
 
   poll(fd: number): number {
@@ -261,17 +294,20 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   readMemory(address: number, length: number): Uint8Array {
-    const result = this.process.readMemory(address, length);
+    const at = ulong('read', 'address', address);
+    const result = this.process.readMemory(at, byteCount('read', 'length', length));
     if (result.ok) return result.data;
     throw accessError(result.fault, result.address);
   }
 
   writeMemory(address: number, data: Uint8Array): void {
-    const result = this.process.writeMemory(address, data);
+    const at = ulong('write', 'address', address);
+    const result = this.process.writeMemory(at, bytes('write', 'data', data));
     if (!result.ok) throw accessError(result.fault, result.address);
   }
 
-  spawnThread(program: Iterable<ThreadAccess>, name = ''): ThreadBackend {
+  spawnThread(unchecked: Iterable<ThreadAccess>, name = ''): ThreadBackend {
+    const program = checkProgram(unchecked);
     const parallel = this.backend.parallel;
     const task =
       parallel === null
@@ -282,8 +318,10 @@ class ModelProcessBackend implements ProcessBackend {
   }
 
   madvise(address: number, length: number, advice: number): void {
+    const start = ulong('madvise', 'address', address);
+    const len = ulong('madvise', 'length', length);
     this.backend.syscallPoint('madvise');
-    check('madvise', this.process.madvise(address, length, advice));
+    check('madvise', this.process.madvise(start, len, int('madvise', 'advice', advice)));
   }
 
   mremap(
@@ -293,8 +331,11 @@ class ModelProcessBackend implements ProcessBackend {
     flags: number,
     newAddress: number,
   ): number {
+    const [from, oldLen, newLen, to] = [oldAddress, oldLength, newLength, newAddress].map((value, i) =>
+      ulong('mremap', ['old_address', 'old_size', 'new_size', 'new_address'][i]!, value),
+    );
     this.backend.syscallPoint('mremap');
-    return check('mremap', this.process.mremap(oldAddress, oldLength, newLength, flags, newAddress));
+    return check('mremap', this.process.mremap(from!, oldLen!, newLen!, int('mremap', 'flags', flags), to!));
   }
 
   fork(): ProcessBackend {

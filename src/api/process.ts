@@ -19,6 +19,7 @@ import {
   O_NONBLOCK,
   O_RDWR,
   POLLIN,
+  POLLNVAL,
   PROT_READ,
   PROT_WRITE,
   UFFD_API,
@@ -35,7 +36,7 @@ import {
   UFFDIO_ZEROPAGE,
   USERFAULTFD_IOC_NEW,
 } from '../uapi/constants.ts';
-import { EAGAIN, KernelError } from '../uapi/errno.ts';
+import { EAGAIN, EBADF, KernelError } from '../uapi/errno.ts';
 import {
   decodeUffdioApi,
   decodeUffdioRegister,
@@ -428,14 +429,36 @@ export class Uffd {
     const backend = this.process.backend;
     try {
       // Poll first: an empty read would throw EAGAIN, and exceptions are costly on the fault path.
-      if ((backend.poll(this.fd) & POLLIN) !== 0) return Promise.resolve(this.readMessages(max));
-      return backend
-        .waitReadable(this.fd)
-        .then(() => ((backend.poll(this.fd) & POLLIN) === 0 ? [] : this.readMessages(max)));
+      const revents = backend.poll(this.fd);
+      if ((revents & POLLIN) !== 0) return Promise.resolve(this.readMessages(max));
+      this.checkOpen(revents);
+      return backend.waitReadable(this.fd).then(() => {
+        const now = backend.poll(this.fd);
+        if ((now & POLLIN) !== 0) return this.readMessages(max);
+        this.checkOpen(now);
+        return [];
+      });
     } catch (error) {
       return Promise.reject(error);
     }
   }
+
+  /**
+   * A closed userfaultfd (POLLNVAL) ends a handler's loop with EBADF: waiting on it would resolve
+   * at once with nothing, for ever.
+   */
+  private checkOpen(revents: number): void {
+    if (this.closed || (revents & POLLNVAL) !== 0) {
+      throw new KernelError({
+        errno: EBADF,
+        syscall: 'read',
+        argument: 'fd',
+        reason: this.closed ? 'this userfaultfd was closed' : `fd ${this.fd} is not open`,
+      });
+    }
+  }
+
+  private closed = false;
 
   poll(): number {
     return this.process.backend.poll(this.fd);
@@ -443,6 +466,7 @@ export class Uffd {
 
   close(): void {
     this.process.close(this.fd);
+    this.closed = true;
     this.staging = null;
   }
 }
