@@ -3,9 +3,10 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ModelBackend } from '../src/api/model-backend.ts';
 import { Process } from '../src/api/process.ts';
@@ -251,5 +252,138 @@ describe('item 7: the model API checks its arguments as the kernel does', () => 
       assert.match(error.message, /this userfaultfd was closed/);
       return true;
     });
+  });
+});
+
+describe('item 8: bounded input', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'faultline-hostile-'));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+
+  it('a FIFO named *.yaml is refused without being opened (it used to hang run)', () => {
+    const fifo = join(scratch, 'fifo.yaml');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const run = faultline(['run', fifo], 20_000);
+    assert.equal(run.status, 2);
+    assert.equal(
+      run.stderr,
+      `faultline: ${fifo}:1:1: (file): a FIFO, not a regular file: scenarios are files\n`,
+    );
+    rmSync(fifo);
+  });
+
+  it('run /dev/zero is refused at once (it grew 3 GB)', () => {
+    const run = faultline(['run', '/dev/zero'], 20_000);
+    assert.equal(run.status, 2);
+    assert.equal(
+      run.stderr,
+      'faultline: /dev/zero:1:1: (file): a character device, not a regular file: scenarios are files\n',
+    );
+  });
+
+  it('a scenario file over 1 MiB is refused before it is parsed (16 MB of YAML took 2.7 GB)', () => {
+    const big = join(scratch, 'big.yaml');
+    writeFileSync(big, `name: big\nsteps:\n${'  - mmap: {name: a, length: 4K}\n'.repeat(40_000)}`);
+    const run = faultline(['run', big], 20_000);
+    assert.equal(run.status, 2);
+    assert.equal(
+      run.stderr,
+      `faultline: ${big}:1:1: (file): larger than 1048576 bytes, the most a scenario file may have\n`,
+    );
+  });
+
+  it('a YAML alias bomb is one line, no stack trace, exit 2', () => {
+    const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i < 12; i++)
+      lines.push(
+        `a${i}: &a${i} [${Array(10)
+          .fill(`*a${i - 1}`)
+          .join(', ')}]`,
+      );
+    const bomb = join(scratch, 'bomb.yaml');
+    writeFileSync(bomb, `${lines.join('\n')}\nname: bomb\nsteps: [*a11]\n`);
+    const run = faultline(['run', bomb], 20_000);
+    assert.equal(run.status, 2);
+    assert.equal(
+      run.stderr,
+      `faultline: ${bomb}:1:1: (file): YAML aliases expand too far (more than 100 uses of one anchor's nodes)\n`,
+    );
+  });
+
+  it('a step that would populate 64 TiB is refused at load, naming file, line and field', () => {
+    const run = faultline(['run', 'test/fixtures/hostile/zeropage-64t.yaml']);
+    assert.equal(run.status, 2);
+    assert.equal(
+      run.stderr,
+      'faultline: test/fixtures/hostile/zeropage-64t.yaml:8:44: steps[4].zeropage.length: ' +
+        '70368744177664 bytes is more than one step may touch (268435456)\n',
+    );
+  });
+
+  it('--size 1024G and --reads 2e9 are refused in one line naming the option', () => {
+    const size = faultline(['workload', 'snapshot-restore', '--size', '1024G']);
+    assert.equal(size.status, 2);
+    assert.match(
+      size.stderr,
+      /^faultline: --size: 1024 GiB is more than [\d.]+ GiB \(half this machine's memory, at most 64 GiB\): the workload touches every page\n$/,
+    );
+    for (const workload of ['postcopy', 'background-snapshot', 'gc-compaction']) {
+      const run = faultline(['workload', workload, '--size', '1024G']);
+      assert.equal(run.status, 2, workload);
+      assert.match(
+        run.stderr,
+        /^faultline: option '--size <bytes>' argument '1024G' is invalid\. 1024 GiB is more than/,
+      );
+    }
+    const reads = faultline(['workload', 'gc-compaction', '--reads', '2e9']);
+    assert.equal(reads.status, 2);
+    assert.equal(
+      reads.stderr,
+      "faultline: option '--reads <n>' argument '2e9' is invalid. '2e9' is not an integer from 0 to 10,000,000\n",
+    );
+  });
+});
+
+describe('item 9: error paths say what happened', () => {
+  it('demo --pages 0 is a usage error, not a run of nothing', () => {
+    const run = faultline(['demo', '--pages', '0']);
+    assert.equal(run.status, 2);
+    assert.equal(
+      run.stderr,
+      "faultline: option '--pages <n>' argument '0' is invalid. '0' is not an integer from 1 to 262,144\n",
+    );
+  });
+
+  it('run on a directory without scenarios exits 2: nothing ran', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'faultline-empty-'));
+    try {
+      const run = faultline(['run', empty]);
+      assert.equal(run.status, 2);
+      assert.equal(run.stderr, `faultline: no scenario file (*.yaml, *.yml, *.json) in ${empty}\n`);
+    } finally {
+      rmSync(empty, { recursive: true });
+    }
+  });
+
+  it('a missing path, a symlink loop and --backend bogus are one line each, exit 2', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-loop-'));
+    try {
+      symlinkSync(join(dir, 'b.yaml'), join(dir, 'a.yaml'));
+      symlinkSync(join(dir, 'a.yaml'), join(dir, 'b.yaml'));
+      const loop = faultline(['run', join(dir, 'a.yaml')]);
+      assert.equal(loop.status, 2);
+      assert.equal(
+        loop.stderr,
+        `faultline: ${join(dir, 'a.yaml')}: too many levels of symbolic links (ELOOP)\n`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+    const missing = faultline(['run', '/nonexistent/x.yaml']);
+    assert.equal(missing.status, 2);
+    assert.equal(missing.stderr, 'faultline: /nonexistent/x.yaml: no such file or directory (ENOENT)\n');
+    const bogus = faultline(['run', 'scenarios/anon', '--backend', 'bogus']);
+    assert.equal(bogus.status, 2);
+    assert.doesNotMatch(bogus.stderr, /\n\s+at /);
+    assert.equal(bogus.stderr.split('\n').length, 2);
   });
 });

@@ -13,6 +13,7 @@ import { SNAPSHOT_MODES } from '../workloads/background-snapshot.ts';
 import { COMPACTION_MODES } from '../workloads/gc-compaction.ts';
 import { POSTCOPY_MODES } from '../workloads/postcopy.ts';
 import type { BenchCommandOptions } from './bench.ts';
+import { countArgument, MAX_COUNT, MAX_DEMO_PAGES, MAX_THREADS } from './bounds.ts';
 import { EXIT_USAGE, reportError, UsageError } from './errors.ts';
 import type { ExploreCommandOptions } from './explore.ts';
 import type { FuzzCommandOptions } from './fuzz.ts';
@@ -102,8 +103,8 @@ program
   .command('demo')
   .description('a handler resolving MISSING and MINOR faults on the model, narrated')
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
-  .option('--pages <n>', 'pages per part', integer, 4096)
-  .option('--vcpus <n>', 'faulting threads', integer, 2)
+  .option('--pages <n>', 'pages per part', countArgument(1, MAX_DEMO_PAGES), 4096)
+  .option('--vcpus <n>', 'faulting threads', countArgument(1, MAX_THREADS), 2)
   .action(async (options: { seed: number; pages: number; vcpus: number }) => {
     const { runDemo } = await import('./demo.ts');
     process.exitCode = await runDemo({ ...options, out: (line) => console.log(line) });
@@ -149,15 +150,25 @@ workload
   .addOption(backendOption())
   .option('--mode <mode>', 'anon, hugetlb, gmem-minor or gmem-missing', 'anon')
   .option('--size <bytes>', 'guest memory size (K, M, G)', '64M')
-  .option('--vcpus <n>', 'vCPU threads', integer, 2)
+  .option('--vcpus <n>', 'vCPU threads', countArgument(1, MAX_THREADS), 2)
   .option('--pattern <name>', 'sequential, random or working-set', 'sequential')
   .option('--seed <n>', 'seed of the model and of the random pattern', integer, 1)
-  .option('--prefetch-window <pages>', 'pages to copy after each faulting page', integer, 0)
-  .option('--balloon <pages>', 'pages a balloon discards while the guest runs (anon mode)', integer, 0)
+  .option(
+    '--prefetch-window <pages>',
+    'pages to copy after each faulting page',
+    countArgument(0, MAX_COUNT),
+    0,
+  )
+  .option(
+    '--balloon <pages>',
+    'pages a balloon discards while the guest runs (anon mode)',
+    countArgument(0, MAX_COUNT),
+    0,
+  )
   .option(
     '--deflate <pages>',
     'of those, pages the balloon touches again after discarding them (default: all)',
-    integer,
+    countArgument(0, MAX_COUNT),
   )
   .option(
     '--handler <file>',
@@ -276,7 +287,7 @@ withCommonOptions(
     .description('QEMU-style postcopy live migration from a source process over TCP on 127.0.0.1')
     .addOption(new Option('--mode <mode>', 'guest RAM').choices(POSTCOPY_MODES).default('anon'))
     .option('--size <bytes>', 'guest memory size (K, M, G)', sizeArgument, 64 * 2 ** 20)
-    .option('--vcpus <n>', 'vCPU threads', integer, 2)
+    .option('--vcpus <n>', 'vCPU threads', countArgument(1, MAX_THREADS), 2)
     .addOption(
       new Option('--pattern <name>', 'vCPU access order').choices(['sequential', 'random']).default('random'),
     )
@@ -288,7 +299,12 @@ withCommonOptions(
       (value: string) => (value === '0' ? 0 : sizeArgument(value)),
       0,
     )
-    .option('--timeout <seconds>', 'fail (and kill the source) if the migration takes longer', integer, 120),
+    .option(
+      '--timeout <seconds>',
+      'fail (and kill the source) if the migration takes longer',
+      countArgument(1, 86_400),
+      120,
+    ),
 ).action(workloadAction<PostcopyCommandOptions>(postcopyCommand));
 
 withCommonOptions(
@@ -301,10 +317,15 @@ withCommonOptions(
         .default('wp-unpopulated'),
     )
     .option('--size <bytes>', 'guest memory size (K, M, G)', sizeArgument, 64 * 2 ** 20)
-    .option('--vcpus <n>', 'vCPU threads', integer, 2)
+    .option('--vcpus <n>', 'vCPU threads', countArgument(1, MAX_THREADS), 2)
     .option('--write-percent <percent>', 'pages each vCPU writes per round', percentArgument, 50)
-    .option('--rounds <n>', 'rounds of guest writes while the snapshot runs', integer, 2)
-    .option('--chunk <pages>', 'pages the background saver saves and unprotects per step', integer, 64),
+    .option('--rounds <n>', 'rounds of guest writes while the snapshot runs', countArgument(0, 10_000), 2)
+    .option(
+      '--chunk <pages>',
+      'pages the background saver saves and unprotects per step',
+      countArgument(1, MAX_COUNT),
+      64,
+    ),
 ).action(workloadAction<BackgroundSnapshotCommandOptions>(backgroundSnapshotCommand));
 
 withCommonOptions(
@@ -317,10 +338,15 @@ withCommonOptions(
         .default('move'),
     )
     .option('--size <bytes>', 'from-space size (K, M, G)', sizeArgument, 64 * 2 ** 20)
-    .option('--mutators <n>', 'mutator threads', integer, 2)
+    .option('--mutators <n>', 'mutator threads', countArgument(1, MAX_THREADS), 2)
     .option('--live <percent>', 'objects that survived marking', percentArgument, 50)
-    .option('--reads <n>', 'object reads per mutator', integer, 20_000)
-    .option('--chunk <pages>', 'pages the compaction thread compacts between yields', integer, 16),
+    .option('--reads <n>', 'object reads per mutator', countArgument(0, MAX_COUNT), 20_000)
+    .option(
+      '--chunk <pages>',
+      'pages the compaction thread compacts between yields',
+      countArgument(1, MAX_COUNT),
+      16,
+    ),
 ).action(workloadAction<GcCompactionCommandOptions>(gcCompactionCommand));
 
 program
@@ -356,7 +382,7 @@ program
 program
   .command('fuzz')
   .description('differential fuzzing: random op sequences on the model and on the host kernel')
-  .option('--runs <n>', 'sequences to run', integer, 200)
+  .option('--runs <n>', 'sequences to run', countArgument(1, 1_000_000), 200)
   .option('--seed <n>', 'fast-check seed (printed; replays the run)', integer, 1)
   .option(
     '--memory <type>',

@@ -101,6 +101,10 @@ export function loadScenarioPaths(args: readonly string[], filter?: string): Sce
       scenarios.push(scenario);
     }
   }
+  // Nothing to run is not a pass: an empty directory (or a wrong one) must not exit 0.
+  if (scenarios.length === 0) {
+    throw new UsageError(`no scenario file (*.yaml, *.yml, *.json) in ${args.join(', ')}`);
+  }
   const selected = scenarios.filter(scenarioFilter(filter));
   if (filter !== undefined && selected.length === 0) {
     throw new UsageError(`--filter '${filter}' selects none of the ${scenarios.length} scenarios loaded`);

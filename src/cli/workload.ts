@@ -24,6 +24,7 @@ import {
 } from '../workloads/postcopy.ts';
 import { RESTORE_MODES, type RestoreMode, runSnapshotRestore } from '../workloads/snapshot-restore.ts';
 import type { WorkloadStats } from '../workloads/stats.ts';
+import { checkGuestBytes } from './bounds.ts';
 import { Progress, table } from './output.ts';
 
 export interface SnapshotRestoreCommandOptions {
@@ -92,6 +93,7 @@ export async function snapshotRestoreCommand(
   if (!Number.isFinite(guestBytes) || guestBytes <= 0) {
     throw new InvalidArgumentError(`--size: '${options.size}' is not a size such as 64M or 1G`);
   }
+  checkGuestBytes('--size', guestBytes);
   if (options.vcpus < 1 || options.vcpus > 64) throw new InvalidArgumentError('--vcpus: between 1 and 64');
   const pageSize = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
   const workingSet =
@@ -266,7 +268,7 @@ export function sizeArgument(value: string): number {
   const bytes = parseSize(value);
   if (!Number.isInteger(bytes) || bytes <= 0)
     throw new InvalidArgumentError(`'${value}' is not a size such as 64M or 1G`);
-  return bytes;
+  return checkGuestBytes(null, bytes);
 }
 
 /** A commander argument parser for percentages (integers 0 to 100). */

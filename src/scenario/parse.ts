@@ -3,7 +3,7 @@
  * keeps source positions for both), validated against the contract before
  * anything runs. Every problem is reported as `file:line:col: field: problem`.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
@@ -161,12 +161,25 @@ export function parseScenario(text: string, file: string): Scenario {
     const { line, col } = locator.position(yamlError.pos[0]);
     throw new ScenarioError(file, line, col, '(syntax)', yamlError.message.split('\n')[0]!);
   }
-  const raw = smallIntsAsNumbers(locator.document.toJS());
+  let raw: unknown;
+  try {
+    raw = smallIntsAsNumbers(locator.document.toJS({ maxAliasCount: MAX_ALIAS_COUNT }));
+  } catch (error) {
+    // The yaml library refuses aliases that expand past the limit (a "billion laughs" file).
+    if (!(error instanceof ReferenceError)) throw error;
+    throw locator.error(
+      [],
+      `YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} uses of one anchor's nodes)`,
+    );
+  }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw locator.error([], 'a scenario is a mapping with name and steps');
   }
   const header = ScenarioHeader.safeParse(raw);
   if (!header.success) throw zodError(locator, [], header.error, raw);
+  if (header.data.steps.length > MAX_STEPS) {
+    throw locator.error(['steps'], `${header.data.steps.length} steps; a scenario has at most ${MAX_STEPS}`);
+  }
   const steps: Step[] = [];
   header.data.steps.forEach((rawStep, index) => {
     const path = ['steps', index];
@@ -211,12 +224,17 @@ const USER_SPACE_END = 2 ** 47;
 
 const HUGE_PAGE: Record<string, number> = { '2M': 2 * 1024 * 1024, '1G': 1024 * 1024 * 1024 };
 
+/** A size as a number (a u64 beyond 2^53 is a bigint; bounds need only its magnitude). */
+function num(value: number | bigint | undefined): number | undefined {
+  return value === undefined ? undefined : Number(value);
+}
+
 function dataLength(data: unknown): number {
   if (data === undefined || data === null || typeof data !== 'object') return 0;
   const spec = data as { text?: string; hex?: string; length?: number };
   if (spec.text !== undefined) return new TextEncoder().encode(spec.text).byteLength;
   if (spec.hex !== undefined) return spec.hex.replace(/\s+/g, '').length / 2;
-  return spec.length ?? 0;
+  return num(spec.length) ?? 0;
 }
 
 /** Ops whose `length` (or data) is memory the step touches. */
@@ -240,10 +258,10 @@ function touchedBytes(step: Step): number {
   const a = step.args;
   if (!TOUCHING_OPS.has(step.op)) return 0;
   // Sizes past 2^53 are bigints (exact u64s); as numbers they only need to compare here.
-  if (step.op === 'read_raw') return Number(a.buffer);
+  if (step.op === 'read_raw') return Number(num(a.buffer));
   if (step.op === 'write' || step.op === 'pwrite') return dataLength(a.data);
-  if (step.op === 'thread') return a.access === 'write' ? dataLength(a.data) : Number(a.length ?? 1);
-  return Math.max(Number(a.length ?? 0), dataLength(a.data));
+  if (step.op === 'thread') return a.access === 'write' ? dataLength(a.data) : Number(num(a.length) ?? 1);
+  return Math.max(Number(num(a.length) ?? 0), dataLength(a.data));
 }
 
 /**
@@ -260,7 +278,7 @@ function checkBounds(scenario: Scenario, locator: Locator): void {
     const base: Path = ['steps', step.index, step.op];
     const touched = touchedBytes(step);
     if (touched > MAX_STEP_BYTES && touched < USER_SPACE_END) {
-      const field = step.op === 'read_raw' ? 'buffer' : a.length !== undefined ? 'length' : 'data';
+      const field = step.op === 'read_raw' ? 'buffer' : num(a.length) !== undefined ? 'length' : 'data';
       throw locator.error(
         base,
         `${touched} bytes is more than one step may touch (${MAX_STEP_BYTES})`,
@@ -284,11 +302,11 @@ function checkBounds(scenario: Scenario, locator: Locator): void {
             : hugeFiles.has(a.file)
               ? HUGE_PAGE['2M']!
               : 4096;
-      mapLength.set(a.name, Math.ceil(a.length / page) * page);
+      mapLength.set(a.name, Math.ceil(Number(a.length) / page) * page);
       continue;
     }
     if (step.op === 'mremap') {
-      mapLength.set(a.to, Math.ceil((a.length ?? mapLength.get(a.map) ?? 0) / 4096) * 4096);
+      mapLength.set(a.to, Math.ceil((num(a.length) ?? mapLength.get(a.map) ?? 0) / 4096) * 4096);
       continue;
     }
     if (a.beyond_map === true) continue;
@@ -320,26 +338,36 @@ function stepRanges(step: Step): StepRange[] {
   const base: Path = ['steps', step.index, step.op];
   if (step.op === 'move') {
     return [
-      { map: a.src.map, offset: Number(a.src.offset ?? 0), length: Number(a.length), path: [...base, 'src'] },
-      { map: a.dst.map, offset: Number(a.dst.offset ?? 0), length: Number(a.length), path: [...base, 'dst'] },
+      {
+        map: a.src.map,
+        offset: Number(num(a.src.offset) ?? 0),
+        length: Number(num(a.length)),
+        path: [...base, 'src'],
+      },
+      {
+        map: a.dst.map,
+        offset: Number(num(a.dst.offset) ?? 0),
+        length: Number(num(a.length)),
+        path: [...base, 'dst'],
+      },
     ];
   }
   if (typeof a.map !== 'string' || step.op === 'vmas') return [];
-  const offset = Number(a.offset ?? 0);
-  const field = a.length !== undefined ? 'length' : 'offset';
+  const offset = Number(num(a.offset) ?? 0);
+  const field = num(a.length) !== undefined ? 'length' : 'offset';
   const ranges: StepRange[] = [];
   let length: number | undefined;
   if (step.op === 'read' || step.op === 'thread' || step.op === 'write') {
-    length = a.data !== undefined ? dataLength(a.data) : Number(a.length ?? 1);
+    length = a.data !== undefined ? dataLength(a.data) : Number(num(a.length) ?? 1);
   } else {
-    length = a.length === undefined ? undefined : Number(a.length);
+    length = num(a.length) === undefined ? undefined : Number(num(a.length));
   }
   ranges.push({ map: a.map, offset, length: length ?? 0, path: [...base, field] });
   if (step.op === 'copy' && typeof a.src === 'object') {
     ranges.push({
       map: a.src.map,
-      offset: Number(a.src.offset ?? 0),
-      length: Number(a.length),
+      offset: Number(num(a.src.offset) ?? 0),
+      length: Number(num(a.length)),
       path: [...base, 'src'],
     });
   }
@@ -419,6 +447,61 @@ function checkReferences(scenario: Scenario, locator: Locator): void {
   }
 }
 
+/** The largest scenario file the loader reads (the corpus's largest is a few KiB). */
+export const MAX_SCENARIO_FILE_BYTES = 1024 * 1024;
+/** Steps in one scenario. */
+export const MAX_STEPS = 10_000;
+/** Uses of YAML aliases a document may expand (the yaml library's count). */
+export const MAX_ALIAS_COUNT = 100;
+
+/** What a path that is not a regular file is, for the message. */
+function fileKind(stats: ReturnType<typeof statSync>): string {
+  if (stats === undefined) return 'missing';
+  if (stats.isFIFO()) return 'a FIFO';
+  if (stats.isCharacterDevice()) return 'a character device';
+  if (stats.isBlockDevice()) return 'a block device';
+  if (stats.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/** The text of a scenario file: a regular file of at most MAX_SCENARIO_FILE_BYTES, read without blocking on it. */
+function readScenarioFile(file: string): string {
+  const stats = statSync(file);
+  if (!stats.isFile()) {
+    throw new ScenarioError(
+      file,
+      1,
+      1,
+      '(file)',
+      `${fileKind(stats)}, not a regular file: scenarios are files`,
+    );
+  }
+  const tooBig = () =>
+    new ScenarioError(
+      file,
+      1,
+      1,
+      '(file)',
+      `larger than ${MAX_SCENARIO_FILE_BYTES} bytes, the most a scenario file may have`,
+    );
+  if (stats.size > MAX_SCENARIO_FILE_BYTES) throw tooBig();
+  // Read at most one byte past the limit: a file that grows (or a /proc file whose size says 0) stays bounded.
+  const buffer = Buffer.alloc(MAX_SCENARIO_FILE_BYTES + 1);
+  const fd = openSync(file, 'r');
+  let length = 0;
+  try {
+    for (;;) {
+      const count = readSync(fd, buffer, length, buffer.length - length, null);
+      if (count === 0) break;
+      length += count;
+      if (length > MAX_SCENARIO_FILE_BYTES) throw tooBig();
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return buffer.toString('utf8', 0, length);
+}
+
 /** Every scenario file under `path` (a file or a directory, recursively), sorted. */
 export function scenarioFiles(path: string): string[] {
   if (!statSync(path).isDirectory()) return [path];
@@ -436,7 +519,7 @@ export function loadScenarios(path: string): Scenario[] {
   const scenarios: Scenario[] = [];
   const names = new Map<string, string>();
   for (const file of scenarioFiles(path)) {
-    const scenario = parseScenario(readFileSync(file, 'utf8'), file);
+    const scenario = parseScenario(readScenarioFile(file), file);
     const previous = names.get(scenario.name);
     if (previous !== undefined) {
       throw new ScenarioError(
