@@ -29,7 +29,7 @@ export const LAYERS: readonly (readonly [name: string, paths: readonly string[]]
   ['model calls', ['src/model/mm/madvise.ts', 'src/model/mm/mremap.ts', 'src/model/fork.ts']],
   ['model kernel', ['src/model/kernel.ts', 'src/model/check.ts', 'src/model/hang.ts']],
   ['model parallel', ['src/model/parallel/']],
-  ['api interface', ['src/api/backend.ts']],
+  ['api interface', ['src/api/backend.ts', 'src/api/validate.ts']],
   ['backends', ['src/api/model-backend.ts', 'src/host/']],
   ['api', ['src/api/']],
   [
