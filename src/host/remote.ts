@@ -16,7 +16,14 @@ import type {
   ThreadState,
   VmaInfo,
 } from '../api/backend.ts';
-import { O_CLOEXEC, UFFD_FEATURE_EVENT_FORK, UFFDIO_API, UFFDIO_COPY } from '../uapi/constants.ts';
+import {
+  O_CLOEXEC,
+  SIGBUS,
+  SIGSEGV,
+  UFFD_FEATURE_EVENT_FORK,
+  UFFDIO_API,
+  UFFDIO_COPY,
+} from '../uapi/constants.ts';
 import { ENOSYS, ESRCH, KernelError } from '../uapi/errno.ts';
 import {
   accessError,
@@ -201,8 +208,18 @@ class RemoteThread implements ThreadBackend {
     if (this.final !== null) return this.final;
     const reply = this.process.agent(OP.threadResult, [this.index]);
     if (reply[0] === AGENT_GONE) {
-      // The process exited: its threads ended with it.
-      this.final = { state: 'done', reads: [], errno: 0, faults: 0, returns: [], children: [] };
+      // The process exited, or died by a signal: its threads ended with it, the same way.
+      const signal = this.process.deathSignal;
+      const state = signal === SIGSEGV ? 'segv' : signal === SIGBUS ? 'sigbus' : 'done';
+      this.final = {
+        state,
+        reads: [],
+        ...(state === 'done' ? {} : { signal: { signal, address: 0, siCode: 0 } }),
+        errno: 0,
+        faults: 0,
+        returns: [],
+        children: [],
+      };
     } else if (reply[0] === 1 && reply[9] !== null) {
       const pids: number[] = [];
       const final = decodeResult(reply[9], pids);
@@ -230,6 +247,8 @@ class RemoteThread implements ThreadBackend {
 
 export class RemoteProcessBackend implements ProcessBackend {
   private exited = false;
+  /** The signal that ended the agent when it did not exit on request (0 if none or unknown). */
+  deathSignal = 0;
   /** Why the agent is gone when it did not exit on request (crashed, hung), or null. */
   private death: string | null = null;
   /** The descriptors the program has open here: a fork access's child keeps them. */
@@ -277,6 +296,7 @@ export class RemoteProcessBackend implements ProcessBackend {
     }
     if (why === null) return;
     let how = '';
+    if (typeof status !== 'number') this.deathSignal = status[2];
     if (typeof status !== 'number')
       how = status[2] !== 0 ? `: killed by ${signalName(status[2])}` : `: exit status ${status[1]}`;
     this.death = `${why}${how}`;

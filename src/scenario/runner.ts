@@ -762,10 +762,14 @@ async function runBlockingSyscall(
       };
     }
   }
+  // A call whose process died under it (a signal, on the host an agent that crashed) never returned.
+  const returned = finish;
+  const ended = (result: ThreadResult): ObservedResult =>
+    result.state === 'done' ? returned(result) : { signal: signalName(result.signal?.signal ?? 0) };
   const thread = process.thread([access], `${step.op}@${step.index}`);
   await context.backend.settle();
   const result = thread.result();
-  if (result !== null) return finish(result);
-  context.background.push({ step, thread, finish });
+  if (result !== null) return ended(result);
+  context.background.push({ step, thread, finish: ended });
   return { background: true };
 }
