@@ -11,7 +11,7 @@ import { FaultInjector, type InjectionRates } from './inject.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
 import { BUILTIN_MEMORY_TYPES } from './memtypes/builtin.ts';
-import { accessRange, accessRangeDone } from './mm/access.ts';
+import { accessRange, type UserAccess } from './mm/access.ts';
 import {
   FAULT_HANDLED,
   FAULT_RESULT_SIGBUS,
@@ -320,20 +320,19 @@ export class ModelKernel {
     }
     const write = access.kind === 'write';
     const buffer = write ? (access as Access & { kind: 'write' }).data : task.readBuffer!;
-    const length = buffer.byteLength;
     const userMode = access.kernel !== true;
-    const result = accessRange(
-      this.env,
-      process.mm,
-      access.address,
-      length,
+    const userAccess: UserAccess = {
+      mm: process.mm,
+      address: access.address,
       write,
-      buffer,
-      task.progressBytes,
       task,
       userMode,
-    );
-    const doneBytes = accessRangeDone;
+      start: access.address,
+      buffer,
+      doneBytes: task.progressBytes,
+    };
+    const result = accessRange(this.env, userAccess);
+    const doneBytes = userAccess.doneBytes;
     task.progressBytes = doneBytes;
     if (result === FAULT_HANDLED) {
       if (!write) task.reads.push(task.readBuffer!);

@@ -55,7 +55,7 @@ import {
 import { fail, hex } from './failure.ts';
 import type { ModelKernel } from './kernel.ts';
 import { filemapDelete, filemapLookup, type Inode } from './mem/pagecache.ts';
-import { accessRange, accessRangeDone } from './mm/access.ts';
+import { accessRange, type UserAccess } from './mm/access.ts';
 import { FAULT_HANDLED, FAULT_RESULT_WOULD_BLOCK, vmaProtNone } from './mm/fault.ts';
 import { inodeOfView } from './mm/hook-views.ts';
 import type { DeviceFile, MemoryType } from './mm/memtype.ts';
@@ -609,16 +609,28 @@ export class ModelProcess {
 
   /** Reads memory as the calling thread; a fault that would sleep on userfaultfd is refused. */
   readMemory(address: number, length: number): DirectAccessResult {
-    const data = new Uint8Array(length);
-    const result = accessRange(this.kernel.env, this.mm, address, length, false, data, 0, null, true);
-    if (result === FAULT_HANDLED) return { ok: true, data };
-    return { ok: false, fault: result, address: address + accessRangeDone };
+    return this.directAccess(address, new Uint8Array(length), false);
   }
 
   writeMemory(address: number, data: Uint8Array): DirectAccessResult {
-    const result = accessRange(this.kernel.env, this.mm, address, data.byteLength, true, data, 0, null, true);
-    if (result === FAULT_HANDLED) return { ok: true, data };
-    return { ok: false, fault: result, address: address + accessRangeDone };
+    return this.directAccess(address, data, true);
+  }
+
+  /** An access by the calling thread itself: it has no task, so it cannot sleep on a userfaultfd. */
+  private directAccess(address: number, buffer: Uint8Array, write: boolean): DirectAccessResult {
+    const access: UserAccess = {
+      mm: this.mm,
+      address,
+      write,
+      task: null,
+      userMode: true,
+      start: address,
+      buffer,
+      doneBytes: 0,
+    };
+    const result = accessRange(this.kernel.env, access);
+    if (result === FAULT_HANDLED) return { ok: true, data: buffer };
+    return { ok: false, fault: result, address: address + access.doneBytes };
   }
 
   static readonly WOULD_BLOCK = FAULT_RESULT_WOULD_BLOCK;

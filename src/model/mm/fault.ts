@@ -50,6 +50,22 @@ export const USERFAULT_MISSING = 1;
 export const USERFAULT_WP = 2;
 export const USERFAULT_MINOR = 3;
 
+/**
+ * One fault (the kernel's struct vm_fault), made once by the caller of
+ * handle_mm_fault and carried down to handle_userfault, so the fault path
+ * passes one object instead of the same five values at every level.
+ */
+export interface VmFault {
+  readonly mm: AddressSpace;
+  /** The faulting address; an access walking its pages moves it along. */
+  address: number;
+  readonly write: boolean;
+  /** The sleeping thread, or null for a caller that cannot sleep (the process API's direct access). */
+  readonly task: Task | null;
+  /** A CPU's access; false for a kernel copy_{from,to}_user. */
+  readonly userMode: boolean;
+}
+
 export interface FaultEnvironment {
   readonly memory: PhysicalMemory;
   readonly anonymousType: MemoryType;
@@ -57,31 +73,15 @@ export interface FaultEnvironment {
   /** Fault injection (fail_usercopy on the paths below, fault_signal in uffd/). */
   readonly inject: FaultInjector;
   /**
-   * handle_userfault: queue a message and put `task` to sleep, or decide the
-   * fault otherwise. Returns one of the FAULT_* results.
+   * handle_userfault: queue a message and put the fault's task to sleep, or
+   * decide the fault otherwise. Returns one of the FAULT_* results.
    */
-  handleUserfault(
-    vma: Vma,
-    address: number,
-    reason: number,
-    write: boolean,
-    task: Task | null,
-    userMode: boolean,
-  ): number;
+  handleUserfault(vmf: VmFault, vma: Vma, reason: number): number;
 }
 
-/**
- * Resolves one fault at `address` for a read or a write. `task` is null for
- * callers that cannot sleep (the process API's direct memory access).
- */
-export function handleMmFault(
-  env: FaultEnvironment,
-  mm: AddressSpace,
-  address: number,
-  write: boolean,
-  task: Task | null,
-  userMode: boolean,
-): number {
+/** handle_mm_fault: resolves one fault at `vmf.address` for a read or a write. */
+export function handleMmFault(env: FaultEnvironment, vmf: VmFault): number {
+  const { mm, address, write } = vmf;
   const vma = mm.findVma(address);
   if (vma === undefined) return FAULT_RESULT_SIGSEGV;
   // access_error: a read needs an accessible VMA (x86 reads exec-only memory), a write VM_WRITE.
@@ -100,7 +100,7 @@ export function handleMmFault(
       return FAULT_HANDLED;
     }
     if (entry & PTE_UFFD_WP && vma.flags & VM_UFFD_WP) {
-      return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+      return env.handleUserfault(vmf, vma, USERFAULT_WP);
     }
     return writeProtectedFault(env, mm, vma, pageAddress, entry);
   }
@@ -111,16 +111,16 @@ export function handleMmFault(
   const keepWp = entry & PTE_MARKER_UFFD_WP && vma.flags & VM_UFFD_WP ? PTE_UFFD_WP : 0;
   if (vma.isAnonymous) {
     if (vma.flags & VM_UFFD_MISSING) {
-      return env.handleUserfault(vma, address, USERFAULT_MISSING, write, task, userMode);
+      return env.handleUserfault(vmf, vma, USERFAULT_MISSING);
     }
-    const result = anonymousFault(env, mm, vma, pageAddress, write, keepWp);
+    const result = anonymousFault(env, vmf, vma, keepWp);
     // do_anonymous_page maps a write under a WP_UNPOPULATED marker as a zeroed page that is still
     // write-protected; the retried write then takes the WP fault on it, so a COPY there is EEXIST
     // [OBS 6.18: §5.5].
     if (result !== FAULT_HANDLED || !(keepWp && write)) return result;
-    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+    return env.handleUserfault(vmf, vma, USERFAULT_WP);
   }
-  return fileFault(env, mm, vma, address, pageAddress, write, task, userMode, keepWp);
+  return fileFault(env, vmf, vma, keepWp);
 }
 
 /** vma_is_accessible: any of read, write, exec. */
@@ -134,34 +134,32 @@ export function vmaProtNone(vma: Vma): number {
 }
 
 /** do_anonymous_page: the zero page for a read, a fresh zeroed page for a write. */
-function anonymousFault(
-  env: FaultEnvironment,
-  mm: AddressSpace,
-  vma: Vma,
-  pageAddress: number,
-  write: boolean,
-  keepWp: number,
-): number {
-  if (!write) {
-    mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | PTE_ZERO | keepWp, 0);
+function anonymousFault(env: FaultEnvironment, vmf: VmFault, vma: Vma, keepWp: number): number {
+  const pageAddress = vmf.address - (vmf.address % vma.pageSize);
+  if (!vmf.write) {
+    vmf.mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | PTE_ZERO | keepWp, 0);
     return FAULT_HANDLED;
   }
-  return installNewAnonymousPage(env, mm, vma, pageAddress, -1, !keepWp, keepWp);
+  return installNewAnonymousPage(env, vma, pageAddress, -1, anonEntry(!keepWp, keepWp));
+}
+
+/** The entry flags of a new anonymous page: writable pages are mapped dirty. */
+function anonEntry(writable: boolean, uffdWp = 0): number {
+  return PTE_PRESENT | (writable ? PTE_WRITE | PTE_DIRTY : 0) | uffdWp;
 }
 
 /**
  * Allocates an anonymous folio at the VMA's page size, fills it from
- * `sourcePfn` (or leaves it zeroed when -1), and maps it.
+ * `sourcePfn` (or leaves it zeroed when -1), and maps it with `entry`'s flags.
  */
-export function installNewAnonymousPage(
+function installNewAnonymousPage(
   env: FaultEnvironment,
-  mm: AddressSpace,
   vma: Vma,
   pageAddress: number,
   sourcePfn: number,
-  writable: boolean,
-  uffdWp = 0,
+  entry: number,
 ): number {
+  const mm = vma.mm;
   const pfn = env.memory.allocFolio(vma.pageShift - 12, (vma.flags & VM_HUGETLB) !== 0);
   if (pfn < 0) return vma.flags & VM_HUGETLB ? FAULT_RESULT_SIGBUS : FAULT_RESULT_SIGBUS;
   if (sourcePfn >= 0) env.memory.copyFolio(pfn, sourcePfn);
@@ -169,8 +167,7 @@ export function installNewAnonymousPage(
   env.memory.setFlag(pfn, PG_ANON | PG_ANON_EXCLUSIVE);
   mm.mapFolio(pfn);
   env.memory.putFolio(pfn);
-  const flags = PTE_PRESENT | (writable ? PTE_WRITE | PTE_DIRTY : 0) | uffdWp;
-  mm.setEntries(pageAddress, vma.pageShift, flags, pfn);
+  mm.setEntries(pageAddress, vma.pageShift, entry, pfn);
   return FAULT_HANDLED;
 }
 
@@ -189,7 +186,7 @@ function writeProtectedFault(
   }
   if (entry & PTE_ZERO) {
     mm.zapRange(vma, pageAddress, pageAddress + vma.pageSize);
-    return installNewAnonymousPage(env, mm, vma, pageAddress, -1, true);
+    return installNewAnonymousPage(env, vma, pageAddress, -1, anonEntry(true));
   }
   const pfn = mm.pageTable.valueAt(pageAddress / 4096);
   const memory = env.memory;
@@ -205,23 +202,16 @@ function writeProtectedFault(
   }
   memory.getFolio(pfn);
   mm.zapRange(vma, pageAddress, pageAddress + vma.pageSize);
-  const result = installNewAnonymousPage(env, mm, vma, pageAddress, pfn, true);
+  const result = installNewAnonymousPage(env, vma, pageAddress, pfn, anonEntry(true));
   memory.putFolio(pfn);
   return result;
 }
 
 /** A fault on a file-backed VMA whose entry is none (or a uffd-wp marker). */
-function fileFault(
-  env: FaultEnvironment,
-  mm: AddressSpace,
-  vma: Vma,
-  address: number,
-  pageAddress: number,
-  write: boolean,
-  task: Task | null,
-  userMode: boolean,
-  keepWp: number,
-): number {
+function fileFault(env: FaultEnvironment, vmf: VmFault, vma: Vma, keepWp: number): number {
+  const mm = vmf.mm;
+  let write = vmf.write;
+  const pageAddress = vmf.address - (vmf.address % vma.pageSize);
   const inode = vma.inode!;
   const type = vma.memoryType;
   const pgoff = vma.pgoffAt(pageAddress);
@@ -236,10 +226,10 @@ function fileFault(
       env.memory.unlockFolio(found);
       env.memory.putFolio(found);
       if (vma.flags & VM_UFFD_MINOR) {
-        return env.handleUserfault(vma, address, USERFAULT_MINOR, write, task, userMode);
+        return env.handleUserfault(vmf, vma, USERFAULT_MINOR);
       }
     } else if (found === -ENOENT && vma.flags & VM_UFFD_MISSING) {
-      return env.handleUserfault(vma, address, USERFAULT_MISSING, write, task, userMode);
+      return env.handleUserfault(vmf, vma, USERFAULT_MISSING);
     } else if (found !== -ENOENT) {
       return FAULT_RESULT_SIGBUS;
     }
@@ -255,13 +245,13 @@ function fileFault(
   const pfn = env.hooks.fault(type, { inode, pgoff, pageShift: vma.pageShift }, mayShare);
   if (pfn === FAULT_SIGBUS || pfn === FAULT_OOM) return FAULT_RESULT_SIGBUS;
   if (pfn === FAULT_ALLOC_PRIVATE) {
-    const installed = installNewAnonymousPage(env, mm, vma, pageAddress, -1, write);
+    const installed = installNewAnonymousPage(env, vma, pageAddress, -1, anonEntry(write));
     if (installed !== FAULT_HANDLED || !keepWp) return installed;
     // The new private page keeps the marker's uffd-wp bit, read fault or write [OBS: faultline fuzz].
     const flags = mm.pageTable.flagsAt(pageAddress / 4096);
     mm.setEntryFlags(pageAddress, vma.pageShift, (flags & ~PTE_WRITE) | PTE_UFFD_WP);
     if (!wpAfterMap) return installed;
-    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+    return env.handleUserfault(vmf, vma, USERFAULT_WP);
   }
   if (pfn < 0) return FAULT_RESULT_SIGBUS;
 
@@ -276,11 +266,11 @@ function fileFault(
     mm.mapFolio(pfn);
     mm.setEntries(pageAddress, vma.pageShift, PTE_PRESENT | keepWp, pfn);
   } else {
-    result = installNewAnonymousPage(env, mm, vma, pageAddress, pfn, true);
+    result = installNewAnonymousPage(env, vma, pageAddress, pfn, anonEntry(true));
   }
   env.memory.putFolio(pfn);
   if (wpAfterMap && result === FAULT_HANDLED) {
-    return env.handleUserfault(vma, address, USERFAULT_WP, true, task, userMode);
+    return env.handleUserfault(vmf, vma, USERFAULT_WP);
   }
   return result;
 }

@@ -7,7 +7,7 @@ import { _UFFDIO_CONTINUE, _UFFDIO_COPY, _UFFDIO_POISON, _UFFDIO_ZEROPAGE } from
 import { EAGAIN, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
 import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
-import { accessRange, accessRangeDone } from '../mm/access.ts';
+import { accessRange, type UserAccess } from '../mm/access.ts';
 import { FAULT_HANDLED, type FaultEnvironment, vmaProtNone } from '../mm/fault.ts';
 import type { MemoryType, VmUffdOps } from '../mm/memtype.ts';
 import type { AddressSpace } from '../mm/mm.ts';
@@ -320,10 +320,21 @@ function mfillPage(
     copyRuns.flush();
     const bytes = memory.frameBuffer(pfn);
     const view = bytes.subarray(memory.frameOffset(pfn), memory.frameOffset(pfn) + vma.pageSize);
-    const copied = accessRange(env, request.sourceMm, source, vma.pageSize, false, view, 0, null, false);
+    // copy_from_user: a kernel-mode read of the source, faulting it in (it cannot sleep on a uffd).
+    const read: UserAccess = {
+      mm: request.sourceMm,
+      address: source,
+      write: false,
+      task: null,
+      userMode: false,
+      start: source,
+      buffer: view,
+      doneBytes: 0,
+    };
+    const copied = accessRange(env, read);
     if (copied !== FAULT_HANDLED) {
       memory.putFolio(pfn);
-      return fail(EFAULT, 'src', `reading the source at ${hex(source + accessRangeDone)} faulted`);
+      return fail(EFAULT, 'src', `reading the source at ${hex(source + read.doneBytes)} faulted`);
     }
   }
   memory.setFlag(pfn, PG_UPTODATE);

@@ -16,20 +16,14 @@ import {
   FAULT_RETRY,
   USERFAULT_MINOR,
   USERFAULT_WP,
+  type VmFault,
 } from '../mm/fault.ts';
 import { PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP } from '../mm/pagetable.ts';
 import type { Vma } from '../mm/vma.ts';
-import type { Task } from '../task.ts';
 import { UffdFile } from './ioctl.ts';
 
-export function handleUserfault(
-  vma: Vma,
-  address: number,
-  reason: number,
-  write: boolean,
-  task: Task | null,
-  userMode: boolean,
-): number {
+export function handleUserfault(vmf: VmFault, vma: Vma, reason: number): number {
+  const { address, task } = vmf;
   const ctx = vma.uffdContext;
   if (ctx === null) return FAULT_RESULT_SIGBUS;
   if (reason === USERFAULT_WP && ctx.hasFeature(UFFD_FEATURE_WP_ASYNC)) {
@@ -37,9 +31,9 @@ export function handleUserfault(
     return FAULT_HANDLED;
   }
   if (ctx.hasFeature(UFFD_FEATURE_SIGBUS)) return FAULT_RESULT_SIGBUS;
-  if (ctx.userModeOnly && !userMode) return FAULT_RESULT_SIGBUS;
+  if (ctx.userModeOnly && !vmf.userMode) return FAULT_RESULT_SIGBUS;
   if (task === null) return FAULT_RESULT_WOULD_BLOCK;
-  let flags = write ? UFFD_PAGEFAULT_FLAG_WRITE : 0;
+  let flags = vmf.write ? UFFD_PAGEFAULT_FLAG_WRITE : 0;
   if (reason === USERFAULT_WP) flags |= UFFD_PAGEFAULT_FLAG_WP;
   if (reason === USERFAULT_MINOR) flags |= UFFD_PAGEFAULT_FLAG_MINOR;
   task.faultsTaken++;
