@@ -65,7 +65,14 @@ import { fail, hex } from '../failure.ts';
 import type { FaultEnvironment } from '../mm/fault.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import type { EventReader, FaultWaiter, UffdContext } from './context.ts';
-import { MFILL_CONTINUE, MFILL_COPY, MFILL_POISON, MFILL_ZEROPAGE, mfillAtomic } from './mfill.ts';
+import {
+  MFILL_CONTINUE,
+  MFILL_COPY,
+  MFILL_POISON,
+  MFILL_ZEROPAGE,
+  MfillBuffers,
+  mfillAtomic,
+} from './mfill.ts';
 import { movePages } from './move.ts';
 import { userfaultfdRegister, userfaultfdUnregister } from './register.ts';
 import { validateRange, validateUnalignedRange } from './validate.ts';
@@ -107,6 +114,9 @@ function readable(arg: Uint8Array | null, size: number, argument: string): numbe
 }
 
 export class UffdFile {
+  /** The fill loop's reusable buffers (COPY's runs and plan): this file's, not the module's. */
+  private readonly fillBuffers = new MfillBuffers();
+
   constructor(
     readonly ctx: UffdContext,
     private readonly env: FaultEnvironment,
@@ -240,14 +250,19 @@ export class UffdFile {
       return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 24, allowed))}`);
     if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
     const mode = readU64Low(arg, 24);
-    const result = mfillAtomic(this.env, ctx, {
-      kind: MFILL_COPY,
-      dst,
-      src,
-      lengthBytes: length,
-      writeProtect: (mode & UFFDIO_COPY_MODE_WP) !== 0,
-      sourceMm: caller.mm,
-    });
+    const result = mfillAtomic(
+      this.env,
+      ctx,
+      {
+        kind: MFILL_COPY,
+        dst,
+        src,
+        lengthBytes: length,
+        writeProtect: (mode & UFFDIO_COPY_MODE_WP) !== 0,
+        sourceMm: caller.mm,
+      },
+      this.fillBuffers,
+    );
     return this.finishFill(arg, UFFDIO_COPY_COPY_OFFSET, 40, result, dst, length, (mode & 1) !== 0);
   }
 
@@ -278,14 +293,19 @@ export class UffdFile {
       return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
     if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
     const mode = readU64Low(arg, 16);
-    const result = mfillAtomic(this.env, ctx, {
-      kind,
-      dst: start,
-      src: 0,
-      lengthBytes: length,
-      writeProtect: kind === MFILL_CONTINUE && (mode & UFFDIO_CONTINUE_MODE_WP) !== 0,
-      sourceMm: ctx.mm,
-    });
+    const result = mfillAtomic(
+      this.env,
+      ctx,
+      {
+        kind,
+        dst: start,
+        src: 0,
+        lengthBytes: length,
+        writeProtect: kind === MFILL_CONTINUE && (mode & UFFDIO_CONTINUE_MODE_WP) !== 0,
+        sourceMm: ctx.mm,
+      },
+      this.fillBuffers,
+    );
     return this.finishFill(arg, fieldOffset, 32, result, start, length, (mode & 1) !== 0);
   }
 

@@ -6,7 +6,7 @@
 import { _UFFDIO_CONTINUE, _UFFDIO_COPY, _UFFDIO_POISON, _UFFDIO_ZEROPAGE } from '../../uapi/constants.ts';
 import { EAGAIN, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
-import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
+import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE } from '../mem/physmem.ts';
 import { accessRange, type UserAccess } from '../mm/access.ts';
 import { FAULT_HANDLED, type FaultEnvironment, vmaProtNone } from '../mm/fault.ts';
 import type { MemoryType, VmUffdOps } from '../mm/memtype.ts';
@@ -47,20 +47,57 @@ export interface MfillRequest {
   sourceMm: AddressSpace;
 }
 
-/** The last type whose rangeIoctls were asked, and its mask as a number (every UFFDIO_* bit is below 32). */
-let maskType: MemoryType | null = null;
-let maskBits: bigint = 0n;
-let maskLow = 0;
+/**
+ * What a userfaultfd file keeps from fill to fill: COPY's run merger, the
+ * plan of the page being filled, and the last memory type's ioctl mask. One
+ * per UffdFile (so owned by the kernel instance, not by this module), reused
+ * by every fill so that a fill allocates nothing per page.
+ */
+export class MfillBuffers {
+  readonly copyRuns = new CopyRuns();
+  /**
+   * The source of the page being filled, planned before it is installed: a
+   * piece per source page, its frame's buffer (null for the zero page) and
+   * offset.
+   */
+  readonly planBuffers: Array<Uint8Array | null> = [];
+  readonly planOffsets: number[] = [];
+  readonly planLengths: number[] = [];
+  planCount = 0;
+  /** The last type whose rangeIoctls were asked, and its mask as a number (every UFFDIO_* bit is below 32). */
+  private maskType: MemoryType | null = null;
+  private maskBits: bigint = 0n;
+  private maskLow = 0;
 
-function supportsIoctl(type: MemoryType, kind: number): boolean {
-  if (type !== maskType || type.rangeIoctls !== maskBits) {
-    maskType = type;
-    maskBits = type.rangeIoctls;
-    maskLow = Number(BigInt.asUintN(32, maskBits));
-    if (maskBits >> 32n !== 0n) maskType = null;
+  supportsIoctl(type: MemoryType, kind: number): boolean {
+    if (type !== this.maskType || type.rangeIoctls !== this.maskBits) {
+      this.maskType = type;
+      this.maskBits = type.rangeIoctls;
+      this.maskLow = Number(BigInt.asUintN(32, this.maskBits));
+      if (this.maskBits >> 32n !== 0n) this.maskType = null;
+    }
+    if (this.maskType === null) return (type.rangeIoctls & (1n << BigInt(kind))) !== 0n;
+    return (this.maskLow & (1 << kind)) !== 0;
   }
-  if (maskType === null) return (type.rangeIoctls & (1n << BigInt(kind))) !== 0n;
-  return (maskLow & (1 << kind)) !== 0;
+}
+
+/**
+ * mfill_state: one fill, carried from page to page (the kernel's struct
+ * mfill_state), so each step of the loop takes one object.
+ */
+interface MfillState {
+  readonly env: FaultEnvironment;
+  readonly ctx: UffdContext;
+  readonly request: MfillRequest;
+  readonly buffers: MfillBuffers;
+  readonly vma: Vma;
+  /** A private mapping (anonymous, or MAP_PRIVATE of a file): filled with anonymous memory. */
+  readonly privateFill: boolean;
+  /** The uffd-wp bit of the new entries (MODE_WP). */
+  readonly wpBit: number;
+  /** The page being filled, and (COPY) its source. */
+  dst: number;
+  src: number;
 }
 
 /**
@@ -130,25 +167,15 @@ class CopyRuns {
   }
 }
 
-const copyRuns = new CopyRuns();
-
-/**
- * The source of the page being filled, planned before it is installed: a
- * piece per source page, its frame's buffer (null for the zero page) and
- * offset. Reused from page to page.
- */
-const planBuffers: Array<Uint8Array | null> = [];
-const planOffsets: number[] = [];
-const planLengths: number[] = [];
-let planCount = 0;
-
 /**
  * Plans the copy of [address, address + length) of `mm` if every page of it
  * is present, so that reading it cannot fault; false (and no plan) if not.
  */
-function planSourceCopy(memory: PhysicalMemory, mm: AddressSpace, address: number, length: number): boolean {
-  const table = mm.pageTable;
-  planCount = 0;
+function planSourceCopy(state: MfillState, address: number, length: number): boolean {
+  const { buffers } = state;
+  const memory = state.env.memory;
+  const table = state.request.sourceMm.pageTable;
+  buffers.planCount = 0;
   let done = 0;
   while (done < length) {
     const at = address + done;
@@ -157,57 +184,71 @@ function planSourceCopy(memory: PhysicalMemory, mm: AddressSpace, address: numbe
     const vpn = (at - inPage) / PAGE_SIZE;
     const flags = table.flagsAt(vpn);
     if ((flags & (PTE_PRESENT | PTE_PROTNONE)) !== PTE_PRESENT) {
-      planCount = 0;
+      buffers.planCount = 0;
       return false;
     }
+    const piece = buffers.planCount++;
     if (flags & PTE_ZERO) {
-      planBuffers[planCount] = null;
-      planOffsets[planCount] = 0;
+      buffers.planBuffers[piece] = null;
+      buffers.planOffsets[piece] = 0;
     } else {
       const sourcePfn = table.valueAt(vpn);
-      planBuffers[planCount] = memory.frameBuffer(sourcePfn);
-      planOffsets[planCount] = memory.frameOffset(sourcePfn) + inPage;
+      buffers.planBuffers[piece] = memory.frameBuffer(sourcePfn);
+      buffers.planOffsets[piece] = memory.frameOffset(sourcePfn) + inPage;
     }
-    planLengths[planCount++] = span;
+    buffers.planLengths[piece] = span;
     done += span;
   }
   return true;
 }
 
 /** Queues the planned copy into folio `pfn`. */
-function queuePlannedCopy(memory: PhysicalMemory, pfn: number): void {
+function queuePlannedCopy(state: MfillState, pfn: number): void {
+  const { buffers } = state;
+  const memory = state.env.memory;
   const destination = memory.frameBuffer(pfn);
   let at = memory.frameOffset(pfn);
-  for (let i = 0; i < planCount; i++) {
-    const length = planLengths[i]!;
-    copyRuns.add(destination, at, planBuffers[i]!, planOffsets[i]!, length);
+  for (let i = 0; i < buffers.planCount; i++) {
+    const length = buffers.planLengths[i]!;
+    buffers.copyRuns.add(destination, at, buffers.planBuffers[i]!, buffers.planOffsets[i]!, length);
     at += length;
   }
-  planCount = 0;
+  buffers.planCount = 0;
 }
 
 /**
  * Returns the bytes filled (> 0) or -errno when nothing was filled. Stops at
  * the first failing page, as the kernel does.
  */
-export function mfillAtomic(env: FaultEnvironment, ctx: UffdContext, request: MfillRequest): number {
-  if (request.kind !== MFILL_COPY) return mfillRange(env, ctx, request);
+export function mfillAtomic(
+  env: FaultEnvironment,
+  ctx: UffdContext,
+  request: MfillRequest,
+  buffers: MfillBuffers,
+): number {
   const { dst, src, lengthBytes } = request;
+  const runs = buffers.copyRuns;
   // The source and destination overlap in one mm: a page may read what an earlier page filled.
-  copyRuns.deferring = !(request.sourceMm === ctx.mm && src < dst + lengthBytes && dst < src + lengthBytes);
+  runs.deferring =
+    request.kind === MFILL_COPY &&
+    !(request.sourceMm === ctx.mm && src < dst + lengthBytes && dst < src + lengthBytes);
   try {
-    return mfillRange(env, ctx, request);
+    return mfillRange(env, ctx, request, buffers);
   } finally {
-    copyRuns.flush();
-    copyRuns.deferring = false;
+    runs.flush();
+    runs.deferring = false;
   }
 }
 
-function mfillRange(env: FaultEnvironment, ctx: UffdContext, request: MfillRequest): number {
-  const mm = ctx.mm;
+/** The checks of the whole range, in the kernel's order; 0 when the fill may start. */
+function checkRange(
+  ctx: UffdContext,
+  request: MfillRequest,
+  buffers: MfillBuffers,
+  vma: Vma | undefined,
+): number {
   const { dst, lengthBytes } = request;
   const name = NAMES[request.kind]!;
-  const vma = mm.findVma(dst);
   if (vma === undefined) return fail(ENOENT, 'dst', `no mapping at ${hex(dst)}`);
   if (dst + lengthBytes > vma.end)
     return fail(ENOENT, 'len', `the range runs past the end of ${vma.describe()}`);
@@ -225,20 +266,42 @@ function mfillRange(env: FaultEnvironment, ctx: UffdContext, request: MfillReque
     );
   }
   const type = vma.memoryType;
-  if (type.uffdOps === null)
-    return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
-  if (!supportsIoctl(type, request.kind)) {
+  if (type.uffdOps === null || !buffers.supportsIoctl(type, request.kind)) {
     return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
   }
+  return 0;
+}
+
+function mfillRange(
+  env: FaultEnvironment,
+  ctx: UffdContext,
+  request: MfillRequest,
+  buffers: MfillBuffers,
+): number {
+  const vma = ctx.mm.findVma(request.dst);
+  const refused = checkRange(ctx, request, buffers, vma);
+  if (refused < 0 || vma === undefined) return refused;
   // mfill_atomic prepares a private VMA's anon_vma before the first page, whatever the fill (even
   // ZEROPAGE, which maps no anonymous page). Neighbours faulted in later while the flags differ then
   // get an anon_vma of their own, and the VMAs no longer merge on unregister [OBS: probe q1a].
-  if (!vma.isShared) mm.prepareAnonVma(vma);
-
+  if (!vma.isShared) ctx.mm.prepareAnonVma(vma);
+  const state: MfillState = {
+    env,
+    ctx,
+    request,
+    buffers,
+    vma,
+    privateFill: (vma.flags & VM_SHARED) === 0,
+    wpBit: request.writeProtect ? PTE_UFFD_WP : 0,
+    dst: request.dst,
+    src: request.src,
+  };
   let done = 0;
   let error = 0;
-  for (; done < lengthBytes; done += vma.pageSize) {
-    const result = mfillPage(env, ctx, vma, request, dst + done, request.src + done);
+  for (; done < request.lengthBytes; done += vma.pageSize) {
+    state.dst = request.dst + done;
+    state.src = request.src + done;
+    const result = mfillPage(state);
     if (result < 0) {
       error = result;
       break;
@@ -247,23 +310,16 @@ function mfillRange(env: FaultEnvironment, ctx: UffdContext, request: MfillReque
   return done > 0 ? done : error;
 }
 
-function mfillPage(
-  env: FaultEnvironment,
-  ctx: UffdContext,
-  vma: Vma,
-  request: MfillRequest,
-  address: number,
-  source: number,
-): number {
-  const mm = ctx.mm;
-  const entry = mm.pageTable.flagsAt(address / 4096);
-  const kind = request.kind;
+/** One page: the checks every mode shares, then the mode's own step. */
+function mfillPage(state: MfillState): number {
+  const { vma, dst: address } = state;
+  const kind = state.request.kind;
+  const entry = state.ctx.mm.pageTable.flagsAt(address / 4096);
   // COPY and CONTINUE may replace a uffd marker, and so may ZEROPAGE where it
   // allocates a page-cache folio (shared memory); the zero-page path and POISON
   // want pte_none [OBS: tools/probes q5].
-  const privateFill = (vma.flags & VM_SHARED) === 0;
   const markerReplaceable =
-    kind === MFILL_COPY || kind === MFILL_CONTINUE || (kind === MFILL_ZEROPAGE && !privateFill);
+    kind === MFILL_COPY || kind === MFILL_CONTINUE || (kind === MFILL_ZEROPAGE && !state.privateFill);
   // CONTINUE looks the page up before it looks at the entry (see mfillContinue).
   if (kind !== MFILL_CONTINUE && (markerReplaceable ? entry & PTE_PRESENT : entry !== 0)) {
     return fail(EEXIST, 'dst', `${hex(address)} is already populated`);
@@ -272,26 +328,87 @@ function mfillPage(
   if (kind !== MFILL_CONTINUE && vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
     return fail(EFAULT, 'dst', `${hex(address)} lies beyond the end of the file`);
   }
-  const wpBit = request.writeProtect ? PTE_UFFD_WP : 0;
-  if (kind === MFILL_POISON) {
-    mm.setEntries(address, vma.pageShift, PTE_MARKER_POISONED, 0);
-    return 0;
-  }
-  if (kind === MFILL_CONTINUE) return mfillContinue(env, vma, mm, address, wpBit);
+  if (kind === MFILL_POISON) return mfillPoison(state);
+  if (kind === MFILL_CONTINUE) return mfillContinue(state);
+  // ZEROPAGE into a private mapping maps the zero page; into shared memory it adds a zeroed folio.
+  if (kind === MFILL_ZEROPAGE && state.privateFill) return mfillZeroPage(state);
+  return mfillNewFolio(state);
+}
 
-  // COPY and ZEROPAGE: a private mapping (anonymous, or MAP_PRIVATE of a file)
-  // is filled with anonymous memory and never touches the page cache.
-  if (kind === MFILL_ZEROPAGE && privateFill) {
-    mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_ZERO | wpBit | vmaProtNone(vma), 0);
-    return 0;
+/**
+ * The install step every mode that maps a folio shares
+ * (mfill_atomic_install_pte): writable if the VMA is and the page is not
+ * write-protected, except a page-cache page in a private mapping, which
+ * copies on write.
+ */
+function mfillInstall(state: MfillState, pfn: number, inPageCache: boolean): void {
+  const { vma, wpBit } = state;
+  const mm = state.ctx.mm;
+  const cowOnWrite = inPageCache && (vma.flags & VM_SHARED) === 0;
+  const writable = vma.flags & VM_WRITE && !wpBit && !cowOnWrite ? PTE_WRITE : 0;
+  mm.mapFolio(pfn);
+  mm.setEntries(state.dst, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit | vmaProtNone(vma), pfn);
+}
+
+/** POISON: a marker that makes any access SIGBUS. */
+function mfillPoison(state: MfillState): number {
+  state.ctx.mm.setEntries(state.dst, state.vma.pageShift, PTE_MARKER_POISONED, 0);
+  return 0;
+}
+
+/** ZEROPAGE into a private mapping: the shared zero page, read-only. */
+function mfillZeroPage(state: MfillState): number {
+  const { vma } = state;
+  state.ctx.mm.setEntries(
+    state.dst,
+    vma.pageShift,
+    PTE_PRESENT | PTE_ZERO | state.wpBit | vmaProtNone(vma),
+    0,
+  );
+  return 0;
+}
+
+/**
+ * COPY, and ZEROPAGE into shared memory: a new folio (anonymous for a
+ * private mapping, the type's own for shared memory), filled, added to the
+ * page cache (shared) or made anonymous (private), and installed.
+ */
+function mfillNewFolio(state: MfillState): number {
+  const { env, vma } = state;
+  const memory = env.memory;
+  const fillType = state.privateFill ? env.anonymousType : vma.memoryType;
+  const pfn = allocFillFolio(state, fillType);
+  if (pfn < 0) return pfn;
+  // A present source is copied once the page is installed (see CopyRuns).
+  const copied = state.request.kind === MFILL_COPY ? copySource(state, pfn) : 0;
+  if (copied < 0) {
+    memory.putFolio(pfn);
+    return copied;
   }
-  const fillType = privateFill ? env.anonymousType : vma.memoryType;
+  memory.setFlag(pfn, PG_UPTODATE);
   const ops: VmUffdOps = fillType.uffdOps!;
-  if (ops.allocFolio === undefined)
+  const inPageCache = !state.privateFill && ops.filemapAdd !== undefined;
+  if (inPageCache) {
+    const added = addToPageCache(state, fillType, pfn);
+    if (added < 0) return added;
+  } else {
+    state.ctx.mm.prepareAnonVma(vma);
+    memory.setFlag(pfn, PG_ANON | PG_ANON_EXCLUSIVE);
+  }
+  mfillInstall(state, pfn, inPageCache);
+  if (copied === COPY_QUEUED) queuePlannedCopy(state, pfn);
+  memory.putFolio(pfn);
+  return 0;
+}
+
+/** A fresh folio of the VMA's page size from the fill type's allocFolio, through the checker; or -errno. */
+function allocFillFolio(state: MfillState, fillType: MemoryType): number {
+  const { env, vma, dst: address } = state;
+  if (fillType.uffdOps!.allocFolio === undefined)
     return fail(EINVAL, 'dst', `memory type ${vma.memoryType.name} cannot allocate`);
   // The checker hands back a fresh folio of the VMA's page size, an errno, or -EFAULT for a broken answer.
   // COPY writes every byte of the folio before it can be seen, so a reused frame need not be zeroed first.
-  env.memory.overwriteNextAllocations = kind === MFILL_COPY;
+  env.memory.overwriteNextAllocations = state.request.kind === MFILL_COPY;
   let pfn: number;
   try {
     pfn = env.hooks.allocFolio(fillType, vma, address);
@@ -301,78 +418,74 @@ function mfillPage(
   if (pfn < 0) {
     return fail(-pfn, 'dst', env.hooks.lastViolation ?? `allocating a folio for ${hex(address)} failed`);
   }
+  return pfn;
+}
+
+/** copySource's answer when the copy waits in the run queue until the page is installed. */
+const COPY_QUEUED = 1;
+
+/**
+ * COPY's copy_from_user of the page's source into folio `pfn`: planned for
+ * later (COPY_QUEUED) when every source page is present, else read now
+ * through the fault path (0); -errno when the source cannot be read.
+ */
+function copySource(state: MfillState, pfn: number): number {
+  const { env, vma, src: source } = state;
   const memory = env.memory;
-  // A present source is copied once the page is installed (see CopyRuns).
-  let queueCopy = false;
-  if (kind === MFILL_COPY && planSourceCopy(memory, request.sourceMm, source, vma.pageSize)) {
+  if (planSourceCopy(state, source, vma.pageSize)) {
     // The copy_from_user of a present source (a faulting one draws in accessRange below).
     if (env.inject.active && env.inject.fire('fail_usercopy', 'UFFDIO_COPY source', source)) {
-      planCount = 0;
-      memory.putFolio(pfn);
+      state.buffers.planCount = 0;
       return fail(
         EFAULT,
         'src',
         `copy_from_user of the source at ${hex(source)} failed (injected fail_usercopy)`,
       );
     }
-    queueCopy = true;
-  } else if (kind === MFILL_COPY) {
-    copyRuns.flush();
-    const bytes = memory.frameBuffer(pfn);
-    const view = bytes.subarray(memory.frameOffset(pfn), memory.frameOffset(pfn) + vma.pageSize);
-    // copy_from_user: a kernel-mode read of the source, faulting it in (it cannot sleep on a uffd).
-    const read: UserAccess = {
-      mm: request.sourceMm,
-      address: source,
-      write: false,
-      task: null,
-      userMode: false,
-      start: source,
-      buffer: view,
-      doneBytes: 0,
-    };
-    const copied = accessRange(env, read);
-    if (copied !== FAULT_HANDLED) {
-      memory.putFolio(pfn);
-      return fail(EFAULT, 'src', `reading the source at ${hex(source + read.doneBytes)} faulted`);
-    }
+    return COPY_QUEUED;
   }
-  memory.setFlag(pfn, PG_UPTODATE);
-  if (!privateFill && ops.filemapAdd !== undefined) {
-    memory.lockFolio(pfn);
-    const added = env.hooks.filemapAdd(fillType, pfn, vma, address);
-    if (added < 0) {
-      // Undo the core's own steps: the checker already undid whatever the hook did.
-      memory.unlockFolio(pfn);
-      memory.putFolio(pfn);
-      const reason =
-        env.hooks.lastViolation ??
-        (added === -EEXIST
-          ? `the page cache already holds the page at ${hex(address)}`
-          : `adding the page at ${hex(address)} to the page cache failed`);
-      return fail(-added, 'dst', reason);
-    }
-    memory.unlockFolio(pfn);
-  } else {
-    mm.prepareAnonVma(vma);
-    memory.setFlag(pfn, PG_ANON | PG_ANON_EXCLUSIVE);
+  state.buffers.copyRuns.flush();
+  const view = memory
+    .frameBuffer(pfn)
+    .subarray(memory.frameOffset(pfn), memory.frameOffset(pfn) + vma.pageSize);
+  // copy_from_user: a kernel-mode read of the source, faulting it in (it cannot sleep on a uffd).
+  const read: UserAccess = {
+    mm: state.request.sourceMm,
+    address: source,
+    write: false,
+    task: null,
+    userMode: false,
+    start: source,
+    buffer: view,
+    doneBytes: 0,
+  };
+  if (accessRange(env, read) !== FAULT_HANDLED) {
+    return fail(EFAULT, 'src', `reading the source at ${hex(source + read.doneBytes)} faulted`);
   }
-  const writable = vma.flags & VM_WRITE && !request.writeProtect ? PTE_WRITE : 0;
-  mm.mapFolio(pfn);
-  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit | vmaProtNone(vma), pfn);
-  if (queueCopy) queuePlannedCopy(memory, pfn);
-  memory.putFolio(pfn);
   return 0;
 }
 
+/** filemapAdd of a new folio through the checker; on failure the folio is released and -errno returned. */
+function addToPageCache(state: MfillState, fillType: MemoryType, pfn: number): number {
+  const { env, vma, dst: address } = state;
+  const memory = env.memory;
+  memory.lockFolio(pfn);
+  const added = env.hooks.filemapAdd(fillType, pfn, vma, address);
+  memory.unlockFolio(pfn);
+  if (added >= 0) return 0;
+  // Undo the core's own steps: the checker already undid whatever the hook did.
+  memory.putFolio(pfn);
+  const reason =
+    env.hooks.lastViolation ??
+    (added === -EEXIST
+      ? `the page cache already holds the page at ${hex(address)}`
+      : `adding the page at ${hex(address)} to the page cache failed`);
+  return fail(-added, 'dst', reason);
+}
+
 /** CONTINUE maps what the page cache already holds; it never allocates. */
-function mfillContinue(
-  env: FaultEnvironment,
-  vma: Vma,
-  mm: AddressSpace,
-  address: number,
-  wpBit: number,
-): number {
+function mfillContinue(state: MfillState): number {
+  const { env, vma, dst: address } = state;
   const type = vma.memoryType;
   if (type.uffdOps?.getFolioNoalloc === undefined)
     return fail(EINVAL, 'range', `memory type ${type.name} has no page cache`);
@@ -388,15 +501,12 @@ function mfillContinue(
   }
   // The page-cache lookup comes first, so a mapped page that is not in the cache (a private
   // copy) gives EFAULT, and only a cached one EEXIST [OBS: faultline fuzz against the host].
-  if (mm.pageTable.flagsAt(address / 4096) & PTE_PRESENT) {
+  if (state.ctx.mm.pageTable.flagsAt(address / 4096) & PTE_PRESENT) {
     env.memory.unlockFolio(pfn);
     env.memory.putFolio(pfn);
     return fail(EEXIST, 'range', `${hex(address)} is already populated`);
   }
-  // A page-cache page is writable only through a shared mapping; a private one COWs on write.
-  const writable = vma.flags & VM_SHARED && vma.flags & VM_WRITE && !wpBit ? PTE_WRITE : 0;
-  mm.mapFolio(pfn);
-  mm.setEntries(address, vma.pageShift, PTE_PRESENT | PTE_DIRTY | writable | wpBit | vmaProtNone(vma), pfn);
+  mfillInstall(state, pfn, true);
   env.memory.unlockFolio(pfn);
   env.memory.putFolio(pfn);
   return 0;
