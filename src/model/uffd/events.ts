@@ -125,12 +125,11 @@ export function afterEvents(wait: EventWait | null, action: () => void): void {
  */
 function queue(
   ctx: UffdContext,
-  description: string,
-  encode: QueuedEvent['encode'],
+  event: Pick<QueuedEvent, 'description' | 'encode' | 'onDone'>,
   wait: EventWait | null,
   prepared: boolean,
-  onDone?: () => void,
 ): void {
+  const { description, encode, onDone } = event;
   if (wait === null) {
     ctx.enqueueEvent({ description, encode, ...(onDone === undefined ? {} : { onDone }) });
     return;
@@ -166,7 +165,7 @@ export function raiseRemoveEvent(vma: Vma, start: number, end: number, wait: Eve
   const lo = Math.max(start, vma.start);
   const hi = Math.min(end, vma.end);
   const message = encodeUffdMsg({ event: 'remove', start: BigInt(lo), end: BigInt(hi) });
-  queue(ctx, `REMOVE ${hex(lo)}-${hex(hi)}`, () => message, wait, false);
+  queue(ctx, { description: `REMOVE ${hex(lo)}-${hex(hi)}`, encode: () => message }, wait, false);
   return true;
 }
 
@@ -188,7 +187,7 @@ export function raiseUnmapEvents(
 ): number {
   for (const ctx of contexts) {
     const message = encodeUffdMsg({ event: 'unmap', start: BigInt(start), end: BigInt(end) });
-    queue(ctx, `UNMAP ${hex(start)}-${hex(end)}`, () => message, wait, true);
+    queue(ctx, { description: `UNMAP ${hex(start)}-${hex(end)}`, encode: () => message }, wait, true);
   }
   return contexts.length;
 }
@@ -205,7 +204,8 @@ export function raiseRemapEvent(
   wait: EventWait | null,
 ): void {
   const message = encodeUffdMsg({ event: 'remap', from: BigInt(from), to: BigInt(to), len: BigInt(length) });
-  queue(ctx, `REMAP ${hex(from)} -> ${hex(to)} (${length} bytes)`, () => message, wait, true);
+  const description = `REMAP ${hex(from)} -> ${hex(to)} (${length} bytes)`;
+  queue(ctx, { description, encode: () => message }, wait, true);
 }
 
 /**
@@ -219,19 +219,17 @@ export function raiseForkEvent(
   onDropped: () => void,
 ): void {
   let delivered = false;
-  queue(
-    parent,
-    `FORK (child context ${child.id})`,
-    (reader) => {
+  const event: Pick<QueuedEvent, 'description' | 'encode' | 'onDone'> = {
+    description: `FORK (child context ${child.id})`,
+    encode: (reader) => {
       const fd = reader.installUffd(child);
       if (fd < 0) return fd;
       delivered = true;
       return encodeUffdMsg({ event: 'fork', ufd: fd });
     },
-    wait,
-    true,
-    () => {
+    onDone: () => {
       if (!delivered) onDropped();
     },
-  );
+  };
+  queue(parent, event, wait, true);
 }

@@ -86,6 +86,23 @@ export interface UffdCaller {
 
 const BIGINT_TWO_64 = 1n << 64n;
 
+/** Where a fill ioctl writes its result back, and the size of its struct. */
+interface ResultField {
+  readonly offset: number;
+  readonly structBytes: number;
+}
+
+/** The result field of each fill ioctl: uffdio_copy.copy, uffdio_zeropage.zeropage, uffdio_continue.mapped, uffdio_poison.updated. */
+const RESULT_FIELDS: Record<number, ResultField> = {
+  [MFILL_COPY]: { offset: UFFDIO_COPY_COPY_OFFSET, structBytes: 40 },
+  [MFILL_ZEROPAGE]: { offset: UFFDIO_ZEROPAGE_ZEROPAGE_OFFSET, structBytes: 32 },
+  [MFILL_CONTINUE]: { offset: UFFDIO_CONTINUE_MAPPED_OFFSET, structBytes: 32 },
+  [MFILL_POISON]: { offset: UFFDIO_POISON_UPDATED_OFFSET, structBytes: 32 },
+};
+
+/** uffdio_move.move. */
+const MOVE_RESULT: ResultField = { offset: UFFDIO_MOVE_MOVE_OFFSET, structBytes: 40 };
+
 function writeS64(arg: Uint8Array, offset: number, value: number): void {
   writeInt64Number(arg, offset, value);
 }
@@ -263,19 +280,19 @@ export class UffdFile {
       },
       this.fillBuffers,
     );
-    return this.finishFill(arg, UFFDIO_COPY_COPY_OFFSET, 40, result, dst, length, (mode & 1) !== 0);
+    return this.finishFill(
+      arg,
+      RESULT_FIELDS[MFILL_COPY]!,
+      { dst, lengthBytes: length },
+      result,
+      (mode & 1) !== 0,
+    );
   }
 
   /** ZEROPAGE, CONTINUE and POISON share one argument layout: range, mode, result. */
   private fill(_caller: UffdCaller, arg: Uint8Array | null, kind: number): number {
     const ctx = this.ctx;
-    const fieldOffset =
-      kind === MFILL_ZEROPAGE
-        ? UFFDIO_ZEROPAGE_ZEROPAGE_OFFSET
-        : kind === MFILL_CONTINUE
-          ? UFFDIO_CONTINUE_MAPPED_OFFSET
-          : UFFDIO_POISON_UPDATED_OFFSET;
-    if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, fieldOffset);
+    if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, RESULT_FIELDS[kind]!.offset);
     const bad = readable(arg, 24, 'arg');
     if (bad < 0 || arg === null) return bad;
     // uffdio_zeropage, uffdio_continue and uffdio_poison: range (start, len) and mode, read in place.
@@ -306,7 +323,13 @@ export class UffdFile {
       },
       this.fillBuffers,
     );
-    return this.finishFill(arg, fieldOffset, 32, result, start, length, (mode & 1) !== 0);
+    return this.finishFill(
+      arg,
+      RESULT_FIELDS[kind]!,
+      { dst: start, lengthBytes: length },
+      result,
+      (mode & 1) !== 0,
+    );
   }
 
   /** mmap_changing: -EAGAIN goes into the result field before the struct is even read. */
@@ -316,20 +339,24 @@ export class UffdFile {
     return fail(EAGAIN, 'uffd', this.ctx.changingReason());
   }
 
+  /**
+   * Writes a fill's result into its field, wakes the filled range unless
+   * DONTWAKE, and turns a partial fill into EAGAIN, as the kernel does.
+   */
   private finishFill(
     arg: Uint8Array,
-    fieldOffset: number,
-    size: number,
+    field: ResultField,
+    range: { readonly dst: number; readonly lengthBytes: number },
     result: number,
-    start: number,
-    length: number,
     dontWake: boolean,
   ): number {
-    if (arg.byteLength < size) return fail(EFAULT, 'arg', 'buffer too short to write back the result');
-    writeS64(arg, fieldOffset, result);
+    if (arg.byteLength < field.structBytes)
+      return fail(EFAULT, 'arg', 'buffer too short to write back the result');
+    writeS64(arg, field.offset, result);
     if (result < 0) return result;
-    if (!dontWake) this.ctx.wakeRange(start, result);
-    if (result < length) return fail(EAGAIN, 'len', `only ${result} of ${length} bytes were done`);
+    if (!dontWake) this.ctx.wakeRange(range.dst, result);
+    if (result < range.lengthBytes)
+      return fail(EAGAIN, 'len', `only ${result} of ${range.lengthBytes} bytes were done`);
     return 0;
   }
 
@@ -359,7 +386,7 @@ export class UffdFile {
       allowSrcHoles: (value.mode & BigInt(UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES)) !== 0n,
     });
     const dontWake = (value.mode & BigInt(UFFDIO_MOVE_MODE_DONTWAKE)) !== 0n;
-    return this.finishFill(arg, UFFDIO_MOVE_MOVE_OFFSET, 40, result, dst, length, dontWake);
+    return this.finishFill(arg, MOVE_RESULT, { dst, lengthBytes: length }, result, dontWake);
   }
 
   private writeProtect(arg: Uint8Array | null): number {

@@ -3,7 +3,6 @@ import { UFFD_FEATURE_WP_UNPOPULATED } from '../../uapi/constants.ts';
 import { EINVAL, ENOENT } from '../../uapi/errno.ts';
 import { fail, hex } from '../failure.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE } from '../mem/physmem.ts';
-import type { AddressSpace } from '../mm/mm.ts';
 import { PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP, PTE_WRITE, PTE_ZERO } from '../mm/pagetable.ts';
 import { VM_SHARED, VM_UFFD_WP, VM_WRITE, type Vma } from '../mm/vma.ts';
 import type { UffdContext } from './context.ts';
@@ -25,19 +24,13 @@ export function writeProtectRange(ctx: UffdContext, start: number, length: numbe
     const hi = Math.min(end, vma.end);
     // Unpopulated pages get markers on file memory always, on anonymous memory only with WP_UNPOPULATED.
     const markHoles = protect && (!vma.isAnonymous || unpopulated);
-    applyWriteProtect(mm, vma, lo, hi, protect, markHoles);
+    applyWriteProtect(vma, lo, hi, protect, markHoles);
   }
   return 0;
 }
 
-function applyWriteProtect(
-  mm: AddressSpace,
-  vma: Vma,
-  start: number,
-  end: number,
-  protect: boolean,
-  markHoles: boolean,
-): void {
+function applyWriteProtect(vma: Vma, start: number, end: number, protect: boolean, markHoles: boolean): void {
+  const mm = vma.mm;
   const table = mm.pageTable;
   const memory = mm.memory;
   for (let address = start; address < end; address += vma.pageSize) {
