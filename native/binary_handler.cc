@@ -10,6 +10,7 @@
 #include <linux/kcmp.h>
 #include <linux/seccomp.h>
 #include <napi.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
@@ -280,6 +281,22 @@ Napi::Value NotifRecv(const Napi::CallbackInfo& info) {
   return Num(info.Env(), 0);
 }
 
+// notifWait(listener, pidfd, timeoutMs): blocks in poll(2) on both (the caller's
+// thread sleeps, so the binary can run on its CPU: SYNC_WAKE_UP); 1 when a
+// notification is pending, 2 when the binary ended (or the filter has no user
+// left), 0 on timeout, or -errno.
+Napi::Value NotifWait(const Napi::CallbackInfo& info) {
+  struct pollfd fds[2] = {{IntArg(info, 0), POLLIN, 0}, {IntArg(info, 1), POLLIN, 0}};
+  int ready;
+  do {
+    ready = poll(fds, 2, IntArg(info, 2));
+  } while (ready < 0 && errno == EINTR);
+  if (ready < 0) return Num(info.Env(), -errno);
+  if (ready == 0) return Num(info.Env(), 0);
+  if (fds[0].revents & POLLIN) return Num(info.Env(), 1);
+  return Num(info.Env(), 2);
+}
+
 // notifSend(listener, id, value, error, flags): 0 or -errno (ENOENT: the caller is gone).
 Napi::Value NotifSend(const Napi::CallbackInfo& info) {
   struct seccomp_notif_resp response;
@@ -377,6 +394,7 @@ void RegisterBinaryHandler(Napi::Env env, Napi::Object exports) {
   exports.Set("handlerSpawn", Napi::Function::New(env, HandlerSpawn));
   exports.Set("notifRecv", Napi::Function::New(env, NotifRecv));
   exports.Set("notifSend", Napi::Function::New(env, NotifSend));
+  exports.Set("notifWait", Napi::Function::New(env, NotifWait));
   exports.Set("notifIdValid", Napi::Function::New(env, NotifIdValid));
   exports.Set("vmRead", Napi::Function::New(env, VmRead));
   exports.Set("vmWrite", Napi::Function::New(env, VmWrite));

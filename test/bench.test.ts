@@ -78,12 +78,23 @@ describe('faultline bench', () => {
         assert.equal(row.ratios.modelOverC, null);
       }
     }
+    // The C handler binary: the same program on the model (interception) and the host, every byte checked.
+    const binary = report.binaryHandler;
+    assert.ok(binary !== null, 'the test handler is built by npm ci');
+    assert.ok(isMeasurement(binary.model), JSON.stringify(binary.model));
+    assert.equal(binary.model.faults, 511);
+    assert.ok((binary.callsPerFault ?? 0) >= 1, `${binary.callsPerFault} trapped calls per fault`);
+    if (hostUnavailable() === undefined) {
+      assert.ok(isMeasurement(binary.host), JSON.stringify(binary.host));
+      assert.ok((binary.modelOverHost ?? 0) > 0);
+    }
     const names = report.targets.map((target) => target.name);
     assert.ok(names.includes('missing-copy-4k: model / C host'));
     assert.ok(names.includes('missing-copy-4k: TypeScript host / C host'));
     const text = formatReport(report).join('\n');
     assert.match(text, /MISSING \+ COPY 4 KiB/);
     assert.match(text, /targets:/);
+    assert.match(text, /C handler binary .*\n.*\n\s*model, seccomp interception/);
     assert.doesNotThrow(() => JSON.parse(JSON.stringify(report)));
     assert.deepEqual(failures(report), []);
     const broken: BenchReport = {

@@ -108,6 +108,18 @@ describe('handler binaries on the model (seccomp interception)', { skip: built }
     assert.equal(run.verified, run.pages);
   });
 
+  for (const mode of ['gmem-minor', 'gmem-missing'] as const) {
+    it(`${mode}: the binary gets the guest_memfd too; its lseek+write reach the model's guest_memfd`, async () => {
+      const run = await serveWith('fc_handler_static', {
+        mode,
+        size: 512 << 10,
+        backend: new ModelBackend({ version: '7.1' }),
+      });
+      assert.equal(run.verified, run.pages);
+      assert.equal(run.pages, 128);
+    });
+  }
+
   it('a seed replays exactly: the same trapped calls with the same results', async () => {
     const first = await serveWith('fc_handler', { size: 512 << 10, balloon: 32, seed: 7 });
     const second = await serveWith('fc_handler', { size: 512 << 10, balloon: 32, seed: 7 });

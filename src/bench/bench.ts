@@ -10,6 +10,7 @@ import { ModelBackend } from '../api/model-backend.ts';
 import { runMemcpyBaseline, runReferenceHandler } from '../host/bench.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
+import { binaryBenchUnavailable, runBinaryHandler } from './binary.ts';
 import { type ExploreBenchResult, measureExplore } from './explore.ts';
 import { measureParallelScaling } from './parallel.ts';
 import { runRoundTrip } from './round-trip.ts';
@@ -96,6 +97,17 @@ export interface ScaleResult {
   readonly explore: ExploreBenchResult;
 }
 
+/** The C test handler binary on the model (seccomp interception) and on the host kernel. */
+export interface BinaryHandlerResult {
+  readonly regionBytes: number;
+  readonly model: Cell;
+  readonly host: Cell;
+  /** model / host, in faults per second. */
+  readonly modelOverHost: number | null;
+  /** Trapped calls the model answered per fault. */
+  readonly callsPerFault: number | null;
+}
+
 export interface Target {
   readonly name: string;
   readonly value: number | null;
@@ -110,6 +122,8 @@ export interface BenchReport {
   readonly host: { readonly available: boolean; readonly reason?: string };
   readonly rows: readonly RowResult[];
   readonly memcpy: MemcpyResult;
+  /** Null when the test handler is not built. */
+  readonly binaryHandler: BinaryHandlerResult | null;
   readonly scale: ScaleResult | null;
   readonly targets: readonly Target[];
   readonly seconds: number;
@@ -251,6 +265,10 @@ export function failures(report: BenchReport): string[] {
     for (const id of BACKEND_IDS) note(`2 vCPUs on ${BACKEND_LABELS[id]}`, twoVcpus[id]);
     if (explore.failure !== null) lines.push(`explore, the careful handler: ${explore.failure}`);
   }
+  if (report.binaryHandler !== null) {
+    note('C handler binary on the model', report.binaryHandler.model);
+    note('C handler binary on the host', report.binaryHandler.host);
+  }
   return lines;
 }
 
@@ -260,7 +278,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const runs = options.runs ?? 3;
   const hostReason = hostUnavailable();
   const rows = selectRows(options.rows);
-  const steps = rows.length * 2 + 2 + (options.skipScale ? 0 : 6);
+  const steps = rows.length * 2 + 3 + (options.skipScale ? 0 : 6);
   let step = 0;
   const progress = (label: string): void => options.onStep?.(label, step++, steps);
   let model: ModelBackend | null = null;
@@ -314,6 +332,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
 
   progress('memcpy baseline');
   const memcpy = measureMemcpy(regionBytes, hostReason === undefined);
+  progress('the C handler binary, model and host');
+  const binaryHandler = await measureBinaryHandler(modelBackend, hostReason, regionBytes, runs);
 
   let scale: ScaleResult | null = null;
   if (!options.skipScale) {
@@ -357,10 +377,59 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     host: hostReason === undefined ? { available: true } : { available: false, reason: hostReason },
     rows: rowResults,
     memcpy,
+    binaryHandler,
     scale,
     seconds: (performance.now() - started) / 1000,
   };
   return { ...report, targets: evaluateTargets(report) };
+}
+
+/**
+ * The same binary, the same program, on each backend in turn (model and host
+ * alternating, as the host pairs do, so both see one machine state).
+ */
+async function measureBinaryHandler(
+  model: () => ModelBackend,
+  hostReason: string | undefined,
+  regionBytes: number,
+  runs: number,
+): Promise<BinaryHandlerResult | null> {
+  if (binaryBenchUnavailable() !== undefined) return null;
+  // The model serves 4 KiB faults at a few tens of thousands a second through the interception: a smaller region.
+  const bytes = Math.min(regionBytes, 32 * MIB);
+  const modelNs: number[] = [];
+  const hostNs: number[] = [];
+  let calls: number | null = null;
+  let modelCell: Cell | null = null;
+  let hostCell: Cell | null = hostReason === undefined ? null : { unavailable: hostReason };
+  for (let run = 0; run < runs; run++) {
+    if (modelCell === null) {
+      try {
+        const result = await runBinaryHandler(model(), bytes);
+        modelNs.push(result.ns);
+        calls = result.callsPerFault;
+      } catch (error) {
+        modelCell = failed(error);
+      }
+    }
+    if (hostCell === null) {
+      try {
+        hostNs.push((await runBinaryHandler(new HostBackend(), bytes)).ns);
+      } catch (error) {
+        hostCell = failed(error);
+      }
+    }
+  }
+  const faults = bytes / 4096 - 1;
+  const modelResult = modelCell ?? measurement(faults, faults * 4096, modelNs);
+  const hostResult = hostCell ?? measurement(faults, faults * 4096, hostNs);
+  return {
+    regionBytes: bytes,
+    model: modelResult,
+    host: hostResult,
+    modelOverHost: ratio(modelResult, hostResult),
+    callsPerFault: calls,
+  };
 }
 
 function selectRows(ids: readonly string[] | undefined): Row[] {
@@ -436,6 +505,15 @@ function evaluateTargets(report: Omit<BenchReport, 'targets'>): Target[] {
       value,
       goal: '≥ 0.7',
       met: value === null ? null : value >= 0.7,
+    });
+  }
+  if (report.binaryHandler !== null) {
+    const value = report.binaryHandler.modelOverHost;
+    targets.push({
+      name: 'C handler binary: model (interception) / host kernel',
+      value,
+      goal: '≥ 0.5',
+      met: value === null ? null : value >= 0.5,
     });
   }
   if (report.scale !== null) {

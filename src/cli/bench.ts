@@ -73,6 +73,19 @@ export function formatReport(report: BenchReport): string[] {
     `memcpy baseline, ${memcpy.chunkBytes / 1024} KiB pages: C into touched memory ${mib(memcpy.cPrefaulted)}, ` +
       `C into fresh memory ${mib(memcpy.cFresh)}, TypedArray.set ${mib(memcpy.javascript)}`,
   );
+  const binary = report.binaryHandler;
+  if (binary !== null) {
+    lines.push(
+      '',
+      `C handler binary (test/handlers/fc_handler.c), ${binary.regionBytes / MIB} MiB of 4 KiB MISSING faults, one vCPU:`,
+    );
+    const rows: string[][] = [['backend', 'faults/s', 'MiB/s', 'µs/fault', '÷ host']];
+    rows.push(['model, seccomp interception', ...cellColumns(binary.model), times(binary.modelOverHost)]);
+    rows.push(['host kernel, real userfaultfd', ...cellColumns(binary.host), '']);
+    lines.push(table(rows));
+    if (binary.callsPerFault !== null)
+      lines.push(`  trapped calls answered per fault on the model: ${binary.callsPerFault.toFixed(2)}`);
+  }
   if (report.scale !== null) {
     const { sparse, metadata, twoVcpus, parallel } = report.scale;
     lines.push('', 'scale:');

@@ -8,8 +8,8 @@
 // guest_memfd) as SCM_RIGHTS, maps the memory file read-only, and serves
 // faults: UFFDIO_COPY from the file (UFFDIO_ZEROPAGE for pages a REMOVE event
 // discarded), EEXIST as success followed by UFFDIO_WAKE, EAGAIN deferred and
-// retried once the events are read; MINOR faults are filled with pwrite(2)
-// into the guest_memfd, then UFFDIO_CONTINUE.
+// retried once the events are read; MINOR faults are filled with lseek(2) +
+// write(2) into the guest_memfd, then UFFDIO_CONTINUE.
 //
 // Variants (compile-time): BUG_EAGAIN_FATAL treats EAGAIN as fatal;
 // BUG_UNBOUNDED_POLL retries deferred faults only after poll(-1) returns.
@@ -184,8 +184,11 @@ static int resolve(uint64_t address, int minor) {
   const char* name;
   if (minor) {
     name = "UFFDIO_CONTINUE";
-    if (gmem >= 0 && pwrite(gmem, memory + offset, r->page_size, (off_t)offset) != (ssize_t)r->page_size)
-      die("pwrite guest_memfd");
+    // guest_memfd's write(2) at the file position (the model answers pwrite(2) with ESPIPE).
+    if (gmem >= 0) {
+      if (lseek(gmem, (off_t)offset, SEEK_SET) < 0) die("lseek guest_memfd");
+      if (write(gmem, memory + offset, r->page_size) != (ssize_t)r->page_size) die("write guest_memfd");
+    }
     struct uffdio_continue arg = {.range = {.start = page, .len = r->page_size}};
     result = ioctl(uffd, UFFDIO_CONTINUE, &arg);
   } else if (removed[offset / 4096] && r->page_size == 4096) {

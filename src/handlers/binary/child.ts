@@ -30,6 +30,7 @@ export interface BinaryAddon {
   ): number[] | [number, string];
   notifRecv(listener: number, out: BigUint64Array): number;
   notifSend(listener: number, id: bigint, value: number, error: number, flags: number): number;
+  notifWait(listener: number, pidfd: number, timeoutMs: number): number;
   notifIdValid(listener: number, id: bigint): number;
   vmRead(pid: number, address: number, into: Uint8Array): number;
   vmWrite(pid: number, address: number, from: Uint8Array): number;

@@ -22,7 +22,16 @@
  * the next one is received, and the model only moves inside these answers,
  * so a single-threaded binary that waits only on its uffd replays exactly.
  */
-import { O_NONBLOCK, POLLERR, POLLHUP, POLLIN, POLLNVAL, UFFDIO_COPY } from '../../uapi/constants.ts';
+import { readFileSync } from 'node:fs';
+import {
+  O_NONBLOCK,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  PROT_READ,
+  UFFDIO_COPY,
+} from '../../uapi/constants.ts';
 import { EAGAIN, EBADF, EFAULT, EINVAL, EPERM, KernelError } from '../../uapi/errno.ts';
 import type { HandlerSession, Serve } from '../session.ts';
 import {
@@ -51,7 +60,8 @@ const NR_USERFAULTFD = 323;
 const CONTINUE = 1;
 /** Largest COPY source staged in one call (the kernel has no such limit; a guest page is at most 1 GiB). */
 const MAX_STAGED = 1 << 30;
-const SPIN_TRIES = 200;
+/** How long the Node thread sleeps in poll(2) for the binary's next call before the event loop takes over. */
+const QUICK_WAIT_MS = 2;
 
 /**
  * serve(session) for the binary at `options.path`: on the model through the
@@ -95,12 +105,15 @@ class Supervisor {
   private wake: ((reason: Wake) => void) | null = null;
   private staging = { address: 0, length: 0 };
 
+  private readonly fileView: FileView;
+
   constructor(
     private readonly child: HandlerChild,
     private readonly session: HandlerSession,
     private readonly timeoutMs: number,
   ) {
     this.addon = child.addon;
+    this.fileView = new FileView(child, session);
     this.fakeUffd = child.pipe()[0];
     if (session.guestMemfd !== undefined) this.fakeGmem = child.pipe()[0];
     child.onceExited(() => this.wake?.('exit'));
@@ -143,7 +156,12 @@ class Supervisor {
   /** The next thing to act on: a trapped call, the binary's end, the guest's end, or the timeout. */
   private next(): Promise<Wake> {
     if (this.child.checkExited()) return Promise.resolve('exit');
-    const revents = this.addon.spinReadable(this.child.listener, SPIN_TRIES);
+    // The binary's next call usually follows within microseconds: sleep for it in poll(2) on this
+    // thread (no event-loop round trip, and SYNC_WAKE_UP keeps the pair on one CPU), briefly.
+    const quick = this.addon.notifWait(this.child.listener, this.child.pidfd, QUICK_WAIT_MS);
+    if (quick === 1) return Promise.resolve('notification');
+    if (quick === 2 && this.child.checkExited()) return Promise.resolve('exit');
+    const revents = this.addon.poll(this.child.listener);
     if (revents > 0 && (revents & POLLIN) !== 0) return Promise.resolve('notification');
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
@@ -262,10 +280,16 @@ class Supervisor {
     if (request === UFFDIO_COPY) {
       source = view.getBigUint64(8, true);
       const length = Number(view.getBigUint64(16, true));
-      const bytes = length > 0 && length <= MAX_STAGED ? this.readBinary(tid, Number(source), length) : null;
-      // An unreadable source stays unreadable in the model: a page the handler's process never maps.
-      // (same offset in its page: an unaligned source stays EINVAL).
-      view.setBigUint64(8, bytes === null ? 0x10000n + (source & 0xfffn) : BigInt(this.stage(bytes)), true);
+      const mapped = this.fileView.translate(Number(source), length);
+      if (mapped !== null) {
+        view.setBigUint64(8, BigInt(mapped), true);
+      } else {
+        const bytes =
+          length > 0 && length <= MAX_STAGED ? this.readBinary(tid, Number(source), length) : null;
+        // An unreadable source stays unreadable in the model: a page the handler's process never
+        // maps, at the same offset in its page.
+        view.setBigUint64(8, bytes === null ? 0x10000n + (source & 0xfffn) : BigInt(this.stage(bytes)), true);
+      }
     }
     let result: number;
     try {
@@ -387,3 +411,69 @@ class Supervisor {
 
 /** emulate()'s answer for "let the real kernel run it". */
 const CONTINUE_RESULT = Number.MAX_SAFE_INTEGER;
+
+/**
+ * COPY sources inside the binary's read-only mapping of the memory file.
+ * Such bytes are the file's bytes, and the file is the session's memory
+ * file: the model copies them from its own read-only mapping of
+ * `session.memoryFd` at the same offset, and nothing crosses the process
+ * boundary. Any other source (an anonymous buffer, a writable mapping) is
+ * read from the binary and staged.
+ */
+class FileView {
+  private maps: Array<{ start: number; end: number; offset: number }> = [];
+  private modelBase = -1;
+  private lookups = 0;
+  private refreshedAt = -Infinity;
+
+  constructor(
+    private readonly child: HandlerChild,
+    private readonly session: HandlerSession,
+  ) {}
+
+  /** The model address holding the binary's [source, source + length), or null. */
+  translate(source: number, length: number): number | null {
+    this.lookups++;
+    let found = this.find(source, length);
+    // A miss re-reads the binary's maps, at most once per 256 lookups (anonymous sources miss every time).
+    if (found === null && this.lookups - this.refreshedAt > 256) {
+      this.refresh();
+      found = this.find(source, length);
+    }
+    if (found === null) return null;
+    if (this.modelBase < 0) {
+      const length = this.session.regions.reduce((end, r) => Math.max(end, r.offset + r.size), 0);
+      this.modelBase = this.session.process.mmap({ length, fd: this.session.memoryFd, prot: PROT_READ });
+    }
+    return this.modelBase + found;
+  }
+
+  private find(source: number, length: number): number | null {
+    for (const map of this.maps) {
+      if (source >= map.start && source + length <= map.end) return map.offset + (source - map.start);
+    }
+    return null;
+  }
+
+  private refresh(): void {
+    this.refreshedAt = this.lookups;
+    this.maps = [];
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${this.child.pid}/maps`, 'utf8');
+    } catch {
+      return;
+    }
+    for (const line of text.split('\n')) {
+      if (!line.endsWith(` ${this.child.memoryPath}`)) continue;
+      const [range = '', perms = '', offset = '0'] = line.split(/\s+/);
+      if (perms.includes('w')) continue;
+      const [start = '0', end = '0'] = range.split('-');
+      this.maps.push({
+        start: Number.parseInt(start, 16),
+        end: Number.parseInt(end, 16),
+        offset: Number.parseInt(offset, 16),
+      });
+    }
+  }
+}
