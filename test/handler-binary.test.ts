@@ -172,6 +172,12 @@ function strayProcesses(): string[] {
   return found;
 }
 
+/** Stray processes, after giving a SIGKILLed connector (reaped by libuv, asynchronously) a moment to go. */
+async function strayProcessesSettled(): Promise<string[]> {
+  for (let i = 0; i < 100 && strayProcesses().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  return strayProcesses();
+}
+
 /** Descriptors of the kinds a session opens: pidfds, seccomp listeners, pipes, sockets, userfaultfds. */
 function openFds(): number {
   let count = 0;
@@ -220,7 +226,7 @@ describe('a misbehaving handler binary is a one-line finding, and nothing is lef
       );
       assert.equal(openFds(), fds, 'no descriptor left open');
       assert.equal(leftovers().length, dirs, 'no scratch directory left');
-      assert.deepEqual(strayProcesses(), []);
+      assert.deepEqual(await strayProcessesSettled(), []);
     });
   }
 
@@ -231,7 +237,7 @@ describe('a misbehaving handler binary is a one-line finding, and nothing is lef
       serveWith('fc_handler', { backend: new HostBackend(), size: 256 << 10, args: ['--exit-after', '0'] }),
       /handler binary exited with status 3 — it printed: .*--exit-after/,
     );
-    assert.deepEqual(strayProcesses(), []);
+    assert.deepEqual(await strayProcessesSettled(), []);
   });
 
   it('on the host: a handler that crashes is a finding; the vCPUs are released', {
@@ -242,7 +248,7 @@ describe('a misbehaving handler binary is a one-line finding, and nothing is lef
       serveWith('fc_handler', { backend: new HostBackend(), size: 1 << 20, args: ['--crash-after', '5'] }),
       /handler binary died on signal 11/,
     );
-    assert.deepEqual(strayProcesses(), []);
+    assert.deepEqual(await strayProcessesSettled(), []);
     assert.equal(openFds(), fds);
   });
 
