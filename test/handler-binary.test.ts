@@ -8,10 +8,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { KernelBackend } from '../src/api/backend.ts';
 import { ModelBackend } from '../src/api/model-backend.ts';
@@ -22,6 +22,11 @@ import { Trace } from '../src/trace/trace.ts';
 import { ENOMEM, KernelError } from '../src/uapi/errno.ts';
 import type { AccessPattern } from '../src/workloads/guest.ts';
 import { HandlerError, type RestoreMode, runSnapshotRestore } from '../src/workloads/snapshot-restore.ts';
+
+// Scratch directories of this test process's sessions only (other worktrees may run this file at once):
+// tmpdir() follows TMPDIR, and the SIGINT test's child inherits it.
+process.env.TMPDIR = mkdtempSync(join(tmpdir(), 'faultline-handler-test-'));
+const scratch = process.env.TMPDIR;
 
 const build = fileURLToPath(new URL('../build/Release/', import.meta.url));
 export const handlerPath = (name: string): string => join(build, name);
@@ -76,8 +81,10 @@ export async function serveWith(
   return { verified: result.verifiedPages, pages: result.pages, report };
 }
 
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
 function leftovers(): string[] {
-  return readdirSync(tmpdir()).filter((name) => name.startsWith('faultline-handler-'));
+  return readdirSync(scratch).filter((name) => name.startsWith('faultline-handler-'));
 }
 
 describe('handler binaries on the model (seccomp interception)', { skip: built }, () => {
@@ -164,7 +171,8 @@ function strayProcesses(): string[] {
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (state !== 'Z' && cmdline.includes('faultline-handler-')) found.push(`${pid}: ${cmdline}`);
+      if (state !== 'Z' && cmdline.includes(`${scratch}/faultline-handler-`))
+        found.push(`${pid}: ${cmdline}`);
     } catch {
       // Gone meanwhile.
     }
