@@ -2,7 +2,8 @@
 // exact behaviour — a one-line error and its exit code, no crash, no hang, nothing left behind.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -399,5 +400,57 @@ describe('item 9: error paths say what happened', () => {
     assert.equal(bogus.status, 2);
     assert.doesNotMatch(bogus.stderr, /\n\s+at /);
     assert.equal(bogus.stderr.split('\n').length, 2);
+  });
+});
+
+describe('item 6: huge pages are given back on every exit path and shared fairly', {
+  skip: hostSkip || (process.geteuid?.() !== 0 ? 'not root' : false),
+}, () => {
+  const overcommitPath = '/proc/sys/vm/nr_overcommit_hugepages';
+  const statePath = join(tmpdir(), 'faultline-hugepages', 'state.json');
+  const overcommit = () => Number(readFileSync(overcommitPath, 'utf8'));
+  const holders = (): Record<string, number> => {
+    try {
+      return JSON.parse(readFileSync(statePath, 'utf8')).holders;
+    } catch {
+      return {};
+    }
+  };
+  const capabilities = join(root, 'src/host/capabilities.ts');
+  /** A run that reserves `pages` huge pages past the free pool, says so, and waits to be killed. */
+  function holder(pages: number) {
+    const script =
+      `import { reserveHugePages } from ${JSON.stringify(capabilities)};` +
+      `const reason = reserveHugePages(${pages}); console.log(reason ?? 'held'); setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const ready = new Promise<string>((resolve) => {
+      child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim()));
+    });
+    return { child, ready };
+  }
+
+  it('two concurrent runs add their pages; Ctrl-C and SIGTERM each give theirs back; nothing stays raised', async () => {
+    const before = overcommit();
+    const othersBefore = Object.keys(holders()).length;
+    const a = holder(3);
+    assert.equal(await a.ready, 'held');
+    const b = holder(5);
+    assert.equal(await b.ready, 'held');
+    const held = holders();
+    assert.equal(held[String(a.child.pid)], 3);
+    assert.equal(held[String(b.child.pid)], 5);
+    const raised = overcommit();
+    a.child.kill('SIGINT');
+    const [, signalA] = (await once(a.child, 'exit')) as [number | null, string | null];
+    assert.equal(signalA, 'SIGINT');
+    assert.equal(holders()[String(a.child.pid)], undefined);
+    assert.equal(overcommit(), raised - 3);
+    b.child.kill('SIGTERM');
+    const [, signalB] = (await once(b.child, 'exit')) as [number | null, string | null];
+    assert.equal(signalB, 'SIGTERM');
+    assert.equal(holders()[String(b.child.pid)], undefined);
+    if (othersBefore === 0 && Object.keys(holders()).length === 0) assert.equal(overcommit(), before);
   });
 });

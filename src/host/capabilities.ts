@@ -4,8 +4,9 @@
  * KVM with guest_memfd. Every check answers with one line saying what is
  * missing, so a caller can skip with that reason; none of them throws.
  */
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { release } from 'node:os';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KVM_CAP_GUEST_MEMFD, O_CLOEXEC, O_NONBLOCK, O_RDWR } from '../uapi/constants.ts';
 import { EACCES, EPERM, errnoName } from '../uapi/errno.ts';
 import { native, nativeLoadError } from './native.ts';
@@ -69,25 +70,111 @@ export function hugePagePool(): { total: number; free: number } | undefined {
   return { total, free: Math.max(0, free - reserved) };
 }
 
-/** nr_overcommit_hugepages before faultline raised it, to restore at exit. */
-let originalOvercommit: number | undefined;
+/**
+ * Raising vm.nr_overcommit_hugepages is shared by every faultline run on the
+ * machine: one state file lists the runs holding huge pages (pid → pages) and
+ * the value before the first of them raised it, and a lock file makes each
+ * read-modify-write of it exclusive. The limit is the original plus what the
+ * live holders asked for, so concurrent runs never take each other's pages,
+ * and the last one out restores the original. A holder that died without
+ * releasing (SIGKILL) is dropped by the next run that takes the lock.
+ */
+const HUGEPAGE_STATE_DIR = join(tmpdir(), 'faultline-hugepages');
+const HUGEPAGE_STATE = join(HUGEPAGE_STATE_DIR, 'state.json');
+const HUGEPAGE_LOCK = join(HUGEPAGE_STATE_DIR, 'lock');
+
+interface HugePageState {
+  original: number;
+  holders: Record<string, number>;
+}
+
+/** Whether this process holds raised huge pages (and must release them on its way out). */
+let holding = false;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function pause(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Runs `body` holding the lock file (taken over from a dead owner; 10 s at most, then an Error). */
+function withHugePageLock<T>(body: () => T): T {
+  mkdirSync(HUGEPAGE_STATE_DIR, { recursive: true, mode: 0o700 });
+  for (let waited = 0; ; waited += 5) {
+    try {
+      writeFileSync(HUGEPAGE_LOCK, `${process.pid}\n`, { flag: 'wx' });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const owner = readNumber(HUGEPAGE_LOCK);
+      if (owner !== undefined && !alive(owner)) rmSync(HUGEPAGE_LOCK, { force: true });
+      else if (waited > 10_000) throw new Error(`${HUGEPAGE_LOCK} is held by process ${owner}`);
+      else pause(5);
+    }
+  }
+  try {
+    return body();
+  } finally {
+    rmSync(HUGEPAGE_LOCK, { force: true });
+  }
+}
+
+/** The state with dead holders dropped (null when no run holds pages). */
+function liveState(): HugePageState | null {
+  let state: HugePageState;
+  try {
+    state = JSON.parse(readFileSync(HUGEPAGE_STATE, 'utf8')) as HugePageState;
+  } catch {
+    return null;
+  }
+  for (const pid of Object.keys(state.holders)) if (!alive(Number(pid))) delete state.holders[pid];
+  return state;
+}
+
+/** Writes the limit the holders need (the original once none is left) and the state. */
+function applyState(state: HugePageState): void {
+  const asked = Object.values(state.holders).reduce((sum, pages) => sum + pages, 0);
+  writeFileSync(NR_OVERCOMMIT_HUGEPAGES, `${state.original + asked}\n`);
+  if (asked === 0) rmSync(HUGEPAGE_STATE, { force: true });
+  else writeFileSync(HUGEPAGE_STATE, JSON.stringify(state));
+}
+
+function hookExitPaths(): void {
+  process.once('exit', releaseHugePages);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, releaseOnSignal);
+}
+
+/** Ctrl-C (or SIGTERM, SIGHUP): give the pages back, then die of the signal as before. */
+function releaseOnSignal(signal: NodeJS.Signals): void {
+  releaseHugePages();
+  process.removeAllListeners(signal);
+  process.kill(process.pid, signal);
+}
 
 /**
  * Makes sure `count` 2 MiB huge pages can be had for this run. Free pages
  * already in the pool are used as they are; otherwise faultline raises
- * vm.nr_overcommit_hugepages, so the kernel allocates surplus huge pages when
- * a mapping needs them and frees them when it goes: nothing stays reserved,
- * even if the run is killed. The limit is restored at exit (or by
- * releaseHugePages). Returns undefined, or the line saying why not.
+ * vm.nr_overcommit_hugepages (see the state file above), so the kernel
+ * allocates surplus huge pages when a mapping needs them and frees them when
+ * it goes: nothing stays reserved. The limit is restored on every exit path
+ * (exit, Ctrl-C, SIGTERM, SIGHUP, or releaseHugePages). Returns undefined, or
+ * the line saying why not.
  */
 export function reserveHugePages(count = DEFAULT_HUGE_PAGES): string | undefined {
   const pool = hugePagePool();
   if (pool === undefined) return 'no hugetlb pages: the kernel has no 2 MiB hugetlb pool';
-  if (pool.free >= count) return undefined;
-  const overcommit = readNumber(`${HUGEPAGES_2M}/nr_overcommit_hugepages`) ?? 0;
-  const surplus = readNumber(`${HUGEPAGES_2M}/surplus_hugepages`) ?? 0;
-  if (pool.free + overcommit - surplus >= count) return undefined;
+  if (pool.free >= count && !holding) return undefined;
   if (!isRoot()) {
+    const overcommit = readNumber(`${HUGEPAGES_2M}/nr_overcommit_hugepages`) ?? 0;
+    const surplus = readNumber(`${HUGEPAGES_2M}/surplus_hugepages`) ?? 0;
+    if (pool.free + overcommit - surplus >= count) return undefined;
     return `no hugetlb pages: ${pool.free} free of ${count} needed, and not root to raise ${NR_OVERCOMMIT_HUGEPAGES}`;
   }
   const available = readMeminfo('MemAvailable');
@@ -95,14 +182,21 @@ export function reserveHugePages(count = DEFAULT_HUGE_PAGES): string | undefined
     return `no hugetlb pages: ${count} huge pages needed, only ${Math.floor(available / 1048576)} MiB of memory available`;
   }
   try {
-    if (originalOvercommit === undefined) {
-      originalOvercommit = overcommit;
-      process.once('exit', releaseHugePages);
-    }
-    writeFileSync(NR_OVERCOMMIT_HUGEPAGES, `${Math.max(overcommit, surplus + count)}\n`);
+    withHugePageLock(() => {
+      const state = liveState() ?? {
+        original: readNumber(`${HUGEPAGES_2M}/nr_overcommit_hugepages`) ?? 0,
+        holders: {},
+      };
+      const mine = state.holders[process.pid] ?? 0;
+      state.holders[process.pid] = Math.max(mine, count);
+      applyState(state);
+    });
   } catch (error) {
-    return `no hugetlb pages: writing ${NR_OVERCOMMIT_HUGEPAGES} failed (${(error as NodeJS.ErrnoException).code})`;
+    const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    return `no hugetlb pages: raising ${NR_OVERCOMMIT_HUGEPAGES} failed (${reason})`;
   }
+  if (!holding) hookExitPaths();
+  holding = true;
   return undefined;
 }
 
@@ -115,22 +209,28 @@ function readMeminfo(field: string): number | undefined {
   }
 }
 
-/** Whether faultline has raised vm.nr_overcommit_hugepages and not restored it yet. */
+/** Whether this run has raised vm.nr_overcommit_hugepages and not given its pages back yet. */
 export function hugePagesRaised(): boolean {
-  return originalOvercommit !== undefined;
+  return holding;
 }
 
-/** Restores vm.nr_overcommit_hugepages (surplus pages in use are freed as their mappings go). */
+/** Gives this run's pages back: the limit drops by them, to the original once no run holds any. */
 export function releaseHugePages(): void {
-  if (originalOvercommit === undefined) return;
-  // reserveHugePages adds the exit listener again once this has restored the limit.
+  if (!holding) return;
+  holding = false;
   process.removeListener('exit', releaseHugePages);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+    process.removeListener(signal, releaseOnSignal);
   try {
-    writeFileSync(NR_OVERCOMMIT_HUGEPAGES, `${originalOvercommit}\n`);
+    withHugePageLock(() => {
+      const state = liveState();
+      if (state === null) return;
+      delete state.holders[process.pid];
+      applyState(state);
+    });
   } catch {
-    // Nothing more to do at exit.
+    // Nothing more to do on the way out; the next run drops this holder.
   }
-  originalOvercommit = undefined;
 }
 
 let kvmReason: string | null | undefined;
