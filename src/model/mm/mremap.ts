@@ -170,12 +170,16 @@ function moveRange(
   const mm = process.mm;
   const ctx = vma.uffdContext;
   const unmapTargets = dontUnmap ? [] : unmapContexts(mm, oldAddress, oldAddress + oldLength);
+  // An unfaulted private anonymous VMA (no anon_vma) takes the pgoff of its new place, so it can
+  // merge with its new neighbours [OBS 6.18: faultline fuzz, a moved VMA merged with the rest of
+  // the range it landed on].
+  const fresh = vma.inode === null && vma.anonVma === 0;
   const moved = new Vma(
     target,
     target + newLength,
     vma.flags,
     vma.inode,
-    vma.pgoffAt(oldAddress),
+    fresh ? target / 4096 : vma.pgoffAt(oldAddress),
     vma.memoryType,
     vma.pageShift,
     mm,
