@@ -272,10 +272,19 @@ function setup(state: Materializer): void {
   const primaryShared = !fuzz.memory.endsWith('private');
   const view = (shared: boolean) => (state.fileBacked ? { file: 'f', shared } : {});
   const secondShared = fuzz.memory === 'guest_memfd' ? true : !primaryShared;
-  steps.push({ op: 'mmap', args: { name: 'a', length, ...view(primaryShared) } });
-  steps.push({ op: 'mmap', args: { name: 'b', length, ...view(secondShared) } });
-  steps.push({ op: 'mmap', args: { name: 's', length } });
-  steps.push({ op: 'mmap', args: { name: 'r', length } });
+  // A page-sized hole after each map keeps the maps from merging with one another on the model, as
+  // the host's maps never do (the host runner places each between guards).
+  const maps: Array<[string, Record<string, unknown>]> = [
+    ['a', view(primaryShared)],
+    ['b', view(secondShared)],
+    ['s', {}],
+    ['r', {}],
+  ];
+  maps.forEach(([name, options], i) => {
+    steps.push({ op: 'mmap', args: { name, length, ...options } });
+    if (i < maps.length - 1) steps.push({ op: 'mmap', args: { name: `hole${i}`, length: 4096 } });
+  });
+  for (let i = 0; i < maps.length - 1; i++) steps.push({ op: 'munmap', args: { map: `hole${i}` } });
   steps.push({ op: 'write', args: { map: 's', offset: 0, data: { fill: 0x33, length: 64 } } });
   steps.push({ op: 'userfaultfd', args: { name: 'u' } });
   steps.push({ op: 'api', args: { uffd: 'u', features: [...fuzz.features] } });
