@@ -212,7 +212,9 @@ interface Materializer {
   readonly steps: StepSpec[];
   readonly maps: [string, string];
   readonly threads: string[];
-  children: string[];
+  /** Live children, each with the names its maps had when it forked (a later mremap renames the parent's). */
+  children: Array<{ name: string; maps: [string, string] }>;
+  forks: number;
   renames: number;
 }
 
@@ -227,6 +229,7 @@ export function materialize(fuzz: FuzzCase, name: string): Scenario {
     maps: ['a', 'b'],
     threads: [],
     children: [],
+    forks: 0,
     renames: 0,
   };
   setup(state);
@@ -448,9 +451,10 @@ function taskStep(
       });
       return;
     case 'fork': {
-      const child = `c${state.children.length + 1}`;
+      // A name is never reused: an exited child keeps its name.
+      const child = { name: `c${++state.forks}`, maps: [state.maps[0], state.maps[1]] as [string, string] };
       state.children.push(child);
-      steps.push({ op: 'fork', args: { name: child } });
+      steps.push({ op: 'fork', args: { name: child.name } });
       return;
     }
     case 'child_fault': {
@@ -458,13 +462,13 @@ function taskStep(
       if (child === undefined) return;
       steps.push({
         op: 'thread',
-        args: { ...faultThread(state, state.maps[0], op.page, op.write, false), process: child },
+        args: { ...faultThread(state, child.maps[0], op.page, op.write, false), process: child.name },
       });
       return;
     }
     case 'exit_child': {
       const child = state.children.pop();
-      if (child !== undefined) steps.push({ op: 'exit', args: { process: child } });
+      if (child !== undefined) steps.push({ op: 'exit', args: { process: child.name } });
       return;
     }
     case 'signal':
