@@ -113,17 +113,23 @@ export function prepareMadvise(
     };
   }
 
-  for (const vma of vmas) {
-    const invalid = checkDiscard(vma, advice, address, end);
-    if (invalid < 0) return invalid;
-  }
+  // The first VMA's checks come before anything happens; later VMAs are checked when the walk
+  // reaches them, after the earlier ones lost their pages (madvise_walk_vmas) [OBS 6.18:
+  // faultline fuzz, MADV_REMOVE over a hugetlb VMA and an anonymous one].
+  const refusedFirst = checkDiscard(vmas[0]!, advice, address, end);
+  if (refusedFirst < 0) return refusedFirst;
   // VMA by VMA, as madvise walks them: each VMA's REMOVE event is decided when the walk reaches
   // it, after the previous VMA's event was read and its pages went, so a VMA registered meanwhile
   // raises one too [OBS: host 6.18; faultline fuzz].
-  const outcome: { refused: Vma | null } = { refused: null };
+  const outcome: { refused: Vma | null; invalid: number } = { refused: null, invalid: 0 };
   const walk = (cursor: number): void => {
     const vma = mm.findIntersecting(cursor, end);
     if (vma === undefined) return;
+    const invalid = cursor === address ? 0 : checkDiscard(vma, advice, address, end);
+    if (invalid < 0) {
+      outcome.invalid = invalid;
+      return;
+    }
     raiseRemoveEvent(vma, Math.max(cursor, address), end, wait);
     // madvise_free_single_vma refuses non-anonymous memory only after userfaultfd_remove has
     // raised (and waited for) the REMOVE event, and the walk stops there [OBS: host 6.18].
@@ -147,6 +153,7 @@ export function prepareMadvise(
   };
   walk(address);
   return () => {
+    if (outcome.invalid < 0) return outcome.invalid;
     const refused = outcome.refused;
     if (refused !== null) {
       return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${refused.describe()}`);
