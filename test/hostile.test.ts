@@ -454,3 +454,28 @@ describe('item 6: huge pages are given back on every exit path and shared fairly
     if (othersBefore === 0 && Object.keys(holders()).length === 0) assert.equal(overcommit(), before);
   });
 });
+
+describe('item 9: Ctrl-C before the Firecracker handshake', { skip: hostSkip }, () => {
+  it('removes the socket file, so the next run can bind it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-fc-'));
+    try {
+      const socket = join(dir, 'uffd.sock');
+      const script =
+        `import { HostBackend } from ${JSON.stringify(join(root, 'src/host/host-backend.ts'))};` +
+        `import { listenHandshake } from ${JSON.stringify(join(root, 'src/workloads/firecracker.ts'))};` +
+        `listenHandshake(new HostBackend(), ${JSON.stringify(socket)}); console.log('listening');` +
+        'setInterval(() => {}, 1000);';
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      await once(child.stdout, 'data');
+      assert.ok(readdirSync(dir).includes('uffd.sock'));
+      child.kill('SIGINT');
+      const [, signal] = (await once(child, 'exit')) as [number | null, string | null];
+      assert.equal(signal, 'SIGINT');
+      assert.deepEqual(readdirSync(dir), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

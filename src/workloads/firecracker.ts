@@ -157,11 +157,24 @@ export function listenHandshake(backend: KernelBackend, socketPath: string): Han
   const addon = hostAddon(backend, `--firecracker-socket ${socketPath}`);
   const listener = check(`bind(${socketPath})`, addon.unixListen(socketPath));
   let closed = false;
+  // Ctrl-C (or SIGTERM, SIGHUP, exit) before the VMM connects must not leave the socket file behind:
+  // the next run's bind would fail with EADDRINUSE.
+  const removePath = (): void => rmSync(socketPath, { force: true });
+  const onSignal = (signal: NodeJS.Signals): void => {
+    removePath();
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal);
+  };
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const signal of signals) process.on(signal, onSignal);
+  process.once('exit', removePath);
   const close = (): void => {
     if (closed) return;
     closed = true;
+    for (const signal of signals) process.removeListener(signal, onSignal);
+    process.removeListener('exit', removePath);
     addon.close(listener);
-    rmSync(socketPath, { force: true });
+    removePath();
   };
   const accept = async (): Promise<Handshake> => {
     let connection: number;
