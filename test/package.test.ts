@@ -110,7 +110,6 @@ describe('the packed package', () => {
   it("runs the README's API example, and type-checks it as TypeScript with moduleResolution nodenext", () => {
     writeFileSync(join(project, 'example.mjs'), readmeExample());
     const output = ok(process.execPath, ['example.mjs'], { cwd: project }).stdout;
-    assert.match(output, /event: 'pagefault'/);
     assert.match(output, /^7,7,7,7,7,7,7,7$/m);
 
     writeFileSync(join(project, 'example.mts'), readmeExample());

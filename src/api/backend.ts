@@ -119,6 +119,8 @@ export interface KernelBackend {
   settle(): Promise<void>;
   /** A line identifying the run for replay (seed, version). */
   describe(): string;
+  /** Ends the program and releases what the backend holds (files, maps, other processes, workers). */
+  close?(): void;
 }
 
 /** A direct memory access would have slept on a userfaultfd fault: use a thread. */

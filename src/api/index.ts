@@ -21,12 +21,21 @@ export {
 } from './backend.ts';
 export { ModelBackend, type ModelBackendOptions } from './model-backend.ts';
 export {
+  type Address,
   type ApiResult,
+  addressNumber,
+  alignDown,
+  type FillModes,
   featureMask,
   type MapOptions,
+  MissingFeaturesError,
+  type MoveModes,
+  type OpenUffdOptions,
   Process,
   type RangeArgs,
+  type RegisterModes,
   type ThreadAccess,
   Uffd,
   type UffdOptions,
+  type WriteprotectModes,
 } from './process.ts';

@@ -517,6 +517,28 @@ export class ModelBackend implements KernelBackend {
     return `model kernel ${this.kernel.version}, seed ${this.kernel.seed}`;
   }
 
+  /**
+   * Ends the program: its process exits (closing its files, so threads asleep
+   * on its userfaultfds wake and handler loops end), and parallel vCPUs stop.
+   * The model holds nothing else open. Again is a no-op.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.self.exit();
+    } catch {
+      // Already exited.
+    }
+    this.kernel.runUntilIdle();
+  }
+
+  private closed = false;
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
+
   schedulePumpIfRunnable(): void {
     if (this.kernel.runnableCount > 0) this.schedulePump();
   }

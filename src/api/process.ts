@@ -4,6 +4,8 @@
  * and on the host kernel.
  */
 import {
+  FEATURE_NAMES,
+  type FeatureName,
   featureBit,
   GUEST_MEMFD_FLAG_INIT_SHARED,
   GUEST_MEMFD_FLAG_MMAP,
@@ -18,6 +20,7 @@ import {
   O_CLOEXEC,
   O_NONBLOCK,
   O_RDWR,
+  POLLERR,
   POLLIN,
   POLLNVAL,
   PROT_READ,
@@ -26,14 +29,27 @@ import {
   UFFD_USER_MODE_ONLY,
   UFFDIO_API,
   UFFDIO_CONTINUE,
+  UFFDIO_CONTINUE_MODE_DONTWAKE,
+  UFFDIO_CONTINUE_MODE_WP,
   UFFDIO_COPY,
+  UFFDIO_COPY_MODE_DONTWAKE,
+  UFFDIO_COPY_MODE_WP,
   UFFDIO_MOVE,
+  UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+  UFFDIO_MOVE_MODE_DONTWAKE,
   UFFDIO_POISON,
+  UFFDIO_POISON_MODE_DONTWAKE,
   UFFDIO_REGISTER,
+  UFFDIO_REGISTER_MODE_MINOR,
+  UFFDIO_REGISTER_MODE_MISSING,
+  UFFDIO_REGISTER_MODE_WP,
   UFFDIO_UNREGISTER,
   UFFDIO_WAKE,
   UFFDIO_WRITEPROTECT,
+  UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+  UFFDIO_WRITEPROTECT_MODE_WP,
   UFFDIO_ZEROPAGE,
+  UFFDIO_ZEROPAGE_MODE_DONTWAKE,
   USERFAULTFD_IOC_NEW,
 } from '../uapi/constants.ts';
 import { EAGAIN, EBADF, KernelError } from '../uapi/errno.ts';
@@ -221,14 +237,175 @@ export class Process {
     return new Uffd(this, this.backend.userfaultfd(flags));
   }
 
+  /**
+   * Opens a userfaultfd ready to register, as userfaultfd-rs's builder and QEMU
+   * do: through /dev/userfaultfd when it opens (it needs no privilege for
+   * kernel faults), else through the syscall; UFFDIO_API with `features`. A
+   * feature the kernel lacks fails the open up front (MissingFeaturesError,
+   * naming each), rather than a register or ioctl failing later.
+   * @throws MissingFeaturesError when the kernel lacks a requested feature.
+   * @throws KernelError EPERM when neither way may create a userfaultfd (see `faultline doctor`).
+   */
+  openUffd(options: OpenUffdOptions = {}): Uffd {
+    const flags: UffdOptions = {
+      ...(options.nonblock === undefined ? {} : { nonblock: options.nonblock }),
+      ...(options.cloexec === undefined ? {} : { cloexec: options.cloexec }),
+      ...(options.userModeOnly === undefined ? {} : { userModeOnly: options.userModeOnly }),
+    };
+    const requested = featureMask(options.features ?? []);
+    const probe = this.userfaultfdAnyWay(flags);
+    let offered: number;
+    try {
+      offered = probe.api(0).features;
+    } finally {
+      probe.close();
+    }
+    const missing = (options.features ?? []).filter((name) => (offered & featureMask([name])) === 0);
+    if (missing.length > 0) {
+      const available = FEATURE_NAMES.filter((name) => (offered & featureMask([name])) !== 0);
+      throw new MissingFeaturesError(missing, available);
+    }
+    const uffd = this.userfaultfdAnyWay(flags);
+    try {
+      uffd.api(requested);
+    } catch (error) {
+      uffd.close();
+      throw error;
+    }
+    return uffd;
+  }
+
+  /** /dev/userfaultfd first, the syscall when the device is absent or refuses. */
+  private userfaultfdAnyWay(options: UffdOptions): Uffd {
+    try {
+      return this.userfaultfd({ ...options, via: 'dev' });
+    } catch (error) {
+      if (!(error instanceof KernelError)) throw error;
+      return this.userfaultfd({ ...options, via: 'syscall' });
+    }
+  }
+
   exit(): void {
     this.backend.exit();
   }
 }
 
+/**
+ * An address or a length: a number, or a bigint as `uffd_msg` carries it, so
+ * a message's address goes straight back into a call (`msg.address & ~0xfffn`)
+ * with no conversion that could truncate it. A bigint beyond 2^64 or a number
+ * that is not a safe integer is refused (RangeError), never wrapped.
+ */
+export type Address = number | bigint;
+
+/** `address` rounded down to a multiple of `size` (a power of two), exactly, in the address's own type. */
+export function alignDown<T extends Address>(address: T, size: number | bigint): T {
+  if (typeof address === 'bigint') return (address - (address % BigInt(size))) as T;
+  return (address - (address % Number(size))) as T;
+}
+
+/** A number address: exact, or a RangeError naming the argument (never a silent truncation). */
+export function addressNumber(value: Address, what = 'address'): number {
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) throw new RangeError(`${what} ${value} is not a safe integer`);
+    return value;
+  }
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new RangeError(`${what} 0x${value.toString(16)} does not fit a safe integer`);
+  }
+  return Number(value);
+}
+
 export interface RangeArgs {
-  readonly start: number;
-  readonly length: number;
+  readonly start: Address;
+  readonly length: Address;
+}
+
+/** UFFDIO_REGISTER modes by name: `{ missing: true, wp: true }`. */
+export interface RegisterModes {
+  readonly missing?: boolean;
+  readonly wp?: boolean;
+  readonly minor?: boolean;
+}
+
+/** The mode bits of the fill ioctls by name: `{ dontWake: true }`, `{ wp: true }`. */
+export interface FillModes {
+  /** UFFDIO_*_MODE_DONTWAKE: leave the faulting threads asleep (wake them later with `wake`). */
+  readonly dontWake?: boolean;
+  /** UFFDIO_COPY/CONTINUE_MODE_WP: map the page write-protected. */
+  readonly wp?: boolean;
+}
+
+/** UFFDIO_WRITEPROTECT's modes by name. */
+export interface WriteprotectModes {
+  /** Protect (true) or unprotect (false, the default). */
+  readonly wp?: boolean;
+  readonly dontWake?: boolean;
+}
+
+/** UFFDIO_MOVE's modes by name. */
+export interface MoveModes {
+  readonly dontWake?: boolean;
+  /** UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES: skip holes in the source instead of failing with ENOENT. */
+  readonly allowSrcHoles?: boolean;
+}
+
+type Mode<T> = number | bigint | T;
+
+function modeBits<T extends object>(
+  mode: Mode<T> | undefined,
+  bits: Record<keyof T, number>,
+): number | bigint {
+  if (mode === undefined) return 0;
+  if (typeof mode !== 'object') return mode;
+  let value = 0;
+  for (const [name, set] of Object.entries(mode)) {
+    const bit = bits[name as keyof T];
+    if (bit === undefined) {
+      throw new TypeError(`unknown mode '${name}' (known: ${Object.keys(bits).join(', ')})`);
+    }
+    if (set === true) value |= bit;
+  }
+  return value;
+}
+
+const REGISTER_MODES = {
+  missing: UFFDIO_REGISTER_MODE_MISSING,
+  wp: UFFDIO_REGISTER_MODE_WP,
+  minor: UFFDIO_REGISTER_MODE_MINOR,
+};
+const COPY_MODES = { dontWake: UFFDIO_COPY_MODE_DONTWAKE, wp: UFFDIO_COPY_MODE_WP };
+const CONTINUE_MODES = { dontWake: UFFDIO_CONTINUE_MODE_DONTWAKE, wp: UFFDIO_CONTINUE_MODE_WP };
+const DONTWAKE_MODES = { dontWake: UFFDIO_ZEROPAGE_MODE_DONTWAKE };
+const POISON_MODES = { dontWake: UFFDIO_POISON_MODE_DONTWAKE };
+const WRITEPROTECT_MODES = { wp: UFFDIO_WRITEPROTECT_MODE_WP, dontWake: UFFDIO_WRITEPROTECT_MODE_DONTWAKE };
+const MOVE_MODES = { dontWake: UFFDIO_MOVE_MODE_DONTWAKE, allowSrcHoles: UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES };
+
+/** Options of `Process.openUffd`. */
+export interface OpenUffdOptions {
+  /** Features the handler needs: the open fails up front, naming each one the kernel lacks. */
+  readonly features?: readonly FeatureName[];
+  /** Report only user-mode faults (UFFD_USER_MODE_ONLY). */
+  readonly userModeOnly?: boolean;
+  /** Default true. */
+  readonly nonblock?: boolean;
+  /** Default true. */
+  readonly cloexec?: boolean;
+}
+
+/** The kernel lacks features a handler asked `openUffd` for; nothing is left open. */
+export class MissingFeaturesError extends Error {
+  override name = 'MissingFeaturesError';
+  constructor(
+    /** The requested features the kernel does not offer. */
+    readonly missing: readonly FeatureName[],
+    /** Every feature the kernel offers. */
+    readonly available: readonly FeatureName[],
+  ) {
+    super(
+      `userfaultfd: the kernel lacks ${missing.join(', ')} (it offers ${available.join(', ') || 'none'})`,
+    );
+  }
 }
 
 export interface ApiResult {
@@ -238,7 +415,7 @@ export interface ApiResult {
 }
 
 /** Resolves a list of feature names or a bit mask to a mask. */
-export function featureMask(features: number | readonly string[]): number {
+export function featureMask(features: number | readonly FeatureName[] | readonly string[]): number {
   if (typeof features === 'number') return features;
   let mask = 0;
   for (const name of features) {
@@ -307,7 +484,13 @@ export class Uffd {
     this.process.backend.ioctl(this.fd, request, arg);
   }
 
-  api(features: number | readonly string[] = 0): ApiResult {
+  /**
+   * UFFDIO_API: enables `features` (a mask, or names as `FeatureName` spells them) and returns
+   * every feature the kernel offers with the ioctls the fd supports.
+   * @throws KernelError EINVAL for an unknown feature or a second UFFDIO_API on this fd; EPERM for
+   *   UFFD_FEATURE_EVENT_FORK without CAP_SYS_PTRACE in a user-mode-only context.
+   */
+  api(features: number | readonly FeatureName[] | readonly string[] = 0): ApiResult {
     const arg = encodeUffdioApi({
       api: BigInt(UFFD_API),
       features: BigInt(featureMask(features)),
@@ -318,11 +501,17 @@ export class Uffd {
     return { features: Number(result.features), ioctls: result.ioctls };
   }
 
-  /** Registers [start, start+length) for `mode` (UFFDIO_REGISTER_MODE_* bits); returns the ioctls mask. */
-  register(range: RangeArgs, mode: number | bigint): bigint {
+  /**
+   * Registers [start, start+length) for `mode` (`{ missing: true }`, or UFFDIO_REGISTER_MODE_* bits);
+   * returns the ioctls mask.
+   * @throws KernelError EINVAL for a range not page-aligned or outside a VMA, an unknown mode, or a
+   *   memory type that does not support the mode; EBUSY when another userfaultfd has registered part
+   *   of the range; EPERM for WP on a VMA that cannot be written; ENOMEM when no VMA covers the start.
+   */
+  register(range: RangeArgs, mode: Mode<RegisterModes>): bigint {
     const arg = encodeUffdioRegister({
       range: { start: BigInt(range.start), len: BigInt(range.length) },
-      mode: BigInt(mode),
+      mode: BigInt(modeBits(mode, REGISTER_MODES)),
       ioctls: 0n,
     });
     this.ioctl(UFFDIO_REGISTER, arg);
@@ -337,14 +526,19 @@ export class Uffd {
     this.ioctl(UFFDIO_WAKE, this.args.range(UFFDIO_RANGE_SIZE, range));
   }
 
-  /** UFFDIO_COPY from `src`, an address in the calling process. */
-  copy(args: { dst: number; src: number; length: number; mode?: number | bigint }): number {
+  /**
+   * UFFDIO_COPY from `src`, an address in the calling process; returns the bytes copied.
+   * @throws KernelError EEXIST when a page is already mapped; EAGAIN when the mm changed under it
+   *   (`progress` says how much was copied); ENOENT when the range is not registered; EFAULT when `src`
+   *   cannot be read; EINVAL for an unaligned range or unknown mode; ENOMEM; ESRCH after the mm exited.
+   */
+  copy(args: { dst: Address; src: Address; length: Address; mode?: Mode<FillModes> }): number {
     // struct uffdio_copy: dst, src, len, mode, then the copy result (zero going in).
     const arg = this.args.take(UFFDIO_COPY_SIZE);
     putU64(arg, 0, args.dst);
     putU64(arg, 8, args.src);
     putU64(arg, 16, args.length);
-    putU64(arg, 24, args.mode ?? 0);
+    putU64(arg, 24, modeBits(args.mode, COPY_MODES));
     return this.rangeIoctl(UFFDIO_COPY, arg, 32);
   }
 
@@ -352,7 +546,7 @@ export class Uffd {
    * UFFDIO_COPY of `data`: the bytes are first written into a private staging
    * mapping of the calling process, as a real handler copies from its own buffer.
    */
-  copyBytes(dst: number, data: Uint8Array, mode: number | bigint = 0): number {
+  copyBytes(dst: Address, data: Uint8Array, mode: Mode<FillModes> = 0): number {
     const staging = this.stagingFor(data.byteLength);
     this.process.write(staging, data);
     return this.copy({ dst, src: staging, length: data.byteLength, mode });
@@ -372,30 +566,51 @@ export class Uffd {
    * no copy. Both addresses are in the calling process, which must be the
    * registered one (the kernel refuses MOVE from another mm).
    */
-  move(args: { dst: number; src: number; length: number; mode?: number | bigint }): number {
+  move(args: { dst: Address; src: Address; length: Address; mode?: Mode<MoveModes> }): number {
     // struct uffdio_move: dst, src, len, mode, then the move result (zero going in).
     const arg = this.args.take(UFFDIO_MOVE_SIZE);
     putU64(arg, 0, args.dst);
     putU64(arg, 8, args.src);
     putU64(arg, 16, args.length);
-    putU64(arg, 24, args.mode ?? 0);
+    putU64(arg, 24, modeBits(args.mode, MOVE_MODES));
     return this.rangeIoctl(UFFDIO_MOVE, arg, 32);
   }
 
-  zeropage(range: RangeArgs, mode: number | bigint = 0): number {
-    return this.rangeIoctl(UFFDIO_ZEROPAGE, this.args.range(UFFDIO_ZEROPAGE_SIZE, range, mode), 24);
+  /**
+   * UFFDIO_ZEROPAGE: maps the zero page (anonymous memory) or zeroed pages; returns the bytes done.
+   * @throws KernelError EEXIST, EAGAIN (with `progress`), ENOENT, EINVAL as for `copy`.
+   */
+  zeropage(range: RangeArgs, mode: Mode<Pick<FillModes, 'dontWake'>> = 0): number {
+    const bits = modeBits(mode, DONTWAKE_MODES);
+    return this.rangeIoctl(UFFDIO_ZEROPAGE, this.args.range(UFFDIO_ZEROPAGE_SIZE, range, bits), 24);
   }
 
-  continue(range: RangeArgs, mode: number | bigint = 0): number {
-    return this.rangeIoctl(UFFDIO_CONTINUE, this.args.range(UFFDIO_CONTINUE_SIZE, range, mode), 24);
+  /**
+   * UFFDIO_CONTINUE: maps the pages already in the page cache (a MINOR fault's answer).
+   * @throws KernelError EFAULT when a page is not in the page cache; EEXIST when one is mapped;
+   *   EAGAIN (with `progress`); ENOENT; EINVAL.
+   */
+  continue(range: RangeArgs, mode: Mode<FillModes> = 0): number {
+    const bits = modeBits(mode, CONTINUE_MODES);
+    return this.rangeIoctl(UFFDIO_CONTINUE, this.args.range(UFFDIO_CONTINUE_SIZE, range, bits), 24);
   }
 
-  poison(range: RangeArgs, mode: number | bigint = 0): number {
-    return this.rangeIoctl(UFFDIO_POISON, this.args.range(UFFDIO_POISON_SIZE, range, mode), 24);
+  /**
+   * UFFDIO_POISON: installs poison markers (an access raises SIGBUS).
+   * @throws KernelError EEXIST, EAGAIN (with `progress`), ENOENT, EINVAL.
+   */
+  poison(range: RangeArgs, mode: Mode<Pick<FillModes, 'dontWake'>> = 0): number {
+    const bits = modeBits(mode, POISON_MODES);
+    return this.rangeIoctl(UFFDIO_POISON, this.args.range(UFFDIO_POISON_SIZE, range, bits), 24);
   }
 
-  writeprotect(range: RangeArgs, mode: number | bigint): void {
-    this.ioctl(UFFDIO_WRITEPROTECT, this.args.range(UFFDIO_WRITEPROTECT_SIZE, range, mode));
+  /**
+   * UFFDIO_WRITEPROTECT: `{ wp: true }` protects, `{}` (or 0) unprotects and wakes.
+   * @throws KernelError ENOENT when the range is not registered for WP; EINVAL; EAGAIN.
+   */
+  writeprotect(range: RangeArgs, mode: Mode<WriteprotectModes>): void {
+    const bits = modeBits(mode, WRITEPROTECT_MODES);
+    this.ioctl(UFFDIO_WRITEPROTECT, this.args.range(UFFDIO_WRITEPROTECT_SIZE, range, bits));
   }
 
   /** Runs a range ioctl and returns the result field; a failure carries it as `progress`. */
@@ -448,27 +663,104 @@ export class Uffd {
    * at once with nothing, for ever.
    */
   private checkOpen(revents: number): void {
-    if (this.closed || (revents & POLLNVAL) !== 0) {
+    if (this.isClosed || (revents & POLLNVAL) !== 0) {
       throw new KernelError({
         errno: EBADF,
         syscall: 'read',
         argument: 'fd',
-        reason: this.closed ? 'this userfaultfd was closed' : `fd ${this.fd} is not open`,
+        reason: this.isClosed ? 'this userfaultfd was closed' : `fd ${this.fd} is not open`,
       });
     }
   }
 
-  private closed = false;
+  /**
+   * The messages as they arrive, one at a time, until `signal` aborts or the
+   * uffd is closed: `for await (const message of uffd.events({ signal }))`.
+   * Aborting ends the loop at once; a wait still pending on the fd (the host
+   * polls it in the event loop) ends when the uffd is closed, so close it — or
+   * declare it `await using` — for the program to exit.
+   */
+  async *events(
+    options: { signal?: AbortSignal; max?: number } = {},
+  ): AsyncGenerator<UffdMsg, void, undefined> {
+    const { signal, max = 64 } = options;
+    const stopped = () => this.isClosed || signal?.aborted === true;
+    // The loop ends when the signal aborts or the uffd is closed, even while a wait is pending:
+    // each wait gets its own promise (racing one long-lived promise would pile up reactions).
+    let cancel: (() => void) | undefined;
+    const onStop = () => cancel?.();
+    signal?.addEventListener('abort', onStop, { once: true });
+    this.stopListeners.add(onStop);
+    try {
+      while (!stopped()) {
+        const wait = this.nextMessages(max);
+        let messages: UffdMsg[] | typeof STOPPED;
+        try {
+          messages = await new Promise<UffdMsg[] | typeof STOPPED>((resolve, reject) => {
+            cancel = () => resolve(STOPPED);
+            wait.then(resolve, reject);
+          });
+        } catch (error) {
+          if (stopped() || this.gone()) return; // closed, or the fd went away under the wait (EBADF)
+          throw error;
+        }
+        cancel = undefined;
+        if (messages === STOPPED) return;
+        // Nothing to read: a spurious wake-up, or the fd is gone (the process exited) — then end.
+        if (messages.length === 0 && this.gone()) return;
+        for (const message of messages) {
+          yield message;
+          if (stopped()) return;
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', onStop);
+      this.stopListeners.delete(onStop);
+    }
+  }
+
+  /** Whether the fd no longer refers to an open userfaultfd (closed, or its process exited). */
+  private gone(): boolean {
+    try {
+      return (this.process.backend.poll(this.fd) & (POLLNVAL | POLLERR)) !== 0;
+    } catch {
+      return true;
+    }
+  }
+
+  /** The `events` loops to end when the uffd closes. */
+  private readonly stopListeners = new Set<() => void>();
+
+  /** Whether `close` was called. */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  private isClosed = false;
 
   poll(): number {
     return this.process.backend.poll(this.fd);
   }
 
+  /** Closes the fd (again is a no-op): sleeping faults are woken as the kernel does at release. */
   close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
     this.process.close(this.fd);
-    this.closed = true;
     this.staging = null;
+    for (const stop of this.stopListeners) stop();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
   }
 }
+
+/** What an `events` wait resolves to when the loop must end instead. */
+const STOPPED = Symbol('stopped');
 
 export type { ThreadAccess, ThreadBackend };

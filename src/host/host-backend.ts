@@ -561,6 +561,15 @@ export class HostBackend implements KernelBackend, RemoteOwner {
     return `host kernel Linux ${release()}, pid ${process.pid}${where}`;
   }
 
+  /** `dispose`, by the name the model backend shares: a host program ends when its handler ends. */
+  close(): void {
+    this.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+
   /** Ends the other processes, then closes and unmaps what the program created in this one. */
   dispose(): void {
     for (const other of this.others) {
