@@ -7,7 +7,7 @@ import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import { describeInjections, type InjectionRates } from '../model/inject.ts';
 import { parseSize } from '../scenario/schema.ts';
-import { Trace } from '../trace/trace.ts';
+import { TRACE_EVENTS_MAX, Trace } from '../trace/trace.ts';
 import {
   type BackgroundSnapshotResult,
   runBackgroundSnapshot,
@@ -128,7 +128,10 @@ export async function snapshotRestoreCommand(
   // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 for those modes.
   const version = mode.startsWith('gmem') ? '7.1' : '6.18';
   const backend = createBackend(options.backend, options.seed, version, options.inject);
-  const trace = new Trace(1, options.trace !== undefined);
+  // The built-in handler and the model's tracepoints time a model run by its virtual clock (from 0).
+  const virtual = backend instanceof ModelBackend && !backend.kernel.clock.wall;
+  const trace = openTrace(options.trace, `faultline snapshot-restore ${mode} (${options.backend})`, virtual);
+  trace.flowPageBytes = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
   if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
   const showProgress = !options.json && process.stderr.isTTY === true;
   const progress = new Progress(`restoring ${options.size} (${mode})`, showProgress);
@@ -153,8 +156,14 @@ export async function snapshotRestoreCommand(
   progress.finish();
   const elapsedMs = performance.now() - started;
   const stats = result.stats;
-  if (options.trace !== undefined)
-    trace.write(options.trace, { workload: 'snapshot-restore', mode, backend: backend.describe() });
+  if (options.trace !== undefined) {
+    const dropped = trace.write(options.trace, {
+      workload: 'snapshot-restore',
+      mode,
+      backend: backend.describe(),
+    });
+    if (dropped > 0) console.error(cappedLine(options.trace, dropped));
+  }
   if (options.plot !== undefined) {
     await renderPlot(
       stats,
@@ -340,6 +349,20 @@ interface WorkloadSpec<R extends { readonly stats: WorkloadStats }> {
   verdict(result: R): string[];
 }
 
+/** A trace streamed into `file` as the run goes (or a disabled one), its process named. */
+function openTrace(file: string | undefined, processName: string, virtualClock = false): Trace {
+  const trace = new Trace(1, file !== undefined, {
+    ...(file === undefined ? {} : { file }),
+    ...(virtualClock ? { originMs: 0 } : {}),
+  });
+  trace.nameProcess(processName);
+  return trace;
+}
+
+function cappedLine(file: string, dropped: number): string {
+  return `trace: ${file} keeps the first ${TRACE_EVENTS_MAX} events; ${dropped} later events were dropped`;
+}
+
 /** Trace thread id of the workload's phases (setup, the main phase, verify). */
 const PHASES_TID = 2_000_000;
 
@@ -359,7 +382,7 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
     throw new InvalidArgumentError(`--plot: ${options.plot}: the file must end in .svg or .png`);
   const startedMs = performance.now();
   const backend = createBackend(options.backend, options.seed, spec.version ?? '6.18', options.inject);
-  const trace = new Trace(1, options.trace !== undefined);
+  const trace = openTrace(options.trace, `faultline ${spec.workload} ${options.mode} (${options.backend})`);
   if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
   const bootMs = performance.now() - startedMs;
   const progress = new Progress(spec.label, !options.json && process.stderr.isTTY === true);
@@ -443,7 +466,12 @@ async function writeOutputs(
     run.trace.nameThread(PHASES_TID, 'workload phases');
     for (const phase of run.stats.phases)
       run.trace.span(phase.name, 'phase', PHASES_TID, phase.startMs, phase.endMs);
-    run.trace.write(options.trace, { workload: run.workload, mode: options.mode, backend: run.backend });
+    const dropped = run.trace.write(options.trace, {
+      workload: run.workload,
+      mode: options.mode,
+      backend: run.backend,
+    });
+    if (dropped > 0) lines.push(cappedLine(options.trace, dropped));
     lines.push(`trace: ${options.trace} (Chrome trace JSON; open in https://ui.perfetto.dev)`);
   }
   if (options.plot !== undefined) {

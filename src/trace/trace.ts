@@ -2,22 +2,34 @@
  * Tracing: Chrome Trace Event records (they open in Perfetto and
  * chrome://tracing) and the latency statistics workloads report. The model
  * emits blocked spans through `KernelTracer`; workloads add handler spans.
+ *
+ * Times are microseconds with nanosecond fractions, start and end rounded
+ * alike, so a span inside another never pokes out of it. Each fault is a
+ * flow: from the vCPU's blocked span through the handler's read of its
+ * message and the ioctl that resolves it, back to the wake. A trace written
+ * to a file streams there as it grows (a large guest's trace would not fit
+ * one JavaScript string) and keeps at most `eventsMax` events, saying how
+ * many it dropped.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /** One Chrome Trace Event (the subset faultline writes). */
 export interface TraceEvent {
   readonly name: string;
   readonly cat: string;
-  /** 'X' complete span, 'i' instant, 'C' counter, 'M' metadata. */
-  readonly ph: 'X' | 'i' | 'C' | 'M';
-  /** Microseconds since the trace started. */
+  /** 'X' complete span, 'i' instant, 'C' counter, 'M' metadata, 's'/'t'/'f' flow start, step, end. */
+  readonly ph: 'X' | 'i' | 'C' | 'M' | 's' | 't' | 'f';
+  /** Microseconds since the trace started (with nanosecond fractions). */
   readonly ts: number;
   readonly dur?: number;
   readonly pid: number;
   readonly tid: number;
   readonly s?: 't' | 'p' | 'g';
+  /** A flow's id. */
+  readonly id?: number;
+  /** A flow end's binding point: 'e', the slice enclosing it. */
+  readonly bp?: 'e';
   readonly args?: Record<string, unknown>;
 }
 
@@ -27,23 +39,98 @@ export interface KernelTracer {
   blocked(tid: number, address: number, startMs: number, endMs: number): void;
 }
 
+/** Events a streamed trace keeps at most by default (about 150 bytes each in the file). */
+export const TRACE_EVENTS_MAX = 2_000_000;
+/** A nanosecond, in the trace's microseconds: how far a flow point sits inside the span it binds to. */
+const NS = 0.001;
+/** Characters buffered before a streamed trace writes them out. */
+const FLUSH_CHARS = 1 << 20;
+
+export interface TraceOptions {
+  /** Stream the events into this file as they come (finish with `write`). */
+  readonly file?: string;
+  /** Keep at most this many events (default TRACE_EVENTS_MAX); later ones are counted, not kept. */
+  readonly eventsMax?: number;
+  /**
+   * The time the trace starts at, in the milliseconds its events are given in: performance.now()
+   * at construction by default; 0 for a run timed by the model's virtual clock (ms since boot).
+   */
+  readonly originMs?: number;
+}
+
+/** A fault's flow while it is open: its id, whether its vCPU has woken and its handler is done. */
+interface Flow {
+  readonly id: number;
+  blocked: boolean;
+  served: boolean;
+}
+
 export class Trace implements KernelTracer {
+  /** The events kept in memory (a trace that does not stream). */
   readonly events: TraceEvent[] = [];
-  private readonly originMs = performance.now();
+  private readonly originMs: number;
   private readonly threadNames = new Map<number, string>();
+  private processName: string | undefined;
+  /** Open flows by the page address of their fault. */
+  private readonly flows = new Map<number, Flow>();
+  private nextFlowId = 1;
+  /** Flows are keyed by page: addresses are rounded down to this many bytes. */
+  flowPageBytes = 4096;
+  private readonly eventsMax: number;
+  private kept = 0;
+  /** Events over the cap, not kept. */
+  dropped = 0;
+  private fd: number | undefined;
+  private readonly file: string | undefined;
+  private buffer = '';
 
   constructor(
     readonly pid = 1,
     readonly enabled = true,
-  ) {}
+    options: TraceOptions = {},
+  ) {
+    this.eventsMax = options.eventsMax ?? TRACE_EVENTS_MAX;
+    this.originMs = options.originMs ?? performance.now();
+    this.file = options.file;
+    if (enabled && options.file !== undefined) {
+      mkdirSync(dirname(options.file), { recursive: true });
+      this.fd = openSync(options.file, 'w');
+      writeSync(this.fd, '{"traceEvents":[\n');
+    }
+  }
 
-  /** Microseconds since the trace began, for `ms` from performance.now(). */
+  /** Microseconds since the trace began, for `ms` from performance.now(), to the nanosecond. */
   us(ms: number): number {
-    return Math.max(0, Math.round((ms - this.originMs) * 1000));
+    return Math.max(0, Math.round((ms - this.originMs) * 1e6) / 1000);
   }
 
   nameThread(tid: number, name: string): void {
     this.threadNames.set(tid, name);
+  }
+
+  /** The process's name in the trace viewer (process_name metadata). */
+  nameProcess(name: string): void {
+    this.processName = name;
+  }
+
+  private push(event: TraceEvent): void {
+    if (this.kept >= this.eventsMax) {
+      this.dropped++;
+      return;
+    }
+    this.kept++;
+    if (this.fd === undefined) {
+      this.events.push(event);
+      return;
+    }
+    this.buffer += `${this.kept === 1 ? '' : ',\n'}${JSON.stringify(event)}`;
+    if (this.buffer.length >= FLUSH_CHARS) this.flush();
+  }
+
+  private flush(): void {
+    if (this.fd === undefined || this.buffer.length === 0) return;
+    writeSync(this.fd, this.buffer);
+    this.buffer = '';
   }
 
   span(
@@ -55,12 +142,14 @@ export class Trace implements KernelTracer {
     args?: Record<string, unknown>,
   ): void {
     if (!this.enabled) return;
-    this.events.push({
+    const ts = this.us(startMs);
+    this.push({
       name,
       cat,
       ph: 'X',
-      ts: this.us(startMs),
-      dur: Math.max(0, Math.round((endMs - startMs) * 1000)),
+      ts,
+      // From the rounded end, so a span ends where its rounded end says, not a rounding later.
+      dur: Math.max(0, Math.round((this.us(endMs) - ts) * 1000) / 1000),
       pid: this.pid,
       tid,
       ...(args === undefined ? {} : { args }),
@@ -69,7 +158,7 @@ export class Trace implements KernelTracer {
 
   instant(name: string, cat: string, tid: number, atMs: number, args?: Record<string, unknown>): void {
     if (!this.enabled) return;
-    this.events.push({
+    this.push({
       name,
       cat,
       ph: 'i',
@@ -81,14 +170,56 @@ export class Trace implements KernelTracer {
     });
   }
 
+  private flowKey(address: number): number {
+    return address - (address % this.flowPageBytes);
+  }
+
+  /** The open flow of the fault on `address`'s page, begun by whichever of its events came first. */
+  private flowOf(address: number): { key: number; flow: Flow } {
+    const key = this.flowKey(address);
+    let flow = this.flows.get(key);
+    if (flow === undefined) {
+      flow = { id: this.nextFlowId++, blocked: false, served: false };
+      this.flows.set(key, flow);
+    }
+    return { key, flow };
+  }
+
+  /**
+   * A step of the flow of the fault at `address`: the handler read its
+   * message, or ran the ioctl resolving it. `atMs` must lie inside the span
+   * on `tid` the step belongs to; `nudge` moves it a nanosecond later (1) or
+   * earlier (-1), to sit inside a span that starts or ends there. `last` says
+   * the handler is done with this fault (its flow closes once the vCPU woke).
+   */
+  flowStep(address: number, tid: number, atMs: number, nudge: -1 | 0 | 1 = 0, last = false): void {
+    if (!this.enabled) return;
+    const { key, flow } = this.flowOf(address);
+    const ts = Math.max(0, Math.round((this.us(atMs) + nudge * NS) * 1000) / 1000);
+    this.push({ name: 'fault', cat: 'fault flow', ph: 't', id: flow.id, ts, pid: this.pid, tid });
+    if (!last) return;
+    flow.served = true;
+    if (flow.blocked) this.flows.delete(key);
+  }
+
+  /** The vCPU's sleep, and the flow from its fault to its wake through the handler's steps. */
   blocked(tid: number, address: number, startMs: number, endMs: number): void {
+    if (!this.enabled) return;
     this.span('blocked on userfaultfd', 'vcpu', tid, startMs, endMs, {
       address: `0x${address.toString(16)}`,
     });
+    const { key, flow } = this.flowOf(address);
+    // A second vCPU asleep on the same page gets a flow of its own (start and end only).
+    const id = flow.blocked ? this.nextFlowId++ : flow.id;
+    flow.blocked = true;
+    if (flow.served) this.flows.delete(key);
+    const start = this.us(startMs);
+    const end = Math.max(start, Math.round((this.us(endMs) - NS) * 1000) / 1000);
+    this.push({ name: 'fault', cat: 'fault flow', ph: 's', id, ts: start, pid: this.pid, tid });
+    this.push({ name: 'fault', cat: 'fault flow', ph: 'f', bp: 'e', id, ts: end, pid: this.pid, tid });
   }
 
-  /** The trace as a Chrome Trace Event JSON document. */
-  toJson(metadata: Record<string, unknown> = {}): string {
+  private metadataEvents(): TraceEvent[] {
     const names: TraceEvent[] = [...this.threadNames].map(([tid, name]) => ({
       name: 'thread_name',
       cat: '__metadata',
@@ -98,16 +229,61 @@ export class Trace implements KernelTracer {
       tid,
       args: { name },
     }));
+    if (this.processName !== undefined) {
+      names.unshift({
+        name: 'process_name',
+        cat: '__metadata',
+        ph: 'M',
+        ts: 0,
+        pid: this.pid,
+        tid: 0,
+        args: { name: this.processName },
+      });
+    }
+    return names;
+  }
+
+  private otherData(metadata: Record<string, unknown>): Record<string, unknown> {
+    return {
+      producer: 'faultline',
+      version: 1,
+      ...metadata,
+      ...(this.dropped === 0
+        ? {}
+        : { capped: `only the first ${this.kept} events are kept; ${this.dropped} later ones were dropped` }),
+    };
+  }
+
+  /** The trace as a Chrome Trace Event JSON document (a trace kept in memory). */
+  toJson(metadata: Record<string, unknown> = {}): string {
     return JSON.stringify({
-      traceEvents: [...names, ...this.events],
+      traceEvents: [...this.metadataEvents(), ...this.events],
       displayTimeUnit: 'ms',
-      otherData: { producer: 'faultline', version: 1, ...metadata },
+      otherData: this.otherData(metadata),
     });
   }
 
-  write(file: string, metadata: Record<string, unknown> = {}): void {
-    mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(file, this.toJson(metadata));
+  /**
+   * Writes the trace to `file`; a streamed trace is finished and closed (its
+   * file is the one it was opened with). Returns the events dropped over the cap.
+   */
+  write(file: string, metadata: Record<string, unknown> = {}): number {
+    if (this.fd === undefined) {
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, this.toJson(metadata));
+      return this.dropped;
+    }
+    if (file !== this.file) throw new Error(`trace: streamed to ${this.file}, not ${file}`);
+    const otherData = JSON.stringify(this.otherData(metadata));
+    for (const event of this.metadataEvents()) {
+      this.buffer += `${this.kept === 0 ? '' : ',\n'}${JSON.stringify(event)}`;
+      this.kept++;
+    }
+    this.buffer += `\n],"displayTimeUnit":"ms","otherData":${otherData}}\n`;
+    this.flush();
+    closeSync(this.fd);
+    this.fd = undefined;
+    return this.dropped;
   }
 }
 

@@ -224,9 +224,12 @@ function workloadObserver(
   pages: number,
   pageSize: number,
   firstTouch: number[],
+  guest: number,
 ): BuiltinObserver {
   const trace = options.trace;
   let resolved = 0;
+  // Each fault's flow (vCPU blocked -> read -> ioctl -> wake) passes through the read that returned it.
+  let readEndMs = 0;
   const touched = new Uint8Array(pages);
   return {
     fault(page, flags, receivedMs, latencyMs) {
@@ -235,17 +238,21 @@ function workloadObserver(
         firstTouch.push(page);
       }
       trace.instant('fault', 'fault', 0, receivedMs, { page, flags });
+      // Told last (after the ioctl's step): the handler is done with this fault.
+      trace.flowStep(guest + page * pageSize, 0, readEndMs, -1, true);
       const kind = flags & 4 ? 'minor' : flags & 1 ? 'write miss' : 'read miss';
       stats.record({ atMs: receivedMs, page, kind, latencyUs: latencyMs * 1000 }, undefined);
     },
     populated(page, how, source, startMs, endMs) {
       trace.span(how, source, 0, startMs, endMs, { page });
+      if (source === 'fault') trace.flowStep(guest + page * pageSize, 0, startMs, 1);
       stats.bytesMoved += pageSize;
       if (source === 'prefetch' && stats.faults === 0) stats.prefetched++;
       options.progress?.(++resolved, pages);
     },
     read(count, startMs, endMs) {
       trace.span('read(uffd)', 'handler', 0, startMs, endMs, { messages: count });
+      readEndMs = endMs;
     },
     removed(_first, count, atMs) {
       stats.removeEvents++;
@@ -280,7 +287,7 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     createBuiltinHandler({
       prefetchWindow: options.prefetchWindow,
       ...(options.workingSet === undefined ? {} : { workingSet: options.workingSet }),
-      observer: workloadObserver(options, stats, pages, pageSize, firstTouch),
+      observer: workloadObserver(options, stats, pages, pageSize, firstTouch, vmm.guest),
     });
   // serve's synchronous start (a REAP prefetch) runs before any vCPU exists.
   let served: Promise<void>;
