@@ -69,7 +69,10 @@ describe('uffd.events()', () => {
     uffd.close();
     assert.equal(await loop, 0);
     assert.equal(uffd.closed, true);
-    uffd.close(); // again: nothing happens
+    assert.throws(
+      () => uffd.close(),
+      (error: unknown) => error instanceof KernelError && error.code === 'EBADF',
+    );
 
     const { backend, proc: other } = setup();
     let kept: ReturnType<Process['openUffd']> | undefined;

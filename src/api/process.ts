@@ -106,6 +106,12 @@ export class Process {
     return this.backend.pid;
   }
 
+  /**
+   * mmap(2); returns the mapping's address.
+   * @throws KernelError EINVAL for a zero or unaligned length or offset, or bad flags; EBADF for a bad
+   *   `fd`; EACCES for a file opened without the access `prot` asks; ENODEV for a file that cannot be
+   *   mapped; ENOMEM when the address space or the hugetlb pool is exhausted.
+   */
   mmap(options: MapOptions): number {
     const shared = options.shared ?? false;
     let flags = (shared ? MAP_SHARED : MAP_PRIVATE) | (options.extraFlags ?? 0);
@@ -137,10 +143,19 @@ export class Process {
     this.munmap(address - 4096, length + 2 * 4096);
   }
 
+  /**
+   * munmap(2).
+   * @throws KernelError EINVAL for an unaligned address or a zero length.
+   */
   munmap(address: number, length: number): void {
     this.backend.munmap(address, length);
   }
 
+  /**
+   * mprotect(2).
+   * @throws KernelError EINVAL for an unaligned address; ENOMEM when part of the range is unmapped;
+   *   EACCES when a shared file mapping's fd does not allow the new protection.
+   */
   mprotect(address: number, length: number, prot: number): void {
     this.backend.mprotect(address, length, prot);
   }
@@ -220,7 +235,12 @@ export class Process {
     return this.backend.spawnThread(program, name);
   }
 
-  /** Creates a userfaultfd (not yet initialized: call `api`). */
+  /**
+   * Creates a userfaultfd (not yet initialized: call `api`); `openUffd` is the all-in-one form.
+   * @throws KernelError EPERM from the syscall without privilege (vm.unprivileged_userfaultfd=0 and
+   *   no UFFD_USER_MODE_ONLY); EACCES opening /dev/userfaultfd without access; EINVAL for bad flags;
+   *   EMFILE when the process is out of file descriptors.
+   */
   userfaultfd(options: UffdOptions = {}): Uffd {
     const flags =
       ((options.nonblock ?? true) ? O_NONBLOCK : 0) |
@@ -624,7 +644,10 @@ export class Uffd {
     return readS64Number(arg, fieldOffset);
   }
 
-  /** Reads up to `max` messages without blocking; [] when none is pending. */
+  /**
+   * Reads up to `max` messages without blocking; [] when none is pending.
+   * @throws KernelError EBADF after close; EINVAL for a buffer smaller than one message.
+   */
   readMessages(max = 64): UffdMsg[] {
     try {
       return decodeUffdMsgs(this.process.backend.read(this.fd, max * UFFD_MSG_SIZE));
@@ -742,21 +765,25 @@ export class Uffd {
     return this.process.backend.poll(this.fd);
   }
 
-  /** Closes the fd (again is a no-op): sleeping faults are woken as the kernel does at release. */
+  /**
+   * Closes the fd: sleeping faults are woken as the kernel does at release,
+   * and `events` loops end. A second close fails with EBADF, as close(2) does.
+   */
   close(): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
+    if (!this.isClosed) {
+      this.isClosed = true;
+      this.staging = null;
+      for (const stop of this.stopListeners) stop();
+    }
     this.process.close(this.fd);
-    this.staging = null;
-    for (const stop of this.stopListeners) stop();
   }
 
   [Symbol.dispose](): void {
-    this.close();
+    if (!this.isClosed) this.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    this.close();
+    if (!this.isClosed) this.close();
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Running scenarios: one fresh kernel per scenario, steps checked against
- * their `expect`, and a report per scenario in the shape SCENARIOS.md gives.
+ * their `expect`, and a report per scenario in the shape docs/scenarios.md gives.
  */
 import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';

@@ -1,5 +1,5 @@
 /**
- * The scenario file contract (shared/SCENARIOS.md) as zod schemas. Names and
+ * The scenario file contract (docs/scenarios.md, from the shared SCENARIOS.md) as zod schemas. Names and
  * fields here are fixed by the contract; the project may add, never rename.
  * The JSON Schema published by `faultline schema` is generated from these.
  */
