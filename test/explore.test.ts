@@ -163,6 +163,20 @@ describe('the examples', () => {
     });
   }
 
+  it('--inject passes through: an injected ENOMEM fails the careful handler, and the replay file carries the rates', async () => {
+    const serve = await loadHandlerModule(example('careful'));
+    const result = await runCampaign(serve, config('careful', { inject: { fail_page_alloc: 1 } }, 5), {
+      outDir: out,
+      workers: 1,
+    });
+    assert.equal(result.failures[0]?.kind, 'handler-error');
+    assert.match(result.failures[0]!.message, /ENOMEM/);
+    const file = JSON.parse(readFileSync(result.failures[0]!.replay, 'utf8')) as ReplayFile;
+    assert.deepEqual(file.guest.inject, { fail_page_alloc: 1 });
+    const again = await runSchedule(serve, file.guest, new ReplayStrategy(file.deviations));
+    assert.equal(again.message, result.failures[0]!.message);
+  });
+
   it('the careful handler passes 150 random and 50 PCT schedules with a balloon', async () => {
     const serve = await loadHandlerModule(example('careful'));
     const random = await runCampaign(serve, config('careful', {}, 150), { outDir: out, workers: 1 });

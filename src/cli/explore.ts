@@ -13,6 +13,7 @@ import { type GuestConfig, runSchedule } from '../explore/run.ts';
 import { ReplayStrategy, STRATEGIES, type StrategyName } from '../explore/strategy.ts';
 import { isHandlerModule, loadHandlerModule } from '../handlers/load.ts';
 import type { Serve } from '../handlers/session.ts';
+import type { InjectionRates } from '../model/inject.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { ACCESS_PATTERNS, type AccessPattern } from '../workloads/guest.ts';
 import { RESTORE_MODES, type RestoreMode } from '../workloads/snapshot-restore.ts';
@@ -36,6 +37,7 @@ export interface ExploreCommandOptions {
   pattern: string;
   balloon: number;
   deflate?: number;
+  inject?: InjectionRates;
   json: boolean;
 }
 
@@ -89,6 +91,9 @@ function guestFrom(options: ExploreCommandOptions): GuestConfig {
     seed: options.seed,
     balloonPages: options.balloon,
     ...(options.deflate === undefined ? {} : { deflatePages: options.deflate }),
+    ...(options.inject === undefined || Object.keys(options.inject).length === 0
+      ? {}
+      : { inject: options.inject }),
   };
 }
 

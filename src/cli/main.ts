@@ -222,6 +222,7 @@ program
   .option('--pattern <name>', 'sequential or random', 'sequential')
   .option('--balloon <pages>', 'pages a balloon discards while the guest runs (anon mode)', integer, 0)
   .option('--deflate <pages>', 'of those, pages the balloon touches again afterwards (default: all)', integer)
+  .option('--inject <NAME:RATE>', INJECT_HELP, injection, {})
   .option('--json', 'one JSON document instead of text', false)
   .action(async (workload: string, options: ExploreCommandOptions) => {
     const { exploreCommand } = await import('./explore.ts');

@@ -7,6 +7,7 @@ import { ModelBackend } from '../api/model-backend.ts';
 import type { Serve } from '../handlers/session.ts';
 import { checkInvariants, InvariantError } from '../model/check.ts';
 import { describeSleepers } from '../model/hang.ts';
+import type { InjectionRates } from '../model/inject.ts';
 import type { Task } from '../model/task.ts';
 import { Trace } from '../trace/trace.ts';
 import type { AccessPattern } from '../workloads/guest.ts';
@@ -26,6 +27,8 @@ export interface GuestConfig {
   readonly seed: number;
   readonly balloonPages: number;
   readonly deflatePages?: number;
+  /** Faults injected into the model (`--inject`), replayed with the schedule. */
+  readonly inject?: InjectionRates;
 }
 
 export interface ScheduleOutcome {
@@ -144,6 +147,8 @@ export async function runSchedule(
         },
       },
       onThreads: (threads) => {
+        // Injection starts with the guest: the VMM's setup is not under test.
+        for (const [name, rate] of Object.entries(guest.inject ?? {})) kernel.injector.set(name, rate ?? 0);
         const all = threads.balloon === null ? threads.vcpus : [...threads.vcpus, threads.balloon];
         guestTasks = all.map((thread) => (thread as unknown as { task: Task }).task);
         balloonTid = threads.balloon?.tid ?? -1;
