@@ -4,9 +4,11 @@
  * first touch, page-cache insertions and deletions), so the checker can
  * judge the call by its effects and, on a violation, undo all of them.
  *
- * Every record is O(1): membership is a Set or a Map keyed by pfn, never a
- * scan, so a hook that touches n folios costs O(n) to journal, judge and
- * roll back. The arrays grow and are reused across calls.
+ * Every record is O(1): membership is a Set or a Map keyed by pfn (a scan
+ * of at most a few entries while a call has touched only a few, which is
+ * every call on the fault path), so a hook that touches n folios costs O(n)
+ * to journal, judge and roll back. The arrays grow and are reused across
+ * calls.
  */
 import type { Inode } from '../mem/pagecache.ts';
 import { NO_INODE, PG_LOCKED, type PhysicalMemory } from '../mem/physmem.ts';
@@ -16,7 +18,7 @@ export class HookJournal {
   /** Folios the hook allocated (heads), in order, and as a set. */
   readonly allocated: number[] = [];
   allocatedCount = 0;
-  private readonly allocatedSet = new Set<number>();
+  private readonly allocatedSet = new PfnMap();
   /** Older folios the hook touched, with their state before the first touch. */
   readonly touchedPfn: number[] = [];
   readonly touchedRefcount: number[] = [];
@@ -24,7 +26,7 @@ export class HookJournal {
   readonly touchedInode: number[] = [];
   readonly touchedIndex: number[] = [];
   touchedCount = 0;
-  private readonly touchedSlotOf = new Map<number, number>();
+  private readonly touchedSlotOf = new PfnMap();
   /** Page-cache insertions (true) and deletions (false), in order. */
   readonly cacheInode: Inode[] = [];
   readonly cachePgoff: number[] = [];
@@ -32,7 +34,7 @@ export class HookJournal {
   readonly cacheInserted: boolean[] = [];
   cacheCount = 0;
   /** Folios the hook inserted into a page cache (the last insertion of each wins). */
-  private readonly insertedSet = new Set<number>();
+  private readonly insertedSet = new PfnMap();
   /** The first service call the guard refused, described. */
   misuse: string | null = null;
   /** The file the call is about: a hook may copy bytes into its folios. */
@@ -55,7 +57,7 @@ export class HookJournal {
     this.cacheCount = 0;
     this.insertedSet.clear();
     // Drop the objects the last call named, so the journal keeps nothing alive.
-    this.cacheInode.length = 0;
+    if (this.cacheInode.length > 0) this.cacheInode.length = 0;
     this.inode = null;
   }
 
@@ -65,7 +67,7 @@ export class HookJournal {
 
   noteAllocated(pfn: number): void {
     if (this.allocatedSet.has(pfn)) return;
-    this.allocatedSet.add(pfn);
+    this.allocatedSet.set(pfn, 1);
     this.allocated[this.allocatedCount++] = pfn;
   }
 
@@ -92,7 +94,7 @@ export class HookJournal {
     this.cachePgoff[slot] = pgoff;
     this.cachePfn[slot] = pfn;
     this.cacheInserted[slot] = inserted;
-    if (inserted) this.insertedSet.add(pfn);
+    if (inserted) this.insertedSet.set(pfn, 1);
   }
 
   insertedByHook(pfn: number): boolean {
@@ -103,12 +105,12 @@ export class HookJournal {
   refcountBefore(pfn: number): number {
     if (this.allocatedSet.has(pfn)) return 0;
     const slot = this.touchedSlotOf.get(pfn);
-    return slot !== undefined ? this.touchedRefcount[slot]! : this.memory.folioRefcount[pfn]!;
+    return slot >= 0 ? this.touchedRefcount[slot]! : this.memory.folioRefcount[pfn]!;
   }
 
   wasLocked(pfn: number): boolean {
     const slot = this.touchedSlotOf.get(pfn);
-    return slot !== undefined && (this.touchedFlags[slot]! & PG_LOCKED) !== 0;
+    return slot >= 0 && (this.touchedFlags[slot]! & PG_LOCKED) !== 0;
   }
 
   /**
@@ -197,5 +199,57 @@ export class HookJournal {
   commit(): void {
     this.active = false;
     this.clear();
+  }
+}
+/** Entries a `PfnMap` scans before it builds a Map. */
+const SCAN_ENTRIES = 8;
+
+/**
+ * A map from pfn to a non-negative number, for one hook call: a scan of a
+ * short array while it holds a few entries, a Map beyond. Clearing it costs
+ * nothing while it is small (clearing a Map allocates a new table in V8, and
+ * the journal is cleared twice per hook call, several calls per fault).
+ */
+class PfnMap {
+  private readonly keys: number[] = [];
+  private readonly values: number[] = [];
+  private count = 0;
+  private large: Map<number, number> | null = null;
+
+  /** The value of `pfn`, or -1. */
+  get(pfn: number): number {
+    if (this.large !== null) return this.large.get(pfn) ?? -1;
+    for (let i = 0; i < this.count; i++) if (this.keys[i] === pfn) return this.values[i]!;
+    return -1;
+  }
+
+  has(pfn: number): boolean {
+    return this.get(pfn) >= 0;
+  }
+
+  set(pfn: number, value: number): void {
+    if (this.large !== null) {
+      this.large.set(pfn, value);
+      return;
+    }
+    for (let i = 0; i < this.count; i++) {
+      if (this.keys[i] === pfn) {
+        this.values[i] = value;
+        return;
+      }
+    }
+    if (this.count < SCAN_ENTRIES) {
+      this.keys[this.count] = pfn;
+      this.values[this.count++] = value;
+      return;
+    }
+    this.large = new Map();
+    for (let i = 0; i < this.count; i++) this.large.set(this.keys[i]!, this.values[i]!);
+    this.large.set(pfn, value);
+  }
+
+  clear(): void {
+    this.count = 0;
+    this.large = null;
   }
 }

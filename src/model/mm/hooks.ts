@@ -89,6 +89,8 @@ export class HookChecker {
   private request: CachedFolioRequest = { inode: null as unknown as Inode, pgoff: 0, pageShift: 12 };
   private requestVma: Vma | null = null;
   private requestRange = { start: 0, end: 0 };
+  /** get_folio_noalloc's label per caller, built once (the fault path asks on every fault). */
+  private readonly noallocLabels = new Map<string, string>();
 
   constructor(
     readonly memory: PhysicalMemory,
@@ -212,10 +214,21 @@ export class HookChecker {
     if (hook === undefined) return -EINVAL;
     this.request = request;
     const view = inodeView(request.inode);
-    const call = () => hook.call(ops, view, request.pgoff);
-    const label = `get_folio_noalloc (from ${caller})`;
-    if (!this.run(type, 'get_folio_noalloc', label, request.inode, call, this.judgeNoalloc)) return -EFAULT;
-    return this.number();
+    let label = this.noallocLabels.get(caller);
+    if (label === undefined) {
+      label = `get_folio_noalloc (from ${caller})`;
+      this.noallocLabels.set(caller, label);
+    }
+    // Unnamed arrows as arguments: tsx wraps every named closure (Object.defineProperty per call).
+    const ok = this.run(
+      type,
+      'get_folio_noalloc',
+      label,
+      request.inode,
+      () => hook.call(ops, view, request.pgoff),
+      this.judgeNoalloc,
+    );
+    return ok ? this.number() : -EFAULT;
   }
 
   private readonly judgeNoalloc: Judge = (result) => {
@@ -324,9 +337,15 @@ export class HookChecker {
     if (hook === undefined) return -EINVAL;
     this.request = request;
     const view = inodeView(request.inode);
-    const call = () => hook.call(type, view, request.pgoff, mayShare);
-    if (!this.run(type, 'fault', 'fault', request.inode, call, this.judgeFault)) return -EFAULT;
-    return this.number();
+    const ok = this.run(
+      type,
+      'fault',
+      'fault',
+      request.inode,
+      () => hook.call(type, view, request.pgoff, mayShare),
+      this.judgeFault,
+    );
+    return ok ? this.number() : -EFAULT;
   }
 
   private readonly judgeFault: Judge = (result) => {
@@ -360,9 +379,15 @@ export class HookChecker {
     const hook = type.getFolioForWrite;
     if (hook === undefined) return -EINVAL;
     const view = inodeView(inode);
-    const call = () => hook.call(type, view, pgoff);
     this.request = { inode, pgoff, pageShift: inode.pageShift, pastEnd: true };
-    const ok = this.run(type, 'get_folio_for_write', 'getFolioForWrite', inode, call, this.judgeForWrite);
+    const ok = this.run(
+      type,
+      'get_folio_for_write',
+      'getFolioForWrite',
+      inode,
+      () => hook.call(type, view, pgoff),
+      this.judgeForWrite,
+    );
     return ok ? this.number() : -EFAULT;
   }
 
@@ -392,22 +417,38 @@ export class HookChecker {
     const hook = type.write;
     if (hook === undefined) return -EINVAL;
     const view = inodeView(inode);
-    const call = () => hook.call(type, view, data, offset);
+    // What the judge needs goes in fields, not in a closure per call (write(2) is on the fault path).
     const range = this.requestRange;
     range.start = Math.floor(offset / inode.pageSize) * (inode.pageSize / 4096);
     range.end = Math.ceil((offset + data.byteLength) / 4096);
-    const judge: Judge = (result) => {
-      if (isErrno(result)) return this.errnoProblem(result);
-      if (typeof result !== 'number' || !Number.isInteger(result) || result < 0 || result > data.byteLength) {
-        return `returned ${describeValue(result)}, neither a byte count up to ${data.byteLength} nor -errno`;
-      }
-      return this.journal.lastingChange(
-        -1,
-        (owner, pgoff) => owner === inode && pgoff >= range.start && pgoff < range.end,
-      );
-    };
-    return this.run(type, 'write', 'write', inode, call, judge) ? this.number() : -EFAULT;
+    this.writeInode = inode;
+    this.writeLength = data.byteLength;
+    const ok = this.run(
+      type,
+      'write',
+      'write',
+      inode,
+      () => hook.call(type, view, data, offset),
+      this.judgeWrite,
+    );
+    this.writeInode = null;
+    return ok ? this.number() : -EFAULT;
   }
+
+  private writeInode: Inode | null = null;
+  private writeLength = 0;
+
+  private readonly judgeWrite: Judge = (result) => {
+    if (isErrno(result)) return this.errnoProblem(result);
+    if (typeof result !== 'number' || !Number.isInteger(result) || result < 0 || result > this.writeLength) {
+      return `returned ${describeValue(result)}, neither a byte count up to ${this.writeLength} nor -errno`;
+    }
+    return this.journal.lastingChange(-1, this.insertedByWrite);
+  };
+
+  /** A write may fill the page cache of its own inode over the written range, nothing else. */
+  private readonly insertedByWrite = (owner: Inode, pgoff: number): boolean =>
+    owner === this.writeInode && pgoff >= this.requestRange.start && pgoff < this.requestRange.end;
 
   /** mmapCheck: 0 or -errno, changing nothing. */
   mmapCheck(type: MemoryType, inode: Inode, request: MmapRequest): number {
