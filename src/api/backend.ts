@@ -77,6 +77,8 @@ export interface ProcessBackend {
   waitReadable(fd: number): Promise<void>;
   /** Memory access by the calling thread; throws SignalError, or WouldBlockError for a fault that would sleep. */
   readMemory(address: number, length: number): Uint8Array;
+  /** readMemory into the caller's buffer (`into.byteLength` bytes), allocating nothing; optional. */
+  readMemoryInto?(address: number, into: Uint8Array): void;
   writeMemory(address: number, data: Uint8Array): void;
   spawnThread(program: Iterable<ThreadAccess>, name?: string): ThreadBackend;
   /**

@@ -300,6 +300,11 @@ class ModelProcessBackend implements ProcessBackend {
     throw accessError(result.fault, result.address);
   }
 
+  readMemoryInto(address: number, into: Uint8Array): void {
+    const result = this.process.readMemory(address, into.byteLength, into);
+    if (!result.ok) throw accessError(result.fault, result.address);
+  }
+
   writeMemory(address: number, data: Uint8Array): void {
     const at = ulong('write', 'address', address);
     const result = this.process.writeMemory(at, bytes('write', 'data', data));

@@ -226,6 +226,14 @@ export class Process {
     return this.backend.readMemory(address, length);
   }
 
+  /** Reads `into.byteLength` bytes at `address` into `into` (no allocation where the backend can); returns it. */
+  readInto(address: number, into: Uint8Array): Uint8Array {
+    const backend = this.backend;
+    if (backend.readMemoryInto !== undefined) backend.readMemoryInto(address, into);
+    else into.set(backend.readMemory(address, into.byteLength));
+    return into;
+  }
+
   write(address: number, data: Uint8Array): void {
     this.backend.writeMemory(address, data);
   }

@@ -69,6 +69,8 @@ class CarefulHandler {
   /** Faults that met EAGAIN, to retry after a bounded poll. */
   private deferred: Array<{ page: number; minor: boolean }> = [];
   private readonly observer: BuiltinObserver;
+  /** The page a write() fill goes through (MINOR mode). */
+  private buffer: Uint8Array | null = null;
 
   constructor(
     private readonly session: HandlerSession,
@@ -177,7 +179,9 @@ class CarefulHandler {
         how = 'write+UFFDIO_CONTINUE';
         const guestMemfd = this.session.guestMemfd!;
         process.lseek(guestMemfd, page * pageSize);
-        process.writeFile(guestMemfd, process.read(this.snapshot + page * pageSize, pageSize));
+        // Through one reused buffer: the write copies it into the guest_memfd's page cache.
+        this.buffer ??= new Uint8Array(pageSize);
+        process.writeFile(guestMemfd, process.readInto(this.snapshot + page * pageSize, this.buffer));
         uffd.continue({ start: address, length: pageSize });
       } else if (this.removed[page] === 1 && pageSize === 4096) {
         how = 'UFFDIO_ZEROPAGE';

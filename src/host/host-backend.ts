@@ -303,6 +303,11 @@ export class HostProcessBackend implements ProcessBackend {
     return into;
   }
 
+  readMemoryInto(address: number, into: Uint8Array): void {
+    const outcome = this.addon.readMemory(address, into);
+    if (outcome !== null) throw accessError(...outcome);
+  }
+
   writeMemory(address: number, data: Uint8Array): void {
     const outcome = this.addon.writeMemory(address, data);
     if (outcome !== null) throw accessError(...outcome);

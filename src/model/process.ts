@@ -623,8 +623,9 @@ export class ModelProcess {
   // --- memory access by the calling thread ----------------------------------
 
   /** Reads memory as the calling thread; a fault that would sleep on userfaultfd is refused. */
-  readMemory(address: number, length: number): DirectAccessResult {
-    return this.directAccess(address, new Uint8Array(length), false);
+  readMemory(address: number, length: number, into?: Uint8Array): DirectAccessResult {
+    // Into the caller's buffer when given (a handler reading page after page reuses one).
+    return this.directAccess(address, into ?? new Uint8Array(length), false);
   }
 
   writeMemory(address: number, data: Uint8Array): DirectAccessResult {
