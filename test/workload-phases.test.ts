@@ -6,13 +6,22 @@
  * derived from the reported counts and phase lengths.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ModelBackend } from '../src/api/model-backend.ts';
-import { backgroundSnapshotCommand, gcCompactionCommand } from '../src/cli/workload.ts';
+import { Process } from '../src/api/process.ts';
+import {
+  backgroundSnapshotCommand,
+  gcCompactionCommand,
+  snapshotRestoreCommand,
+} from '../src/cli/workload.ts';
 import { Trace } from '../src/trace/trace.ts';
 import { runBackgroundSnapshot } from '../src/workloads/background-snapshot.ts';
 import { runGcCompaction } from '../src/workloads/gc-compaction.ts';
 import { runPostcopy } from '../src/workloads/postcopy.ts';
+import { backendClock, runSnapshotRestore } from '../src/workloads/snapshot-restore.ts';
 import { WorkloadStats } from '../src/workloads/stats.ts';
 import { differingPages, matchingPages } from '../src/workloads/verify.ts';
 import { MiB } from './helpers.ts';
@@ -136,6 +145,98 @@ describe('each workload reports its phases', () => {
       );
     assert.equal(result.verifiedPages, result.pages);
     assert.equal(result.verifiedReads, result.reads);
+  });
+});
+
+describe('snapshot-restore reports setup, restore and verify', () => {
+  for (const mode of ['anon', 'gmem-minor'] as const) {
+    it(`${mode}: the faults all lie in the restore phase, on the run's clock`, async () => {
+      const backend = new ModelBackend({ seed: 2, version: '7.1' });
+      const result = await runSnapshotRestore({
+        backend,
+        mode,
+        guestBytes: MiB,
+        vcpus: 2,
+        pattern: 'random',
+        seed: 2,
+        prefetchWindow: 0,
+        trace: new Trace(1, false),
+      });
+      assert.deepEqual(phaseNames(result.stats), ['setup', 'restore', 'verify']);
+      assert.equal(result.stats.mainPhase, 'restore');
+      assertContiguous(result.stats);
+      assert.equal(result.stats.faults, 256);
+      // Samples are on the model's clock (the handler's session.now()); so are the phases' clock times.
+      const restore = result.stats.phases[1]!;
+      for (const fault of result.stats.samples)
+        assert.ok(fault.atMs >= restore.clockStartMs && fault.atMs <= restore.clockEndMs, `${fault.atMs}`);
+      assert.equal(result.verifiedPages, result.pages);
+    });
+  }
+
+  it('--json: phasesMs and the rate over the restore phase; the trace is on the model clock', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-phases-'));
+    const lines: string[] = [];
+    const code = await snapshotRestoreCommand(
+      {
+        backend: 'model',
+        mode: 'gmem-minor',
+        size: '1M',
+        vcpus: 2,
+        pattern: 'sequential',
+        seed: 1,
+        prefetchWindow: 0,
+        balloon: 0,
+        handlerTimeout: 10_000,
+        trace: join(dir, 'trace.json'),
+        json: true,
+      },
+      (line) => lines.push(line),
+    );
+    assert.equal(code, 0);
+    const report = JSON.parse(lines.join('\n')) as {
+      faults: number;
+      faultRate: number;
+      mainPhase: string;
+      phasesMs: Record<string, number>;
+    };
+    assert.deepEqual(Object.keys(report.phasesMs), ['setup', 'restore', 'verify']);
+    assert.equal(report.mainPhase, 'restore');
+    assert.equal(report.faults, 256);
+    const expected = report.faults / (report.phasesMs.restore! / 1000);
+    assert.ok(
+      Math.abs(report.faultRate - expected) <= 1 + expected * 1e-3,
+      `${report.faultRate} vs ${expected}`,
+    );
+    // Every event is on one clock: the model's, from 0 at boot (not clamped to 0 against the wall clock).
+    const trace = JSON.parse(readFileSync(join(dir, 'trace.json'), 'utf8')) as {
+      traceEvents: { ph: string; ts: number; name: string; cat: string; dur?: number }[];
+    };
+    const timed = trace.traceEvents.filter((event) => event.ph !== 'M');
+    assert.ok(new Set(timed.map((event) => event.ts)).size > 256, 'faults at distinct times');
+    const phases = timed.filter((event) => event.cat === 'phase').map((event) => event.name);
+    assert.deepEqual(phases, ['setup', 'restore', 'verify']);
+  });
+
+  it('the run clock is the model clock on the model', () => {
+    const backend = new ModelBackend({ seed: 1 });
+    const clock = backendClock(backend);
+    const before = clock();
+    backend.kernel.clock.advance(5e6);
+    assert.equal(clock() - before, 5);
+  });
+});
+
+describe('Process.readInto', () => {
+  it("fills the caller's buffer with what read() returns, across pages", () => {
+    const process = new Process(new ModelBackend({ seed: 1 }).self);
+    const address = process.mmap({ length: 3 * 4096 });
+    const bytes = new Uint8Array(3 * 4096).map((_, i) => (i * 7) % 256);
+    process.write(address, bytes);
+    const into = new Uint8Array(4096 + 100);
+    assert.equal(process.readInto(address + 4000, into), into);
+    assert.deepEqual(into, process.read(address + 4000, into.byteLength));
+    assert.deepEqual(into, bytes.subarray(4000, 4000 + into.byteLength));
   });
 });
 

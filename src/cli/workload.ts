@@ -22,7 +22,13 @@ import {
   postcopyPageSize,
   runPostcopy,
 } from '../workloads/postcopy.ts';
-import { RESTORE_MODES, type RestoreMode, runSnapshotRestore } from '../workloads/snapshot-restore.ts';
+import {
+  backendClock,
+  RESTORE_MODES,
+  type RestoreMode,
+  runSnapshotRestore,
+  type SnapshotRestoreResult,
+} from '../workloads/snapshot-restore.ts';
 import type { WorkloadStats } from '../workloads/stats.ts';
 import { checkGuestBytes } from './bounds.ts';
 import { Progress, table } from './output.ts';
@@ -57,13 +63,20 @@ function choice<T extends string>(option: string, value: string, allowed: readon
   return value as T;
 }
 
+/**
+ * The backend a workload runs on. On the model, `residentBytes` of its RAM
+ * are made resident at boot, as a machine's RAM is there before anything
+ * runs: otherwise the first touch of each frame costs the host a page fault
+ * (2-20 µs on this VM) inside whatever touched it, a fault or a COPY.
+ */
 export function createBackend(
   name: string,
   seed: number,
   version: '6.18' | '7.1',
   inject: InjectionRates = {},
+  residentBytes = 0,
 ): KernelBackend {
-  if (name === 'model') return new ModelBackend({ seed, version, inject });
+  if (name === 'model') return new ModelBackend({ seed, version, inject, memory: { residentBytes } });
   if (Object.keys(inject).length > 0)
     throw new InvalidArgumentError('--inject: fault injection needs --backend model');
   if (name === 'host') {
@@ -83,10 +96,8 @@ function fmt(n: number, digits = 1): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
-export async function snapshotRestoreCommand(
-  options: SnapshotRestoreCommandOptions,
-  out: (line: string) => void,
-): Promise<number> {
+/** snapshot-restore's options, checked before anything runs. */
+function restoreOptions(options: SnapshotRestoreCommandOptions) {
   const mode = choice<RestoreMode>('--mode', options.mode, RESTORE_MODES);
   const pattern = choice<AccessPattern>('--pattern', options.pattern, ACCESS_PATTERNS);
   const guestBytes = parseSize(options.size);
@@ -116,133 +127,112 @@ export async function snapshotRestoreCommand(
     throw new InvalidArgumentError(`'${handlerArgs[0]}': arguments after -- are for a --handler binary`);
   if (!(options.handlerTimeout > 0))
     throw new InvalidArgumentError('--handler-timeout: a positive number of milliseconds');
-  const handler =
-    options.handler === undefined
-      ? undefined
-      : (await loadHandler(options.handler, { args: handlerArgs, timeoutMs: options.handlerTimeout })).serve;
   if (options.backend === 'host' && mode === 'hugetlb') {
     // The guest is private hugetlb: one huge page per page of the run, reserved up front.
     const reason = reserveHugePages(guestBytes / (2 * 1024 * 1024));
     if (reason !== undefined) throw new InvalidArgumentError(`--mode hugetlb: ${reason}`);
   }
-  // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 for those modes.
-  const version = mode.startsWith('gmem') ? '7.1' : '6.18';
-  const backend = createBackend(options.backend, options.seed, version, options.inject);
-  // The built-in handler and the model's tracepoints time a model run by its virtual clock (from 0).
-  const virtual = backend instanceof ModelBackend && !backend.kernel.clock.wall;
-  const trace = openTrace(options.trace, `faultline snapshot-restore ${mode} (${options.backend})`, virtual);
-  trace.flowPageBytes = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
-  if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
-  const showProgress = !options.json && process.stderr.isTTY === true;
-  const progress = new Progress(`restoring ${options.size} (${mode})`, showProgress);
-  const started = performance.now();
-  const result = await runSnapshotRestore({
-    backend,
-    mode,
-    guestBytes,
-    vcpus: options.vcpus,
-    pattern,
-    seed: options.seed,
-    prefetchWindow: options.prefetchWindow,
-    balloonPages: options.balloon,
-    ...(options.deflate === undefined ? {} : { deflatePages: options.deflate }),
-    ...(handler === undefined ? {} : { handler }),
-    ...(workingSet === undefined ? {} : { workingSet }),
-    ...(options.recordWorkingSet === undefined ? {} : { recordWorkingSet: options.recordWorkingSet }),
-    ...(options.firecrackerSocket === undefined ? {} : { firecrackerSocket: options.firecrackerSocket }),
-    trace,
-    progress: (done, total) => progress.update(done, total),
-  });
-  progress.finish();
-  const elapsedMs = performance.now() - started;
-  const stats = result.stats;
-  if (options.trace !== undefined) {
-    const dropped = trace.write(options.trace, {
+  return { mode, pattern, guestBytes, workingSet };
+}
+
+export async function snapshotRestoreCommand(
+  options: SnapshotRestoreCommandOptions,
+  out: (line: string) => void,
+): Promise<number> {
+  const { mode, pattern, guestBytes, workingSet } = restoreOptions(options);
+  const handler =
+    options.handler === undefined
+      ? undefined
+      : (
+          await loadHandler(options.handler, {
+            args: options.handlerArgs ?? [],
+            timeoutMs: options.handlerTimeout,
+          })
+        ).serve;
+  const verified = (result: SnapshotRestoreResult) =>
+    result.verifiedPages === result.pages && result.wrongReads.length === 0;
+  return runWorkload(
+    { ...options, mode, size: guestBytes },
+    {
       workload: 'snapshot-restore',
-      mode,
-      backend: backend.describe(),
-    });
-    if (dropped > 0) console.error(cappedLine(options.trace, dropped));
-  }
-  if (options.plot !== undefined) {
-    await renderPlot(
-      stats,
-      `snapshot-restore ${mode}, ${options.size}, ${options.vcpus} vCPUs (${backend.describe()})`,
-      options.plot,
-    );
-  }
-  const ok = result.verifiedPages === result.pages && result.wrongReads.length === 0;
-  if (options.json) {
-    out(
-      JSON.stringify(
-        {
-          version: 1,
-          workload: 'snapshot-restore',
-          handler: options.handler ?? 'built-in',
-          wrongReads: result.wrongReads,
-          backend: backend.describe(),
+      label: `restoring ${options.size} (${mode})`,
+      // guest_memfd userfaultfd needs the final vm_uffd_ops: emulate 7.1 for those modes.
+      version: mode.startsWith('gmem') ? '7.1' : '6.18',
+      // The handler's session reads the backend's clock: the trace is on it too.
+      backendClock: true,
+      // The snapshot file and the guest memory.
+      residentBytes: 2 * guestBytes,
+      title: `${options.size} guest, mode ${mode}, ${options.vcpus} vCPUs, ${pattern}`,
+      run: ({ backend, trace, progress }) => {
+        // Flows pair a fault with its fill by page: a hugetlb fault's page is 2 MiB.
+        trace.flowPageBytes = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
+        return runSnapshotRestore({
+          backend,
           mode,
           guestBytes,
           vcpus: options.vcpus,
           pattern,
-          elapsedMs: Math.round(elapsedMs),
-          verifiedPages: result.verifiedPages,
-          touchedPages: result.pages,
-          firecrackerSocket: options.firecrackerSocket ?? null,
-          ...stats.toJson(),
-          ...injectionJson(backend),
-          trace: options.trace ?? null,
-          plot: options.plot ?? null,
-        },
-        null,
-        2,
-      ),
-    );
-    return ok ? 0 : 1;
-  }
-  const latency = stats.latencyPercentiles();
-  out(
-    `snapshot-restore: ${options.size} guest, mode ${mode}, ${options.vcpus} vCPUs, ${pattern} — ${backend.describe()}`,
+          seed: options.seed,
+          prefetchWindow: options.prefetchWindow,
+          balloonPages: options.balloon,
+          ...(options.deflate === undefined ? {} : { deflatePages: options.deflate }),
+          ...(handler === undefined ? {} : { handler }),
+          ...(workingSet === undefined ? {} : { workingSet }),
+          ...(options.recordWorkingSet === undefined ? {} : { recordWorkingSet: options.recordWorkingSet }),
+          ...(options.firecrackerSocket === undefined
+            ? {}
+            : { firecrackerSocket: options.firecrackerSocket }),
+          trace,
+          progress,
+        });
+      },
+      verified,
+      json: (result) => ({
+        handler: options.handler ?? 'built-in',
+        wrongReads: result.wrongReads,
+        guestBytes,
+        vcpus: options.vcpus,
+        pattern,
+        verifiedPages: result.verifiedPages,
+        touchedPages: result.pages,
+        firecrackerSocket: options.firecrackerSocket ?? null,
+      }),
+      rows: (result) => restoreRows(result.stats, options.backend === 'model'),
+      verdict: (result) => {
+        const lines = [
+          `verified: ${result.verifiedPages}/${result.pages} touched pages ` +
+            `${verified(result) ? 'match the snapshot' : 'DIFFER from the snapshot'}`,
+        ];
+        for (const line of result.wrongReads.slice(0, 10)) lines.push(`wrong bytes: ${line}`);
+        if (result.wrongReads.length > 10)
+          lines.push(`wrong bytes: ... and ${result.wrongReads.length - 10} more`);
+        return lines;
+      },
+    },
+    out,
   );
-  out('');
+}
+
+function restoreRows(stats: WorkloadStats, modelClock: boolean): string[][] {
   const rows: string[][] = [['faults', 'count']];
-  for (const [kind, count] of stats.faultsByKind) rows.push([`  ${kind}`, count.toLocaleString('en-US')]);
-  rows.push(['  total', stats.faults.toLocaleString('en-US')]);
-  if (stats.prefetched > 0) rows.push(['pages prefetched', stats.prefetched.toLocaleString('en-US')]);
+  for (const [kind, n] of stats.faultsByKind) rows.push([`  ${kind}`, count(n)]);
+  rows.push(['  total', count(stats.faults)]);
+  if (stats.prefetched > 0) rows.push(['pages prefetched', count(stats.prefetched)]);
   if (stats.removeEvents > 0) {
-    rows.push(['REMOVE events', stats.removeEvents.toLocaleString('en-US')]);
-    rows.push(['faults deferred (EAGAIN)', stats.deferredFaults.toLocaleString('en-US')]);
+    rows.push(['REMOVE events', count(stats.removeEvents)]);
+    rows.push(['faults deferred (EAGAIN)', count(stats.deferredFaults)]);
   }
-  rows.push(['bytes moved', `${fmt(stats.bytesMoved / 2 ** 20)} MiB`]);
+  rows.push(['bytes moved', mib(stats.bytesMoved)]);
   stats.blockedMs.forEach((ms, v) => {
-    rows.push([
-      `vcpu${v} blocked`,
-      Number.isNaN(ms) ? 'n/a (not measured on this backend)' : `${fmt(ms)} ms`,
-    ]);
+    rows.push(blockedRow(`vcpu${v} blocked`, ms));
   });
   if (stats.samples.length === 0 && stats.untimedFaults > 0) {
     rows.push(['latency', 'n/a (the handler reports none)']);
-  } else {
-    rows.push(['latency p50', `${fmt(latency.p50)} µs`]);
-    rows.push(['latency p90', `${fmt(latency.p90)} µs`]);
-    rows.push(['latency p99', `${fmt(latency.p99)} µs`]);
-    rows.push(['latency max', `${fmt(latency.max)} µs`]);
+    return rows;
   }
-  rows.push(['wall time', `${fmt(elapsedMs)} ms`]);
-  rows.push(['fault rate', `${fmt(stats.faults / (elapsedMs / 1000), 0)} faults/s`]);
-  rows.push([
-    'verified',
-    `${result.verifiedPages}/${result.pages} pages ${ok ? 'match the snapshot' : 'DIFFER'}`,
-  ]);
-  out(table(rows));
-  out('');
-  for (const line of result.wrongReads.slice(0, 10)) out(`wrong bytes: ${line}`);
-  if (result.wrongReads.length > 10) out(`wrong bytes: ... and ${result.wrongReads.length - 10} more`);
-  for (const line of injectionLines(backend)) out(line);
-  if (options.trace !== undefined)
-    out(`trace: ${options.trace} (Chrome trace JSON; open in https://ui.perfetto.dev)`);
-  if (options.plot !== undefined) out(`plot:  ${options.plot}`);
-  return ok ? 0 : 1;
+  // On the model, latencies are on the model's clock (nominal costs per step and system call).
+  rows.push(...latencyRows(modelClock ? 'latency (model clock)' : 'latency', stats.latencyPercentiles()));
+  return rows;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -335,6 +325,10 @@ interface WorkloadSpec<R extends { readonly stats: WorkloadStats }> {
   readonly label: string;
   /** The model kernel version the mode needs (guest_memfd userfaultfd: 7.1). */
   readonly version?: '6.18' | '7.1';
+  /** The workload's samples and trace events are on the backend's clock (the model's own), not wall time. */
+  readonly backendClock?: boolean;
+  /** The model's RAM the run uses (its files and mappings), made resident at boot. */
+  readonly residentBytes?: number;
   /** Runs the workload; checks that need the backend go here. */
   run(context: WorkloadContext): Promise<R>;
   /** What the plot's title and the summary's first line say, before the backend's name. */
@@ -350,10 +344,10 @@ interface WorkloadSpec<R extends { readonly stats: WorkloadStats }> {
 }
 
 /** A trace streamed into `file` as the run goes (or a disabled one), its process named. */
-function openTrace(file: string | undefined, processName: string, virtualClock = false): Trace {
+function openTrace(file: string | undefined, processName: string, originMs?: number): Trace {
   const trace = new Trace(1, file !== undefined, {
     ...(file === undefined ? {} : { file }),
-    ...(virtualClock ? { originMs: 0 } : {}),
+    ...(originMs === undefined ? {} : { originMs }),
   });
   trace.nameProcess(processName);
   return trace;
@@ -381,8 +375,20 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
   if (options.plot !== undefined && !/\.(svg|png)$/.test(options.plot))
     throw new InvalidArgumentError(`--plot: ${options.plot}: the file must end in .svg or .png`);
   const startedMs = performance.now();
-  const backend = createBackend(options.backend, options.seed, spec.version ?? '6.18', options.inject);
-  const trace = openTrace(options.trace, `faultline ${spec.workload} ${options.mode} (${options.backend})`);
+  const backend = createBackend(
+    options.backend,
+    options.seed,
+    spec.version ?? '6.18',
+    options.inject,
+    spec.residentBytes,
+  );
+  // A run timed by the backend's clock (the model's, on the model) has its trace on that clock.
+  const origin = spec.backendClock === true ? backendClock(backend)() : undefined;
+  const trace = openTrace(
+    options.trace,
+    `faultline ${spec.workload} ${options.mode} (${options.backend})`,
+    origin,
+  );
   if (backend instanceof ModelBackend) backend.kernel.tracer = trace;
   const bootMs = performance.now() - startedMs;
   const progress = new Progress(spec.label, !options.json && process.stderr.isTTY === true);
@@ -465,7 +471,7 @@ async function writeOutputs(
   if (options.trace !== undefined) {
     run.trace.nameThread(PHASES_TID, 'workload phases');
     for (const phase of run.stats.phases)
-      run.trace.span(phase.name, 'phase', PHASES_TID, phase.startMs, phase.endMs);
+      run.trace.span(phase.name, 'phase', PHASES_TID, phase.clockStartMs, phase.clockEndMs);
     const dropped = run.trace.write(options.trace, {
       workload: run.workload,
       mode: options.mode,

@@ -84,6 +84,10 @@ export class Trace implements KernelTracer {
   private readonly file: string | undefined;
   private buffer = '';
 
+  /**
+   * `originMs` is time zero of the trace on the clock its events use:
+   * performance.now() by default, 0 for the model's own clock.
+   */
   constructor(
     readonly pid = 1,
     readonly enabled = true,

@@ -17,21 +17,28 @@ export interface FaultSample {
   readonly latencyUs: number;
 }
 
-/** A named stretch of a run, in performance.now() milliseconds. */
+/**
+ * A named stretch of a run: in wall time (performance.now() milliseconds,
+ * what rates are taken over), and on the run's clock (the clock of its
+ * samples and trace: the model's own clock on the model).
+ */
 export interface Phase {
   readonly name: string;
   readonly startMs: number;
   readonly endMs: number;
+  readonly clockStartMs: number;
+  readonly clockEndMs: number;
 }
 
 export class WorkloadStats {
   readonly samples: FaultSample[] = [];
   readonly faultsByKind = new Map<string, number>();
   readonly blockedMs: number[];
-  readonly startedMs = performance.now();
+  /** When the run began, on its clock (the origin of the plot's time axis). */
+  readonly startedMs: number;
   /** Finished phases, in order. */
   readonly phases: Phase[] = [];
-  private current: { name: string; startMs: number } | null = null;
+  private current: { name: string; startMs: number; clockStartMs: number } | null = null;
   bytesMoved = 0;
   prefetched = 0;
   /** REMOVE events read (balloon), and faults deferred because one was unread (EAGAIN). */
@@ -42,13 +49,16 @@ export class WorkloadStats {
 
   /**
    * `mainPhase` names the phase the faults happen in, whose fault rate the
-   * summary reports ('restore', 'postcopy', ...).
+   * summary reports ('restore', 'postcopy', ...); `clock` is the clock the
+   * samples are taken on (wall time unless the workload runs on the model's).
    */
   constructor(
     readonly vcpus: number,
     readonly mainPhase = 'run',
+    readonly clock: () => number = () => performance.now(),
   ) {
     this.blockedMs = new Array(vcpus).fill(0);
+    this.startedMs = clock();
   }
 
   record(sample: FaultSample, _vcpu: number | undefined): void {
@@ -61,15 +71,16 @@ export class WorkloadStats {
   }
 
   /** Ends the phase under way, if any, and starts phase `name`. */
-  beginPhase(name: string, atMs = performance.now()): void {
-    this.endPhase(atMs);
-    this.current = { name, startMs: atMs };
+  beginPhase(name: string, atMs = performance.now(), clockMs = this.clock()): void {
+    this.endPhase(atMs, clockMs);
+    this.current = { name, startMs: atMs, clockStartMs: clockMs };
   }
 
   /** Ends the phase under way, if any. */
-  endPhase(atMs = performance.now()): void {
-    if (this.current === null) return;
-    this.phases.push({ name: this.current.name, startMs: this.current.startMs, endMs: atMs });
+  endPhase(atMs = performance.now(), clockMs = this.clock()): void {
+    const current = this.current;
+    if (current === null) return;
+    this.phases.push({ ...current, endMs: atMs, clockEndMs: clockMs });
     this.current = null;
   }
 
