@@ -6,13 +6,13 @@ import {
   type CampaignConfig,
   type CampaignResult,
   defaultWorkers,
+  type ExploreHandler,
+  loadExploreHandler,
   type ReplayFile,
   runCampaign,
 } from '../explore/campaign.ts';
 import { type GuestConfig, runSchedule } from '../explore/run.ts';
 import { ReplayStrategy, STRATEGIES, type StrategyName } from '../explore/strategy.ts';
-import { isHandlerModule, loadHandlerModule } from '../handlers/load.ts';
-import type { Serve } from '../handlers/session.ts';
 import type { InjectionRates } from '../model/inject.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { ACCESS_PATTERNS, type AccessPattern } from '../workloads/guest.ts';
@@ -21,6 +21,8 @@ import { UsageError } from './errors.ts';
 
 export interface ExploreCommandOptions {
   handler?: string;
+  handlerArgs?: string[];
+  handlerTimeout: number;
   replay?: string;
   schedules: number;
   strategy: string;
@@ -58,13 +60,13 @@ export function parseShard(value: string | undefined): { index: number; count: n
   return { index, count };
 }
 
-async function loadHandler(file: string): Promise<Serve> {
-  if (!isHandlerModule(file))
-    throw new UsageError(
-      `--handler ${file}: explore runs handler modules (.ts, .mts, .js, .mjs); a handler binary runs once with 'faultline workload snapshot-restore --handler'`,
-    );
+/** A handler module or binary (decided by the file); a file that is neither is a usage error. */
+async function loadHandler(
+  file: string,
+  options: { args?: readonly string[]; timeoutMs?: number },
+): Promise<ExploreHandler> {
   try {
-    return await loadHandlerModule(file);
+    return await loadExploreHandler(file, options);
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
@@ -108,6 +110,8 @@ export async function exploreCommand(
       `explore: '${workload}' is not a workload explore runs (snapshot-restore)`,
     );
   if (options.handler === undefined) throw new InvalidArgumentError('explore: --handler FILE is required');
+  if (!(options.handlerTimeout > 0))
+    throw new InvalidArgumentError('--handler-timeout: a positive number of milliseconds');
   const strategy = choice<StrategyName>('--strategy', options.strategy, STRATEGIES);
   if (strategy === 'pct' && options.depth < 1) throw new InvalidArgumentError('--depth: at least 1');
   const shard = parseShard(options.shard);
@@ -115,6 +119,8 @@ export async function exploreCommand(
     throw new InvalidArgumentError('--shard: the exhaustive search runs on one machine (use random or pct)');
   const config: CampaignConfig = {
     handler: resolve(options.handler),
+    handlerArgs: options.handlerArgs ?? [],
+    handlerTimeoutMs: options.handlerTimeout,
     guest: guestFrom(options),
     strategy,
     depth: options.depth,
@@ -124,12 +130,28 @@ export async function exploreCommand(
     shard,
     keepGoing: options.keepGoing,
   };
-  const serve = await loadHandler(options.handler);
-  const workers = options.workers ?? defaultWorkers();
-  const result = await runCampaign(serve, config, { outDir: options.out, workers });
+  const handler = await loadHandler(options.handler, {
+    args: config.handlerArgs ?? [],
+    timeoutMs: options.handlerTimeout,
+  });
+  // The native addon that traps a binary's calls aborts the process when
+  // loaded in a worker thread: binaries run their schedules on the main thread.
+  const wanted = options.workers ?? defaultWorkers();
+  const workers = handler.kind === 'binary' ? 1 : wanted;
+  const result = await runCampaign(handler.serve, config, {
+    outDir: options.out,
+    workers,
+    binaryThreads: handler.threads,
+  });
   if (options.json) {
-    out(JSON.stringify(jsonDocument(config, result), null, 2));
-  } else printResult(config, result, out);
+    out(JSON.stringify({ ...jsonDocument(config, result), handlerKind: handler.kind }, null, 2));
+  } else {
+    if (handler.kind === 'binary' && wanted > 1)
+      out(
+        `note: a handler binary's schedules run on one worker (the native addon that traps its calls does not load in worker threads): 1 worker, not ${wanted}`,
+      );
+    printResult(config, result, out);
+  }
   return result.failures.length > 0 ? 1 : 0;
 }
 
@@ -145,6 +167,7 @@ function jsonDocument(config: CampaignConfig, result: CampaignResult): Record<st
       preemptions: failure.preemptions,
     })),
     handler: config.handler,
+    ...((config.handlerArgs ?? []).length > 0 ? { handlerArgs: config.handlerArgs } : {}),
     strategy: config.strategy,
     seed: config.seed,
     shard: `${config.shard.index}/${config.shard.count}`,
@@ -152,13 +175,15 @@ function jsonDocument(config: CampaignConfig, result: CampaignResult): Record<st
     elapsedMs: Math.round(result.elapsedMs),
     exhausted: result.exhausted,
     uncontrolledWaits: result.externalWait,
+    binaryThreads: result.binaryThreads,
+    uncontrolledInterleaving: result.binaryThreads > 1,
   };
 }
 
 function printResult(config: CampaignConfig, result: CampaignResult, out: (line: string) => void): void {
   const guest = config.guest;
   out(
-    `explore snapshot-restore: ${config.handler}, ${guest.mode}, ${guest.guestBytes / 4096} pages, ` +
+    `explore snapshot-restore: ${[config.handler, ...(config.handlerArgs ?? [])].join(' ')}, ${guest.mode}, ${guest.guestBytes / 4096} pages, ` +
       `${guest.vcpus} vCPUs, balloon ${guest.balloonPages}; strategy ${config.strategy}, seed ${config.seed}` +
       (config.shard.count > 1 ? `, shard ${config.shard.index}/${config.shard.count}` : ''),
   );
@@ -174,6 +199,10 @@ function printResult(config: CampaignConfig, result: CampaignResult, out: (line:
   if (result.externalWait)
     out(
       'note: the handler waited on something outside the backend (not session.poll/sleep): explore cannot control that wait',
+    );
+  if (result.binaryThreads > 1)
+    out(
+      `note: the handler binary made uffd calls from ${result.binaryThreads} threads: explore schedules each trapped call, but the interleaving of the binary's own threads is the host's, not controlled (a schedule may not replay exactly)`,
     );
   out('');
   const verdict =
@@ -195,8 +224,13 @@ async function replayCommand(options: ExploreCommandOptions, out: (line: string)
   }
   if (file.version !== 1 || !Array.isArray(file.deviations) || typeof file.guest !== 'object')
     throw new UsageError(`--replay ${path}: not a version 1 replay file (version, guest, deviations)`);
-  const serve = await loadHandler(options.handler ?? file.handler);
-  const outcome = await runSchedule(serve, file.guest, new ReplayStrategy(file.deviations));
+  // The recorded binary's arguments unless --handler names another handler (then those after --).
+  const args = options.handler === undefined ? (file.handlerArgs ?? []) : (options.handlerArgs ?? []);
+  const handler = await loadHandler(options.handler ?? file.handler, {
+    args,
+    timeoutMs: file.handlerTimeoutMs ?? options.handlerTimeout,
+  });
+  const outcome = await runSchedule(handler.serve, file.guest, new ReplayStrategy(file.deviations));
   if (options.json) {
     out(
       JSON.stringify(

@@ -201,7 +201,17 @@ program
     'find the races in your own uffd handler: many schedules of a guest and the handler on the model',
   )
   .argument('[workload]', 'the guest: snapshot-restore', 'snapshot-restore')
-  .option('--handler <file>', 'the handler module (.ts/.mts/.js/.mjs, default export serve(session))')
+  .option(
+    '--handler <file>',
+    "the handler: a module (.ts/.mts/.js/.mjs, default export serve(session)) or an executable speaking Firecracker's protocol (run as FILE SOCKET MEMORY_FILE [ARGS])",
+  )
+  .option(
+    '--handler-timeout <ms>',
+    'wall time a handler binary may stay silent while the guest waits',
+    integer,
+    10000,
+  )
+  .argument('[handler-args...]', "after --: arguments appended to a handler binary's command line")
   .option('--replay <file>', 'rerun the schedule of a replay file written for a failure')
   .option('--schedules <n>', 'schedules to run (exhaustive: at most)', positive, 1000)
   .option(
@@ -224,9 +234,12 @@ program
   .option('--deflate <pages>', 'of those, pages the balloon touches again afterwards (default: all)', integer)
   .option('--inject <NAME:RATE>', INJECT_HELP, injection, {})
   .option('--json', 'one JSON document instead of text', false)
-  .action(async (workload: string, options: ExploreCommandOptions) => {
+  .action(async (workload: string, handlerArgs: string[], options: ExploreCommandOptions) => {
     const { exploreCommand } = await import('./explore.ts');
-    await workloadAction<ExploreCommandOptions>((opts, out) => exploreCommand(workload, opts, out))(options);
+    await workloadAction<ExploreCommandOptions>((opts, out) => exploreCommand(workload, opts, out))({
+      ...options,
+      handlerArgs,
+    });
   });
 
 program

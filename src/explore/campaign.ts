@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { loadHandler } from '../handlers/resolve.ts';
 import type { Serve } from '../handlers/session.ts';
 import { type FailureKind, type GuestConfig, runSchedule, type ScheduleOutcome } from './run.ts';
 import {
@@ -20,8 +21,12 @@ import {
 } from './strategy.ts';
 
 export interface CampaignConfig {
-  /** The handler module (absolute path): workers load it themselves. */
+  /** The handler module or binary (absolute path): workers load it themselves. */
   readonly handler: string;
+  /** Arguments appended to a handler binary's command line (after --). */
+  readonly handlerArgs?: readonly string[];
+  /** Wall time a handler binary may stay silent while the guest waits (default: the workload's). */
+  readonly handlerTimeoutMs?: number;
   readonly guest: GuestConfig;
   readonly strategy: StrategyName;
   /** PCT's bug depth. */
@@ -53,6 +58,8 @@ export interface CampaignResult {
   /** The longest worker's time running schedules (worker boot and shrinking excluded). */
   readonly runningMs: number;
   readonly externalWait: boolean;
+  /** Most threads of a handler binary that made uffd calls in one schedule (0 for a module). */
+  readonly binaryThreads: number;
 }
 
 /** The replay file of a failure (`faultline explore --replay FILE`). */
@@ -61,6 +68,9 @@ export interface ReplayFile {
   readonly kind: FailureKind;
   readonly message: string;
   readonly handler: string;
+  /** A handler binary's arguments (absent: none). */
+  readonly handlerArgs?: readonly string[];
+  readonly handlerTimeoutMs?: number;
   readonly guest: GuestConfig;
   readonly strategy: StrategyName;
   readonly seed: number;
@@ -68,6 +78,29 @@ export interface ReplayFile {
   /** Where the schedule leaves the default policy: [decision index, thread id] (0 is the handler). */
   readonly deviations: readonly (readonly [number, number])[];
   readonly preemptions: number;
+}
+
+/** A loaded handler, and the most binary threads seen making uffd calls in one run. */
+export interface ExploreHandler {
+  readonly serve: Serve;
+  readonly kind: 'module' | 'binary';
+  readonly threads: () => number;
+}
+
+/** Loads the campaign's handler (in the main thread or a worker), counting a binary's threads. */
+export async function loadExploreHandler(
+  file: string,
+  options: { args?: readonly string[]; timeoutMs?: number } = {},
+): Promise<ExploreHandler> {
+  let threads = 0;
+  const choice = await loadHandler(file, {
+    ...(options.args === undefined ? {} : { args: options.args }),
+    ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    report: (report) => {
+      threads = Math.max(threads, report.threads);
+    },
+  });
+  return { serve: choice.serve, kind: choice.kind, threads: () => threads };
 }
 
 /** The seed of schedule `index` of a campaign seeded `seed`. */
@@ -158,6 +191,8 @@ export async function recordFailure(options: {
     kind,
     message: shrunk.message,
     handler: config.handler,
+    ...((config.handlerArgs ?? []).length > 0 ? { handlerArgs: config.handlerArgs } : {}),
+    ...(config.handlerTimeoutMs === undefined ? {} : { handlerTimeoutMs: config.handlerTimeoutMs }),
     guest: config.guest,
     strategy: config.strategy,
     seed: config.seed,
@@ -171,12 +206,18 @@ export async function recordFailure(options: {
 
 /** A message from a worker. */
 export type WorkerMessage =
-  | { readonly type: 'progress'; readonly done: number; readonly externalWait: boolean }
+  | {
+      readonly type: 'progress';
+      readonly done: number;
+      readonly externalWait: boolean;
+      readonly binaryThreads: number;
+    }
   | { readonly type: 'failure'; readonly schedule: number; readonly outcome: ScheduleOutcome }
   | {
       readonly type: 'done';
       readonly done: number;
       readonly externalWait: boolean;
+      readonly binaryThreads: number;
       /** From this worker's first schedule to its last (its boot excluded). */
       readonly elapsedMs: number;
     }
@@ -192,7 +233,7 @@ export interface WorkerTask {
 
 /** Runs a worker's share of schedules (on a worker thread, or inline for one worker). */
 export async function runShare(
-  serve: Serve,
+  handler: ExploreHandler,
   task: WorkerTask,
   post: (message: WorkerMessage) => void,
   stopped: () => boolean,
@@ -207,7 +248,7 @@ export async function runShare(
     if (done % 16 === 15) await new Promise<void>((resolve) => setImmediate(resolve));
     if (stopped()) break;
     const outcome = await runSchedule(
-      serve,
+      handler.serve,
       task.config.guest,
       strategyFor(task.config, index, task.expectedDecisions),
     );
@@ -217,15 +258,23 @@ export async function runShare(
       post({ type: 'failure', schedule: index, outcome: { ...outcome, records: [] } });
     if (done - lastReport >= 50) {
       lastReport = done;
-      post({ type: 'progress', done, externalWait });
+      post({ type: 'progress', done, externalWait, binaryThreads: handler.threads() });
     }
   }
-  post({ type: 'done', done, externalWait, elapsedMs: performance.now() - started });
+  post({
+    type: 'done',
+    done,
+    externalWait,
+    binaryThreads: handler.threads(),
+    elapsedMs: performance.now() - started,
+  });
 }
 
 export interface CampaignHooks {
   readonly outDir: string;
   readonly workers: number;
+  /** The most threads of a handler binary making uffd calls in one of this thread's runs. */
+  readonly binaryThreads?: () => number;
   /** Schedules run so far (for a progress line). */
   readonly progress?: (done: number, total: number) => void;
 }
@@ -247,11 +296,13 @@ export async function runCampaign(
   let externalWait = false;
   const doneBy = new Array<number>(workers).fill(0);
   let runningMs = 0;
+  let binaryThreads = 0;
   const onMessage = (worker: number, message: WorkerMessage): void => {
     if (message.type === 'done') runningMs = Math.max(runningMs, message.elapsedMs);
     if (message.type === 'progress' || message.type === 'done') {
       doneBy[worker] = message.done;
       externalWait ||= message.externalWait;
+      binaryThreads = Math.max(binaryThreads, message.binaryThreads);
       hooks.progress?.(
         doneBy.reduce((a, b) => a + b, 0),
         total,
@@ -264,7 +315,7 @@ export async function runCampaign(
   const task = (worker: number): WorkerTask => ({ config, worker, workers, expectedDecisions });
   if (workers === 1) {
     await runShare(
-      serve,
+      { serve, kind: 'module', threads: hooks.binaryThreads ?? (() => 0) },
       task(0),
       (message) => onMessage(0, message),
       () => stopped,
@@ -293,6 +344,7 @@ export async function runCampaign(
     exhausted: false,
     runningMs,
     externalWait,
+    binaryThreads: Math.max(binaryThreads, hooks.binaryThreads?.() ?? 0),
   };
 }
 
@@ -325,6 +377,7 @@ async function runExhaustive(
     exhausted: search.done,
     runningMs: performance.now() - started,
     externalWait,
+    binaryThreads: hooks.binaryThreads?.() ?? 0,
   };
 }
 

@@ -1,7 +1,6 @@
 /** An explore worker thread: loads the handler, runs its share of schedules, reports to the main thread. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadHandlerModule } from '../handlers/load.ts';
-import { runShare, type WorkerMessage, type WorkerTask } from './campaign.ts';
+import { loadExploreHandler, runShare, type WorkerMessage, type WorkerTask } from './campaign.ts';
 
 const port = parentPort!;
 const task = workerData as WorkerTask;
@@ -11,8 +10,11 @@ port.on('message', (message) => {
 });
 const post = (message: WorkerMessage): void => port.postMessage(message);
 try {
-  const serve = await loadHandlerModule(task.config.handler);
-  await runShare(serve, task, post, () => stopped);
+  const handler = await loadExploreHandler(task.config.handler, {
+    ...(task.config.handlerArgs === undefined ? {} : { args: task.config.handlerArgs }),
+    ...(task.config.handlerTimeoutMs === undefined ? {} : { timeoutMs: task.config.handlerTimeoutMs }),
+  });
+  await runShare(handler, task, post, () => stopped);
 } catch (error) {
   post({ type: 'error', message: error instanceof Error ? error.message : String(error) });
 }

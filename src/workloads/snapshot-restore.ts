@@ -340,17 +340,24 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   options.onThreads?.({ vcpus, balloon, served: served.catch(() => {}) });
   const threads = balloon === null ? vcpus : [...vcpus, balloon];
   const never = new Promise<never>(() => {});
-  const results = await Promise.race([
-    Promise.all(threads.map((thread) => thread.join())),
-    failed,
-    options.cancel ?? never,
-  ]);
-  // The guest is done: the handler should return soon.
-  guestDone.abort();
-  await Promise.race([
-    served.catch((error: unknown) => Promise.reject(new HandlerError(error))),
-    options.cancel ?? never,
-  ]);
+  let results: ThreadResult[];
+  try {
+    results = await Promise.race([
+      Promise.all(threads.map((thread) => thread.join())),
+      failed,
+      options.cancel ?? never,
+    ]);
+    // The guest is done: the handler should return soon.
+    guestDone.abort();
+    await Promise.race([
+      served.catch((error: unknown) => Promise.reject(new HandlerError(error))),
+      options.cancel ?? never,
+    ]);
+  } finally {
+    // Also when the handler failed or the run was cancelled (explore's hang):
+    // a handler binary is killed on this signal, not left serving a dead guest.
+    guestDone.abort();
+  }
   results.slice(0, options.vcpus).forEach((result, v) => {
     stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
   });

@@ -23,6 +23,8 @@
 //   --kill-peer-after N SIGKILL the socket peer (SO_PEERCRED), then abort,
 //                       as Firecracker's example handlers do on panic
 //   --threads           serve from a second thread (the main thread joins it)
+//   --two-servers       serve from two threads at once (both make uffd calls;
+//                       a mutex keeps the handler's own state consistent)
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +62,8 @@ static long served;
 static long exit_after = -1, crash_after = -1, hang_after = -1, close_after = -1, garbage_after = -1,
             kill_peer_after = -1;
 static int use_thread;
+static int two_servers;
+static pthread_mutex_t serving = PTHREAD_MUTEX_INITIALIZER;
 
 static void die(const char* what) {
   fprintf(stderr, "fc_handler: %s: %s\n", what, strerror(errno));
@@ -312,6 +316,7 @@ static void* serve(void* unused) {
       // The VMM went away: the session is over.
       exit(0);
     }
+    pthread_mutex_lock(&serving);
 #ifdef BUG_UNBOUNDED_POLL
     retry_deferred();
     drain();
@@ -319,6 +324,7 @@ static void* serve(void* unused) {
     drain();
     retry_deferred();
 #endif
+    pthread_mutex_unlock(&serving);
   }
   return NULL;
 }
@@ -344,6 +350,7 @@ int main(int argc, char** argv) {
     else if (strcmp(argv[i], "--garbage-after") == 0) garbage_after = option_value(argc, argv, &i);
     else if (strcmp(argv[i], "--kill-peer-after") == 0) kill_peer_after = option_value(argc, argv, &i);
     else if (strcmp(argv[i], "--threads") == 0) use_thread = 1;
+    else if (strcmp(argv[i], "--two-servers") == 0) two_servers = 1;
     else {
       fprintf(stderr, "fc_handler: unknown option %s\n", argv[i]);
       return 2;
@@ -352,7 +359,11 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   handshake(argv[1]);
   map_memory(argv[2]);
-  if (use_thread) {
+  if (two_servers) {
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, serve, NULL) != 0) die("pthread_create");
+    serve(NULL);
+  } else if (use_thread) {
     pthread_t thread;
     if (pthread_create(&thread, NULL, serve, NULL) != 0) die("pthread_create");
     pthread_join(thread, NULL);
