@@ -50,6 +50,8 @@ export interface RunOptions {
 
 /** How often (wall time) a run checks that it is still making decisions. */
 const WATCHDOG_MS = 100;
+/** How long (wall time) a stopped run waits for the handler to wind down (a binary: to be killed). */
+const WIND_DOWN_MS = 2000;
 
 class Stopped extends Error {
   constructor(
@@ -58,6 +60,15 @@ class Stopped extends Error {
   ) {
     super(message);
   }
+}
+
+async function windDown(served: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, WIND_DOWN_MS);
+  });
+  await Promise.race([served, bound]);
+  clearTimeout(timer);
 }
 
 export async function runSchedule(
@@ -81,6 +92,7 @@ export async function runSchedule(
   let guestTasks: Task[] = [];
   let balloonTid = -1;
   let handlerState = 'running';
+  let served: Promise<void> | null = null;
   const describe = (): string => {
     const lines = describeSleepers(kernel).map((line) => `  ${line}`);
     lines.push(`  the handler ${handlerState === 'running' ? backend.describeWaits() : handlerState}`);
@@ -152,6 +164,7 @@ export async function runSchedule(
         const all = threads.balloon === null ? threads.vcpus : [...threads.vcpus, threads.balloon];
         guestTasks = all.map((thread) => (thread as unknown as { task: Task }).task);
         balloonTid = threads.balloon?.tid ?? -1;
+        served = threads.served;
         void threads.served.then(() => {
           handlerState = 'returned from serve() while the vCPU still sleeps';
           controller.handlerDone = true;
@@ -189,6 +202,10 @@ export async function runSchedule(
     } else throw error;
   } finally {
     clearInterval(watchdog);
+    // A stopped run (a hang) aborted the handler's session: let a binary be
+    // killed and reaped before the next schedule, bounded for a handler that
+    // ignores the abort.
+    if (served !== null) await windDown(served);
     kernel.memory.release();
   }
   return {

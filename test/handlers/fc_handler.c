@@ -23,14 +23,15 @@
 //   --kill-peer-after N SIGKILL the socket peer (SO_PEERCRED), then abort,
 //                       as Firecracker's example handlers do on panic
 //   --threads           serve from a second thread (the main thread joins it)
-//   --two-servers       serve from two threads at once (both make uffd calls;
-//                       a mutex keeps the handler's own state consistent)
+//   --second-thread     a second thread makes one uffd call (a poll) before
+//                       the main thread serves: a binary with two uffd threads
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -62,8 +63,9 @@ static long served;
 static long exit_after = -1, crash_after = -1, hang_after = -1, close_after = -1, garbage_after = -1,
             kill_peer_after = -1;
 static int use_thread;
-static int two_servers;
-static pthread_mutex_t serving = PTHREAD_MUTEX_INITIALIZER;
+static int second_thread;
+static sem_t second_polled;
+
 
 static void die(const char* what) {
   fprintf(stderr, "fc_handler: %s: %s\n", what, strerror(errno));
@@ -316,7 +318,6 @@ static void* serve(void* unused) {
       // The VMM went away: the session is over.
       exit(0);
     }
-    pthread_mutex_lock(&serving);
 #ifdef BUG_UNBOUNDED_POLL
     retry_deferred();
     drain();
@@ -324,8 +325,17 @@ static void* serve(void* unused) {
     drain();
     retry_deferred();
 #endif
-    pthread_mutex_unlock(&serving);
   }
+  return NULL;
+}
+
+// The second thread's one uffd call comes before the main thread serves, so
+// that two threads surely make uffd calls, whatever the host's scheduling.
+static void* second_thread_poll(void* unused) {
+  (void)unused;
+  struct pollfd fds = {.fd = uffd, .events = POLLIN};
+  if (poll(&fds, 1, 0) < 0) die("poll");
+  sem_post(&second_polled);
   return NULL;
 }
 
@@ -350,7 +360,7 @@ int main(int argc, char** argv) {
     else if (strcmp(argv[i], "--garbage-after") == 0) garbage_after = option_value(argc, argv, &i);
     else if (strcmp(argv[i], "--kill-peer-after") == 0) kill_peer_after = option_value(argc, argv, &i);
     else if (strcmp(argv[i], "--threads") == 0) use_thread = 1;
-    else if (strcmp(argv[i], "--two-servers") == 0) two_servers = 1;
+    else if (strcmp(argv[i], "--second-thread") == 0) second_thread = 1;
     else {
       fprintf(stderr, "fc_handler: unknown option %s\n", argv[i]);
       return 2;
@@ -359,9 +369,11 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   handshake(argv[1]);
   map_memory(argv[2]);
-  if (two_servers) {
+  if (second_thread) {
     pthread_t thread;
-    if (pthread_create(&thread, NULL, serve, NULL) != 0) die("pthread_create");
+    sem_init(&second_polled, 0, 0);
+    if (pthread_create(&thread, NULL, second_thread_poll, NULL) != 0) die("pthread_create");
+    while (sem_wait(&second_polled) != 0) continue;
     serve(NULL);
   } else if (use_thread) {
     pthread_t thread;

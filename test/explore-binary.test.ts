@@ -1,0 +1,172 @@
+/**
+ * explore with handler binaries: the C test handler's buggy builds are found
+ * (HANDLERS.md §4 kinds), their replay files name the binary and its
+ * arguments and reproduce the failure, and the careful build, dynamic and
+ * static, passes schedules with a balloon.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import {
+  type CampaignConfig,
+  loadExploreHandler,
+  type ReplayFile,
+  runCampaign,
+} from '../src/explore/campaign.ts';
+import { type GuestConfig, runSchedule } from '../src/explore/run.ts';
+import { ReplayStrategy } from '../src/explore/strategy.ts';
+
+const build = fileURLToPath(new URL('../build/Release/', import.meta.url));
+const binary = (name: string): string => join(build, name);
+const built = existsSync(binary('fc_handler_static')) ? undefined : 'the test handlers are not built';
+const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const out = mkdtempSync(join(tmpdir(), 'faultline-explore-binary-'));
+after(() => rmSync(out, { recursive: true, force: true }));
+
+const GUEST: GuestConfig = {
+  mode: 'anon',
+  guestBytes: 64 * 4096,
+  vcpus: 2,
+  pattern: 'sequential',
+  seed: 1,
+  balloonPages: 8,
+};
+
+function config(
+  name: string,
+  guest: Partial<GuestConfig>,
+  schedules: number,
+  args: string[] = [],
+): CampaignConfig {
+  return {
+    handler: binary(name),
+    handlerArgs: args,
+    handlerTimeoutMs: 10_000,
+    guest: { ...GUEST, ...guest },
+    strategy: 'random',
+    depth: 3,
+    preemptions: 2,
+    schedules,
+    seed: 1,
+    shard: { index: 0, count: 1 },
+    keepGoing: false,
+  };
+}
+
+/** Processes running one of this worktree's test handlers (none may outlive a campaign). */
+function strays(): string[] {
+  const ps = spawnSync('ps', ['-eo', 'pid=,stat=,args='], { encoding: 'utf8' });
+  return ps.stdout
+    .split('\n')
+    .filter((line) => line.includes(build) && !/\sZ/.test(line) && !line.includes('ps -eo'));
+}
+
+describe('explore with handler binaries', { skip: built }, () => {
+  const cases: Array<[string, Partial<GuestConfig>, string]> = [
+    ['fc_handler_eagain_fatal', {}, 'handler-error'],
+    ['fc_handler_unbounded_poll', { deflatePages: 0 }, 'hang'],
+  ];
+  for (const [name, guest, kind] of cases) {
+    it(`${name}: a ${kind} within 100 schedules with a balloon; its replay file reproduces it`, async () => {
+      const handler = await loadExploreHandler(binary(name));
+      assert.equal(handler.kind, 'binary');
+      const result = await runCampaign(handler.serve, config(name, guest, 100), {
+        outDir: out,
+        workers: 1,
+        binaryThreads: handler.threads,
+      });
+      assert.equal(result.failures.length, 1, `${name}: no failure in ${result.schedules} schedules`);
+      const failure = result.failures[0]!;
+      assert.equal(failure.kind, kind, failure.message);
+      if (kind === 'handler-error') assert.match(failure.message, /exited with status 1 .*unexpected EAGAIN/);
+      else assert.match(failure.message, /the handler waits in poll\(\) on fd \d+ without a timeout/);
+      assert.equal(result.binaryThreads, 1);
+      const file = JSON.parse(readFileSync(failure.replay, 'utf8')) as ReplayFile;
+      assert.equal(file.handler, binary(name));
+      const again = await runSchedule(
+        (await loadExploreHandler(file.handler, { args: file.handlerArgs ?? [] })).serve,
+        file.guest,
+        new ReplayStrategy(file.deviations),
+      );
+      assert.equal(again.kind, kind, 'the replay fails the same way');
+      assert.equal(again.message, failure.message);
+      assert.deepEqual(strays(), [], 'a hung or failed schedule leaves no handler process');
+    });
+  }
+
+  for (const name of ['fc_handler', 'fc_handler_static']) {
+    it(`${name}: the careful binary passes ${name === 'fc_handler' ? 40 : 15} schedules with a balloon`, async () => {
+      const handler = await loadExploreHandler(binary(name));
+      const schedules = name === 'fc_handler' ? 40 : 15;
+      const result = await runCampaign(handler.serve, config(name, {}, schedules), {
+        outDir: out,
+        workers: 1,
+        binaryThreads: handler.threads,
+      });
+      assert.deepEqual(
+        result.failures.map((failure) => failure.message),
+        [],
+      );
+      assert.equal(result.schedules, schedules);
+      assert.equal(result.binaryThreads, 1);
+      assert.equal(result.externalWait, false);
+    });
+  }
+
+  it('the CLI: arguments after -- reach the binary and its replay file; two uffd threads are reported', () => {
+    const run = (args: string[]) =>
+      spawnSync(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8', timeout: 120_000 });
+    const found = run([
+      'explore',
+      'snapshot-restore',
+      '--handler',
+      binary('fc_handler'),
+      '--balloon',
+      '8',
+      '--schedules',
+      '20',
+      '--out',
+      out,
+      '--json',
+      '--',
+      '--exit-after',
+      '3',
+    ]);
+    assert.equal(found.status, 1, found.stderr);
+    const document = JSON.parse(found.stdout) as {
+      failures: Array<{ kind: string; replay: string; message: string }>;
+      handlerArgs: string[];
+      workers: number;
+    };
+    assert.deepEqual(document.handlerArgs, ['--exit-after', '3']);
+    assert.equal(document.workers, 1);
+    assert.equal(document.failures[0]?.kind, 'handler-error');
+    assert.match(document.failures[0]!.message, /--exit-after/);
+    const file = JSON.parse(readFileSync(document.failures[0]!.replay, 'utf8')) as ReplayFile;
+    assert.deepEqual(file.handlerArgs, ['--exit-after', '3']);
+    const replay = run(['explore', '--replay', document.failures[0]!.replay]);
+    assert.equal(replay.status, 1, replay.stderr);
+    assert.match(replay.stdout, /handler-error \(reproduced\)/);
+
+    const threads = run([
+      'explore',
+      'snapshot-restore',
+      '--handler',
+      binary('fc_handler'),
+      '--schedules',
+      '3',
+      '--out',
+      out,
+      '--',
+      '--second-thread',
+    ]);
+    assert.equal(threads.status, 0, threads.stdout + threads.stderr);
+    assert.match(threads.stdout, /uffd calls from 2 threads: .*not controlled/);
+    assert.match(threads.stdout, /3 schedules passed/);
+    assert.deepEqual(strays(), []);
+  });
+});
