@@ -107,7 +107,10 @@ export async function exploreCommand(
   if (options.replay !== undefined) return replayCommand(options, out);
   if (workload !== 'snapshot-restore')
     throw new InvalidArgumentError(
-      `explore: '${workload}' is not a workload explore runs (snapshot-restore)`,
+      `explore: '${workload}' is not a workload explore runs (snapshot-restore)` +
+        ((options.handlerArgs ?? []).length > 0 || workload.startsWith('-')
+          ? "; a handler binary's arguments follow the workload: explore snapshot-restore --handler FILE -- ARGS"
+          : ''),
     );
   if (options.handler === undefined) throw new InvalidArgumentError('explore: --handler FILE is required');
   if (!(options.handlerTimeout > 0))
