@@ -8,7 +8,11 @@
  * type, still works. Types come from test/fixtures/memtypes/hostile.ts.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type ConformanceReport, runConformance } from '../src/conformance/runner.ts';
 import { digestKernel } from '../src/model/check.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -255,5 +259,63 @@ describe('a memory type acting later, from a timer', () => {
     t.process.munmap(area, PAGE);
     t.process.close(fd);
     t.check();
+  });
+});
+
+describe('conformance against hostile modules', () => {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+  const fixture = (name: string) => join(root, 'test/fixtures/memtypes', name);
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'conformance', ...args], {
+      cwd: root,
+      encoding: 'utf8',
+      // On a suite that hangs, this test fails instead of hanging with it.
+      timeout: 120_000,
+    });
+
+  it('a hook that never returns: the case is killed at its timeout, one line, exit 1', () => {
+    const run = cli('--module', fixture('hostile-loop.ts'), '--case', 'register-modes', '--timeout', '3000');
+    assert.equal(run.signal, null, 'the suite itself must not hang');
+    assert.equal(run.status, 1, run.stderr);
+    assert.deepEqual(run.stdout.trimEnd().split('\n'), [
+      'fail  hostile-loops-forever  register-modes         killed: no result within 3000 ms (a hook that never returns?)',
+      '0 passed, 1 failed, 0 skipped',
+    ]);
+  });
+
+  it('a microtask loop that grows memory: the case is killed at its memory cap, the next case still runs', async () => {
+    const report = await runConformance({
+      modules: [{ module: hostileModule('microtask-flood'), path: fixture('hostile-flood.ts') }],
+      cases: ['register-modes', 'register-wp-async'],
+      isolate: true,
+      memoryMb: 128,
+      timeoutMs: 60_000,
+    });
+    assert.deepEqual(
+      report.results.map((result) => [result.case, result.status, result.reason]),
+      [
+        ['register-modes', 'fail', 'killed: the case passed its 128 MiB memory cap'],
+        ['register-wp-async', 'pass', undefined],
+      ],
+    );
+  });
+
+  it('a reference dropped from a timer after the case: the audit after timers fails the case, exit 1', () => {
+    const run = cli('--module', fixture('hostile-timer.ts'), '--case', 'missing-fault', '--json');
+    assert.equal(run.status, 1, run.stderr);
+    const report = JSON.parse(run.stdout) as ConformanceReport;
+    assert.equal(report.results.length, 1);
+    const [result] = report.results;
+    assert.equal(result!.status, 'fail');
+    assert.match(
+      result!.reason!,
+      /^hook contract broken: faultline: memory type 'hostile-timer-drops-reference' called putFolio\(\d+\) outside any hook call \(from a timer or a promise\?\): refused$/,
+    );
+  });
+
+  it('usage errors still exit 2: an unknown case name', () => {
+    const run = cli('--module', fixture('hostile-timer.ts'), '--case', 'no-such-case');
+    assert.equal(run.status, 2);
+    assert.match(run.stdout, /^faultline conformance: no conformance case named 'no-such-case' \(cases: /);
   });
 });

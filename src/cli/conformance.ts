@@ -16,9 +16,13 @@ import { MemoryTypeError } from '../model/mm/registry.ts';
 export interface ConformanceCommandOptions {
   readonly memtype: readonly string[];
   readonly module: readonly string[];
+  /** Names of the cases to run; empty: all. */
+  readonly case?: readonly string[];
   readonly json: boolean;
   readonly kernelVersion: KernelVersion;
   readonly seed: number;
+  /** Milliseconds a case may take; a module's case is then killed. */
+  readonly timeout?: number;
   readonly out: (line: string) => void;
 }
 
@@ -31,8 +35,12 @@ export async function conformanceCommand(options: ConformanceCommandOptions): Pr
     const report = await runConformance({
       modules,
       memtypes: options.memtype,
+      ...(options.case === undefined ? {} : { cases: options.case }),
       version: options.kernelVersion,
       seed: options.seed,
+      // Cases of modules from files run in workers of their own, killed at the timeout or the memory cap.
+      isolate: modules.length > 0,
+      ...(options.timeout === undefined ? {} : { timeoutMs: options.timeout }),
       ...(options.json ? {} : { onResult: (result: CaseResult) => out(formatResult(result)) }),
     });
     const { passed, failed, skipped } = report.summary;

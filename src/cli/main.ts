@@ -373,6 +373,7 @@ program
     collect,
     [],
   )
+  .option('--case <name>', 'run only this case (repeatable)', collect, [])
   .option('--json', 'one JSON document instead of text', false)
   .addOption(
     new Option('--kernel-version <version>', 'the Linux the model emulates')
@@ -380,13 +381,16 @@ program
       .default('7.1'),
   )
   .option('--seed <n>', 'seed of the model scheduler', integer, 1)
+  .option('--timeout <ms>', 'milliseconds a case may take; a --module case is then killed', positive, 30_000)
   .action(
     async (options: {
       memtype: string[];
       module: string[];
+      case: string[];
       json: boolean;
       kernelVersion: '6.18' | '7.1';
       seed: number;
+      timeout: number;
     }) => {
       const { conformanceCommand } = await import('./conformance.ts');
       process.exitCode = await conformanceCommand({ ...options, out: (line) => console.log(line) });

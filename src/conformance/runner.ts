@@ -23,6 +23,7 @@ import {
 import { CASES, type ConformanceCase } from './cases.ts';
 import { CaseContext } from './context.ts';
 import { declaredModes, describeSource, isFileBacked, memorySource } from './declared.ts';
+import { runIsolatedCase } from './isolate.ts';
 
 export const CONFORMANCE_FORMAT = 'faultline-conformance';
 export const CONFORMANCE_VERSION = 1;
@@ -44,8 +45,16 @@ export interface ConformanceOptions {
   /** The kernel the model emulates; '7.1' (the default) has the final vm_uffd_ops for guest_memfd. */
   readonly version?: KernelVersion;
   readonly seed?: number;
-  /** Milliseconds a case may take. */
+  /** Milliseconds a case may take (default 30 s). */
   readonly timeoutMs?: number;
+  /**
+   * Run each case that applies in a worker thread of its own, killed at the
+   * timeout or past `memoryMb` of heap (`conformance --module`). Needs every
+   * extra module to come from a file.
+   */
+  readonly isolate?: boolean;
+  /** The heap cap of an isolated case, in MiB (default 1024). */
+  readonly memoryMb?: number;
   /** Called with each result as it is decided (text output streams them). */
   readonly onResult?: (result: CaseResult) => void;
 }
@@ -113,14 +122,18 @@ export async function runConformance(options: ConformanceOptions = {}): Promise<
   const selected = selectTypes(types, sources, options.memtypes, extras.length > 0);
   const cases = selectCases(options.cases);
 
+  const settings = { version, seed, timeoutMs: options.timeoutMs ?? 30_000 };
+  const paths = extras.map((extra) => extra.path);
+  const isolated = options.isolate === true && !paths.includes(null);
   const results: CaseResult[] = [];
   for (const index of selected) {
     for (const testCase of cases) {
-      const result = await runCase(testCase, types[index]!, modules, index, {
-        version,
-        seed,
-        timeoutMs: options.timeoutMs ?? 30_000,
-      });
+      const result = isolated
+        ? await runCaseInWorker(testCase, types[index]!, paths as string[], {
+            ...settings,
+            memoryMb: options.memoryMb ?? 1024,
+          })
+        : await runCase(testCase, types[index]!, modules, index, settings);
       results.push(result);
       options.onResult?.(result);
     }
@@ -180,6 +193,51 @@ interface RunSettings {
   readonly timeoutMs: number;
 }
 
+/** A result of `testCase` on `type`, timed from `started`. */
+function resultOf(
+  testCase: ConformanceCase,
+  type: MemoryType,
+  started: number,
+  outcome: { status: CaseStatus; reason?: string | undefined; hooks?: readonly HookName[] },
+): CaseResult {
+  return {
+    type: type.name,
+    case: testCase.name,
+    status: outcome.status,
+    ...(outcome.reason === undefined ? {} : { reason: outcome.reason }),
+    hooks: outcome.hooks ?? [],
+    durationMs: Math.round((performance.now() - started) * 10) / 10,
+  };
+}
+
+/** `runCase` in a worker of its own (see isolate.ts): a skip is decided here, from the declaration. */
+async function runCaseInWorker(
+  testCase: ConformanceCase,
+  declared: MemoryType,
+  modulePaths: readonly string[],
+  settings: RunSettings & { readonly memoryMb: number },
+): Promise<CaseResult> {
+  const started = performance.now();
+  const skip = skipReason(testCase, declared);
+  if (skip !== null) return resultOf(testCase, declared, started, { status: 'skip', reason: skip });
+  const reply = await runIsolatedCase({ modulePaths, type: declared.name, case: testCase.name, ...settings });
+  if ('error' in reply) return resultOf(testCase, declared, started, { status: 'fail', reason: reply.error });
+  const hooks = HOOK_NAMES.filter((hook) => reply.result.hooks.includes(hook));
+  return resultOf(testCase, declared, started, { ...reply.result, hooks });
+}
+
+/** Why `testCase` does not apply to `declared`, from its declaration alone; or null. */
+function skipReason(testCase: ConformanceCase, declared: MemoryType): string | null {
+  for (const requirement of testCase.requires) {
+    const unmet = requirement.unmet(declared);
+    if (unmet !== null) return unmet;
+  }
+  if (memorySource(declared) === null) {
+    return 'offers no memory the suite can obtain (no provision and no conformanceFile)';
+  }
+  return null;
+}
+
 async function runCase(
   testCase: ConformanceCase,
   declared: MemoryType,
@@ -188,35 +246,41 @@ async function runCase(
   settings: RunSettings,
 ): Promise<CaseResult> {
   const started = performance.now();
-  const finish = (
-    status: CaseStatus,
-    reason: string | undefined,
-    hooks: readonly HookName[] = [],
-  ): CaseResult => ({
-    type: declared.name,
-    case: testCase.name,
-    status,
-    ...(reason === undefined ? {} : { reason }),
-    hooks,
-    durationMs: Math.round((performance.now() - started) * 10) / 10,
-  });
+  const skip = skipReason(testCase, declared);
+  if (skip !== null) return resultOf(testCase, declared, started, { status: 'skip', reason: skip });
+  return resultOf(
+    testCase,
+    declared,
+    started,
+    await executeCase(testCase, declared, modules, index, settings),
+  );
+}
 
-  for (const requirement of testCase.requires) {
-    const unmet = requirement.unmet(declared);
-    if (unmet !== null) return finish('skip', unmet);
-  }
-  const source = memorySource(declared);
-  if (source === null) {
-    return finish('skip', 'offers no memory the suite can obtain (no provision and no conformanceFile)');
-  }
-  const pageShift = isFileBacked(declared) ? (declared.inodePageShift?.({ hugePageShift: 0 }) ?? 12) : 12;
-  if (pageShift < 0) return finish('skip', `inodePageShift refuses the default page size (-${-pageShift})`);
+interface CaseOutcome {
+  readonly status: CaseStatus;
+  readonly reason?: string | undefined;
+  readonly hooks: readonly HookName[];
+}
 
+/** Runs one case on a fresh kernel and audits the core after it, and again after timers ran. */
+async function executeCase(
+  testCase: ConformanceCase,
+  declared: MemoryType,
+  modules: readonly MemoryTypeModule[],
+  index: number,
+  settings: RunSettings,
+): Promise<CaseOutcome> {
   // The type under test registers last, so that its provisions are the ones the syscalls reach.
   const ordered = [...modules.filter((_, i) => i !== index), modules[index]!];
   const backend = new ModelBackend({ seed: settings.seed, version: settings.version, memoryTypes: ordered });
   const kernel = backend.kernel;
   const type = kernel.registry.byName(declared.name)!;
+  const pageShift = isFileBacked(type) ? kernel.hooks.inodePageShift(type, { hugePageShift: 0 }) : 12;
+  if (pageShift < 0) {
+    const reason =
+      kernel.hooks.lastViolation ?? `inodePageShift refuses the default page size (-${-pageShift})`;
+    return { status: kernel.hooks.lastViolation === null ? 'skip' : 'fail', reason, hooks: [] };
+  }
   const called = new Set<HookName>();
   kernel.hooks.onHook = (caller, hook) => {
     if (caller === type) called.add(hook);
@@ -227,7 +291,7 @@ async function runCase(
     try {
       checkInvariants(kernel);
     } catch (error) {
-      inconsistency = (error as Error).message;
+      inconsistency = error instanceof Error ? error.message : String(error);
     }
   };
   backend.afterPump = checkCore;
@@ -235,13 +299,17 @@ async function runCase(
   let failure: string | null = null;
   let skip: string | null = null;
   try {
-    const context = new CaseContext(backend, type, source, 2 ** pageShift);
+    const context = new CaseContext(backend, type, memorySource(type)!, 2 ** pageShift);
     const outcome = await withTimeout(testCase.run(context), settings.timeoutMs);
     if (outcome !== undefined) skip = outcome.skip;
   } catch (error) {
     failure = error instanceof Error ? error.message : String(error);
   }
   kernel.hooks.onHook = null;
+  checkCore();
+  // A type may act later, from a timer: wait a tick of the event loop and audit again.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  await new Promise((resolve) => setImmediate(resolve));
   checkCore();
   const hooks = HOOK_NAMES.filter((hook) => called.has(hook));
   const warnings = kernel.hooks.warnings;
@@ -250,9 +318,9 @@ async function runCase(
     ...(failure === null ? [] : [failure]),
     ...(inconsistency === null ? [] : [`core state inconsistent: ${inconsistency}`]),
   ];
-  if (problems.length > 0) return finish('fail', problems.join(' | '), hooks);
-  if (skip !== null) return finish('skip', skip, hooks);
-  return finish('pass', undefined, hooks);
+  if (problems.length > 0) return { status: 'fail', reason: problems.join(' | '), hooks };
+  if (skip !== null) return { status: 'skip', reason: skip, hooks };
+  return { status: 'pass', hooks };
 }
 
 async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {

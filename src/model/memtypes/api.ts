@@ -6,7 +6,6 @@
  *
  * @packageDocumentation
  */
-export type { Inode } from '../mem/pagecache.ts';
 export {
   type ConformanceSyscalls,
   type DeviceDriver,
@@ -17,6 +16,7 @@ export {
   FAULT_SIGBUS,
   type FileOps,
   type InodeRequest,
+  type InodeView,
   type MemoryType,
   type MemoryTypeModule,
   type MemoryTypeServices,
