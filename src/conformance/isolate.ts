@@ -6,6 +6,8 @@
  * or when its heap passes the cap, and the case fails with one line saying
  * so; results are reported per case as in-process runs are.
  */
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { KernelVersion } from '../model/kernel.ts';
 
@@ -32,9 +34,31 @@ function workerSource(): { code: string; eval: true } | { url: URL } {
   const typescript = import.meta.url.endsWith('.ts');
   const url = new URL(typescript ? './case-worker.ts' : './case-worker.js', import.meta.url);
   if (!typescript) return { url };
-  // A worker does not inherit tsx's loader: register it in the worker before loading the entry.
-  const code = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
+  // A worker does not inherit tsx's loader nor the parent's other --import preloads (a resolver
+  // hook, say): register tsx, then import them, before loading the entry.
+  const code =
+    `import('tsx/esm/api').then(async (api) => { api.register(); ` +
+    `for (const preload of ${JSON.stringify(parentPreloads())}) await import(preload); ` +
+    `return import(${JSON.stringify(url.href)}); })`;
   return { code, eval: true };
+}
+
+/** The parent's `--import` preloads other than tsx, as URLs (relative ones from the working directory). */
+function parentPreloads(): string[] {
+  const argv = process.execArgv;
+  const specifiers: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--import' && i + 1 < argv.length) specifiers.push(argv[++i]!);
+    else if (arg.startsWith('--import=')) specifiers.push(arg.slice('--import='.length));
+  }
+  return specifiers
+    .filter((specifier) => specifier !== 'tsx')
+    .map((specifier) =>
+      specifier.startsWith('.') || specifier.startsWith('/')
+        ? pathToFileURL(resolve(process.cwd(), specifier)).href
+        : specifier,
+    );
 }
 
 /** Runs the case in a worker; resolves to the worker's reply or a one-line reason it was killed. */
