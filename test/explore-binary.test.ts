@@ -23,6 +23,11 @@ import { ReplayStrategy } from '../src/explore/strategy.ts';
 const build = fileURLToPath(new URL('../build/Release/', import.meta.url));
 const binary = (name: string): string => join(build, name);
 const built = existsSync(binary('fc_handler_static')) ? undefined : 'the test handlers are not built';
+// Worktrees copy build/: an older fc_handler lacks the option (rebuild with npx node-gyp rebuild).
+const secondThread =
+  built === undefined && readFileSync(binary('fc_handler')).includes('--second-thread')
+    ? undefined
+    : 'fc_handler predates --second-thread: rebuild the test handlers';
 const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const out = mkdtempSync(join(tmpdir(), 'faultline-explore-binary-'));
 after(() => rmSync(out, { recursive: true, force: true }));
@@ -117,9 +122,10 @@ describe('explore with handler binaries', { skip: built }, () => {
     });
   }
 
-  it('the CLI: arguments after -- reach the binary and its replay file; two uffd threads are reported', () => {
-    const run = (args: string[]) =>
-      spawnSync(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8', timeout: 120_000 });
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8', timeout: 120_000 });
+
+  it('the CLI: arguments after -- reach the binary and its replay file', () => {
     const found = run([
       'explore',
       'snapshot-restore',
@@ -151,7 +157,12 @@ describe('explore with handler binaries', { skip: built }, () => {
     const replay = run(['explore', '--replay', document.failures[0]!.replay]);
     assert.equal(replay.status, 1, replay.stderr);
     assert.match(replay.stdout, /handler-error \(reproduced\)/);
+    assert.deepEqual(strays(), []);
+  });
 
+  it('a binary making uffd calls from two threads: the report says their interleaving is not controlled', {
+    skip: secondThread,
+  }, () => {
     const threads = run([
       'explore',
       'snapshot-restore',
