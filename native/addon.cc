@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "scm.h"
 #include "agent.h"
 #include "bench.h"
 #include "binary_handler.h"
@@ -603,24 +604,7 @@ Napi::Value SendFdWithData(const Napi::CallbackInfo& info) {
   uint8_t* bytes = BytesArg(info, 1, &length);
   int fd = IntArg(info, 2);
   if (length == 0) return Num(info.Env(), -EINVAL);
-  struct iovec iov = {bytes, length};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  memset(control, 0, sizeof(control));
-  struct msghdr message;
-  memset(&message, 0, sizeof(message));
-  message.msg_iov = &iov;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  struct cmsghdr* header = CMSG_FIRSTHDR(&message);
-  header->cmsg_level = SOL_SOCKET;
-  header->cmsg_type = SCM_RIGHTS;
-  header->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(header), &fd, sizeof(int));
-  ssize_t sent;
-  do {
-    sent = sendmsg(sock, &message, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
+  ssize_t sent = SendWithFd(sock, bytes, length, fd);
   return Num(info.Env(), Result(sent));
 }
 

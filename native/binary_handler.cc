@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "binary_handler.h"
+#include "scm.h"
 
 #ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 #define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
@@ -120,21 +121,7 @@ std::vector<struct sock_filter> BuildFilter(int trap) {
       } else {
         int fd = static_cast<int>(listener);
         char byte = 0;
-        struct iovec iov = {&byte, 1};
-        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-        memset(control, 0, sizeof(control));
-        struct msghdr message;
-        memset(&message, 0, sizeof(message));
-        message.msg_iov = &iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control;
-        message.msg_controllen = sizeof(control);
-        struct cmsghdr* header = CMSG_FIRSTHDR(&message);
-        header->cmsg_level = SOL_SOCKET;
-        header->cmsg_type = SCM_RIGHTS;
-        header->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(header), &fd, sizeof(int));
-        if (sendmsg(report, &message, MSG_NOSIGNAL) != 1) error = errno;
+        if (SendWithFd(report, &byte, 1, fd) != 1) error = errno;
         close(fd);
       }
     }
