@@ -263,16 +263,19 @@ function balloonPages(options: SnapshotRestoreOptions): number {
   return Math.max(0, Math.min(options.balloonPages ?? 0, pages));
 }
 
+/** What the built-in handler's observer feeds: the run's statistics, trace and first-touch order. */
+interface ObserverTarget {
+  readonly options: SnapshotRestoreOptions;
+  readonly stats: WorkloadStats;
+  readonly vmm: Vmm;
+  /** Faulted pages in the order first touched (`--record-working-set`). */
+  readonly firstTouch: number[];
+}
+
 /** The built-in handler's observer: the workload's statistics and trace. */
-function workloadObserver(
-  options: SnapshotRestoreOptions,
-  stats: WorkloadStats,
-  pages: number,
-  pageSize: number,
-  firstTouch: number[],
-  guest: number,
-): BuiltinObserver {
-  const trace = options.trace;
+function workloadObserver({ options, stats, vmm, firstTouch }: ObserverTarget): BuiltinObserver {
+  const { trace } = options;
+  const { pages, pageSize, guest } = vmm;
   let resolved = 0;
   // Each fault's flow (vCPU blocked -> read -> ioctl -> wake) passes through the read that returned it.
   let readEndMs = 0;
@@ -315,7 +318,6 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   const stats = new WorkloadStats(options.vcpus, 'restore', backendClock(options.backend));
   stats.beginPhase('setup');
   const vmm = setUpVmm(options);
-  const { process, pageSize, pages, trace } = { ...vmm, trace: options.trace };
   const firstTouch: number[] = [];
   const guestDone = new AbortController();
   const opened = await openVmmSession(options, vmm, guestDone.signal);
@@ -324,15 +326,49 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
     createBuiltinHandler({
       prefetchWindow: options.prefetchWindow,
       ...(options.workingSet === undefined ? {} : { workingSet: options.workingSet }),
-      observer: workloadObserver(options, stats, pages, pageSize, firstTouch, vmm.guest),
+      observer: workloadObserver({ options, stats, vmm, firstTouch }),
     });
   // serve's synchronous start (a REAP prefetch) runs before any vCPU exists: it is part of the restore.
   stats.beginPhase('restore');
-  const { served, failed } = startServing(serve, opened.session);
+  const guest = await runGuest(options, vmm, startServing(serve, opened.session), guestDone);
+  recordBlocked(options, stats, guest.results);
+  // The handler's descriptors close: the guest is unregistered (what the check needs: discarded
+  // pages then read as zero), and the handler's mappings go.
+  stats.beginPhase('verify');
+  opened.close();
+  const wrongReads = judgeReads(options, vmm, guest);
+  const verified = verifyGuest(options, vmm, guest.shares);
+  stats.endPhase();
+  if (options.recordWorkingSet !== undefined) {
+    const file: WorkingSetFile = { version: 1, pageSize: vmm.pageSize, pages: firstTouch };
+    writeFileSync(options.recordWorkingSet, JSON.stringify(file));
+  }
+  return { stats, ...verified, pageSize: vmm.pageSize, threads: guest.results, wrongReads };
+}
+
+/** The guest's run: which pages each vCPU touched, its threads (vCPUs, then the balloon) and how they ended. */
+interface GuestRun {
+  readonly shares: readonly number[][];
+  readonly threads: readonly ThreadBackend[];
+  readonly results: readonly ThreadResult[];
+}
+
+/**
+ * Runs the vCPUs and the balloon against the serving handler, until every
+ * thread ended and the handler returned (or the handler threw, or explore
+ * cancelled the run).
+ */
+async function runGuest(
+  options: SnapshotRestoreOptions,
+  vmm: Vmm,
+  { served, failed }: Serving,
+  guestDone: AbortController,
+): Promise<GuestRun> {
+  const { trace } = options;
   const shares = vcpuPages(vmm.layout, options.vcpus, options.pattern, options.seed, options.workingSet);
   trace.nameThread(0, 'uffd handler');
   const vcpus = shares.map((share, v) => {
-    const thread = process.thread(touchPages(vmm.layout, share), `vcpu${v}`);
+    const thread = vmm.process.thread(touchPages(vmm.layout, share), `vcpu${v}`);
     trace.nameThread(thread.tid, `vcpu${v}`);
     return thread;
   });
@@ -340,9 +376,8 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   options.onThreads?.({ vcpus, balloon, served: served.catch(() => {}) });
   const threads = balloon === null ? vcpus : [...vcpus, balloon];
   const never = new Promise<never>(() => {});
-  let results: ThreadResult[];
   try {
-    results = await Promise.race([
+    const results = await Promise.race([
       Promise.all(threads.map((thread) => thread.join())),
       failed,
       options.cancel ?? never,
@@ -353,35 +388,38 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
       served.catch((error: unknown) => Promise.reject(new HandlerError(error))),
       options.cancel ?? never,
     ]);
+    return { shares, threads, results };
   } finally {
     // Also when the handler failed or the run was cancelled (explore's hang):
     // a handler binary is killed on this signal, not left serving a dead guest.
     guestDone.abort();
   }
-  results.slice(0, options.vcpus).forEach((result, v) => {
+}
+
+/** Each vCPU's blocked time; a user's handler reports nothing, so its faults are counted from the vCPUs. */
+function recordBlocked(
+  options: SnapshotRestoreOptions,
+  stats: WorkloadStats,
+  results: readonly ThreadResult[],
+): void {
+  const vcpus = results.slice(0, options.vcpus);
+  vcpus.forEach((result, v) => {
     stats.blockedMs[v] = result.blockedMs ?? Number.NaN;
   });
-  // A user's handler reports nothing to the workload: its faults are counted from the vCPUs.
   if (options.handler !== undefined && stats.samples.length === 0)
-    stats.untimedFaults = results.slice(0, options.vcpus).reduce((sum, result) => sum + result.faults, 0);
-  // The handler's descriptors close: the guest is unregistered (what the check needs: discarded
-  // pages then read as zero), and the handler's mappings go.
-  stats.beginPhase('verify');
-  opened.close();
-  const wrongReads = judgeReads(options, vmm, shares, results, threads);
-  const touched = new Uint8Array(pages);
+    stats.untimedFaults = vcpus.reduce((sum, result) => sum + result.faults, 0);
+}
+
+/** Reads back every page a vCPU touched (explore judges by the oracle alone and skips it). */
+function verifyGuest(
+  options: SnapshotRestoreOptions,
+  vmm: Vmm,
+  shares: readonly number[][],
+): { verifiedPages: number; pages: number } {
+  const touched = new Uint8Array(vmm.pages);
   for (const share of shares) for (const page of share) touched[page] = 1;
-  // Explore judges by the oracle alone and skips the memory check.
-  const verified =
-    options.verify === false
-      ? { verifiedPages: countSet(touched), pages: countSet(touched) }
-      : verifyMemory(options, vmm, touched);
-  stats.endPhase();
-  if (options.recordWorkingSet !== undefined) {
-    const file: WorkingSetFile = { version: 1, pageSize, pages: firstTouch };
-    writeFileSync(options.recordWorkingSet, JSON.stringify(file));
-  }
-  return { stats, ...verified, pageSize, threads: results, wrongReads };
+  if (options.verify === false) return { verifiedPages: countSet(touched), pages: countSet(touched) };
+  return verifyMemory(options, vmm, touched);
 }
 
 /** Hands the VMM's userfaultfd and files to the handler, as Firecracker does. */
@@ -404,11 +442,14 @@ function openVmmSession(
   });
 }
 
+/** A handler serving: `served` settles with it, `failed` rejects (with a HandlerError) only if it throws. */
+interface Serving {
+  readonly served: Promise<void>;
+  readonly failed: Promise<never>;
+}
+
 /** Starts `serve`: `served` settles with it, `failed` rejects (with a HandlerError) only if it throws. */
-function startServing(
-  serve: Serve,
-  session: HandlerSession,
-): { served: Promise<void>; failed: Promise<never> } {
+function startServing(serve: Serve, session: HandlerSession): Serving {
   let served: Promise<void>;
   try {
     served = Promise.resolve(serve(session));
@@ -474,9 +515,7 @@ function word(bytes: Uint8Array): [number, number] {
 function judgeReads(
   options: SnapshotRestoreOptions,
   vmm: Vmm,
-  shares: readonly number[][],
-  results: readonly ThreadResult[],
-  threads: readonly ThreadBackend[],
+  { shares, results, threads }: GuestRun,
 ): string[] {
   const wrong: string[] = [];
   const balloonFirst = vmm.pages - balloonPages(options);
