@@ -3,6 +3,7 @@ import { InvalidArgumentError } from 'commander';
 import type { KernelBackend } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
 import { loadHandler } from '../handlers/resolve.ts';
+import type { Serve } from '../handlers/session.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import { describeInjections, type InjectionRates } from '../model/inject.ts';
@@ -33,13 +34,11 @@ import type { WorkloadStats } from '../workloads/stats.ts';
 import { checkGuestBytes } from './bounds.ts';
 import { Progress, table } from './output.ts';
 
-export interface SnapshotRestoreCommandOptions {
-  backend: string;
+export interface SnapshotRestoreCommandOptions extends CommonWorkloadOptions {
   mode: string;
   size: string;
   vcpus: number;
   pattern: string;
-  seed: number;
   prefetchWindow: number;
   balloon: number;
   deflate?: number;
@@ -49,11 +48,6 @@ export interface SnapshotRestoreCommandOptions {
   workingSet?: string;
   recordWorkingSet?: string;
   firecrackerSocket?: string;
-  trace?: string;
-  plot?: string;
-  json: boolean;
-  /** --inject NAME:RATE, collected (model only). */
-  inject?: InjectionRates;
 }
 
 function choice<T extends string>(option: string, value: string, allowed: readonly T[]): T {
@@ -139,7 +133,8 @@ export async function snapshotRestoreCommand(
   options: SnapshotRestoreCommandOptions,
   out: (line: string) => void,
 ): Promise<number> {
-  const { mode, pattern, guestBytes, workingSet } = restoreOptions(options);
+  const checked = restoreOptions(options);
+  const { mode, pattern, guestBytes } = checked;
   const handler =
     options.handler === undefined
       ? undefined
@@ -163,29 +158,7 @@ export async function snapshotRestoreCommand(
       // The snapshot file and the guest memory.
       residentBytes: 2 * guestBytes,
       title: `${options.size} guest, mode ${mode}, ${options.vcpus} vCPUs, ${pattern}`,
-      run: ({ backend, trace, progress }) => {
-        // Flows pair a fault with its fill by page: a hugetlb fault's page is 2 MiB.
-        trace.flowPageBytes = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
-        return runSnapshotRestore({
-          backend,
-          mode,
-          guestBytes,
-          vcpus: options.vcpus,
-          pattern,
-          seed: options.seed,
-          prefetchWindow: options.prefetchWindow,
-          balloonPages: options.balloon,
-          ...(options.deflate === undefined ? {} : { deflatePages: options.deflate }),
-          ...(handler === undefined ? {} : { handler }),
-          ...(workingSet === undefined ? {} : { workingSet }),
-          ...(options.recordWorkingSet === undefined ? {} : { recordWorkingSet: options.recordWorkingSet }),
-          ...(options.firecrackerSocket === undefined
-            ? {}
-            : { firecrackerSocket: options.firecrackerSocket }),
-          trace,
-          progress,
-        });
-      },
+      run: (context) => restoreRun(options, checked, handler, context),
       verified,
       json: (result) => ({
         handler: options.handler ?? 'built-in',
@@ -198,19 +171,48 @@ export async function snapshotRestoreCommand(
         firecrackerSocket: options.firecrackerSocket ?? null,
       }),
       rows: (result) => restoreRows(result.stats, options.backend === 'model'),
-      verdict: (result) => {
-        const lines = [
-          `verified: ${result.verifiedPages}/${result.pages} touched pages ` +
-            `${verified(result) ? 'match the snapshot' : 'DIFFER from the snapshot'}`,
-        ];
-        for (const line of result.wrongReads.slice(0, 10)) lines.push(`wrong bytes: ${line}`);
-        if (result.wrongReads.length > 10)
-          lines.push(`wrong bytes: ... and ${result.wrongReads.length - 10} more`);
-        return lines;
-      },
+      verdict: (result) => restoreVerdict(result, verified(result)),
     },
     out,
   );
+}
+
+/** The snapshot-restore run of `faultline workload snapshot-restore`, from its checked options. */
+function restoreRun(
+  options: SnapshotRestoreCommandOptions,
+  { mode, pattern, guestBytes, workingSet }: ReturnType<typeof restoreOptions>,
+  handler: Serve | undefined,
+  { backend, trace, progress }: WorkloadContext,
+): Promise<SnapshotRestoreResult> {
+  // Flows pair a fault with its fill by page: a hugetlb fault's page is 2 MiB.
+  trace.flowPageBytes = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
+  return runSnapshotRestore({
+    backend,
+    mode,
+    guestBytes,
+    vcpus: options.vcpus,
+    pattern,
+    seed: options.seed,
+    prefetchWindow: options.prefetchWindow,
+    balloonPages: options.balloon,
+    ...(options.deflate === undefined ? {} : { deflatePages: options.deflate }),
+    ...(handler === undefined ? {} : { handler }),
+    ...(workingSet === undefined ? {} : { workingSet }),
+    ...(options.recordWorkingSet === undefined ? {} : { recordWorkingSet: options.recordWorkingSet }),
+    ...(options.firecrackerSocket === undefined ? {} : { firecrackerSocket: options.firecrackerSocket }),
+    trace,
+    progress,
+  });
+}
+
+function restoreVerdict(result: SnapshotRestoreResult, verified: boolean): string[] {
+  const lines = [
+    `verified: ${result.verifiedPages}/${result.pages} touched pages ` +
+      `${verified ? 'match the snapshot' : 'DIFFER from the snapshot'}`,
+  ];
+  for (const line of result.wrongReads.slice(0, 10)) lines.push(`wrong bytes: ${line}`);
+  if (result.wrongReads.length > 10) lines.push(`wrong bytes: ... and ${result.wrongReads.length - 10} more`);
+  return lines;
 }
 
 function restoreRows(stats: WorkloadStats, modelClock: boolean): string[][] {
@@ -405,7 +407,27 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
   });
   const outputMs = performance.now() - outputStartMs;
   const elapsedMs = performance.now() - startedMs;
-  const verified = spec.verified(result);
+  printSummary(options, spec, { result, backend, footer, times: { bootMs, outputMs, elapsedMs } }, out);
+  return spec.verified(result) ? 0 : 1;
+}
+
+/** What a finished run hands the summary. */
+interface FinishedRun<R> {
+  readonly result: R;
+  readonly backend: KernelBackend;
+  /** The lines naming the trace and plot files written. */
+  readonly footer: readonly string[];
+  readonly times: { bootMs: number; outputMs: number; elapsedMs: number };
+}
+
+/** Prints a finished run's summary table and verdict, or its one JSON document. */
+function printSummary<R extends { readonly stats: WorkloadStats }>(
+  options: CommonWorkloadOptions & { mode: string },
+  spec: WorkloadSpec<R>,
+  { result, backend, footer, times }: FinishedRun<R>,
+  out: (line: string) => void,
+): void {
+  const { stats } = result;
   if (options.json) {
     out(
       JSON.stringify(
@@ -415,9 +437,9 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
           backend: backend.describe(),
           mode: options.mode,
           ...spec.json(result),
-          elapsedMs: Math.round(elapsedMs),
-          bootMs: Math.round(bootMs),
-          outputMs: Math.round(outputMs),
+          elapsedMs: Math.round(times.elapsedMs),
+          bootMs: Math.round(times.bootMs),
+          outputMs: Math.round(times.outputMs),
           ...stats.toJson(),
           ...injectionJson(backend),
           trace: options.trace ?? null,
@@ -427,17 +449,16 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
         2,
       ),
     );
-    return verified ? 0 : 1;
+    return;
   }
   out(`${spec.workload}: ${spec.title} — ${backend.describe()}`);
   out('');
-  out(table([...spec.rows(result), ...phaseRows(stats, { bootMs, outputMs, elapsedMs })]));
+  out(table([...spec.rows(result), ...phaseRows(stats, times)]));
   out('');
   for (const line of spec.verdict(result)) out(line);
   for (const line of injectionLines(backend)) out(line);
   if (footer.length > 0) out('');
   for (const line of footer) out(line);
-  return verified ? 0 : 1;
 }
 
 /**
