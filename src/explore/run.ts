@@ -11,7 +11,13 @@ import type { InjectionRates } from '../model/inject.ts';
 import type { Task } from '../model/task.ts';
 import { Trace } from '../trace/trace.ts';
 import type { AccessPattern } from '../workloads/guest.ts';
-import { HandlerError, type RestoreMode, runSnapshotRestore } from '../workloads/snapshot-restore.ts';
+import {
+  type GuestThreads,
+  HandlerError,
+  type RestoreMode,
+  runSnapshotRestore,
+  type SnapshotRestoreResult,
+} from '../workloads/snapshot-restore.ts';
 import { ExploreController, type StopKind } from './controller.ts';
 import type { DecisionRecord, Strategy } from './strategy.ts';
 
@@ -71,149 +77,220 @@ async function windDown(served: Promise<void>): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * What one schedule's pieces share: the controller's stop and hang
+ * description, the guest's callbacks, the balloon's madvise window for the
+ * oracle, and the verdict.
+ */
+interface ScheduleState {
+  readonly backend: ModelBackend;
+  /** Rejects (with a Stopped) when the controller or an invariant stops the run. */
+  readonly cancel: Promise<never>;
+  readonly stop: (error: Stopped) => void;
+  /** The vCPUs' and the balloon's tasks, once the guest started. */
+  guestTasks: Task[];
+  balloonTid: number;
+  handlerState: string;
+  served: Promise<void> | null;
+  /** The balloon's madvise, in controller steps: from its first step to its return. */
+  readonly madvise: { start: number; end: number };
+  invariantError: InvariantError | null;
+}
+
+type Verdict = Pick<ScheduleOutcome, 'kind' | 'message'>;
+
 export async function runSchedule(
   serve: Serve,
   guest: GuestConfig,
   strategy: Strategy,
   options: RunOptions = {},
 ): Promise<ScheduleOutcome> {
-  const backend = new ModelBackend({
-    seed: guest.seed,
-    version: guest.mode.startsWith('gmem') ? '7.1' : '6.18',
-    memory: { memoryBytesMax: Math.max(64 * 2 ** 20, guest.guestBytes * 4), hugePages2M: 64 },
-  });
-  const kernel = backend.kernel;
-  kernel.controlled = true;
-  let stop: (error: Stopped) => void = () => {};
-  const cancel = new Promise<never>((_, reject) => {
-    stop = reject;
-  });
-  cancel.catch(() => {});
-  let guestTasks: Task[] = [];
-  let balloonTid = -1;
-  let handlerState = 'running';
-  let served: Promise<void> | null = null;
-  const describe = (): string => {
-    const lines = describeSleepers(kernel).map((line) => `  ${line}`);
-    lines.push(`  the handler ${handlerState === 'running' ? backend.describeWaits() : handlerState}`);
-    return `some vCPU can never finish:\n${lines.join('\n')}`;
-  };
-  const controller = new ExploreController({
-    backend,
-    strategy,
-    recordDecisions: options.recordDecisions ?? false,
-    stop: (kind, message) => stop(new Stopped(kind, message)),
-    describe,
-    guestDone: () => guestTasks.length > 0 && guestTasks.every((task) => task.finished),
-  });
-  const madvise = { start: -1, end: Number.POSITIVE_INFINITY };
-  let invariantError: InvariantError | null = null;
-  controller.stepObserver = (task, step) => {
-    if (task.tid === balloonTid) {
-      if (madvise.start < 0) madvise.start = step;
-      if (task.returns.length > 0 && madvise.end === Number.POSITIVE_INFINITY) madvise.end = step;
-    }
-    if (options.invariantsEveryStep === true) checkOrStop();
-  };
-  const checkOrStop = (): void => {
-    if (invariantError !== null) return;
-    try {
-      checkInvariants(kernel);
-    } catch (error) {
-      if (!(error instanceof InvariantError)) throw error;
-      invariantError = error;
-      stop(new Stopped('hang', error.message));
-    }
-  };
-  backend.controller = controller;
-  // A safety net in wall time: if no decision was made for a while, the
-  // event loop is waiting on something the model does not see.
-  let lastDecisions = -1;
-  const watchdog = setInterval(() => {
-    if (controller.decisions === lastDecisions) {
-      controller.idle();
-    }
-    lastDecisions = controller.decisions;
-  }, WATCHDOG_MS);
-  let kind: FailureKind | null = null;
-  let message = '';
+  const state = bootSchedule(guest);
+  const controller = controlSchedule(state, strategy, options);
+  const watchdog = startWatchdog(controller);
+  let verdict: Verdict;
   try {
-    const result = await runSnapshotRestore({
-      backend,
-      mode: guest.mode,
-      guestBytes: guest.guestBytes,
-      vcpus: guest.vcpus,
-      pattern: guest.pattern,
-      seed: guest.seed,
-      handler: serve,
-      prefetchWindow: 0,
-      balloonPages: guest.balloonPages,
-      ...(guest.deflatePages === undefined ? {} : { deflatePages: guest.deflatePages }),
-      trace: new Trace(1, false),
-      verify: false,
-      cancel,
-      order: {
-        readAt: (tid, k) => controller.readSteps.get(tid)?.[k] ?? -1,
-        get madvise() {
-          return balloonTid < 0 ? null : madvise;
-        },
-      },
-      onThreads: (threads) => {
-        // Injection starts with the guest: the VMM's setup is not under test.
-        for (const [name, rate] of Object.entries(guest.inject ?? {})) kernel.injector.set(name, rate ?? 0);
-        const all = threads.balloon === null ? threads.vcpus : [...threads.vcpus, threads.balloon];
-        guestTasks = all.map((thread) => (thread as unknown as { task: Task }).task);
-        balloonTid = threads.balloon?.tid ?? -1;
-        served = threads.served;
-        void threads.served.then(() => {
-          handlerState = 'returned from serve() while the vCPU still sleeps';
-          controller.handlerDone = true;
-          backend.schedulePump();
-        });
-      },
-    });
-    backend.controller = null;
-    checkOrStop();
-    if (invariantError !== null) {
-      kind = 'invariant';
-      message = (invariantError as InvariantError).message;
-    } else if (result.wrongReads.length > 0) {
-      kind = 'wrong-bytes';
-      message =
-        result.wrongReads.slice(0, 5).join('\n') +
-        (result.wrongReads.length > 5 ? `\n… and ${result.wrongReads.length - 5} more` : '');
-    } else if (result.verifiedPages !== result.pages) {
-      kind = 'wrong-bytes';
-      message = `after the run, ${result.pages - result.verifiedPages} of ${result.pages} touched pages differ from the oracle`;
-    }
+    const result = await restoreGuest(serve, guest, state, controller);
+    state.backend.controller = null;
+    checkOrStop(state);
+    verdict = judgeRun(state, result);
   } catch (error) {
-    if (invariantError !== null) {
-      kind = 'invariant';
-      message = (invariantError as InvariantError).message;
-    } else if (error instanceof Stopped) {
-      kind = error.kind;
-      message = error.message;
-    } else if (error instanceof HandlerError) {
-      kind = 'handler-error';
-      message = error.message;
-    } else if (error instanceof InvariantError) {
-      kind = 'invariant';
-      message = error.message;
-    } else throw error;
+    verdict = judgeFailure(state, error);
   } finally {
     clearInterval(watchdog);
     // A stopped run (a hang) aborted the handler's session: let a binary be
     // killed and reaped before the next schedule, bounded for a handler that
     // ignores the abort.
-    if (served !== null) await windDown(served);
-    kernel.memory.release();
+    if (state.served !== null) await windDown(state.served);
+    state.backend.kernel.memory.release();
   }
   return {
-    kind,
-    message,
+    ...verdict,
     decisions: controller.decisions,
     deviations: controller.deviations,
     records: controller.records,
     externalWait: controller.externalWait,
   };
+}
+
+/** A fresh model under explore's control, and the promise that cancels its run. */
+function bootSchedule(guest: GuestConfig): ScheduleState {
+  const backend = new ModelBackend({
+    seed: guest.seed,
+    version: guest.mode.startsWith('gmem') ? '7.1' : '6.18',
+    memory: { memoryBytesMax: Math.max(64 * 2 ** 20, guest.guestBytes * 4), hugePages2M: 64 },
+  });
+  backend.kernel.controlled = true;
+  let stop: (error: Stopped) => void = () => {};
+  const cancel = new Promise<never>((_, reject) => {
+    stop = reject;
+  });
+  cancel.catch(() => {});
+  return {
+    backend,
+    cancel,
+    stop,
+    guestTasks: [],
+    balloonTid: -1,
+    handlerState: 'running',
+    served: null,
+    madvise: { start: -1, end: Number.POSITIVE_INFINITY },
+    invariantError: null,
+  };
+}
+
+/** The controller making the schedule's decisions, installed on the backend. */
+function controlSchedule(state: ScheduleState, strategy: Strategy, options: RunOptions): ExploreController {
+  const { backend, madvise } = state;
+  const controller = new ExploreController({
+    backend,
+    strategy,
+    recordDecisions: options.recordDecisions ?? false,
+    stop: (kind, message) => state.stop(new Stopped(kind, message)),
+    describe: () => describeHang(state),
+    guestDone: () => state.guestTasks.length > 0 && state.guestTasks.every((task) => task.finished),
+  });
+  controller.stepObserver = (task, step) => {
+    if (task.tid === state.balloonTid) {
+      if (madvise.start < 0) madvise.start = step;
+      if (task.returns.length > 0 && madvise.end === Number.POSITIVE_INFINITY) madvise.end = step;
+    }
+    if (options.invariantsEveryStep === true) checkOrStop(state);
+  };
+  backend.controller = controller;
+  return controller;
+}
+
+function describeHang(state: ScheduleState): string {
+  const lines = describeSleepers(state.backend.kernel).map((line) => `  ${line}`);
+  lines.push(
+    `  the handler ${state.handlerState === 'running' ? state.backend.describeWaits() : state.handlerState}`,
+  );
+  return `some vCPU can never finish:\n${lines.join('\n')}`;
+}
+
+/** Checks the model's invariants; the first violation is kept and stops the run. */
+function checkOrStop(state: ScheduleState): void {
+  if (state.invariantError !== null) return;
+  try {
+    checkInvariants(state.backend.kernel);
+  } catch (error) {
+    if (!(error instanceof InvariantError)) throw error;
+    state.invariantError = error;
+    state.stop(new Stopped('hang', error.message));
+  }
+}
+
+/**
+ * A safety net in wall time: if no decision was made for a while, the
+ * event loop is waiting on something the model does not see.
+ */
+function startWatchdog(controller: ExploreController): NodeJS.Timeout {
+  let lastDecisions = -1;
+  return setInterval(() => {
+    if (controller.decisions === lastDecisions) {
+      controller.idle();
+    }
+    lastDecisions = controller.decisions;
+  }, WATCHDOG_MS);
+}
+
+/** The snapshot-restore guest and the user's handler, on the controlled model; the oracle told the order. */
+function restoreGuest(
+  serve: Serve,
+  guest: GuestConfig,
+  state: ScheduleState,
+  controller: ExploreController,
+): Promise<SnapshotRestoreResult> {
+  return runSnapshotRestore({
+    backend: state.backend,
+    mode: guest.mode,
+    guestBytes: guest.guestBytes,
+    vcpus: guest.vcpus,
+    pattern: guest.pattern,
+    seed: guest.seed,
+    handler: serve,
+    prefetchWindow: 0,
+    balloonPages: guest.balloonPages,
+    ...(guest.deflatePages === undefined ? {} : { deflatePages: guest.deflatePages }),
+    trace: new Trace(1, false),
+    verify: false,
+    cancel: state.cancel,
+    order: {
+      readAt: (tid, k) => controller.readSteps.get(tid)?.[k] ?? -1,
+      get madvise() {
+        return state.balloonTid < 0 ? null : state.madvise;
+      },
+    },
+    onThreads: (threads) => guestStarted(state, controller, guest, threads),
+  });
+}
+
+function guestStarted(
+  state: ScheduleState,
+  controller: ExploreController,
+  guest: GuestConfig,
+  threads: GuestThreads,
+): void {
+  const { backend } = state;
+  // Injection starts with the guest: the VMM's setup is not under test.
+  for (const [name, rate] of Object.entries(guest.inject ?? {})) backend.kernel.injector.set(name, rate ?? 0);
+  const all = threads.balloon === null ? threads.vcpus : [...threads.vcpus, threads.balloon];
+  state.guestTasks = all.map((thread) => (thread as unknown as { task: Task }).task);
+  state.balloonTid = threads.balloon?.tid ?? -1;
+  state.served = threads.served;
+  void threads.served.then(() => {
+    state.handlerState = 'returned from serve() while the vCPU still sleeps';
+    controller.handlerDone = true;
+    backend.schedulePump();
+  });
+}
+
+/** The verdict on a run that ended: an invariant broken, a wrong read, or a page that differs. */
+function judgeRun(state: ScheduleState, result: SnapshotRestoreResult): Verdict {
+  if (state.invariantError !== null) return { kind: 'invariant', message: state.invariantError.message };
+  if (result.wrongReads.length > 0) {
+    return {
+      kind: 'wrong-bytes',
+      message:
+        result.wrongReads.slice(0, 5).join('\n') +
+        (result.wrongReads.length > 5 ? `\n… and ${result.wrongReads.length - 5} more` : ''),
+    };
+  }
+  if (result.verifiedPages !== result.pages) {
+    return {
+      kind: 'wrong-bytes',
+      message: `after the run, ${result.pages - result.verifiedPages} of ${result.pages} touched pages differ from the oracle`,
+    };
+  }
+  return { kind: null, message: '' };
+}
+
+/** The verdict on a run that threw: an invariant, a stop (a hang), or the handler's error; anything else is ours. */
+function judgeFailure(state: ScheduleState, error: unknown): Verdict {
+  if (state.invariantError !== null) return { kind: 'invariant', message: state.invariantError.message };
+  if (error instanceof Stopped) return { kind: error.kind, message: error.message };
+  if (error instanceof HandlerError) return { kind: 'handler-error', message: error.message };
+  if (error instanceof InvariantError) return { kind: 'invariant', message: error.message };
+  throw error;
 }
