@@ -279,12 +279,13 @@ function mfillRange(
   buffers: MfillBuffers,
 ): number {
   const vma = ctx.mm.findVma(request.dst);
+  // uffd_mfill_lock prepares a private VMA's anon_vma as it looks the VMA up, before it checks the
+  // range and the registration, whatever the fill (even ZEROPAGE, which maps no anonymous page), and
+  // even when the fill is then refused. Neighbours faulted in later while the flags differ then get
+  // an anon_vma of their own, and the VMAs no longer merge on unregister [OBS: probe q1a].
+  if (vma !== undefined && !vma.isShared) ctx.mm.prepareAnonVma(vma);
   const refused = checkRange(ctx, request, buffers, vma);
   if (refused < 0 || vma === undefined) return refused;
-  // mfill_atomic prepares a private VMA's anon_vma before the first page, whatever the fill (even
-  // ZEROPAGE, which maps no anonymous page). Neighbours faulted in later while the flags differ then
-  // get an anon_vma of their own, and the VMAs no longer merge on unregister [OBS: probe q1a].
-  if (!vma.isShared) ctx.mm.prepareAnonVma(vma);
   const state: MfillState = {
     env,
     ctx,

@@ -37,6 +37,10 @@ export function movePages(ctx: UffdContext, request: MoveRequest): number {
   const mm = ctx.mm;
   const dstVma = mm.findVma(request.dst);
   if (dstVma === undefined) return fail(ENOENT, 'dst', `no mapping at ${hex(request.dst)}`);
+  // uffd_move_lock prepares the destination's anon_vma as it looks the VMA up, before any check:
+  // even a MOVE refused with EINVAL leaves it there, and it decides later merges (an mremap'd VMA
+  // with an anon_vma keeps its pgoff) [OBS 6.18: faultline fuzz --seed 20261291].
+  if (!dstVma.isShared) mm.prepareAnonVma(dstVma);
   const srcVma = mm.findVma(request.src);
   if (srcVma === undefined) return fail(ENOENT, 'src', `no mapping at ${hex(request.src)}`);
   if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', ctx.changingReason());
@@ -75,7 +79,6 @@ export function movePages(ctx: UffdContext, request: MoveRequest): number {
         ? moved
         : fail(EBUSY, 'src', `the page at ${hex(request.src + moved)} is shared (not anon-exclusive)`);
     }
-    mm.prepareAnonVma(dstVma);
     table.clear(srcVpn);
     const writable = dstVma.flags & VM_WRITE ? PTE_WRITE : 0;
     table.set(dstVpn, PTE_PRESENT | writable | (flags & PTE_DIRTY), pfn);
