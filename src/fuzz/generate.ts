@@ -244,8 +244,10 @@ export function materialize(fuzz: FuzzCase, name: string): Scenario {
     kernel: '6.18',
     requires: [...requires, ...(usesForkEvents(fuzz) ? ['root'] : [])],
     divergence: undefined,
+    // The generator writes each op's arguments by hand, as a scenario file would give them; the
+    // fuzz tests load its YAML back through the schemas, which keeps the two in step.
     steps: state.steps.map(
-      (step, index): Step => ({ index, op: step.op, args: step.args, expect: undefined, line: index + 4 }),
+      (step, index) => ({ index, op: step.op, args: step.args, expect: undefined, line: index + 4 }) as Step,
     ),
   };
 }

@@ -7,7 +7,18 @@ import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { exactInt, OP_NAMES, OP_SCHEMAS, type OpName, ScenarioHeader } from './schema.ts';
+import {
+  type AnyOpArgs,
+  type AnyOpExpect,
+  exactInt,
+  OP_NAMES,
+  OP_SCHEMAS,
+  type OpName,
+  ScenarioHeader,
+  type Step,
+} from './schema.ts';
+
+export type { Step };
 
 export class ScenarioError extends Error {
   override name = 'ScenarioError';
@@ -20,16 +31,6 @@ export class ScenarioError extends Error {
   ) {
     super(`${file}:${line}:${col}: ${field}: ${problem}`);
   }
-}
-
-export interface Step {
-  readonly index: number;
-  readonly op: OpName;
-  // biome-ignore lint/suspicious/noExplicitAny: each op's arguments are checked by its schema; the runner narrows by op.
-  readonly args: Record<string, any>;
-  // biome-ignore lint/suspicious/noExplicitAny: as above, for the op's expect object.
-  readonly expect: Record<string, any> | undefined;
-  readonly line: number;
 }
 
 export interface Scenario {
@@ -193,8 +194,9 @@ export function parseScenario(text: string, file: string): Scenario {
     const value = (rawStep as Record<string, unknown>)[op] ?? {};
     const parsed = OP_SCHEMAS[op as OpName].safeParse(value);
     if (!parsed.success) throw zodError(locator, [...path, op], parsed.error, value);
-    const { expect, ...args } = parsed.data as Record<string, unknown> & { expect?: Record<string, unknown> };
-    steps.push({ index, op: op as OpName, args, expect, line: locator.line(path) });
+    const { expect, ...args } = parsed.data;
+    // The schema of `op` parsed it: the record is op's step (TypeScript cannot follow the correlation).
+    steps.push({ index, op, args, expect, line: locator.line(path) } as Step);
   });
   const scenario: Scenario = {
     file,
@@ -255,7 +257,7 @@ const TOUCHING_OPS: ReadonlySet<string> = new Set([
 
 /** The bytes a step touches, for the caps. */
 function touchedBytes(step: Step): number {
-  const a = step.args;
+  const a: AnyOpArgs = step.args;
   if (!TOUCHING_OPS.has(step.op)) return 0;
   // Sizes past 2^53 are bigints (exact u64s); as numbers they only need to compare here.
   if (step.op === 'read_raw') return Number(num(a.buffer));
@@ -274,7 +276,7 @@ function checkBounds(scenario: Scenario, locator: Locator): void {
   const hugeFiles = new Set<string>();
   let total = 0;
   for (const step of scenario.steps) {
-    const a = step.args;
+    const a: AnyOpArgs = step.args;
     const base: Path = ['steps', step.index, step.op];
     const touched = touchedBytes(step);
     if (touched > MAX_STEP_BYTES && touched < USER_SPACE_END) {
@@ -292,21 +294,23 @@ function checkBounds(scenario: Scenario, locator: Locator): void {
         `the steps so far touch ${total} bytes, more than a scenario may (${MAX_SCENARIO_BYTES})`,
       );
     }
-    if (step.op === 'memfd' && a.hugetlb === true) hugeFiles.add(a.name);
+    if (step.op === 'memfd' && step.args.hugetlb === true) hugeFiles.add(step.args.name);
     if (step.op === 'mmap') {
+      const { hugetlb, file } = step.args;
       const page =
-        a.hugetlb === '1G'
+        hugetlb === '1G'
           ? HUGE_PAGE['1G']!
-          : a.hugetlb !== undefined && a.hugetlb !== false
+          : hugetlb !== undefined && hugetlb !== false
             ? HUGE_PAGE['2M']!
-            : hugeFiles.has(a.file)
+            : file !== undefined && hugeFiles.has(file)
               ? HUGE_PAGE['2M']!
               : 4096;
-      mapLength.set(a.name, Math.ceil(Number(a.length) / page) * page);
+      mapLength.set(step.args.name, Math.ceil(Number(step.args.length) / page) * page);
       continue;
     }
     if (step.op === 'mremap') {
-      mapLength.set(a.to, Math.ceil((num(a.length) ?? mapLength.get(a.map) ?? 0) / 4096) * 4096);
+      const { to, map, length } = step.args;
+      mapLength.set(to, Math.ceil((num(length) ?? mapLength.get(map) ?? 0) / 4096) * 4096);
       continue;
     }
     if (a.beyond_map === true) continue;
@@ -334,24 +338,15 @@ interface StepRange {
 
 /** The map ranges a step names, with the field to blame. */
 function stepRanges(step: Step): StepRange[] {
-  const a = step.args;
   const base: Path = ['steps', step.index, step.op];
   if (step.op === 'move') {
+    const { src, dst, length } = step.args;
     return [
-      {
-        map: a.src.map,
-        offset: Number(num(a.src.offset) ?? 0),
-        length: Number(num(a.length)),
-        path: [...base, 'src'],
-      },
-      {
-        map: a.dst.map,
-        offset: Number(num(a.dst.offset) ?? 0),
-        length: Number(num(a.length)),
-        path: [...base, 'dst'],
-      },
+      { map: src.map, offset: Number(num(src.offset) ?? 0), length: Number(length), path: [...base, 'src'] },
+      { map: dst.map, offset: Number(num(dst.offset) ?? 0), length: Number(length), path: [...base, 'dst'] },
     ];
   }
+  const a: AnyOpArgs = step.args;
   if (typeof a.map !== 'string' || step.op === 'vmas') return [];
   const offset = Number(num(a.offset) ?? 0);
   const field = num(a.length) !== undefined ? 'length' : 'offset';
@@ -393,7 +388,7 @@ function checkReferences(scenario: Scenario, locator: Locator): void {
   };
   for (const step of scenario.steps) {
     const base: Path = ['steps', step.index, step.op];
-    const a = step.args;
+    const a: AnyOpArgs = step.args;
     const at = (field: string) => [...base, field];
     if (a.process !== undefined) use(a.process, 'process', at('process'));
     if (a.file !== undefined) use(a.file, 'file', at('file'));
@@ -406,37 +401,38 @@ function checkReferences(scenario: Scenario, locator: Locator): void {
     switch (step.op) {
       case 'memfd':
       case 'guest_memfd':
-        define(a.name, 'file', at('name'));
+        define(step.args.name, 'file', at('name'));
         break;
       case 'mmap':
-        define(a.name, 'map', at('name'));
+        define(step.args.name, 'map', at('name'));
         break;
       case 'mremap':
-        define(a.to, 'map', at('to'));
+        define(step.args.to, 'map', at('to'));
         break;
       case 'userfaultfd':
-        define(a.name, 'uffd', at('name'));
+        define(step.args.name, 'uffd', at('name'));
         break;
       case 'thread':
-        define(a.name, 'thread', at('name'));
-        if (a.access === 'write' && a.data === undefined) throw locator.error(base, "missing field 'data'");
+        define(step.args.name, 'thread', at('name'));
+        if (step.args.access === 'write' && step.args.data === undefined)
+          throw locator.error(base, "missing field 'data'");
         break;
       case 'fork':
-        define(a.name, 'process', at('name'));
+        define(step.args.name, 'process', at('name'));
         break;
       case 'copy':
-        if (a.data === undefined && a.src === undefined)
+        if (step.args.data === undefined && step.args.src === undefined)
           throw locator.error(base, "missing field 'data' (or 'src')");
         break;
       case 'register':
-        if (a.modes === undefined && a.mode_bits === undefined) {
+        if (step.args.modes === undefined && step.args.mode_bits === undefined) {
           throw locator.error(base, "missing field 'modes' (or 'mode_bits')");
         }
         break;
       default:
         break;
     }
-    const expect = step.expect;
+    const expect: AnyOpExpect | undefined = step.expect;
     if (expect === undefined) continue;
     const expectPath = [...base, 'expect'];
     if (expect.map !== undefined) use(expect.map, 'map', [...expectPath, 'map']);

@@ -10,6 +10,9 @@ import {
   FEATURE_NAMES,
   IOCTL_NAMES,
   REGISTER_MODE_NAMES,
+  UFFDIO_MODES,
+  type UffdioModeIoctl,
+  type UffdioModeName,
 } from '../uapi/constants.ts';
 import { errnoNumber } from '../uapi/errno.ts';
 
@@ -97,7 +100,11 @@ function step<A extends z.ZodRawShape, E extends z.ZodRawShape>(args: A, expect:
 }
 
 const Prot = z.enum(['rw', 'r', 'none']);
-const ModeFlags = (names: readonly string[]) => z.array(z.enum(names as [string, ...string[]]));
+/** The `mode:` list of a range ioctl: the flag names `UFFDIO_MODES` gives it. */
+function modeFlags<I extends UffdioModeIoctl>(ioctl: I) {
+  const names = Object.keys(UFFDIO_MODES[ioctl]) as UffdioModeName<I>[];
+  return z.array(z.enum(names as [UffdioModeName<I>, ...UffdioModeName<I>[]]));
+}
 
 /** Each op's argument object, with `expect:` beside the args. */
 export const OP_SCHEMAS = {
@@ -257,7 +264,7 @@ export const OP_SCHEMAS = {
       data: Data.optional(),
       src: Place.optional(),
       src_offset: Size.optional(),
-      mode: ModeFlags(['dontwake', 'wp']).optional(),
+      mode: modeFlags('copy').optional(),
       mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
@@ -270,7 +277,7 @@ export const OP_SCHEMAS = {
       map: Name,
       offset: Size,
       length: Size,
-      mode: ModeFlags(['dontwake']).optional(),
+      mode: modeFlags('zeropage').optional(),
       mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
@@ -283,7 +290,7 @@ export const OP_SCHEMAS = {
       map: Name,
       offset: Size,
       length: Size,
-      mode: ModeFlags(['dontwake', 'wp']).optional(),
+      mode: modeFlags('continue').optional(),
       mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
@@ -296,7 +303,7 @@ export const OP_SCHEMAS = {
       map: Name,
       offset: Size,
       length: Size,
-      mode: ModeFlags(['wp', 'dontwake']).optional(),
+      mode: modeFlags('writeprotect').optional(),
       mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
@@ -309,7 +316,7 @@ export const OP_SCHEMAS = {
       map: Name,
       offset: Size,
       length: Size,
-      mode: ModeFlags(['dontwake']).optional(),
+      mode: modeFlags('poison').optional(),
       mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
@@ -322,7 +329,7 @@ export const OP_SCHEMAS = {
       src: Place,
       dst: Place,
       length: Size,
-      mode: ModeFlags(['dontwake', 'allow_src_holes']).optional(),
+      mode: modeFlags('move').optional(),
       mode_bits: U64.optional(),
       ...BeyondMap,
       ...ProcessField,
@@ -355,7 +362,35 @@ export const OP_SCHEMAS = {
 export type OpName = keyof typeof OP_SCHEMAS;
 export const OP_NAMES = Object.keys(OP_SCHEMAS) as OpName[];
 
-export type StepArgs<O extends OpName> = z.infer<(typeof OP_SCHEMAS)[O]>;
+/** Op `O`'s arguments (sizes parsed), without `expect`. */
+export type OpArgs<O extends OpName> = Omit<z.infer<(typeof OP_SCHEMAS)[O]>, 'expect'>;
+/** What op `O` may expect. */
+export type OpExpect<O extends OpName> = NonNullable<z.infer<(typeof OP_SCHEMAS)[O]>['expect']>;
+
+/** One step of op `O`, validated by its schema; `line` is where it starts in its file. */
+export interface StepOf<O extends OpName> {
+  readonly index: number;
+  readonly op: O;
+  readonly args: OpArgs<O>;
+  readonly expect: OpExpect<O> | undefined;
+  readonly line: number;
+}
+
+/** Any step: a union discriminated by `op`. */
+export type Step = { [O in OpName]: StepOf<O> }[OpName];
+
+type KeysOfUnion<T> = T extends unknown ? keyof T : never;
+type ValueOfUnion<T, K extends PropertyKey> = T extends unknown ? (K extends keyof T ? T[K] : never) : never;
+/** Every field any member of `T` has, optional, typed as the union of what the members give it. */
+type Loose<T> = { readonly [K in KeysOfUnion<T>]?: ValueOfUnion<T, K> };
+
+/**
+ * Any op's arguments seen by field name: for the loader's checks that hold
+ * for a field in every op that has it (a `map` names a map, `length` is bytes).
+ */
+export type AnyOpArgs = Loose<{ [O in OpName]: OpArgs<O> }[OpName]>;
+/** Any op's `expect`, by field name. */
+export type AnyOpExpect = Loose<{ [O in OpName]: OpExpect<O> }[OpName]>;
 
 export const Capability = z.enum(['hugetlb', 'guest_memfd', 'vm_uffd_ops', 'root']);
 

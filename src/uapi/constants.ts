@@ -204,6 +204,33 @@ export const UFFDIO_POISON_MODE_DONTWAKE: number = 1 << 0;
 export const UFFDIO_MOVE_MODE_DONTWAKE: number = 1 << 0;
 export const UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES: number = 1 << 1;
 
+/**
+ * The mode flags each range ioctl takes, by the names scenario files give
+ * them, in the order the contract lists them. The one list of which modes
+ * each ioctl allows: the scenario schema and the scenario runner (on either
+ * backend) derive theirs from it.
+ */
+export const UFFDIO_MODES = {
+  copy: { dontwake: UFFDIO_COPY_MODE_DONTWAKE, wp: UFFDIO_COPY_MODE_WP },
+  zeropage: { dontwake: UFFDIO_ZEROPAGE_MODE_DONTWAKE },
+  continue: { dontwake: UFFDIO_CONTINUE_MODE_DONTWAKE, wp: UFFDIO_CONTINUE_MODE_WP },
+  writeprotect: { wp: UFFDIO_WRITEPROTECT_MODE_WP, dontwake: UFFDIO_WRITEPROTECT_MODE_DONTWAKE },
+  poison: { dontwake: UFFDIO_POISON_MODE_DONTWAKE },
+  move: { dontwake: UFFDIO_MOVE_MODE_DONTWAKE, allow_src_holes: UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES },
+} as const satisfies Record<string, Record<string, number>>;
+
+/** A range ioctl that takes mode flags, by its scenario op name. */
+export type UffdioModeIoctl = keyof typeof UFFDIO_MODES;
+/** The mode flag names `ioctl` takes. */
+export type UffdioModeName<I extends UffdioModeIoctl> = keyof (typeof UFFDIO_MODES)[I] & string;
+
+/** Every mode bit `ioctl` defines (the rest are EINVAL). */
+export function uffdioModeMask(ioctl: UffdioModeIoctl): number {
+  let mask = 0;
+  for (const bit of Object.values<number>(UFFDIO_MODES[ioctl])) mask |= bit;
+  return mask;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Events and page-fault flags (§1.6)
 // ---------------------------------------------------------------------------------------------------------
