@@ -47,6 +47,18 @@ export interface ThreadBackend {
   result(): ThreadResult | null;
 }
 
+/**
+ * mremap(2)'s arguments in the kernel's order (old_address, old_size,
+ * new_size, flags, new_address): written once for every backend.
+ */
+export type MremapArgs = readonly [
+  oldAddress: number,
+  oldLength: number,
+  newLength: number,
+  flags: number,
+  newAddress: number,
+];
+
 export interface ProcessBackend {
   readonly pid: number;
   mmap(args: MmapArgs): number;
@@ -87,7 +99,7 @@ export interface ProcessBackend {
    * thread's `syscall` access instead, which blocks as the kernel does.
    */
   madvise(address: number, length: number, advice: number): void;
-  mremap(oldAddress: number, oldLength: number, newLength: number, flags: number, newAddress: number): number;
+  mremap(...args: MremapArgs): number;
   fork(): ProcessBackend;
   /** Delivers `signal` to a thread, which handles and ignores it (a blocked fault is retried). */
   signalThread(thread: ThreadBackend, signal: number): void;

@@ -28,6 +28,7 @@ import { KernelError, SignalError } from '../uapi/errno.ts';
 import {
   type KernelBackend,
   type MmapArgs,
+  type MremapArgs,
   type PageInfo,
   type ProcessBackend,
   type ThreadAccess,
@@ -329,13 +330,7 @@ class ModelProcessBackend implements ProcessBackend {
     check('madvise', this.process.madvise(start, len, int('madvise', 'advice', advice)));
   }
 
-  mremap(
-    oldAddress: number,
-    oldLength: number,
-    newLength: number,
-    flags: number,
-    newAddress: number,
-  ): number {
+  mremap(...[oldAddress, oldLength, newLength, flags, newAddress]: MremapArgs): number {
     const [from, oldLen, newLen, to] = [oldAddress, oldLength, newLength, newAddress].map((value, i) =>
       ulong('mremap', ['old_address', 'old_size', 'new_size', 'new_address'][i]!, value),
     );

@@ -18,6 +18,7 @@ import { release } from 'node:os';
 import type {
   KernelBackend,
   MmapArgs,
+  MremapArgs,
   PageInfo,
   ProcessBackend,
   ThreadAccess,
@@ -357,20 +358,11 @@ export class HostProcessBackend implements ProcessBackend {
     );
   }
 
-  mremap(
-    oldAddress: number,
-    oldLength: number,
-    newLength: number,
-    flags: number,
-    newAddress: number,
-  ): number {
-    const result = this.memorySyscall(
-      'mremap',
-      SYSCALL_CODES.mremap,
-      [oldAddress, oldLength, newLength, flags, newAddress],
-      () => this.addon.mremap(oldAddress, oldLength, newLength, flags, newAddress),
+  mremap(...args: MremapArgs): number {
+    const result = this.memorySyscall('mremap', SYSCALL_CODES.mremap, [...args], () =>
+      this.addon.mremap(...args),
     );
-    this.remapped([oldAddress, oldLength, newLength, flags], result);
+    this.remapped(args.slice(0, 4), result);
     return result;
   }
 

@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { MremapArgs } from '../api/backend.ts';
 
 /** One access of a thread's program, as the addon takes it. */
 export interface NativeOp {
@@ -77,7 +78,7 @@ export interface NativeAddon {
   munmap(address: number, length: number): number;
   mprotect(address: number, length: number, prot: number): number;
   madvise(address: number, length: number, advice: number): number;
-  mremap(oldAddress: number, oldLength: number, newLength: number, flags: number, newAddress: number): number;
+  mremap(...args: MremapArgs): number;
   memfdCreate(name: string, flags: number): number;
   ftruncate(fd: number, length: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): number;

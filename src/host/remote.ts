@@ -8,6 +8,7 @@
 import { constants } from 'node:os';
 import type {
   MmapArgs,
+  MremapArgs,
   PageInfo,
   ProcessBackend,
   ThreadAccess,
@@ -480,14 +481,8 @@ export class RemoteProcessBackend implements ProcessBackend {
     this.call('madvise', OP.madvise, [address, length, advice]);
   }
 
-  mremap(
-    oldAddress: number,
-    oldLength: number,
-    newLength: number,
-    flags: number,
-    newAddress: number,
-  ): number {
-    return this.call('mremap', OP.mremap, [oldAddress, oldLength, newLength, flags, newAddress]);
+  mremap(...args: MremapArgs): number {
+    return this.call('mremap', OP.mremap, [...args]);
   }
 
   /** fork(2) from a thread of the agent; with EVENT_FORK it sleeps until the event is read: use a thread's fork access then. */
