@@ -7,7 +7,7 @@ import { ModelBackend } from '../api/model-backend.ts';
 import { missingHostCapability } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import type { InjectionRates, InjectionReport } from '../model/inject.ts';
-import type { Scenario } from './parse.ts';
+import type { Scenario, Step } from './parse.ts';
 import { compare, jsonResult } from './result.ts';
 import { dataBytes, runStep, ScenarioContext } from './runner.ts';
 
@@ -70,89 +70,107 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
 
   const backend = createBackend(options, scenario);
   const context = new ScenarioContext(backend);
-  const steps: StepReport[] = [];
-  let status: ScenarioReport['status'] = 'pass';
-  let reason: string | undefined;
-  const fail = (report: StepReport) => {
-    if (status !== 'pass') return;
-    status = report.status === 'error' ? 'error' : 'fail';
-    reason = `step ${report.index} (${report.op}, line ${report.line}): ${report.problems!.join('; ')}`;
-  };
-  /** Checks background steps that have returned since the last look. */
-  const collectBackground = () => {
-    for (const pending of [...context.background]) {
-      const result = pending.thread.result();
-      if (result === null) continue;
-      context.background.splice(context.background.indexOf(pending), 1);
-      const observed = pending.finish(result);
-      const problems = compare(pending.step.expect, observed, dataBytes, (map) => context.range(map));
-      const index = steps.findIndex((report) => report.index === pending.step.index);
-      const report: StepReport = {
-        ...steps[index]!,
-        status: problems.length === 0 ? 'pass' : 'fail',
-        result: jsonResult(observed),
-        ...(problems.length === 0 ? {} : { problems }),
-      };
-      steps[index] = report;
-      if (report.status !== 'pass') fail(report);
-    }
-  };
+  const reports = new StepReports(context);
   for (const step of scenario.steps) {
     await backend.settle();
-    collectBackground();
-    if (status !== 'pass' && !options.keepGoing) break;
-    let report: StepReport;
-    try {
-      const observed = await runStep(context, step);
-      if (observed.background === true) {
-        steps.push({
-          index: step.index,
-          op: step.op,
-          line: step.line,
-          status: 'pass',
-          result: { background: true },
-        });
-        continue;
-      }
-      const problems = compare(step.expect, observed, dataBytes, (map) => context.range(map));
-      report = {
-        index: step.index,
-        op: step.op,
-        line: step.line,
-        status: problems.length === 0 ? 'pass' : 'fail',
-        result: jsonResult(observed),
-        ...(step.expect === undefined ? {} : { expected: step.expect }),
-        ...(problems.length === 0 ? {} : { problems }),
-      };
-    } catch (error) {
-      report = {
-        index: step.index,
-        op: step.op,
-        line: step.line,
-        status: 'error',
-        result: {},
-        problems: [(error as Error).message],
-      };
-    }
-    steps.push(report);
-    if (report.status !== 'pass') {
-      fail(report);
-      if (!options.keepGoing || report.status === 'error') break;
-    }
+    reports.collectBackground();
+    if (reports.status !== 'pass' && !options.keepGoing) break;
+    const report = await runOneStep(context, step);
+    reports.add(report);
+    if (report.status !== 'pass' && (!options.keepGoing || report.status === 'error')) break;
   }
   await backend.settle();
-  collectBackground();
-  for (const pending of context.background) {
-    const index = steps.findIndex((report) => report.index === pending.step.index);
-    const report: StepReport = {
-      ...steps[index]!,
-      status: 'fail',
-      problems: ['still blocked at the end of the scenario: the event it raised was never read'],
+  reports.collectBackground();
+  reports.failStillBlocked();
+  await release(context);
+  const injections =
+    backend instanceof ModelBackend && backend.kernel.injector.active
+      ? backend.kernel.injector.report()
+      : undefined;
+  return {
+    ...base,
+    status: reports.status,
+    ...(reports.reason === undefined ? {} : { reason: reports.reason }),
+    steps: reports.steps,
+    ...(injections && { injections }),
+  };
+}
+
+/** Runs one step and checks what it observed against its `expect`; a step gone to the background passes for now. */
+async function runOneStep(context: ScenarioContext, step: Step): Promise<StepReport> {
+  const where = { index: step.index, op: step.op, line: step.line };
+  try {
+    const observed = await runStep(context, step);
+    if (observed.background === true) return { ...where, status: 'pass', result: { background: true } };
+    const problems = compare(step.expect, observed, dataBytes, (map) => context.range(map));
+    return {
+      ...where,
+      status: problems.length === 0 ? 'pass' : 'fail',
+      result: jsonResult(observed),
+      ...(step.expect === undefined ? {} : { expected: step.expect }),
+      ...(problems.length === 0 ? {} : { problems }),
     };
-    steps[index] = report;
-    fail(report);
+  } catch (error) {
+    return { ...where, status: 'error', result: {}, problems: [(error as Error).message] };
   }
-  // Threads still blocked are released by closing every userfaultfd.
+}
+
+/** The step reports of one run, and the scenario's status: the first failing step decides it. */
+class StepReports {
+  readonly steps: StepReport[] = [];
+  status: ScenarioReport['status'] = 'pass';
+  reason: string | undefined;
+
+  constructor(private readonly context: ScenarioContext) {}
+
+  add(report: StepReport): void {
+    this.steps.push(report);
+    if (report.status !== 'pass') this.fail(report);
+  }
+
+  /** Checks background steps that have returned since the last look. */
+  collectBackground(): void {
+    const { background } = this.context;
+    for (const pending of [...background]) {
+      const result = pending.thread.result();
+      if (result === null) continue;
+      background.splice(background.indexOf(pending), 1);
+      const observed = pending.finish(result);
+      const problems = compare(pending.step.expect, observed, dataBytes, (map) => this.context.range(map));
+      this.replace(pending.step.index, {
+        status: problems.length === 0 ? 'pass' : 'fail',
+        result: jsonResult(observed),
+        ...(problems.length === 0 ? {} : { problems }),
+      });
+    }
+  }
+
+  /** A background step still asleep at the end fails: the event it raised was never read. */
+  failStillBlocked(): void {
+    for (const pending of this.context.background) {
+      this.replace(pending.step.index, {
+        status: 'fail',
+        problems: ['still blocked at the end of the scenario: the event it raised was never read'],
+      });
+    }
+  }
+
+  private replace(stepIndex: number, update: Partial<StepReport>): void {
+    const index = this.steps.findIndex((report) => report.index === stepIndex);
+    const report: StepReport = { ...this.steps[index]!, ...update };
+    this.steps[index] = report;
+    if (report.status !== 'pass') this.fail(report);
+  }
+
+  private fail(report: StepReport): void {
+    if (this.status !== 'pass') return;
+    this.status = report.status === 'error' ? 'error' : 'fail';
+    this.reason = `step ${report.index} (${report.op}, line ${report.line}): ${report.problems!.join('; ')}`;
+  }
+}
+
+/** Threads still blocked are released by closing every userfaultfd; a host backend's agents go. */
+async function release(context: ScenarioContext): Promise<void> {
   for (const binding of context.uffds.values()) {
     try {
       binding.uffd.close();
@@ -160,17 +178,6 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
       // Already closed by the scenario.
     }
   }
-  await backend.settle();
-  if (backend instanceof HostBackend) backend.dispose();
-  const injections =
-    backend instanceof ModelBackend && backend.kernel.injector.active
-      ? backend.kernel.injector.report()
-      : undefined;
-  return {
-    ...base,
-    status,
-    ...(reason === undefined ? {} : { reason }),
-    steps,
-    ...(injections && { injections }),
-  };
+  await context.backend.settle();
+  if (context.backend instanceof HostBackend) context.backend.dispose();
 }
