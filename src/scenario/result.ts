@@ -34,6 +34,15 @@ function sameList(a: unknown, b: unknown, ordered: boolean): boolean {
   return JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
 }
 
+/** What comparing one step's result needs besides the two records. */
+interface Comparison {
+  readonly wanted: Record<string, unknown>;
+  readonly observed: ObservedResult;
+  readonly dataOf: (spec: DataSpec) => Uint8Array;
+  readonly resolve: PlaceResolver | undefined;
+  readonly addresses: PlaceAddresses | undefined;
+}
+
 /**
  * The fields of `expected` that `observed` does not match, as
  * "field: expected X, got Y" strings. A step without `errno` in its expect
@@ -48,21 +57,7 @@ export function compare(
   const problems: string[] = [];
   const wanted = expected ?? {};
   const addresses = (observed as { [PLACE_ADDRESSES]?: PlaceAddresses })[PLACE_ADDRESSES];
-  /** Whether the expected place names the observed address (by address, when both are known). */
-  const samePlace = (
-    map: string,
-    offset: number | undefined,
-    address: number | undefined,
-    got: unknown,
-  ): boolean => {
-    const range = resolve?.(map);
-    const place = got as { map: string; offset: number } | undefined;
-    if (range === undefined || address === undefined) {
-      return place !== undefined && place.map === map && (offset === undefined || place.offset === offset);
-    }
-    if (offset !== undefined) return range.start + offset === address;
-    return (address >= range.start && address < range.start + range.length) || place?.map === map;
-  };
+  const comparison: Comparison = { wanted, observed, dataOf, resolve, addresses };
   if (wanted.errno === undefined && observed.errno !== undefined && observed.state === undefined) {
     problems.push(`expected success, got ${observed.errno}`);
   }
@@ -72,59 +67,79 @@ export function compare(
   }
   for (const [field, value] of Object.entries(wanted)) {
     const got = observed[field];
-    let ok: boolean;
-    switch (field) {
-      case 'data': {
-        const bytes = dataOf(value as DataSpec);
-        ok =
-          got instanceof Uint8Array &&
-          got.length === bytes.length &&
-          got.every((byte, i) => byte === bytes[i]);
-        break;
-      }
-      case 'features':
-        // The kernel may offer more; the scenario lists what must be there.
-        ok = Array.isArray(got) && (value as string[]).every((name) => got.includes(name));
-        break;
-      case 'ioctls':
-      case 'flags':
-      case 'events':
-        ok = sameList(value, got, field === 'flags' && Array.isArray((value as unknown[])[0]));
-        break;
-      case 'pages':
-        ok =
-          Array.isArray(got) &&
-          (value as Record<string, unknown>[]).length === got.length &&
-          (value as Record<string, unknown>[]).every((page, i) =>
-            Object.entries(page).every(([key, want]) => (got[i] as Record<string, unknown>)[key] === want),
-          );
-        break;
-      case 'from':
-      case 'to': {
-        const want = value as { map: string; offset?: number };
-        ok = samePlace(want.map, want.offset ?? 0, addresses?.[field], got);
-        break;
-      }
-      case 'map':
-      case 'offset': {
-        // An event's place: map and offset name one address together; an offset without a map stays
-        // relative to the map the runner named.
-        const map = wanted.map as string | undefined;
-        if (map === undefined || addresses?.place === undefined) {
-          ok = got === value;
-          break;
-        }
-        const here = { map: observed.map, offset: observed.offset };
-        ok = samePlace(map, wanted.offset as number | undefined, addresses.place, here);
-        break;
-      }
-      default:
-        ok = got === value;
-    }
-    if (!ok) problems.push(`${field}: expected ${show(value, dataOf)}, got ${show(got, dataOf)}`);
+    const matches: FieldMatch = Object.hasOwn(FIELD_MATCHES, field)
+      ? FIELD_MATCHES[field]!
+      : (want, have) => have === want;
+    if (!matches(value, got, field, comparison))
+      problems.push(`${field}: expected ${show(value, dataOf)}, got ${show(got, dataOf)}`);
   }
   return problems;
 }
+
+/** Whether the expected place names the observed address (by address, when both are known). */
+function samePlace(
+  { resolve }: Comparison,
+  expected: { map: string; offset: number | undefined },
+  address: number | undefined,
+  got: unknown,
+): boolean {
+  const { map, offset } = expected;
+  const range = resolve?.(map);
+  const place = got as { map: string; offset: number } | undefined;
+  if (range === undefined || address === undefined) {
+    return place !== undefined && place.map === map && (offset === undefined || place.offset === offset);
+  }
+  if (offset !== undefined) return range.start + offset === address;
+  return (address >= range.start && address < range.start + range.length) || place?.map === map;
+}
+
+type FieldMatch = (want: unknown, got: unknown, field: string, comparison: Comparison) => boolean;
+
+const listMatch: FieldMatch = (want, got, field) =>
+  sameList(want, got, field === 'flags' && Array.isArray((want as unknown[])[0]));
+
+const placeMatch: FieldMatch = (want, got, field, comparison) => {
+  const place = want as { map: string; offset?: number };
+  const address = comparison.addresses?.[field as 'from' | 'to'];
+  return samePlace(comparison, { map: place.map, offset: place.offset ?? 0 }, address, got);
+};
+
+/**
+ * An event's place: map and offset name one address together; an offset
+ * without a map stays relative to the map the runner named.
+ */
+const eventPlaceMatch: FieldMatch = (want, got, _field, comparison) => {
+  const { wanted, observed, addresses } = comparison;
+  const map = wanted.map as string | undefined;
+  if (map === undefined || addresses?.place === undefined) return got === want;
+  const here = { map: observed.map, offset: observed.offset };
+  return samePlace(comparison, { map, offset: wanted.offset as number | undefined }, addresses.place, here);
+};
+
+/** How each `expect` field is compared, where it is more than equality. */
+const FIELD_MATCHES: Readonly<Record<string, FieldMatch>> = {
+  data: (want, got, _field, { dataOf }) => {
+    const bytes = dataOf(want as DataSpec);
+    return (
+      got instanceof Uint8Array && got.length === bytes.length && got.every((byte, i) => byte === bytes[i])
+    );
+  },
+  // The kernel may offer more; the scenario lists what must be there.
+  features: (want, got) => Array.isArray(got) && (want as string[]).every((name) => got.includes(name)),
+  ioctls: listMatch,
+  flags: listMatch,
+  events: listMatch,
+  pages: (want, got) =>
+    Array.isArray(got) &&
+    (want as Record<string, unknown>[]).length === got.length &&
+    (want as Record<string, unknown>[]).every((page, i) =>
+      Object.entries(page).every(([key, value]) => (got[i] as Record<string, unknown>)[key] === value),
+    ),
+  from: placeMatch,
+  to: placeMatch,
+  map: eventPlaceMatch,
+  offset: eventPlaceMatch,
+};
 
 export function show(value: unknown, dataOf?: (spec: DataSpec) => Uint8Array): string {
   if (value === undefined) return '(nothing)';
