@@ -403,6 +403,47 @@ describe('item 9: error paths say what happened', () => {
   });
 });
 
+describe("item 9: snapshot-restore with a balloon over a vCPU's first page", () => {
+  // With two sequential vCPUs over 256 pages, vcpu1 starts at page 128: a balloon of 128 or more pages
+  // discards it. Its fault and the balloon's REMOVE then arrive in one read(); serving the fault first
+  // refilled the discarded page with the snapshot ("pages DIFFER" on both backends).
+  const backends = hostSkip === false ? (['model', 'host'] as const) : (['model'] as const);
+  for (const backend of backends) {
+    it(`every read and every page is right on the ${backend} backend`, async () => {
+      const { runSnapshotRestore } = await import('../src/workloads/snapshot-restore.ts');
+      const { Trace } = await import('../src/trace/trace.ts');
+      for (const [balloonPages, pattern, seed] of [
+        [128, 'sequential', 1],
+        [129, 'sequential', 2],
+        [256, 'sequential', 3],
+        [200, 'random', 4],
+      ] as const) {
+        const kernel = backend === 'model' ? new ModelBackend({ seed }) : new HostBackend();
+        try {
+          const result = await runSnapshotRestore({
+            backend: kernel,
+            mode: 'anon',
+            guestBytes: 256 * 4096,
+            vcpus: 2,
+            pattern,
+            seed,
+            prefetchWindow: 0,
+            balloonPages,
+            trace: new Trace(1, false),
+          });
+          const what = `${backend}, --balloon ${balloonPages}, ${pattern}`;
+          assert.deepEqual(result.wrongReads, [], what);
+          assert.equal(result.pages, 256, what);
+          assert.equal(result.verifiedPages, 256, what);
+          assert.equal(result.stats.removeEvents, 1, what);
+        } finally {
+          kernel.close?.();
+        }
+      }
+    });
+  }
+});
+
 describe('item 6: huge pages are given back on every exit path and shared fairly', {
   skip: hostSkip || (process.geteuid?.() !== 0 ? 'not root' : false),
 }, () => {
