@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ModelBackend } from '../src/api/model-backend.ts';
@@ -400,6 +400,61 @@ describe('item 9: error paths say what happened', () => {
     assert.equal(bogus.status, 2);
     assert.doesNotMatch(bogus.stderr, /\n\s+at /);
     assert.equal(bogus.stderr.split('\n').length, 2);
+  });
+});
+
+describe('item 9: --trace, --plot and --record-working-set create their file, never a directory', () => {
+  const small = ['workload', 'snapshot-restore', '--size', '64K'];
+
+  it('a missing parent directory is one line, exit 2, before the run; nothing is created', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-out-'));
+    try {
+      for (const option of ['--trace', '--plot', '--record-working-set']) {
+        const file = join(dir, 'no', 'such', 'out.svg');
+        const run = faultline([...small, option, file]);
+        assert.equal(run.status, 2, option);
+        assert.equal(
+          run.stderr,
+          `faultline: ${option} ${file}: directory ${join(dir, 'no', 'such')} does not exist (create it first)\n`,
+        );
+        assert.equal(run.stdout, '', `${option}: nothing ran`);
+        assert.deepEqual(readdirSync(dir), [], `${option}: no directory was made`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  it('a parent that is a file, and a target that is a directory, are one line each, exit 2', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-out-'));
+    try {
+      writeFileSync(join(dir, 'file'), 'x');
+      const underFile = faultline([...small, '--trace', join(dir, 'file', 't.json')]);
+      assert.equal(underFile.status, 2);
+      assert.equal(
+        underFile.stderr,
+        `faultline: --trace ${join(dir, 'file', 't.json')}: ${join(dir, 'file')} is not a directory\n`,
+      );
+      const beside = faultline([...small, '--trace', join(dir, 't.json')]);
+      assert.equal(beside.status, 0, 'a file in an existing directory is written');
+      assert.ok(readFileSync(join(dir, 't.json'), 'utf8').startsWith('{"traceEvents":['));
+      const directory = faultline([...small, '--trace', dir]);
+      assert.equal(directory.status, 2);
+      assert.equal(directory.stderr, `faultline: --trace ${dir}: is a directory\n`);
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  it('npm start makes the directory its own outputs go to', () => {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+      scripts: { start: string };
+    };
+    const start = pkg.scripts.start;
+    const made = [...start.matchAll(/mkdir -p (\S+) &&/g)].map((match) => match[1]);
+    const outputs = [...start.matchAll(/--(?:trace|plot) (\S+)/g)].map((match) => match[1]!);
+    assert.ok(outputs.length > 0, start);
+    for (const output of outputs) assert.ok(made.includes(dirname(output)), `${output}: ${start}`);
   });
 });
 

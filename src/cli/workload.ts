@@ -33,6 +33,7 @@ import {
 import type { WorkloadStats } from '../workloads/stats.ts';
 import { checkGuestBytes } from './bounds.ts';
 import { Progress, table } from './output.ts';
+import { checkOutputFile } from './output-files.ts';
 
 export interface SnapshotRestoreCommandOptions extends CommonWorkloadOptions {
   mode: string;
@@ -106,6 +107,8 @@ function restoreOptions(options: SnapshotRestoreCommandOptions) {
   if (pattern === 'working-set' && workingSet === undefined) {
     throw new InvalidArgumentError('--pattern working-set needs --working-set FILE');
   }
+  if (options.recordWorkingSet !== undefined)
+    checkOutputFile('--record-working-set', options.recordWorkingSet);
   if (options.firecrackerSocket !== undefined) {
     if (options.backend !== 'host') {
       throw new InvalidArgumentError(
@@ -376,6 +379,8 @@ async function runWorkload<R extends { readonly stats: WorkloadStats }>(
     throw new InvalidArgumentError(`--size: ${options.size} bytes is not a multiple of 4 KiB`);
   if (options.plot !== undefined && !/\.(svg|png)$/.test(options.plot))
     throw new InvalidArgumentError(`--plot: ${options.plot}: the file must end in .svg or .png`);
+  if (options.trace !== undefined) checkOutputFile('--trace', options.trace);
+  if (options.plot !== undefined) checkOutputFile('--plot', options.plot);
   const startedMs = performance.now();
   const backend = createBackend(
     options.backend,

@@ -11,8 +11,7 @@
  * one JavaScript string) and keeps at most `eventsMax` events, saying how
  * many it dropped.
  */
-import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
 
 /** One Chrome Trace Event (the subset faultline writes). */
 export interface TraceEvent {
@@ -97,7 +96,6 @@ export class Trace implements KernelTracer {
     this.originMs = options.originMs ?? performance.now();
     this.file = options.file;
     if (enabled && options.file !== undefined) {
-      mkdirSync(dirname(options.file), { recursive: true });
       this.fd = openSync(options.file, 'w');
       writeSync(this.fd, '{"traceEvents":[\n');
     }
@@ -273,7 +271,6 @@ export class Trace implements KernelTracer {
    */
   write(file: string, metadata: Record<string, unknown> = {}): number {
     if (this.fd === undefined) {
-      mkdirSync(dirname(file), { recursive: true });
       writeFileSync(file, this.toJson(metadata));
       return this.dropped;
     }

@@ -3,8 +3,7 @@
  * latency histogram, drawn with vega-lite and rendered headless to SVG (or
  * PNG through resvg).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import type * as vegaLite from 'vega-lite';
 import type { WorkloadStats } from './stats.ts';
 
@@ -71,7 +70,6 @@ export async function renderPlot(stats: WorkloadStats, title: string, file: stri
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   const svg = await view.toSVG();
   view.finalize();
-  mkdirSync(dirname(file), { recursive: true });
   if (file.endsWith('.svg')) {
     writeFileSync(file, svg);
     return;
