@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type ConformanceReport, runConformance } from '../src/conformance/runner.ts';
+import { ConformanceError, type ConformanceReport, runConformance } from '../src/conformance/runner.ts';
 import { digestKernel } from '../src/model/check.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -311,6 +311,38 @@ describe('conformance against hostile modules', () => {
       result!.reason!,
       /^hook contract broken: faultline: memory type 'hostile-timer-drops-reference' called putFolio\(\d+\) outside any hook call \(from a timer or a promise\?\): refused$/,
     );
+  });
+
+  for (const [file, what] of [
+    ['hostile-import-loop.mjs', 'its top-level code'],
+    ['hostile-create-loop.mjs', 'its create()'],
+  ] as const) {
+    it(`a module whose ${what === 'its create()' ? 'create() never returns' : 'top-level code never ends'}: killed at the timeout, one line, exit 2`, () => {
+      const run = cli('--module', fixture(file), '--timeout', '2000');
+      assert.equal(run.signal, null, 'the suite itself must not hang');
+      assert.equal(run.status, 2, run.stderr);
+      assert.equal(
+        run.stdout,
+        `faultline conformance: --module ${fixture(file)}: ${what} did not finish within 2000 ms: killed\n`,
+      );
+      assert.equal(run.stderr, '');
+    });
+  }
+
+  it('through the API too: none of the module runs in this process, and no worker is left', async () => {
+    const before = process.getActiveResourcesInfo().length;
+    await assert.rejects(
+      runConformance({ modulePaths: [fixture('hostile-create-loop.mjs')], timeoutMs: 1000 }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConformanceError);
+        assert.match(
+          error.message,
+          /hostile-create-loop\.mjs: its create\(\) did not finish within 1000 ms: killed$/,
+        );
+        return true;
+      },
+    );
+    assert.equal(process.getActiveResourcesInfo().length, before, 'the probe worker is gone');
   });
 
   it('usage errors still exit 2: an unknown case name', () => {

@@ -3,13 +3,8 @@
  * one line per case × type and a closing count; `--json` prints one
  * versioned document (format 'faultline-conformance', version 1).
  */
-import { loadMemoryTypeModule, ModuleLoadError } from '../conformance/module.ts';
-import {
-  type CaseResult,
-  ConformanceError,
-  type ExtraModule,
-  runConformance,
-} from '../conformance/runner.ts';
+import { ModuleLoadError } from '../conformance/module.ts';
+import { type CaseResult, ConformanceError, runConformance } from '../conformance/runner.ts';
 import type { KernelVersion } from '../model/kernel.ts';
 import { MemoryTypeError } from '../model/mm/registry.ts';
 
@@ -30,16 +25,14 @@ export interface ConformanceCommandOptions {
 export async function conformanceCommand(options: ConformanceCommandOptions): Promise<number> {
   const out = options.out;
   try {
-    const modules: ExtraModule[] = [];
-    for (const path of options.module) modules.push(await loadMemoryTypeModule(path));
     const report = await runConformance({
-      modules,
+      // Modules from files are loaded only in workers: their declarations are read in one, and each
+      // case runs in one of its own, killed at the timeout or the memory cap.
+      ...(options.module.length > 0 ? { modulePaths: options.module } : {}),
       memtypes: options.memtype,
       ...(options.case === undefined ? {} : { cases: options.case }),
       version: options.kernelVersion,
       seed: options.seed,
-      // Cases of modules from files run in workers of their own, killed at the timeout or the memory cap.
-      isolate: modules.length > 0,
       ...(options.timeout === undefined ? {} : { timeoutMs: options.timeout }),
       ...(options.json ? {} : { onResult: (result: CaseResult) => out(formatResult(result)) }),
     });

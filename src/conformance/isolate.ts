@@ -1,7 +1,9 @@
 /**
- * One conformance case in a worker thread of its own, for memory types
- * loaded from files (`conformance --module`): a hook that never returns, or
- * a type that floods memory, costs that case alone. The worker is killed
+ * Memory types loaded from files (`conformance --module`) run only in worker
+ * threads: one probe reads their declarations (their top-level code and
+ * create() run there), and each conformance case runs in a worker of its
+ * own: a hook that never returns, or a type that floods memory, costs that
+ * case alone. A worker is killed
  * when its hard timeout passes (terminate() stops even a synchronous loop)
  * or when its heap passes the cap, and the case fails with one line saying
  * so; results are reported per case as in-process runs are.
@@ -10,6 +12,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { KernelVersion } from '../model/kernel.ts';
+import type { TypeSummary } from './runner.ts';
 
 export interface IsolatedCase {
   /** The module files to load, in order, as `--module` gave them. */
@@ -29,10 +32,10 @@ export type WorkerReply =
   | { readonly result: { status: 'pass' | 'fail' | 'skip'; reason?: string; hooks: readonly string[] } }
   | { readonly error: string };
 
-/** The worker's entry, resolved next to this file (.ts under tsx, .js once compiled). */
-function workerSource(): { code: string; eval: true } | { url: URL } {
+/** A worker's entry, resolved next to this file (.ts under tsx, .js once compiled). */
+function workerSource(entry: 'case-worker' | 'probe-worker'): { code: string; eval: true } | { url: URL } {
   const typescript = import.meta.url.endsWith('.ts');
-  const url = new URL(typescript ? './case-worker.ts' : './case-worker.js', import.meta.url);
+  const url = new URL(`./${entry}.${typescript ? 'ts' : 'js'}`, import.meta.url);
   if (!typescript) return { url };
   // A worker does not inherit tsx's loader nor the parent's other --import preloads (a resolver
   // hook, say): register tsx, then import them, before loading the entry.
@@ -63,10 +66,97 @@ function parentPreloads(): string[] {
 
 /** Runs the case in a worker; resolves to the worker's reply or a one-line reason it was killed. */
 export function runIsolatedCase(request: IsolatedCase): Promise<WorkerReply> {
-  const source = workerSource();
+  return runInWorker<WorkerReply>('case-worker', request, {
+    timeoutMs: request.timeoutMs,
+    memoryMb: request.memoryMb,
+    killed: (why) =>
+      why === 'timeout'
+        ? { error: `killed: no result within ${request.timeoutMs} ms (a hook that never returns?)` }
+        : { error: `killed: the case passed its ${request.memoryMb} MiB memory cap` },
+    failed: (reason) => ({ error: `the case's worker ${reason}` }),
+  });
+}
+
+/** What loading memory type modules and reading their declarations needs (the probe of `conformance --module`). */
+export interface ProbeRequest {
+  readonly modulePaths: readonly string[];
+  /** Names of the types to check (default: the modules' own types). */
+  readonly memtypes?: readonly string[];
+  /** Names of the cases to decide skips for (already checked by the parent). */
+  readonly cases: readonly string[];
+  readonly version: KernelVersion;
+  readonly seed: number;
+  readonly timeoutMs: number;
+  readonly memoryMb: number;
+}
+
+/** The declarations, as plain data: what the parent needs to select, skip and report. */
+export interface ProbeDeclarations {
+  /** The selected types' summaries, in the order their cases run. */
+  readonly types: readonly TypeSummary[];
+  /** For each selected type, for each case: why it is skipped, or null. */
+  readonly skips: readonly (readonly (string | null)[])[];
+}
+
+export type ProbeReply = { readonly declared: ProbeDeclarations } | { readonly error: string };
+
+/**
+ * Where the probe was when it was stopped, posted before each step: a module
+ * that never finishes loading, or whose create() never returns, is named.
+ */
+export interface ProbeStage {
+  readonly stage: 'import' | 'create';
+  readonly path: string;
+}
+
+/**
+ * Loads the modules and reads their declarations in a worker: a module's
+ * top-level code and its create() run there, never in this process, bounded
+ * by the same hard timeout and heap cap as its cases.
+ */
+export function probeModules(request: ProbeRequest): Promise<ProbeReply> {
+  let stage: ProbeStage | null = null;
+  const where = (): string =>
+    stage === null
+      ? 'loading the modules'
+      : stage.stage === 'import'
+        ? `--module ${stage.path}: its top-level code`
+        : `--module ${stage.path}: its create()`;
+  return runInWorker<ProbeReply>('probe-worker', request, {
+    timeoutMs: request.timeoutMs,
+    memoryMb: request.memoryMb,
+    killed: (why) =>
+      why === 'timeout'
+        ? { error: `${where()} did not finish within ${request.timeoutMs} ms: killed` }
+        : { error: `${where()} passed the ${request.memoryMb} MiB memory cap: killed` },
+    failed: (reason) => ({ error: `${where()}: the worker ${reason}` }),
+    onStage: (next) => {
+      stage = next as ProbeStage;
+    },
+  });
+}
+
+interface WorkerLimits<Reply> {
+  readonly timeoutMs: number;
+  readonly memoryMb: number;
+  /** The reply when the worker is killed at its timeout or its heap cap. */
+  killed(why: 'timeout' | 'memory'): Reply;
+  /** The reply when the worker failed otherwise ("failed: …", "exited with code N before a result"). */
+  failed(reason: string): Reply;
+  /** Messages with a `stage` field are progress, not the reply. */
+  onStage?(stage: unknown): void;
+}
+
+/** Runs `entry` in a worker with `data`; its first non-stage message is the reply. The worker is always terminated. */
+function runInWorker<Reply>(
+  entry: 'case-worker' | 'probe-worker',
+  data: unknown,
+  limits: WorkerLimits<Reply>,
+): Promise<Reply> {
+  const source = workerSource(entry);
   const options = {
-    workerData: request,
-    resourceLimits: { maxOldGenerationSizeMb: request.memoryMb },
+    workerData: data,
+    resourceLimits: { maxOldGenerationSizeMb: limits.memoryMb },
     stdout: true,
     stderr: true,
   };
@@ -77,29 +167,26 @@ export function runIsolatedCase(request: IsolatedCase): Promise<WorkerReply> {
   worker.stderr.resume();
   return new Promise((resolve) => {
     let settled = false;
-    const settle = (reply: WorkerReply) => {
+    const settle = (reply: Reply) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      void worker.terminate();
-      resolve(reply);
+      // Resolved once the worker is gone: a killed module leaves nothing running behind the reply.
+      worker.terminate().then(
+        () => resolve(reply),
+        () => resolve(reply),
+      );
     };
-    const timer = setTimeout(
-      () =>
-        settle({ error: `killed: no result within ${request.timeoutMs} ms (a hook that never returns?)` }),
-      request.timeoutMs,
-    );
-    worker.on('message', (reply: WorkerReply) => settle(reply));
-    worker.on('error', (error: Error & { code?: string }) => {
-      if (error.code === 'ERR_WORKER_OUT_OF_MEMORY') {
-        settle({ error: `killed: the case passed its ${request.memoryMb} MiB memory cap` });
-      } else {
-        settle({ error: `the case's worker failed: ${oneLine(error)}` });
-      }
+    const timer = setTimeout(() => settle(limits.killed('timeout')), limits.timeoutMs);
+    worker.on('message', (message: unknown) => {
+      if (typeof message === 'object' && message !== null && 'stage' in message) limits.onStage?.(message);
+      else settle(message as Reply);
     });
-    worker.on('exit', (code) =>
-      settle({ error: `the case's worker exited with code ${code} before a result` }),
-    );
+    worker.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'ERR_WORKER_OUT_OF_MEMORY') settle(limits.killed('memory'));
+      else settle(limits.failed(`failed: ${oneLine(error)}`));
+    });
+    worker.on('exit', (code) => settle(limits.failed(`exited with code ${code} before a result`)));
   });
 }
 

@@ -23,7 +23,7 @@ import {
 import { CASES, type ConformanceCase } from './cases.ts';
 import { CaseContext } from './context.ts';
 import { declaredModes, describeSource, isFileBacked, memorySource } from './declared.ts';
-import { runIsolatedCase } from './isolate.ts';
+import { type ProbeDeclarations, type ProbeRequest, probeModules, runIsolatedCase } from './isolate.ts';
 
 export const CONFORMANCE_FORMAT = 'faultline-conformance';
 export const CONFORMANCE_VERSION = 1;
@@ -53,6 +53,13 @@ export interface ConformanceOptions {
    * extra module to come from a file.
    */
   readonly isolate?: boolean;
+  /**
+   * Memory type modules to load from these files in workers only: the probe
+   * of their declarations (their top-level code and create()) and every case
+   * run in workers of their own, with the timeout and the heap cap; none of
+   * their code runs in this process (`conformance --module`).
+   */
+  readonly modulePaths?: readonly string[];
   /** The heap cap of an isolated case, in MiB (default 1024). */
   readonly memoryMb?: number;
   /** Called with each result as it is decided (text output streams them). */
@@ -112,6 +119,70 @@ export async function runConformance(options: ConformanceOptions = {}): Promise<
   const version = options.version ?? '7.1';
   const seed = options.seed ?? 1;
   const extras = options.modules ?? [];
+  const cases = selectCases(options.cases);
+  const settings = { version, seed, timeoutMs: options.timeoutMs ?? 30_000 };
+  const paths: readonly (string | null)[] =
+    options.modulePaths ?? (options.isolate === true ? extras.map((extra) => extra.path) : []);
+  if (paths.length > 0 && !paths.includes(null))
+    return runIsolated(options, paths as string[], cases, {
+      ...settings,
+      memoryMb: options.memoryMb ?? 1024,
+    });
+  const modules = [...BUILTIN_MEMORY_TYPES, ...extras.map((extra) => extra.module)];
+  const { types, sources, selected } = registerTypes(extras, options.memtypes, version, seed);
+  const results: CaseResult[] = [];
+  for (const index of selected) {
+    for (const testCase of cases) {
+      const result = await runCase(testCase, types[index]!, modules, index, settings);
+      results.push(result);
+      options.onResult?.(result);
+    }
+  }
+  const summaries = selected.map((index) => summarizeType(types[index]!, sources[index]!));
+  return makeReport({ version, seed }, summaries, cases, results);
+}
+
+/**
+ * Modules from files, none of whose code runs in this process: a worker
+ * loads them and reads their declarations (their top-level code and create()
+ * bounded by the timeout and the heap cap), and every case that applies runs
+ * in a worker of its own.
+ */
+async function runIsolated(
+  options: ConformanceOptions,
+  paths: readonly string[],
+  cases: readonly ConformanceCase[],
+  settings: RunSettings & { readonly memoryMb: number },
+): Promise<ConformanceReport> {
+  const probed = await probeModules({
+    modulePaths: paths,
+    ...(options.memtypes === undefined ? {} : { memtypes: options.memtypes }),
+    cases: cases.map((testCase) => testCase.name),
+    ...settings,
+  });
+  if ('error' in probed) throw new ConformanceError(probed.error);
+  const { types, skips } = probed.declared;
+  const results: CaseResult[] = [];
+  for (let t = 0; t < types.length; t++) {
+    for (let c = 0; c < cases.length; c++) {
+      const result = await runCaseInWorker(cases[c]!, types[t]!.name, skips[t]![c]!, paths, settings);
+      results.push(result);
+      options.onResult?.(result);
+    }
+  }
+  return makeReport(settings, types, cases, results);
+}
+
+/**
+ * Registers the built-in types and `extras` in a kernel (each module's
+ * create() runs here) and selects the types to check.
+ */
+function registerTypes(
+  extras: readonly ExtraModule[],
+  memtypes: readonly string[] | undefined,
+  version: KernelVersion,
+  seed: number,
+): { types: readonly MemoryType[]; sources: string[]; selected: number[] } {
   const modules = [...BUILTIN_MEMORY_TYPES, ...extras.map((extra) => extra.module)];
   // One kernel to read the declarations: each module registers exactly one type, in order.
   const probe = new ModelBackend({ seed, version, memoryTypes: modules }).kernel;
@@ -119,31 +190,34 @@ export async function runConformance(options: ConformanceOptions = {}): Promise<
   const sources = types.map((_, i) =>
     i < BUILTIN_MEMORY_TYPES.length ? 'builtin' : (extras[i - BUILTIN_MEMORY_TYPES.length]!.path ?? 'module'),
   );
-  const selected = selectTypes(types, sources, options.memtypes, extras.length > 0);
-  const cases = selectCases(options.cases);
+  return { types, sources, selected: selectTypes(types, sources, memtypes, extras.length > 0) };
+}
 
-  const settings = { version, seed, timeoutMs: options.timeoutMs ?? 30_000 };
-  const paths = extras.map((extra) => extra.path);
-  const isolated = options.isolate === true && !paths.includes(null);
-  const results: CaseResult[] = [];
-  for (const index of selected) {
-    for (const testCase of cases) {
-      const result = isolated
-        ? await runCaseInWorker(testCase, types[index]!, paths as string[], {
-            ...settings,
-            memoryMb: options.memoryMb ?? 1024,
-          })
-        : await runCase(testCase, types[index]!, modules, index, settings);
-      results.push(result);
-      options.onResult?.(result);
-    }
-  }
+/** The selected types' declarations as plain data, and which cases each skips (the probe worker's answer). */
+export function declareTypes(
+  extras: readonly ExtraModule[],
+  request: Pick<ProbeRequest, 'memtypes' | 'cases' | 'version' | 'seed'>,
+): ProbeDeclarations {
+  const { types, sources, selected } = registerTypes(extras, request.memtypes, request.version, request.seed);
+  const cases = selectCases(request.cases);
+  return {
+    types: selected.map((index) => summarizeType(types[index]!, sources[index]!)),
+    skips: selected.map((index) => cases.map((testCase) => skipReason(testCase, types[index]!))),
+  };
+}
+
+function makeReport(
+  kernel: { readonly version: KernelVersion; readonly seed: number },
+  types: readonly TypeSummary[],
+  cases: readonly ConformanceCase[],
+  results: readonly CaseResult[],
+): ConformanceReport {
   const count = (status: CaseStatus) => results.filter((result) => result.status === status).length;
   return {
     format: CONFORMANCE_FORMAT,
     version: CONFORMANCE_VERSION,
-    kernel: { version, seed },
-    types: selected.map((index) => summarizeType(types[index]!, sources[index]!)),
+    kernel: { version: kernel.version, seed: kernel.seed },
+    types,
     cases: cases.map((testCase) => ({
       name: testCase.name,
       description: testCase.description,
@@ -196,12 +270,12 @@ interface RunSettings {
 /** A result of `testCase` on `type`, timed from `started`. */
 function resultOf(
   testCase: ConformanceCase,
-  type: MemoryType,
+  type: string,
   started: number,
   outcome: { status: CaseStatus; reason?: string | undefined; hooks?: readonly HookName[] },
 ): CaseResult {
   return {
-    type: type.name,
+    type,
     case: testCase.name,
     status: outcome.status,
     ...(outcome.reason === undefined ? {} : { reason: outcome.reason }),
@@ -210,20 +284,20 @@ function resultOf(
   };
 }
 
-/** `runCase` in a worker of its own (see isolate.ts): a skip is decided here, from the declaration. */
+/** `runCase` in a worker of its own (see isolate.ts), unless the probe found it skipped. */
 async function runCaseInWorker(
   testCase: ConformanceCase,
-  declared: MemoryType,
+  type: string,
+  skip: string | null,
   modulePaths: readonly string[],
   settings: RunSettings & { readonly memoryMb: number },
 ): Promise<CaseResult> {
   const started = performance.now();
-  const skip = skipReason(testCase, declared);
-  if (skip !== null) return resultOf(testCase, declared, started, { status: 'skip', reason: skip });
-  const reply = await runIsolatedCase({ modulePaths, type: declared.name, case: testCase.name, ...settings });
-  if ('error' in reply) return resultOf(testCase, declared, started, { status: 'fail', reason: reply.error });
+  if (skip !== null) return resultOf(testCase, type, started, { status: 'skip', reason: skip });
+  const reply = await runIsolatedCase({ modulePaths, type, case: testCase.name, ...settings });
+  if ('error' in reply) return resultOf(testCase, type, started, { status: 'fail', reason: reply.error });
   const hooks = HOOK_NAMES.filter((hook) => reply.result.hooks.includes(hook));
-  return resultOf(testCase, declared, started, { ...reply.result, hooks });
+  return resultOf(testCase, type, started, { ...reply.result, hooks });
 }
 
 /** Why `testCase` does not apply to `declared`, from its declaration alone; or null. */
@@ -247,10 +321,10 @@ async function runCase(
 ): Promise<CaseResult> {
   const started = performance.now();
   const skip = skipReason(testCase, declared);
-  if (skip !== null) return resultOf(testCase, declared, started, { status: 'skip', reason: skip });
+  if (skip !== null) return resultOf(testCase, declared.name, started, { status: 'skip', reason: skip });
   return resultOf(
     testCase,
-    declared,
+    declared.name,
     started,
     await executeCase(testCase, declared, modules, index, settings),
   );
