@@ -3,10 +3,13 @@
 // cannot be held exactly is refused), named modes, an opening that names missing features up
 // front and falls back from /dev/userfaultfd to the syscall, and close/asyncDispose.
 import assert from 'node:assert/strict';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { ProcessBackend } from '../src/api/backend.ts';
 import { ModelBackend } from '../src/api/model-backend.ts';
 import { addressNumber, alignDown, MissingFeaturesError, Process } from '../src/api/process.ts';
+import { hostUnavailable } from '../src/host/capabilities.ts';
+import { HostBackend } from '../src/host/host-backend.ts';
 import { UFFD_FEATURE_MOVE, UFFDIO_API } from '../src/uapi/constants.ts';
 import { KernelError } from '../src/uapi/errno.ts';
 
@@ -69,10 +72,12 @@ describe('uffd.events()', () => {
     uffd.close();
     assert.equal(await loop, 0);
     assert.equal(uffd.closed, true);
-    assert.throws(
-      () => uffd.close(),
-      (error: unknown) => error instanceof KernelError && error.code === 'EBADF',
-    );
+    // Idempotent: the number is handed out again, and a second close leaves the new file open.
+    const next = proc.openUffd();
+    assert.equal(next.fd, uffd.fd, 'the model reuses the lowest free number, as Linux does');
+    uffd.close();
+    assert.equal(next.closed, false);
+    next.register({ start: proc.mmap({ length: PAGE }), length: PAGE }, { missing: true });
 
     const { backend, proc: other } = setup();
     let kept: ReturnType<Process['openUffd']> | undefined;
@@ -98,6 +103,69 @@ describe('uffd.events()', () => {
     await backend[Symbol.asyncDispose]();
     await vcpu.join();
     assert.equal(await handler, 1, 'the loop saw the fault, then ended');
+  });
+});
+
+/** Opens /dev/null until Node holds descriptor number `fd` (freed just before); the others are closed again. */
+function takeNumber(fd: number): number {
+  const extra: number[] = [];
+  try {
+    for (let tries = 0; tries < 64; tries++) {
+      const opened = openSync('/dev/null', 'r');
+      if (opened === fd) return opened;
+      extra.push(opened);
+    }
+  } finally {
+    for (const other of extra) closeSync(other);
+  }
+  throw new Error(`fd ${fd} was not handed out again`);
+}
+
+describe('Uffd.close() on the host: owner-checked', { skip: hostUnavailable() ?? false }, () => {
+  // The host program runs in faultline's own process: a number its backend closed is soon Node's.
+  it("after the backend's close(), a uffd's close() is EBADF and leaves the reused number open", () => {
+    const backend = new HostBackend();
+    const proc = new Process(backend.self);
+    const uffd = proc.openUffd();
+    backend.close();
+    const reused = takeNumber(uffd.fd);
+    try {
+      assert.throws(
+        () => uffd.close(),
+        (error: unknown) =>
+          error instanceof KernelError &&
+          error.code === 'EBADF' &&
+          /by the backend's close\(\)/.test(error.message),
+      );
+      assert.equal(uffd.closed, true);
+      uffd.close();
+      uffd[Symbol.dispose]();
+      assert.ok(fstatSync(reused).isCharacterDevice(), "Node's file is still open");
+    } finally {
+      closeSync(reused);
+    }
+  });
+
+  it('a second close() does nothing; process.close of a number it never opened is EBADF', () => {
+    const backend = new HostBackend();
+    try {
+      const proc = new Process(backend.self);
+      const uffd = proc.openUffd();
+      uffd.close();
+      const reused = takeNumber(uffd.fd);
+      try {
+        uffd.close();
+        assert.throws(
+          () => proc.close(reused),
+          (error: unknown) => error instanceof KernelError && error.code === 'EBADF',
+        );
+        assert.ok(fstatSync(reused).isCharacterDevice());
+      } finally {
+        closeSync(reused);
+      }
+    } finally {
+      backend.close();
+    }
   });
 });
 

@@ -775,23 +775,30 @@ export class Uffd {
 
   /**
    * Closes the fd: sleeping faults are woken as the kernel does at release,
-   * and `events` loops end. A second close fails with EBADF, as close(2) does.
+   * and `events` loops end. Idempotent: a second close does nothing (it never
+   * reaches close(2), whose fd number may name another file by then).
+   * @throws KernelError EBADF when the process no longer holds the fd (closed
+   *   through `process.close`, or by the backend's `close()`); it is not closed again.
    */
   close(): void {
-    if (!this.isClosed) {
-      this.isClosed = true;
-      this.staging = null;
-      for (const stop of this.stopListeners) stop();
-    }
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.staging = null;
+    for (const stop of this.stopListeners) stop();
     this.process.close(this.fd);
   }
 
+  /** `close`, quiet when the fd is gone already (its backend was closed first). */
   [Symbol.dispose](): void {
-    if (!this.isClosed) this.close();
+    try {
+      this.close();
+    } catch (error) {
+      if (!(error instanceof KernelError && error.errno === EBADF)) throw error;
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    if (!this.isClosed) this.close();
+    this[Symbol.dispose]();
   }
 }
 

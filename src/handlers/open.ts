@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { KernelBackend } from '../api/backend.ts';
 import type { ModelBackend } from '../api/model-backend.ts';
 import { Process, Uffd } from '../api/process.ts';
+import { HostProcessBackend } from '../host/host-backend.ts';
 import { O_RDONLY, O_RDWR, POLLERR, POLLHUP, POLLIN } from '../uapi/constants.ts';
 import { type GuestRegionUffdMapping, listenHandshake, sendHandshake } from '../workloads/firecracker.ts';
 import type { HandlerSession } from './session.ts';
@@ -93,6 +94,8 @@ async function openHostSession(setup: SessionSetup): Promise<OpenedSession> {
   } finally {
     listener.close();
   }
+  // The received uffd is the program's own descriptor now: its close() and the backend's close it.
+  if (self instanceof HostProcessBackend) self.adoptFd(uffdFd);
   const handlerProcess = new Process(self);
   const uffd = new Uffd(handlerProcess, uffdFd);
   const memoryFd = self.reopen(setup.memoryFd, O_RDONLY);

@@ -39,7 +39,7 @@ import {
   UFFD_FEATURE_EVENT_FORK,
   UFFDIO_API,
 } from '../uapi/constants.ts';
-import { EINVAL, ENOENT, ENOSYS, KernelError } from '../uapi/errno.ts';
+import { EBADF, EINVAL, ENOENT, ENOSYS, KernelError } from '../uapi/errno.ts';
 import { hostUnavailable } from './capabilities.ts';
 import {
   accessError,
@@ -244,9 +244,28 @@ export class HostProcessBackend implements ProcessBackend {
     check('fallocate', this.addon.fallocate(fd, mode, offset, length));
   }
 
+  /**
+   * Closes a descriptor this program opened (or adopted), once. This is
+   * faultline's own process: any other number is Node's, or one the kernel
+   * handed out again after a close (after the backend's close(), say), and
+   * closing it would pull a file from under Node.
+   * @throws KernelError EBADF for a descriptor this program does not hold.
+   */
   close(fd: number): void {
-    check('close', this.addon.close(fd));
+    if (!this.fds.has(fd)) {
+      throw new KernelError({
+        errno: EBADF,
+        syscall: 'close',
+        reason: `fd ${fd} is not open in this program (closed already, by close() or by the backend's close(), or never opened through it)`,
+      });
+    }
     this.fds.delete(fd);
+    check('close', this.addon.close(fd));
+  }
+
+  /** Takes `fd`, received from elsewhere (SCM_RIGHTS), as this program's: close() and dispose() then close it. */
+  adoptFd(fd: number): number {
+    return this.openedFd(fd);
   }
 
   userfaultfd(flags: number): number {

@@ -284,7 +284,10 @@ export const UFFD_OPS: OpTable<
   },
   close: ({ context, args: a }) =>
     observe(() => {
-      context.uffds.get(a.uffd)!.uffd.close();
+      const { uffd } = context.uffds.get(a.uffd)!;
+      // close(2) itself: a second close of the number is EBADF (Uffd.close is idempotent).
+      if (uffd.closed) uffd.process.close(uffd.fd);
+      else uffd.close();
     }),
 };
 function readEvent(context: ScenarioContext, uffdName: string): ObservedResult {
