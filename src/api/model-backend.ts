@@ -487,6 +487,12 @@ export class ModelBackend implements KernelBackend {
   /** Set by tests: runs after every pump (the invariant checker). */
   afterPump: (() => void) | null = null;
 
+  /**
+   * A fresh model kernel with one process (`self`) for the program.
+   * @throws MemoryTypeError for a memory type module whose descriptor is invalid (naming the type and
+   *   the field), or two types of one name.
+   * @throws Error when no memory type provides anonymous memory.
+   */
   constructor(options: ModelBackendOptions = {}) {
     const parallel = options.parallel === true;
     this.kernel = new ModelKernel(
@@ -497,6 +503,7 @@ export class ModelBackend implements KernelBackend {
     this.self = new ModelProcessBackend(this, this.kernel.createProcess({ privileged: true }));
   }
 
+  /** A new process (unprivileged: `{ privileged: false }`), with nothing mapped or open. */
   createProcess(options: { privileged?: boolean } = {}): ProcessBackend {
     return this.wrap(this.kernel.createProcess(options));
   }
@@ -594,7 +601,10 @@ export class ModelBackend implements KernelBackend {
   waitResolved = false;
   private idleScheduled = false;
 
-  /** A system call of program code: it costs model time, and is a scheduling point. */
+  /**
+   * A system call of program code: it costs model time, and is a scheduling point.
+   * @throws Error when the explore run driving this backend was abandoned (its outcome is decided).
+   */
   syscallPoint(name: string): void {
     this.kernel.clock.advance(SYSCALL_COST_NS);
     if (this.controller === null) return;
@@ -706,6 +716,7 @@ export class ModelBackend implements KernelBackend {
   /**
    * Installs in `to` a descriptor for the file `fd` of `from` refers to, as
    * SCM_RIGHTS does (a userfaultfd, or a file reopened with `accessMode`).
+   * @throws Error when `fd` is neither a userfaultfd nor a file of `from`.
    */
   sendFd(from: ProcessBackend, fd: number, to: ProcessBackend, accessMode: number): number {
     const source = (from as ModelProcessBackend).process;
@@ -718,6 +729,10 @@ export class ModelBackend implements KernelBackend {
     return target.installFd({ kind: 'inode', inode: file.inode, accessMode, flags: 0, references: 1 });
   }
 
+  /**
+   * Resolves once no simulated thread can run: each has ended or sleeps (on a fault, a wait), and the
+   * handlers it woke have had their turn.
+   */
   async settle(): Promise<void> {
     for (;;) {
       this.kernel.runUntilIdle();

@@ -132,6 +132,7 @@ export class Process {
    * A private read-write buffer between two PROT_NONE guard pages, so that it
    * never merges with (or changes the VMA layout of) the program's own maps.
    * Returns the buffer's address; `munmapIsolated` frees it with its guards.
+   * @throws KernelError ENOMEM when the address space is exhausted; EINVAL for a zero length.
    */
   mmapIsolated(length: number): number {
     const base = this.mmap({ length: length + 2 * 4096, prot: 0 });
@@ -139,6 +140,10 @@ export class Process {
     return base + 4096;
   }
 
+  /**
+   * Frees a buffer `mmapIsolated` made, guards included.
+   * @throws KernelError EINVAL for an unaligned address.
+   */
   munmapIsolated(address: number, length: number): void {
     this.munmap(address - 4096, length + 2 * 4096);
   }
@@ -160,7 +165,11 @@ export class Process {
     this.backend.mprotect(address, length, prot);
   }
 
-  /** memfd_create + ftruncate. */
+  /**
+   * memfd_create + ftruncate (when `size` is given); returns the fd.
+   * @throws KernelError EINVAL for a name over 249 bytes or unknown flags; ENOMEM or EMFILE when out
+   *   of memory or descriptors; EFBIG for a size beyond the file size limit (the fd is then left open).
+   */
   memfd(name: string, options: { size?: number; hugetlb?: boolean; flags?: number } = {}): number {
     const fd = this.backend.memfdCreate(name, (options.flags ?? 0) | (options.hugetlb ? MFD_HUGETLB : 0));
     if (options.size !== undefined) this.backend.ftruncate(fd, options.size);
@@ -170,6 +179,9 @@ export class Process {
   /**
    * A guest_memfd of `size` bytes: /dev/kvm, KVM_CREATE_VM, KVM_CREATE_GUEST_MEMFD
    * with GUEST_MEMFD_FLAG_MMAP (default true) and INIT_SHARED (default: with MMAP).
+   * @throws KernelError ENOENT when /dev/kvm does not exist; EACCES without access to it; EINVAL for
+   *   a size that is zero or not page-aligned, or flags the kernel does not know (INIT_SHARED without
+   *   MMAP); ENOMEM.
    */
   guestMemfd(options: { size: number; mmap?: boolean; initShared?: boolean }): number {
     const mmap = options.mmap ?? true;
@@ -193,40 +205,84 @@ export class Process {
     }
   }
 
-  /** write(2) at the file position. */
+  /**
+   * write(2) at the file position; returns the bytes written.
+   * @throws KernelError EBADF for an fd not open for writing; EPERM for a write a seal forbids;
+   *   EFBIG past the file size limit; ENOSPC when the file system (or the hugetlb pool) is full.
+   */
   writeFile(fd: number, data: Uint8Array): number {
     return this.backend.write(fd, data);
   }
 
+  /**
+   * lseek(2) (`whence` SEEK_SET by default); returns the new position.
+   * @throws KernelError EBADF; EINVAL for an unknown `whence` or a negative result; ESPIPE for a pipe
+   *   or a socket.
+   */
   lseek(fd: number, offset: number, whence = 0): number {
     return this.backend.lseek(fd, offset, whence);
   }
 
+  /**
+   * ftruncate(2).
+   * @throws KernelError EBADF; EINVAL for a negative length, or an fd that is not a regular file open
+   *   for writing; EPERM when a seal forbids the size change; EFBIG past the file size limit.
+   */
   ftruncate(fd: number, length: number): void {
     this.backend.ftruncate(fd, length);
   }
 
+  /**
+   * pread(2) of up to `length` bytes at `offset`; the bytes read (fewer at the end of the file).
+   * @throws KernelError EBADF for an fd not open for reading; EINVAL for a negative offset; ESPIPE
+   *   for a file without a position (a userfaultfd, a pipe).
+   */
   pread(fd: number, length: number, offset: number): Uint8Array {
     return this.backend.pread(fd, length, offset);
   }
 
+  /**
+   * pwrite(2) of `data` at `offset`; returns the bytes written.
+   * @throws KernelError EBADF for an fd not open for writing; EINVAL for a negative offset; ESPIPE;
+   *   EPERM for a write a seal forbids; EFBIG; ENOSPC.
+   */
   pwrite(fd: number, data: Uint8Array, offset: number): number {
     return this.backend.pwrite(fd, data, offset);
   }
 
+  /**
+   * fallocate(2): allocate, or with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE punch a hole.
+   * @throws KernelError EBADF for an fd not open for writing; EINVAL for a negative offset, a zero
+   *   length or unaligned hugetlb offsets; EOPNOTSUPP for a mode the file does not support; ENODEV
+   *   for a file that is not regular; EPERM when a seal forbids it; ENOSPC.
+   */
   fallocate(fd: number, mode: number, offset: number, length: number): void {
     this.backend.fallocate(fd, mode, offset, length);
   }
 
+  /**
+   * close(2).
+   * @throws KernelError EBADF for an fd the process does not hold (on the host: one this program did
+   *   not open, or that the backend's close() closed already).
+   */
   close(fd: number): void {
     this.backend.close(fd);
   }
 
+  /**
+   * Reads `length` bytes of the process's memory at `address`, as the calling thread.
+   * @throws SignalError SIGSEGV for an unmapped or unreadable address, SIGBUS for a poisoned page or
+   *   one past the end of a file.
+   * @throws WouldBlockError when the access would sleep on a userfaultfd fault (use `thread`).
+   */
   read(address: number, length: number): Uint8Array {
     return this.backend.readMemory(address, length);
   }
 
-  /** Reads `into.byteLength` bytes at `address` into `into` (no allocation where the backend can); returns it. */
+  /**
+   * Reads `into.byteLength` bytes at `address` into `into` (no allocation where the backend can); returns it.
+   * @throws SignalError, WouldBlockError as `read` does.
+   */
   readInto(address: number, into: Uint8Array): Uint8Array {
     const backend = this.backend;
     if (backend.readMemoryInto !== undefined) backend.readMemoryInto(address, into);
@@ -234,11 +290,22 @@ export class Process {
     return into;
   }
 
+  /**
+   * Writes `data` into the process's memory at `address`, as the calling thread.
+   * @throws SignalError SIGSEGV for an unmapped or read-only address, SIGBUS as for `read`.
+   * @throws WouldBlockError when the access would sleep on a userfaultfd fault (missing, or
+   *   write-protected by userfaultfd).
+   */
   write(address: number, data: Uint8Array): void {
     this.backend.writeMemory(address, data);
   }
 
-  /** Starts a thread running `program`; it may block on userfaultfd faults. */
+  /**
+   * Starts a thread running `program`; it may block on userfaultfd faults. A signal an access takes
+   * (SIGSEGV, SIGBUS) ends the thread and is its result, not an exception here.
+   * @throws TypeError for a program that is not an iterable of accesses, an access of an unknown
+   *   kind or a bad field, or a program over its length cap; nothing is started then.
+   */
   thread(program: Iterable<ThreadAccess>, name?: string): ThreadBackend {
     return this.backend.spawnThread(program, name);
   }
@@ -313,6 +380,12 @@ export class Process {
     }
   }
 
+  /**
+   * Ends the process: its threads stop, its descriptors close (a userfaultfd's sleeping faults wake),
+   * its memory goes. A second exit does nothing.
+   * @throws KernelError ENOSYS on the host when the process is faultline's own (a backend that is
+   *   not `isolated`): Node cannot exit under the program.
+   */
   exit(): void {
     this.backend.exit();
   }
@@ -326,13 +399,19 @@ export class Process {
  */
 export type Address = number | bigint;
 
-/** `address` rounded down to a multiple of `size` (a power of two), exactly, in the address's own type. */
+/**
+ * `address` rounded down to a multiple of `size` (a power of two), exactly, in the address's own type.
+ * @throws RangeError for a bigint address and a zero `size` (division by zero).
+ */
 export function alignDown<T extends Address>(address: T, size: number | bigint): T {
   if (typeof address === 'bigint') return (address - (address % BigInt(size))) as T;
   return (address - (address % Number(size))) as T;
 }
 
-/** A number address: exact, or a RangeError naming the argument (never a silent truncation). */
+/**
+ * A number address: exact, or a RangeError naming the argument (never a silent truncation).
+ * @throws RangeError for a number that is not a safe integer, or a bigint outside 0..2^53-1.
+ */
 export function addressNumber(value: Address, what = 'address'): number {
   if (typeof value === 'number') {
     if (!Number.isSafeInteger(value)) throw new RangeError(`${what} ${value} is not a safe integer`);
@@ -442,7 +521,10 @@ export interface ApiResult {
   readonly ioctls: bigint;
 }
 
-/** Resolves a list of feature names or a bit mask to a mask. */
+/**
+ * Resolves a list of feature names or a bit mask to a mask.
+ * @throws TypeError naming an unknown feature.
+ */
 export function featureMask(features: number | readonly FeatureName[] | readonly string[]): number {
   if (typeof features === 'number') return features;
   let mask = 0;
@@ -546,10 +628,22 @@ export class Uffd {
     return decodeUffdioRegister(arg).ioctls;
   }
 
+  /**
+   * UFFDIO_UNREGISTER of [start, start+length): the range stops reporting faults, and its sleeping
+   * faults wake (they then fault again, unhandled).
+   * @throws KernelError EINVAL for a range not page-aligned, outside the address space, or covering a
+   *   VMA whose memory type cannot be unregistered; ENOMEM when no VMA covers the start; ESRCH after
+   *   the mm exited.
+   */
   unregister(range: RangeArgs): void {
     this.ioctl(UFFDIO_UNREGISTER, this.args.range(UFFDIO_RANGE_SIZE, range));
   }
 
+  /**
+   * UFFDIO_WAKE: wakes the threads sleeping on faults in the range (after a DONTWAKE fill, or an
+   * EEXIST whose fill woke no one).
+   * @throws KernelError EINVAL for a range not page-aligned or of length zero.
+   */
   wake(range: RangeArgs): void {
     this.ioctl(UFFDIO_WAKE, this.args.range(UFFDIO_RANGE_SIZE, range));
   }
@@ -573,6 +667,7 @@ export class Uffd {
   /**
    * UFFDIO_COPY of `data`: the bytes are first written into a private staging
    * mapping of the calling process, as a real handler copies from its own buffer.
+   * @throws KernelError as `copy` does (ENOMEM also when the staging mapping cannot grow).
    */
   copyBytes(dst: Address, data: Uint8Array, mode: Mode<FillModes> = 0): number {
     const staging = this.stagingFor(data.byteLength);
@@ -593,6 +688,12 @@ export class Uffd {
    * UFFDIO_MOVE of [src, src+length) onto dst: the pages themselves move, with
    * no copy. Both addresses are in the calling process, which must be the
    * registered one (the kernel refuses MOVE from another mm).
+   * @throws KernelError EINVAL from a thread of another process, for unaligned ranges, an unknown
+   *   mode, memory that is not private anonymous, or a destination not registered with this uffd;
+   *   ENOENT when no VMA covers `dst` or `src`, or for a hole in the source (unless `allowSrcHoles`);
+   *   EEXIST when a destination page is mapped; EBUSY for a source page shared with another process
+   *   (after fork) or pinned; EAGAIN (with `progress`) when the mm is changing; ESRCH after the mm
+   *   exited.
    */
   move(args: { dst: Address; src: Address; length: Address; mode?: Mode<MoveModes> }): number {
     // struct uffdio_move: dst, src, len, mode, then the move result (zero going in).
@@ -670,6 +771,7 @@ export class Uffd {
    * promise chain rather than an async function (a handler calls it once per
    * fault), settling in the same microtask turns: at once when a message is
    * pending, else one turn after the fd becomes readable.
+   * @throws KernelError EBADF (the promise rejects) once the uffd is closed, also while waiting.
    */
   nextMessages(max = 64): Promise<UffdMsg[]> {
     const backend = this.process.backend;
@@ -710,6 +812,8 @@ export class Uffd {
    * Aborting ends the loop at once; a wait still pending on the fd (the host
    * polls it in the event loop) ends when the uffd is closed, so close it — or
    * declare it `await using` — for the program to exit.
+   * @throws KernelError (from the iteration) as `readMessages` does, e.g. EBADF when the fd was
+   *   closed through `process.close` rather than `close()` (which ends the loop quietly).
    */
   async *events(
     options: { signal?: AbortSignal; max?: number } = {},
@@ -769,6 +873,11 @@ export class Uffd {
 
   private isClosed = false;
 
+  /**
+   * poll(2)'s revents for the fd, without waiting: POLLIN when a message is pending, POLLNVAL once
+   * the fd is closed, POLLERR when the fd was opened for another mm.
+   * @throws AgentDiedError (host) when the process is an agent that died or stopped answering.
+   */
   poll(): number {
     return this.process.backend.poll(this.fd);
   }
@@ -788,7 +897,10 @@ export class Uffd {
     this.process.close(this.fd);
   }
 
-  /** `close`, quiet when the fd is gone already (its backend was closed first). */
+  /**
+   * `close`, quiet when the fd is gone already (its backend was closed first).
+   * @throws AgentDiedError (host) when the process is an agent that died: the fd went with it.
+   */
   [Symbol.dispose](): void {
     try {
       this.close();

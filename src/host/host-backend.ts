@@ -498,6 +498,11 @@ export class HostBackend implements KernelBackend, RemoteOwner {
   private readonly others = new Set<RemoteProcessBackend>();
   private readonly addon: NativeAddon;
 
+  /**
+   * The host kernel, with this Node process (or an agent, `isolated`) as the program's process.
+   * @throws Error naming what is missing when the host backend cannot run (`hostUnavailable()`:
+   *   the native addon, /dev/userfaultfd or the userfaultfd syscall; `faultline doctor` says how to fix it).
+   */
   constructor(options: HostBackendOptions = {}) {
     const reason = hostUnavailable();
     if (reason !== undefined || native === null) throw new Error(`host backend unavailable: ${reason}`);
@@ -511,6 +516,8 @@ export class HostBackend implements KernelBackend, RemoteOwner {
    * A fresh process: the faultline_agent executable, started with
    * posix_spawn (so no FORK event, and nothing of Node's address space).
    * Unprivileged, it runs as nobody: no CAP_SYS_PTRACE, no /dev/userfaultfd.
+   * @throws KernelError ENOENT when the agent executable was not built; the errno of posix_spawn
+   *   (EAGAIN, ENOMEM) when it cannot start.
    */
   createProcess(options: { privileged?: boolean } = {}): ProcessBackend {
     if (!existsSync(NATIVE_AGENT_PATH)) {

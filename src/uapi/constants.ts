@@ -33,7 +33,10 @@ function checkField(what: string, value: number, bits: number): void {
   }
 }
 
-/** Builds an ioctl request code as an unsigned 32-bit number, like the kernel's `_IOC()` macro. */
+/**
+ * Builds an ioctl request code as an unsigned 32-bit number, like the kernel's `_IOC()` macro.
+ * @throws RangeError when a field does not fit its bits (a bad constant).
+ */
 export function _IOC(dir: number, type: number, nr: number, size: number): number {
   checkField('dir', dir, _IOC_DIRBITS);
   checkField('type', type, _IOC_TYPEBITS);
@@ -45,19 +48,34 @@ export function _IOC(dir: number, type: number, nr: number, size: number): numbe
   );
 }
 
+/**
+ * Builds an ioctl request code without an argument, like `_IO()`.
+ * @throws RangeError as `_IOC` does.
+ */
 export function _IO(type: number, nr: number): number {
   return _IOC(_IOC_NONE, type, nr, 0);
 }
 
-/** The size argument is `sizeof(struct ...)`, which C passes as a type and we pass as a byte count. */
+/**
+ * The size argument is `sizeof(struct ...)`, which C passes as a type and we pass as a byte count.
+ * @throws RangeError as `_IOC` does.
+ */
 export function _IOR(type: number, nr: number, size: number): number {
   return _IOC(_IOC_READ, type, nr, size);
 }
 
+/**
+ * Builds a write ioctl request code, like `_IOW()`.
+ * @throws RangeError as `_IOC` does.
+ */
 export function _IOW(type: number, nr: number, size: number): number {
   return _IOC(_IOC_WRITE, type, nr, size);
 }
 
+/**
+ * Builds a read-write ioctl request code, like `_IOWR()`.
+ * @throws RangeError as `_IOC` does.
+ */
 export function _IOWR(type: number, nr: number, size: number): number {
   return _IOC(_IOC_READ | _IOC_WRITE, type, nr, size);
 }
@@ -625,6 +643,10 @@ export function featureBit(name: string): number | undefined {
   return lookup(FEATURE_BITS, name);
 }
 
+/**
+ * The names of the features set in `bits` (an unknown bit as hex).
+ * @throws RangeError for a negative or non-integer mask.
+ */
 export function featureNames(bits: number): string[] {
   return maskNames(maskFromNumber('featureNames', bits), FEATURE_TABLE);
 }
@@ -658,6 +680,10 @@ export function faultFlagBit(name: string): number | undefined {
   return lookup(FAULT_FLAG_BITS, name);
 }
 
+/**
+ * The names of the `uffd_msg.pagefault.flags` bits set in `flags`.
+ * @throws RangeError for a negative or non-integer mask.
+ */
 export function faultFlagNames(flags: number): string[] {
   return maskNames(maskFromNumber('faultFlagNames', flags), FAULT_FLAG_TABLE);
 }
@@ -666,6 +692,10 @@ export function registerModeBit(name: string): number | undefined {
   return lookup(REGISTER_MODE_BITS, name);
 }
 
+/**
+ * The names of the UFFDIO_REGISTER_MODE_* bits set in `mode`.
+ * @throws RangeError for a negative or non-integer mask.
+ */
 export function registerModeNames(mode: number): string[] {
   return maskNames(maskFromNumber('registerModeNames', mode), REGISTER_MODE_TABLE);
 }

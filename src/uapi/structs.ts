@@ -62,6 +62,7 @@ export function u64ToNumber(value: bigint): number {
 /**
  * Converts an integer to the u64 a C cast would produce, wrapping negatives to their two's complement.
  * A number that is not an integer has no u64 value and throws RangeError.
+ * @throws RangeError for a number that is not an integer.
  */
 export function toU64(value: number | bigint): bigint {
   if (typeof value === 'number' && !Number.isInteger(value)) {
@@ -126,6 +127,7 @@ export function readU64High(bytes: Uint8Array, offset: number): number {
  * Stores an integer as a 64-bit field, two's complement for a negative one (what `BigInt(value)` stored
  * through `setU64` or `setS64` gives). A value that is not a safe integer goes through BigInt, so it
  * throws exactly as `BigInt(value)` does.
+ * @throws RangeError for a number that is not an integer (as `BigInt(value)` does).
  */
 export function writeInt64Number(bytes: Uint8Array, offset: number, value: number): void {
   if (!Number.isSafeInteger(value)) {
@@ -216,12 +218,20 @@ function setRange(view: Uint8Array, offset: number, range: UffdioRange): void {
   setU64(view, offset + 8, range.len);
 }
 
+/**
+ * Encodes struct uffdio_range (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioRange(value: UffdioRange, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioRange', into, UFFDIO_RANGE_SIZE);
   setRange(viewOf(bytes), 0, value);
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_range.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioRange(bytes: Uint8Array): UffdioRange {
   checkLength('decodeUffdioRange', bytes, 0, UFFDIO_RANGE_SIZE);
   return getRange(viewOf(bytes), 0);
@@ -237,6 +247,10 @@ export interface UffdioApi {
   ioctls: bigint;
 }
 
+/**
+ * Encodes struct uffdio_api (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioApi(value: UffdioApi, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioApi', into, UFFDIO_API_SIZE);
   const view = viewOf(bytes);
@@ -246,6 +260,10 @@ export function encodeUffdioApi(value: UffdioApi, into?: Uint8Array): Uint8Array
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_api.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioApi(bytes: Uint8Array): UffdioApi {
   checkLength('decodeUffdioApi', bytes, 0, UFFDIO_API_SIZE);
   const view = viewOf(bytes);
@@ -266,6 +284,10 @@ export interface UffdioRegister {
   ioctls: bigint;
 }
 
+/**
+ * Encodes struct uffdio_register (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioRegister(value: UffdioRegister, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioRegister', into, UFFDIO_REGISTER_SIZE);
   const view = viewOf(bytes);
@@ -275,6 +297,10 @@ export function encodeUffdioRegister(value: UffdioRegister, into?: Uint8Array): 
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_register.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioRegister(bytes: Uint8Array): UffdioRegister {
   checkLength('decodeUffdioRegister', bytes, 0, UFFDIO_REGISTER_SIZE);
   const view = viewOf(bytes);
@@ -298,6 +324,10 @@ export interface UffdioCopy {
   copy: bigint;
 }
 
+/**
+ * Encodes struct uffdio_copy (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioCopy(value: UffdioCopy, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioCopy', into, UFFDIO_COPY_SIZE);
   const view = viewOf(bytes);
@@ -309,6 +339,10 @@ export function encodeUffdioCopy(value: UffdioCopy, into?: Uint8Array): Uint8Arr
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_copy.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioCopy(bytes: Uint8Array): UffdioCopy {
   checkLength('decodeUffdioCopy', bytes, 0, UFFDIO_COPY_SIZE);
   const view = viewOf(bytes);
@@ -332,6 +366,10 @@ export interface UffdioZeropage {
   zeropage: bigint;
 }
 
+/**
+ * Encodes struct uffdio_zeropage (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioZeropage(value: UffdioZeropage, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioZeropage', into, UFFDIO_ZEROPAGE_SIZE);
   const view = viewOf(bytes);
@@ -341,6 +379,10 @@ export function encodeUffdioZeropage(value: UffdioZeropage, into?: Uint8Array): 
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_zeropage.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioZeropage(bytes: Uint8Array): UffdioZeropage {
   checkLength('decodeUffdioZeropage', bytes, 0, UFFDIO_ZEROPAGE_SIZE);
   const view = viewOf(bytes);
@@ -360,6 +402,10 @@ export interface UffdioWriteprotect {
   mode: bigint;
 }
 
+/**
+ * Encodes struct uffdio_writeprotect (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioWriteprotect(value: UffdioWriteprotect, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioWriteprotect', into, UFFDIO_WRITEPROTECT_SIZE);
   const view = viewOf(bytes);
@@ -368,6 +414,10 @@ export function encodeUffdioWriteprotect(value: UffdioWriteprotect, into?: Uint8
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_writeprotect.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioWriteprotect(bytes: Uint8Array): UffdioWriteprotect {
   checkLength('decodeUffdioWriteprotect', bytes, 0, UFFDIO_WRITEPROTECT_SIZE);
   const view = viewOf(bytes);
@@ -385,6 +435,10 @@ export interface UffdioContinue {
   mapped: bigint;
 }
 
+/**
+ * Encodes struct uffdio_continue (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioContinue(value: UffdioContinue, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioContinue', into, UFFDIO_CONTINUE_SIZE);
   const view = viewOf(bytes);
@@ -394,6 +448,10 @@ export function encodeUffdioContinue(value: UffdioContinue, into?: Uint8Array): 
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_continue.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioContinue(bytes: Uint8Array): UffdioContinue {
   checkLength('decodeUffdioContinue', bytes, 0, UFFDIO_CONTINUE_SIZE);
   const view = viewOf(bytes);
@@ -415,6 +473,10 @@ export interface UffdioPoison {
   updated: bigint;
 }
 
+/**
+ * Encodes struct uffdio_poison (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioPoison(value: UffdioPoison, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioPoison', into, UFFDIO_POISON_SIZE);
   const view = viewOf(bytes);
@@ -424,6 +486,10 @@ export function encodeUffdioPoison(value: UffdioPoison, into?: Uint8Array): Uint
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_poison.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioPoison(bytes: Uint8Array): UffdioPoison {
   checkLength('decodeUffdioPoison', bytes, 0, UFFDIO_POISON_SIZE);
   const view = viewOf(bytes);
@@ -447,6 +513,10 @@ export interface UffdioMove {
   move: bigint;
 }
 
+/**
+ * Encodes struct uffdio_move (into `into` when given, else a new buffer).
+ * @throws RangeError when `into` is shorter than the struct.
+ */
 export function encodeUffdioMove(value: UffdioMove, into?: Uint8Array): Uint8Array {
   const bytes = target('encodeUffdioMove', into, UFFDIO_MOVE_SIZE);
   const view = viewOf(bytes);
@@ -458,6 +528,10 @@ export function encodeUffdioMove(value: UffdioMove, into?: Uint8Array): Uint8Arr
   return bytes;
 }
 
+/**
+ * Decodes struct uffdio_move.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeUffdioMove(bytes: Uint8Array): UffdioMove {
   checkLength('decodeUffdioMove', bytes, 0, UFFDIO_MOVE_SIZE);
   const view = viewOf(bytes);
@@ -481,7 +555,10 @@ export interface KvmCreateGuestMemfd {
   reserved: readonly bigint[];
 }
 
-/** Missing `reserved` entries encode as zero, since that is the only value KVM accepts there. */
+/**
+ * Missing `reserved` entries encode as zero, since that is the only value KVM accepts there.
+ * @throws RangeError when `into` is shorter than the struct, or `reserved` has more than six entries.
+ */
 export function encodeKvmCreateGuestMemfd(value: KvmCreateGuestMemfd, into?: Uint8Array): Uint8Array {
   if (value.reserved.length > KVM_CREATE_GUEST_MEMFD_RESERVED_COUNT) {
     throw new RangeError(
@@ -498,6 +575,10 @@ export function encodeKvmCreateGuestMemfd(value: KvmCreateGuestMemfd, into?: Uin
   return bytes;
 }
 
+/**
+ * Decodes struct kvm_create_guest_memfd.
+ * @throws RangeError when `bytes` is shorter than the struct.
+ */
 export function decodeKvmCreateGuestMemfd(bytes: Uint8Array): KvmCreateGuestMemfd {
   checkLength('decodeKvmCreateGuestMemfd', bytes, 0, KVM_CREATE_GUEST_MEMFD_SIZE);
   const view = viewOf(bytes);
@@ -556,6 +637,7 @@ const MSG_ARG = 8;
  * Writes one message into `into` at `offset` (allocating `offset + 32` bytes when `into` is absent) and
  * returns the buffer. All 32 bytes are cleared first, as msg_init() memsets the message in the kernel, so
  * reserved and unused union bytes always read as zero.
+ * @throws RangeError for flags that are not a mask, an unknown event code, or an `into` too short.
  */
 export function encodeUffdMsg(msg: UffdMsg, into?: Uint8Array, offset = 0): Uint8Array {
   const bytes = into ?? new Uint8Array(offset + UFFD_MSG_SIZE);
@@ -606,6 +688,7 @@ export function encodeUffdMsg(msg: UffdMsg, into?: Uint8Array, offset = 0): Uint
  * Writes a pagefault message at `offset` from plain numbers (the kernel side's read(2), once per fault):
  * the bytes `encodeUffdMsg` writes for `{ event: 'pagefault', flags, address, ptid }`. `flags`, `address`
  * and `ptid` are the kernel's own values: non-negative integers, ptid a u32.
+ * @throws RangeError when fewer than 32 bytes of `into` follow `offset`.
  */
 export function encodeUffdMsgPagefault(
   into: Uint8Array,
@@ -626,7 +709,10 @@ function knownEvent(code: number): boolean {
   return code >= UFFD_EVENT_PAGEFAULT && code <= UFFD_EVENT_UNMAP;
 }
 
-/** Reads the message at `offset`; reserved bytes are ignored, as user space is told to ignore them. */
+/**
+ * Reads the message at `offset`; reserved bytes are ignored, as user space is told to ignore them.
+ * @throws RangeError when fewer than 32 bytes follow `offset`.
+ */
 export function decodeUffdMsg(bytes: Uint8Array, offset = 0): UffdMsg {
   checkLength('decodeUffdMsg', bytes, offset, UFFD_MSG_SIZE);
   const view = viewOf(bytes);
@@ -661,7 +747,10 @@ export function decodeUffdMsg(bytes: Uint8Array, offset = 0): UffdMsg {
   }
 }
 
-/** Decodes a read() result, which the kernel always fills with whole messages. */
+/**
+ * Decodes a read() result, which the kernel always fills with whole messages.
+ * @throws RangeError when the length is not a whole number of messages.
+ */
 export function decodeUffdMsgs(bytes: Uint8Array): UffdMsg[] {
   if (bytes.byteLength % UFFD_MSG_SIZE !== 0) {
     throw new RangeError(`decodeUffdMsgs: ${bytes.byteLength} bytes is not a whole number of messages`);
