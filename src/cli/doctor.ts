@@ -1,9 +1,12 @@
 /** `faultline doctor`: what the host backend can use here, and the fix for each missing piece. */
-import { doctorChecks } from '../host/doctor.ts';
+import { type DoctorCheck, doctorChecks } from '../host/doctor.ts';
 
-/** 0 when every piece is there, 1 when one is missing. */
-export function doctorCommand(options: { json: boolean }, out: (line: string) => void): number {
-  const checks = doctorChecks();
+/** 0 when every piece is there, 1 when one is missing (`checks`: this machine's, unless a test passes its own). */
+export function doctorCommand(
+  options: { json: boolean },
+  out: (line: string) => void,
+  checks: readonly DoctorCheck[] = doctorChecks(),
+): number {
   const missing = checks.filter((check) => !check.ok).length;
   if (options.json) {
     out(JSON.stringify({ version: 1, checks, missing }, null, 2));
