@@ -608,6 +608,18 @@ Napi::Value SendFdWithData(const Napi::CallbackInfo& info) {
   return Num(info.Env(), Result(sent));
 }
 
+// pidfdGetfd(pid, fd): a duplicate in this process of descriptor `fd` of process `pid`
+// (pidfd_open + pidfd_getfd; close-on-exec), or -errno. How faultline takes the
+// userfaultfd an agent process (a workload's VMM) created.
+Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, IntArg(info, 0), 0));
+  if (pidfd < 0) return Num(info.Env(), -errno);
+  long taken = syscall(SYS_pidfd_getfd, pidfd, IntArg(info, 1), 0);
+  int error = errno;
+  close(pidfd);
+  return Num(info.Env(), taken < 0 ? -error : taken);
+}
+
 // recvFdWithData(sock, maxBytes): {data, fd} (fd -1 when none came; close-on-exec), or -errno.
 Napi::Value RecvFdWithData(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -696,6 +708,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unixConnect", Napi::Function::New(env, UnixConnect));
   exports.Set("sendFdWithData", Napi::Function::New(env, SendFdWithData));
   exports.Set("recvFdWithData", Napi::Function::New(env, RecvFdWithData));
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   RegisterBench(env, exports);  // benchHandler, benchMemcpy, spinReadable (bench.cc)
   RegisterBinaryHandler(env, exports);  // handler binaries under seccomp (binary_handler.cc)
   return exports;

@@ -410,6 +410,8 @@ void Serve(const RequestHeader& request, const std::vector<uint8_t>& data, Reply
       }
       Put<uint32_t>(out, static_cast<uint32_t>(thread->children.size()));
       for (const ForkedChild& child : thread->children) Put<int32_t>(out, child.pid);
+      // Last, so that a reader made before it stops at the children.
+      Put<int64_t>(out, thread->blocked_ns);
       break;
     }
     case AGENT_TAKE_CHILD: {

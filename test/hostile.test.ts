@@ -4,7 +4,15 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -497,6 +505,83 @@ describe("item 9: snapshot-restore with a balloon over a vCPU's first page", () 
       }
     });
   }
+});
+
+describe('workloads: the guest of a host snapshot restore is an agent process, never faultline', {
+  skip: hostSkip,
+}, () => {
+  /** Node's anonymous read-write mappings that `pid`'s address space does not overlap. */
+  function nodeOnlyAnonymous(pid: number): { start: number; end: number }[] {
+    const parse = (maps: string) =>
+      maps
+        .split('\n')
+        .filter((line) => line.length > 0)
+        .map((line) => {
+          const [range, perms, , , inode, path] = line.split(/\s+/);
+          const [start, end] = range!.split('-').map((hex) => Number.parseInt(hex, 16));
+          return { start: start!, end: end!, perms: perms!, anonymous: inode === '0' && !path };
+        });
+    const theirs = parse(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+    return parse(readFileSync('/proc/self/maps', 'utf8')).filter(
+      (mine) =>
+        mine.anonymous &&
+        mine.perms.startsWith('rw') &&
+        !theirs.some((other) => other.start < mine.end && mine.start < other.end),
+    );
+  }
+
+  it("a handler's uffd reaches the guest's memory only: not Node's; the agent ends with the run", async (t) => {
+    const { runSnapshotRestore } = await import('../src/workloads/snapshot-restore.ts');
+    const { Trace } = await import('../src/trace/trace.ts');
+    const builtin = (await import('../src/handlers/builtin.ts')).default;
+    const backend = new HostBackend();
+    if (!backend.canTakeFds) {
+      backend.close();
+      t.skip('build/ predates pidfdGetfd: npm run build:native');
+      return;
+    }
+    let vmmPid = 0;
+    let guestMappedInNode = true;
+    let attempt: unknown = null;
+    try {
+      const result = await runSnapshotRestore({
+        backend,
+        mode: 'anon',
+        guestBytes: 64 * 4096,
+        vcpus: 2,
+        pattern: 'random',
+        seed: 1,
+        prefetchWindow: 0,
+        trace: new Trace(1, false),
+        // What a hostile handler binary could do with its uffd: register memory of faultline's own.
+        handler: async (session) => {
+          vmmPid = agentsOf(process.pid)[0] ?? 0;
+          const base = Number(session.regions[0]!.base_host_virt_addr);
+          guestMappedInNode = readFileSync('/proc/self/maps', 'utf8').includes(`${base.toString(16)}-`);
+          const target = nodeOnlyAnonymous(vmmPid!)[0]!;
+          const range = { start: target.start, length: 4096 };
+          try {
+            session.uffd.register(range, { missing: true });
+            session.uffd.unregister(range);
+            attempt = 'registered';
+          } catch (error) {
+            attempt = error;
+          }
+          await builtin(session);
+        },
+      });
+      assert.deepEqual(result.wrongReads, []);
+      assert.equal(result.verifiedPages, result.pages);
+    } finally {
+      backend.close();
+    }
+    assert.ok(vmmPid > 0, 'the VMM is an agent of this process');
+    assert.equal(guestMappedInNode, false, "the guest's memory is not in Node");
+    assert.ok(attempt instanceof KernelError, `registering Node's memory: ${String(attempt)}`);
+    // UFFDIO_REGISTER of a range no VMA of the uffd's mm covers (one lies above it): EINVAL.
+    assert.equal(attempt.code, 'EINVAL');
+    assert.ok(!existsSync(`/proc/${vmmPid}`), 'the agent exited and was reaped');
+  });
 });
 
 describe('item 6: huge pages are given back on every exit path and shared fairly', {

@@ -12,10 +12,10 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { KernelBackend } from '../api/backend.ts';
+import type { KernelBackend, ProcessBackend } from '../api/backend.ts';
 import type { ModelBackend } from '../api/model-backend.ts';
 import { Process, Uffd } from '../api/process.ts';
-import { HostProcessBackend } from '../host/host-backend.ts';
+import { type HostBackend, HostProcessBackend } from '../host/host-backend.ts';
 import { O_RDONLY, O_RDWR, POLLERR, POLLHUP, POLLIN } from '../uapi/constants.ts';
 import { type GuestRegionUffdMapping, listenHandshake, sendHandshake } from '../workloads/firecracker.ts';
 import type { HandlerSession } from './session.ts';
@@ -44,6 +44,13 @@ export interface OpenedSession {
 }
 
 const READY = POLLIN | POLLERR | POLLHUP;
+
+/** The handler's own open of a file the VMM holds (`taken`: this process's descriptor of it), with `accessMode`. */
+function reopenTaken(self: ProcessBackend, taken: number, original: number, accessMode: number): number {
+  const fd = self.reopen(taken, accessMode);
+  if (taken !== original) self.close(taken);
+  return fd;
+}
 
 export async function openSession(setup: SessionSetup): Promise<OpenedSession> {
   return setup.backend.name === 'model' ? openModelSession(setup) : openHostSession(setup);
@@ -82,14 +89,20 @@ function openModelSession(setup: SessionSetup): OpenedSession {
 async function openHostSession(setup: SessionSetup): Promise<OpenedSession> {
   const backend = setup.backend;
   const self = backend.self;
+  // A VMM in an agent process (see snapshot-restore's vmmProcess): its descriptors are taken into
+  // this process first, as the VMM's sendmsg would pass them; the VMM then closes its uffd.
+  const vmm = setup.vmm.backend;
+  const take = (fd: number): number => (vmm === self ? fd : (backend as HostBackend).takeFd(vmm, fd));
+  const sentUffd = take(setup.uffd.fd);
   const socketPath =
     setup.socketPath ?? join(tmpdir(), `faultline-handler-${process.pid}-${Date.now()}.sock`);
   const listener = listenHandshake(backend, socketPath);
   let uffdFd: number;
   try {
     const accepted = listener.accept();
-    sendHandshake(backend, socketPath, setup.regions, setup.uffd.fd);
+    sendHandshake(backend, socketPath, setup.regions, sentUffd);
     setup.uffd.close();
+    if (sentUffd !== setup.uffd.fd) self.close(sentUffd);
     uffdFd = (await accepted).uffdFd;
   } finally {
     listener.close();
@@ -98,8 +111,11 @@ async function openHostSession(setup: SessionSetup): Promise<OpenedSession> {
   if (self instanceof HostProcessBackend) self.adoptFd(uffdFd);
   const handlerProcess = new Process(self);
   const uffd = new Uffd(handlerProcess, uffdFd);
-  const memoryFd = self.reopen(setup.memoryFd, O_RDONLY);
-  const guestMemfd = setup.guestMemfd === undefined ? undefined : self.reopen(setup.guestMemfd, O_RDWR);
+  const memoryFd = reopenTaken(self, take(setup.memoryFd), setup.memoryFd, O_RDONLY);
+  const guestMemfd =
+    setup.guestMemfd === undefined
+      ? undefined
+      : reopenTaken(self, take(setup.guestMemfd), setup.guestMemfd, O_RDWR);
   const signal = setup.signal;
   const poll = (timeoutMs = -1): Promise<boolean> => {
     if ((self.poll(uffdFd) & READY) !== 0) return Promise.resolve(true);

@@ -533,6 +533,28 @@ export class HostBackend implements KernelBackend, RemoteOwner {
     return this.adopt(pid, socket);
   }
 
+  /**
+   * A descriptor of this Node process for the file `fd` of `from` refers to (the same open file,
+   * as SCM_RIGHTS passes it; pidfd_getfd), held by `node` (its close() and dispose() close it).
+   * @throws KernelError with the errno of pidfd_open or pidfd_getfd (ESRCH for an agent gone, EBADF);
+   *   ENOSYS with a build of the addon that predates it (`npm run build:native`).
+   */
+  takeFd(from: ProcessBackend, fd: number): number {
+    if (this.addon.pidfdGetfd === undefined) {
+      throw new KernelError({
+        errno: ENOSYS,
+        syscall: 'pidfd_getfd',
+        reason: 'the native addon predates it: npm run build:native',
+      });
+    }
+    return this.node.adoptFd(check('pidfd_getfd', this.addon.pidfdGetfd(from.pid, fd)));
+  }
+
+  /** Whether `takeFd` works with this build of the addon. */
+  get canTakeFds(): boolean {
+    return this.addon.pidfdGetfd !== undefined;
+  }
+
   /** The backend of a process running the agent at the other end of `socket`. */
   adopt(pid: number, socket: number): ProcessBackend {
     const remote = new RemoteProcessBackend(this, this.addon, pid, socket);

@@ -141,6 +141,11 @@ export interface NativeAddon {
    * (-1 when none; any further ones are closed), or -errno.
    */
   recvFdWithData(socket: number, maxBytes: number): { data: Buffer; fd: number; truncated: boolean } | number;
+  /**
+   * A duplicate in this process of descriptor `fd` of process `pid` (pidfd_getfd, close-on-exec), or
+   * -errno. Optional: a build/ made before it lacks it.
+   */
+  pidfdGetfd?(pid: number, fd: number): number;
   /** poll(fd, POLLIN, 0) up to `tries` times (native/bench.cc): the revents once readable, 0 if never, or -errno. */
   spinReadable(fd: number, tries: number): number;
   /** The C reference handler, run inside the call (native/bench.cc; typed in bench.ts). */

@@ -171,6 +171,8 @@ function decodeResult(data: Uint8Array, childPids: number[]): ThreadResult {
   const childCount = at + 4 <= data.byteLength ? view.getUint32(at, true) : 0;
   at += 4;
   for (let i = 0; i < childCount; i++, at += 4) childPids.push(view.getInt32(at, true));
+  // Time the thread slept in faulting touches (an agent built before it sends none).
+  const blockedNs = at + 8 <= data.byteLength ? Number(view.getBigInt64(at, true)) : undefined;
   const state = end === 1 ? 'sigbus' : end === 2 ? 'segv' : 'done';
   return {
     state,
@@ -178,6 +180,7 @@ function decodeResult(data: Uint8Array, childPids: number[]): ThreadResult {
     ...(state === 'done' ? {} : { signal: { signal, address, siCode } }),
     errno,
     faults,
+    ...(blockedNs === undefined ? {} : { blockedMs: blockedNs / 1e6 }),
     returns,
     children: [],
   };

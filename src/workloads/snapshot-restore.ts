@@ -10,12 +10,13 @@
  * VMM preallocates; the handler writes then CONTINUEs), guest_memfd MISSING.
  */
 import { writeFileSync } from 'node:fs';
-import type { KernelBackend, ThreadBackend, ThreadResult } from '../api/backend.ts';
+import type { KernelBackend, ProcessBackend, ThreadBackend, ThreadResult } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
 import { Process, type Uffd } from '../api/process.ts';
 import { type BuiltinObserver, createBuiltinHandler } from '../handlers/builtin.ts';
 import { type OpenedSession, openSession } from '../handlers/open.ts';
 import type { HandlerSession, Serve } from '../handlers/session.ts';
+import { HostBackend } from '../host/host-backend.ts';
 import type { Trace } from '../trace/trace.ts';
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -200,15 +201,26 @@ interface Vmm {
   readonly layout: GuestLayout;
 }
 
+/**
+ * The VMM's process: on the host an agent process of its own, so that the
+ * guest's memory and vCPUs — and the userfaultfd a handler binary receives —
+ * are never faultline's own (a binary holding a uffd of Node's mm could
+ * register and stall Node's heap). The handler stays in `backend.self`.
+ */
+function vmmProcess(backend: KernelBackend): ProcessBackend {
+  if (backend instanceof HostBackend && backend.canTakeFds) return backend.createProcess();
+  return backend.self;
+}
+
 function setUpVmm(options: SnapshotRestoreOptions): Vmm {
   const { backend, mode } = options;
-  const process = new Process(backend.self);
   const pageSize = mode === 'hugetlb' ? 2 * 1024 * 1024 : 4096;
   if (options.guestBytes % pageSize !== 0) {
     throw new Error(
       `--size: ${options.guestBytes} bytes is not a multiple of the ${pageSize}-byte pages of mode ${mode}`,
     );
   }
+  const process = new Process(vmmProcess(backend));
   const pages = options.guestBytes / pageSize;
   const snapshotFd = writeSnapshotFile(process, pages, pageSize);
   // The guest region and the userfaultfd.
@@ -318,6 +330,19 @@ export async function runSnapshotRestore(options: SnapshotRestoreOptions): Promi
   const stats = new WorkloadStats(options.vcpus, 'restore', backendClock(options.backend));
   stats.beginPhase('setup');
   const vmm = setUpVmm(options);
+  try {
+    return await restoreWith(options, vmm, stats);
+  } finally {
+    // A VMM in an agent of its own ends with the run, whatever happened (see vmmProcess).
+    if (vmm.process.backend !== options.backend.self) vmm.process.exit();
+  }
+}
+
+async function restoreWith(
+  options: SnapshotRestoreOptions,
+  vmm: Vmm,
+  stats: WorkloadStats,
+): Promise<SnapshotRestoreResult> {
   const firstTouch: number[] = [];
   const guestDone = new AbortController();
   const opened = await openVmmSession(options, vmm, guestDone.signal);
