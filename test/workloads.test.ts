@@ -213,6 +213,36 @@ describe('faultline workload commands', () => {
   });
 });
 
+describe('snapshot-restore that fills its model RAM', () => {
+  // A 4 GiB restore needs 8 GiB of frames plus the zero page: it ran out on
+  // its last page when the model had the default 8 GiB. The same boundary at 1 MiB.
+  const restore = async (memoryBytesMax: number) => {
+    const { runSnapshotRestore } = await import('../src/workloads/snapshot-restore.ts');
+    return runSnapshotRestore({
+      backend: new ModelBackend({ seed: 5, memory: { memoryBytesMax, residentBytes: 2 * MiB } }),
+      mode: 'anon',
+      guestBytes: MiB,
+      vcpus: 2,
+      pattern: 'sequential',
+      seed: 5,
+      prefetchWindow: 0,
+      trace: new Trace(1, false),
+    });
+  };
+  it('the snapshot and the guest exactly as large as the RAM: the last page cannot be allocated', async () => {
+    // Which page runs out (the COPY's source, or its destination) depends on the order of faults.
+    await assert.rejects(restore(2 * MiB), /(ENOMEM|EFAULT).*UFFDIO_COPY/);
+  });
+  it("sized by the workload's modelMemory, every page is restored and verified", async () => {
+    const { modelMemory } = await import('../src/cli/workload.ts');
+    const memory = modelMemory(2 * MiB, 0);
+    assert.ok(memory.memoryBytesMax > 2 * MiB);
+    const result = await restore(memory.memoryBytesMax);
+    assert.equal(result.verifiedPages, 256);
+    assert.equal(result.pages, 256);
+  });
+});
+
 describe('snapshot-restore with a balloon', () => {
   it('reads the REMOVE event, serves discarded pages as zeros, and verifies every page', async () => {
     const { runSnapshotRestore } = await import('../src/workloads/snapshot-restore.ts');

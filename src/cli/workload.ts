@@ -7,6 +7,7 @@ import type { Serve } from '../handlers/session.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
 import { describeInjections, type InjectionRates } from '../model/inject.ts';
+import { DEFAULT_PHYSICAL_MEMORY } from '../model/mem/physmem.ts';
 import { parseSize } from '../scenario/schema.ts';
 import { TRACE_EVENTS_MAX, Trace } from '../trace/trace.ts';
 import {
@@ -59,6 +60,21 @@ function choice<T extends string>(option: string, value: string, allowed: readon
 }
 
 /**
+ * The model machine's RAM for a run that uses `residentBytes` of it (its
+ * files and mappings): all of that resident at boot, and room for it plus
+ * the zero page and slack, at least the default 8 GiB. A 4 GiB restore (a
+ * 4 GiB snapshot file and 4 GiB of guest memory) otherwise ran out of
+ * frames on its last page, and its handler's COPY failed with EFAULT.
+ */
+export function modelMemory(
+  residentBytes: number,
+  floorBytes = DEFAULT_PHYSICAL_MEMORY.memoryBytesMax,
+): { residentBytes: number; memoryBytesMax: number } {
+  const slack = 64 * 1024 ** 2 + Math.ceil(residentBytes / 64);
+  return { residentBytes, memoryBytesMax: Math.max(floorBytes, residentBytes + slack) };
+}
+
+/**
  * The backend a workload runs on. On the model, `residentBytes` of its RAM
  * are made resident at boot, as a machine's RAM is there before anything
  * runs: otherwise the first touch of each frame costs the host a page fault
@@ -71,7 +87,8 @@ export function createBackend(
   inject: InjectionRates = {},
   residentBytes = 0,
 ): KernelBackend {
-  if (name === 'model') return new ModelBackend({ seed, version, inject, memory: { residentBytes } });
+  if (name === 'model')
+    return new ModelBackend({ seed, version, inject, memory: modelMemory(residentBytes) });
   if (Object.keys(inject).length > 0)
     throw new InvalidArgumentError('--inject: fault injection needs --backend model');
   if (name === 'host') {
