@@ -177,6 +177,34 @@ describe('the examples', () => {
     assert.equal(again.message, result.failures[0]!.message);
   });
 
+  it('on two worker threads a seed gives the failures and replays of one thread, whatever finishes first', async () => {
+    const serve = await loadHandlerModule(example('eagain-fatal'));
+    const campaign = { ...config('eagain-fatal', {}, 40), seed: 3 };
+    const one = await runCampaign(serve, campaign, { outDir: join(out, 'one'), workers: 1 });
+    const two = await runCampaign(serve, campaign, { outDir: join(out, 'two'), workers: 2 });
+    assert.equal(one.failures.length, 1, 'eagain-fatal fails within 40 schedules');
+    assert.equal(two.workers, 2);
+    const replay = (file: string) => {
+      const { schedule, deviations, message } = JSON.parse(readFileSync(file, 'utf8')) as ReplayFile;
+      return { schedule, deviations, message };
+    };
+    assert.equal(two.failures[0]?.schedule, one.failures[0]!.schedule, 'the lowest failing schedule');
+    assert.deepEqual(replay(two.failures[0]!.replay), replay(one.failures[0]!.replay));
+    const all = { ...campaign, keepGoing: true };
+    const oneAll = await runCampaign(serve, all, { outDir: join(out, 'one'), workers: 1 });
+    const twoAll = await runCampaign(serve, all, { outDir: join(out, 'two'), workers: 2 });
+    assert.equal(twoAll.schedules, 40);
+    assert.ok(oneAll.failures.length > 1);
+    assert.deepEqual(
+      twoAll.failures.map((f) => [f.schedule, f.kind, f.message]),
+      oneAll.failures.map((f) => [f.schedule, f.kind, f.message]),
+    );
+    assert.equal(
+      twoAll.perWorker.reduce((sum, w) => sum + w.schedules, 0),
+      40,
+    );
+  });
+
   it('the careful handler passes 150 random and 50 PCT schedules with a balloon', async () => {
     const serve = await loadHandlerModule(example('careful'));
     const random = await runCampaign(serve, config('careful', {}, 150), { outDir: out, workers: 1 });

@@ -122,6 +122,10 @@ export function formatReport(report: BenchReport): string[] {
         `on 1 worker, ${explore.allWorkers.schedulesPerSecond.toFixed(0)} on ${explore.allWorkers.workers} ` +
         `(${times(explore.speedup)}); ${explore.oneWorker.schedules + explore.allWorkers.schedules} schedules, ` +
         `${explore.failure === null ? 'all passed' : `FAILED: ${explore.failure}`}`,
+      `    per worker thread CPU-second: ${explore.oneWorker.schedulesPerCpuSecond.toFixed(0)} on 1 worker, ` +
+        `${explore.allWorkers.schedulesPerCpuSecond.toFixed(0)} each on ${explore.allWorkers.workers} ` +
+        `(${times(explore.cpuSpeedup)} with free cores); process CPU per schedule ` +
+        `${explore.oneWorker.processCpuMsPerSchedule.toFixed(2)} / ${explore.allWorkers.processCpuMsPerSchedule.toFixed(2)} ms`,
     );
   }
   lines.push('', 'targets:');

@@ -4,7 +4,7 @@
  * deviations from the default policy, so fewest preemptions) and written as
  * a replay file.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -55,8 +55,15 @@ export interface CampaignResult {
   readonly workers: number;
   /** The search space was exhausted (exhaustive). */
   readonly exhausted: boolean;
-  /** The longest worker's time running schedules (worker boot and shrinking excluded). */
+  /**
+   * Wall time from the first schedule handed out (every worker booted and
+   * warmed up) to the last worker done; shrinking excluded.
+   */
   readonly runningMs: number;
+  /** Each worker's schedules and its wall and CPU time running them (random and pct). */
+  readonly perWorker: readonly WorkerCounts[];
+  /** The process's CPU time (all threads) over `runningMs`. */
+  readonly processCpuMs: number;
   readonly externalWait: boolean;
   /** Most threads of a handler binary that made uffd calls in one schedule (0 for a module). */
   readonly binaryThreads: number;
@@ -204,10 +211,13 @@ export async function recordFailure(options: {
   return { kind, schedule, message: shrunk.message, replay, preemptions };
 }
 
-/** A message from a worker. */
+/** A message from a worker thread (or from the main thread's own runner) to the dispatcher. */
 export type WorkerMessage =
+  /** Handler loaded and warm-up done: the worker's clock starts with its first chunk. */
+  | { readonly type: 'ready' }
+  /** The worker started its last buffered chunk: it wants another (and reports its progress). */
   | {
-      readonly type: 'progress';
+      readonly type: 'more';
       readonly done: number;
       readonly externalWait: boolean;
       readonly binaryThreads: number;
@@ -218,35 +228,83 @@ export type WorkerMessage =
       readonly done: number;
       readonly externalWait: boolean;
       readonly binaryThreads: number;
-      /** From this worker's first schedule to its last (its boot excluded). */
+      /** From this worker's first measured schedule to its last (boot and warm-up excluded). */
       readonly elapsedMs: number;
+      /** This thread's CPU time over the same span. */
+      readonly cpuMs: number;
+      /** Wall time of that span spent waiting for a chunk. */
+      readonly waitMs: number;
     }
   | { readonly type: 'error'; readonly message: string };
 
-/** What a worker is told: the campaign, and which of the shard's schedules are its own. */
+/** A message from the dispatcher to a worker thread. */
+export type DispatchMessage =
+  | { readonly type: 'chunk'; readonly indices: readonly number[] }
+  /** A schedule at index `failed` failed: indices above it need not run (stop at the first failure). */
+  | { readonly type: 'limit'; readonly failed: number }
+  /** No more chunks. */
+  | { readonly type: 'end' };
+
+/** What a worker is told: the campaign, and how many uncounted schedules warm it up. */
 export interface WorkerTask {
   readonly config: CampaignConfig;
-  readonly worker: number;
-  readonly workers: number;
   readonly expectedDecisions: number;
+  /** Schedules run before the clock starts (a different seed), so the JIT has compiled the path. */
+  readonly warmup: number;
 }
 
-/** Runs a worker's share of schedules (on a worker thread, or inline for one worker). */
+/** Where a runner gets its next schedule index (null: none left), and learns of a failure limit. */
+export interface IndexSource {
+  next(): number | null | Promise<number | null>;
+  /** Indices above this are not run (a failure at it stops the campaign). */
+  readonly limit: number;
+}
+
+/** This thread's CPU time in ms (Linux: the scheduler's count for this thread; elsewhere the process's). */
+export function threadCpuMs(): number {
+  try {
+    const schedstat = readFileSync('/proc/thread-self/schedstat', 'utf8');
+    return Number(schedstat.slice(0, schedstat.indexOf(' '))) / 1e6;
+  } catch {
+    const usage = process.cpuUsage();
+    return (usage.user + usage.system) / 1000;
+  }
+}
+
+/** The seed of a worker's uncounted warm-up schedules: not the campaign's own. */
+const WARMUP_SEED_MIX = 0x5bd1e995;
+
+/**
+ * Runs schedules as `source` hands them out (on a worker thread, or inline
+ * for one worker), after `task.warmup` uncounted ones.
+ */
 export async function runShare(
   handler: ExploreHandler,
   task: WorkerTask,
+  source: IndexSource,
   post: (message: WorkerMessage) => void,
-  stopped: () => boolean,
 ): Promise<void> {
-  const indices = shardIndices(task.config).filter((_, i) => i % task.workers === task.worker);
+  const warmConfig = { ...task.config, seed: (task.config.seed ^ WARMUP_SEED_MIX) >>> 0 };
+  for (let i = 0; i < task.warmup; i++) {
+    await runSchedule(handler.serve, task.config.guest, strategyFor(warmConfig, i, task.expectedDecisions));
+  }
+  post({ type: 'ready' });
   let done = 0;
   let externalWait = false;
-  let lastReport = 0;
+  let waitMs = 0;
   const started = performance.now();
-  for (const index of indices) {
-    // Let a stop message in (a worker's port is read between event-loop turns).
+  const cpuStarted = threadCpuMs();
+  for (;;) {
+    // Let messages and signals in (a worker's port is read between event-loop turns).
     if (done % 16 === 15) await new Promise<void>((resolve) => setImmediate(resolve));
-    if (stopped()) break;
+    let index = source.next();
+    if (index instanceof Promise) {
+      const waitStarted = performance.now();
+      index = await index;
+      waitMs += performance.now() - waitStarted;
+    }
+    if (index === null) break;
+    if (index > source.limit) continue;
     const outcome = await runSchedule(
       handler.serve,
       task.config.guest,
@@ -256,10 +314,6 @@ export async function runShare(
     externalWait ||= outcome.externalWait;
     if (outcome.kind !== null)
       post({ type: 'failure', schedule: index, outcome: { ...outcome, records: [] } });
-    if (done - lastReport >= 50) {
-      lastReport = done;
-      post({ type: 'progress', done, externalWait, binaryThreads: handler.threads() });
-    }
   }
   post({
     type: 'done',
@@ -267,7 +321,59 @@ export async function runShare(
     externalWait,
     binaryThreads: handler.threads(),
     elapsedMs: performance.now() - started,
+    cpuMs: threadCpuMs() - cpuStarted,
+    waitMs,
   });
+}
+
+/**
+ * Hands the shard's schedule indices out in increasing order, in chunks that
+ * shrink toward the end (guided self-scheduling: no worker is left with a
+ * long tail while the others idle). A failure at index f stops the hand-out
+ * past f, but every index below f still runs: the first failure reported
+ * is the lowest failing index, whatever the timing, so a seed always gives
+ * the same failure and replay file.
+ */
+export class Dispatcher {
+  private next = 0;
+  limit = Number.POSITIVE_INFINITY;
+
+  constructor(
+    private readonly indices: readonly number[],
+    private readonly workers: number,
+  ) {}
+
+  /** The next chunk (empty when none is left). */
+  chunk(): number[] {
+    const left = this.indices.length - this.next;
+    const size = Math.max(1, Math.min(CHUNK_MAX, Math.ceil(left / (this.workers * 4))));
+    const chunk: number[] = [];
+    while (chunk.length < size && this.next < this.indices.length) {
+      const index = this.indices[this.next]!;
+      if (index > this.limit) {
+        this.next = this.indices.length;
+        break;
+      }
+      chunk.push(index);
+      this.next++;
+    }
+    return chunk;
+  }
+
+  fail(index: number): void {
+    this.limit = Math.min(this.limit, index);
+  }
+}
+
+/** Largest chunk handed out at once (each costs one message each way). */
+const CHUNK_MAX = 32;
+
+/** Per-worker counts of a campaign: schedules, and wall and CPU time running them. */
+export interface WorkerCounts {
+  readonly schedules: number;
+  readonly elapsedMs: number;
+  readonly cpuMs: number;
+  readonly waitMs: number;
 }
 
 export interface CampaignHooks {
@@ -277,6 +383,72 @@ export interface CampaignHooks {
   readonly binaryThreads?: () => number;
   /** Schedules run so far (for a progress line). */
   readonly progress?: (done: number, total: number) => void;
+  /** Run even one worker on a worker thread (the bench: every worker count on the same footing). */
+  readonly threads?: boolean;
+  /** Uncounted schedules each worker runs before the clock starts (default 0). */
+  readonly warmup?: number;
+}
+
+/** The state of a running campaign as the dispatcher sees it. */
+class CampaignState {
+  readonly found: Array<{ schedule: number; outcome: ScheduleOutcome }> = [];
+  readonly doneBy: number[];
+  readonly counts: WorkerCounts[] = [];
+  externalWait = false;
+  binaryThreads = 0;
+  firstDispatch = 0;
+  lastDone = 0;
+  /** The whole process's CPU time (every thread, the GC's and the compiler's too) at those two moments. */
+  processCpuAtDispatch = 0;
+  processCpuAtDone = 0;
+
+  constructor(
+    readonly dispatcher: Dispatcher,
+    readonly config: CampaignConfig,
+    readonly hooks: CampaignHooks,
+    readonly total: number,
+    workers: number,
+  ) {
+    this.doneBy = new Array<number>(workers).fill(0);
+  }
+
+  /** Handles a worker's message; returns the failure limit when it changed. */
+  receive(worker: number, message: WorkerMessage): number | null {
+    if (message.type === 'ready') return null;
+    if (message.type === 'failure') {
+      this.found.push({ schedule: message.schedule, outcome: message.outcome });
+      if (this.config.keepGoing || message.schedule >= this.dispatcher.limit) return null;
+      this.dispatcher.fail(message.schedule);
+      return message.schedule;
+    }
+    if (message.type === 'error') throw new Error(`explore worker: ${message.message}`);
+    this.doneBy[worker] = message.done;
+    this.externalWait ||= message.externalWait;
+    this.binaryThreads = Math.max(this.binaryThreads, message.binaryThreads);
+    if (message.type === 'done') {
+      const { elapsedMs, cpuMs, waitMs } = message;
+      this.counts[worker] = { schedules: message.done, elapsedMs, cpuMs, waitMs };
+      this.lastDone = performance.now();
+      this.processCpuAtDone = processCpuMs();
+    }
+    this.hooks.progress?.(this.schedules, this.total);
+    return null;
+  }
+
+  get schedules(): number {
+    return this.doneBy.reduce((a, b) => a + b, 0);
+  }
+
+  /** The clock starts: every worker is ready. */
+  start(): void {
+    this.firstDispatch = performance.now();
+    this.processCpuAtDispatch = processCpuMs();
+  }
+}
+
+function processCpuMs(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1000;
 }
 
 /** Runs the campaign: workers for random and pct, one thread for exhaustive. */
@@ -288,64 +460,95 @@ export async function runCampaign(
   const started = performance.now();
   if (config.strategy === 'exhaustive') return runExhaustive(serve, config, hooks, started);
   const expectedDecisions = config.strategy === 'pct' ? await baselineDecisions(serve, config.guest) : 1;
-  const total = shardIndices(config).length;
-  const workers = Math.max(1, Math.min(hooks.workers, total));
-  const failures: Failure[] = [];
-  const found: Array<{ schedule: number; outcome: ScheduleOutcome }> = [];
-  let stopped = false;
-  let externalWait = false;
-  const doneBy = new Array<number>(workers).fill(0);
-  let runningMs = 0;
-  let binaryThreads = 0;
-  const onMessage = (worker: number, message: WorkerMessage): void => {
-    if (message.type === 'done') runningMs = Math.max(runningMs, message.elapsedMs);
-    if (message.type === 'progress' || message.type === 'done') {
-      doneBy[worker] = message.done;
-      externalWait ||= message.externalWait;
-      binaryThreads = Math.max(binaryThreads, message.binaryThreads);
-      hooks.progress?.(
-        doneBy.reduce((a, b) => a + b, 0),
-        total,
-      );
-    } else if (message.type === 'failure') {
-      found.push({ schedule: message.schedule, outcome: message.outcome });
-      if (!config.keepGoing) stopped = true;
-    } else throw new Error(`explore worker: ${message.message}`);
-  };
-  const task = (worker: number): WorkerTask => ({ config, worker, workers, expectedDecisions });
-  if (workers === 1) {
-    await runShare(
-      { serve, kind: 'module', threads: hooks.binaryThreads ?? (() => 0) },
-      task(0),
-      (message) => onMessage(0, message),
-      () => stopped,
-    );
+  const indices = shardIndices(config);
+  const workers = Math.max(1, Math.min(hooks.workers, indices.length));
+  const state = new CampaignState(new Dispatcher(indices, workers), config, hooks, indices.length, workers);
+  const task: WorkerTask = { config, expectedDecisions, warmup: hooks.warmup ?? 0 };
+  if (workers === 1 && hooks.threads !== true) {
+    const handler = { serve, kind: 'module' as const, threads: hooks.binaryThreads ?? (() => 0) };
+    await runShare(handler, task, inlineSource(state), (message) => {
+      if (message.type === 'ready') state.start();
+      state.receive(0, message);
+    });
   } else {
-    await Promise.all(
-      Array.from({ length: workers }, (_, worker) =>
-        runWorker(
-          task(worker),
-          (message) => onMessage(worker, message),
-          () => stopped,
-        ),
-      ),
-    );
+    await runWorkers(state, task, workers);
   }
   const elapsedMs = performance.now() - started;
-  found.sort((a, b) => a.schedule - b.schedule);
-  for (const { schedule, outcome } of found.slice(0, config.keepGoing ? 20 : 1)) {
+  state.found.sort((a, b) => a.schedule - b.schedule);
+  const failures: Failure[] = [];
+  for (const { schedule, outcome } of state.found.slice(0, config.keepGoing ? 20 : 1)) {
     failures.push(await recordFailure({ serve, config, schedule, outcome, outDir: hooks.outDir }));
   }
   return {
-    schedules: doneBy.reduce((a, b) => a + b, 0),
+    schedules: state.schedules,
     failures,
     elapsedMs,
     workers,
     exhausted: false,
-    runningMs,
-    externalWait,
-    binaryThreads: Math.max(binaryThreads, hooks.binaryThreads?.() ?? 0),
+    runningMs: Math.max(0, state.lastDone - state.firstDispatch),
+    perWorker: state.counts,
+    processCpuMs: state.processCpuAtDone - state.processCpuAtDispatch,
+    externalWait: state.externalWait,
+    binaryThreads: Math.max(state.binaryThreads, hooks.binaryThreads?.() ?? 0),
   };
+}
+
+/** The dispatcher as the main thread's own runner sees it (one worker, inline). */
+function inlineSource(state: CampaignState): IndexSource {
+  let chunk: number[] = [];
+  let done = 0;
+  return {
+    next: () => {
+      if (chunk.length === 0) {
+        if (done > 0) state.receive(0, { type: 'more', done, externalWait: false, binaryThreads: 0 });
+        chunk = state.dispatcher.chunk();
+      }
+      const index = chunk.shift();
+      if (index === undefined) return null;
+      done++;
+      return index;
+    },
+    get limit() {
+      return state.dispatcher.limit;
+    },
+  };
+}
+
+/**
+ * Boots `workers` worker threads, waits until every one is ready (handler
+ * loaded, warm-up run), then feeds them chunks on demand until none is left.
+ */
+async function runWorkers(state: CampaignState, task: WorkerTask, workers: number): Promise<void> {
+  const threads: Worker[] = [];
+  let ready = 0;
+  const send = (worker: number): void => {
+    const indices = state.dispatcher.chunk();
+    threads[worker]!.postMessage(
+      indices.length === 0 ? ({ type: 'end' } as const) : ({ type: 'chunk', indices } as const),
+    );
+  };
+  const onMessage = (worker: number, message: WorkerMessage): void => {
+    const limit = state.receive(worker, message);
+    if (limit !== null) for (const thread of threads) thread.postMessage({ type: 'limit', failed: limit });
+    if (message.type === 'more') send(worker);
+    if (message.type === 'ready' && ++ready === workers) {
+      // Everyone is warm: start the clock, and give each worker two chunks (one to run, one buffered).
+      state.start();
+      for (let w = 0; w < workers; w++) send(w);
+      for (let w = 0; w < workers; w++) send(w);
+    }
+  };
+  try {
+    await Promise.all(
+      Array.from({ length: workers }, (_, worker) =>
+        startWorker(task, threads, (message) => onMessage(worker, message)),
+      ),
+    );
+  } catch (error) {
+    // One worker failed: the others would wait for it (to be ready) forever.
+    await Promise.all(threads.map((thread) => thread.terminate()));
+    throw error;
+  }
 }
 
 async function runExhaustive(
@@ -376,48 +579,41 @@ async function runExhaustive(
     workers: 1,
     exhausted: search.done,
     runningMs: performance.now() - started,
+    perWorker: [],
+    processCpuMs: 0,
     externalWait,
     binaryThreads: hooks.binaryThreads?.() ?? 0,
   };
 }
 
-/** One worker thread running its share; resolves when it is done. */
-function runWorker(
+/** Starts one worker thread (pushed onto `threads`); resolves when it exits. */
+function startWorker(
   task: WorkerTask,
+  threads: Worker[],
   onMessage: (message: WorkerMessage) => void,
-  stopped: () => boolean,
 ): Promise<void> {
   const here = import.meta.url;
   const typescript = here.endsWith('.ts');
   const file = new URL(typescript ? './worker.ts' : './worker.js', here);
+  // Run from source, the worker registers tsx's loader first (a loader registered here is not inherited).
+  const worker = typescript
+    ? new Worker(
+        `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})` +
+          `.then((tsx) => { tsx.register(); return import(${JSON.stringify(file.href)}); });`,
+        { eval: true, workerData: task },
+      )
+    : new Worker(file, { workerData: task });
+  threads.push(worker);
   return new Promise((resolvePromise, reject) => {
-    // Run from source, the worker registers tsx's loader first (a loader registered here is not inherited).
-    const worker = typescript
-      ? new Worker(
-          `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})` +
-            `.then((tsx) => { tsx.register(); return import(${JSON.stringify(file.href)}); });`,
-          { eval: true, workerData: task },
-        )
-      : new Worker(file, { workerData: task });
-    const poll = setInterval(() => {
-      if (stopped()) worker.postMessage('stop');
-    }, 20);
     worker.on('message', (message: WorkerMessage) => {
       try {
         onMessage(message);
       } catch (error) {
         reject(error);
       }
-      if (message.type === 'failure' && stopped()) worker.postMessage('stop');
     });
-    worker.on('error', (error) => {
-      clearInterval(poll);
-      reject(error);
-    });
-    worker.on('exit', () => {
-      clearInterval(poll);
-      resolvePromise();
-    });
+    worker.on('error', reject);
+    worker.on('exit', () => resolvePromise());
   });
 }
 
