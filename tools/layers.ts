@@ -26,7 +26,19 @@ export const LAYERS: readonly (readonly [name: string, paths: readonly string[]]
   ['model memtypes', ['src/model/memtypes/']],
   ['model uffd', ['src/model/uffd/', 'src/model/schedule.ts']],
   ['model process', ['src/model/process.ts']],
-  ['model calls', ['src/model/mm/madvise.ts', 'src/model/mm/mremap.ts', 'src/model/fork.ts']],
+  ['model fs', ['src/model/fs/']],
+  [
+    'model calls',
+    [
+      'src/model/mm/mmap.ts',
+      'src/model/mm/munmap.ts',
+      'src/model/mm/mprotect.ts',
+      'src/model/mm/madvise.ts',
+      'src/model/mm/mremap.ts',
+      'src/model/fork.ts',
+      'src/model/syscall.ts',
+    ],
+  ],
   ['model kernel', ['src/model/kernel.ts', 'src/model/check.ts', 'src/model/hang.ts']],
   ['model parallel', ['src/model/parallel/']],
   ['api interface', ['src/api/backend.ts', 'src/api/validate.ts']],
@@ -48,16 +60,11 @@ export const LAYERS: readonly (readonly [name: string, paths: readonly string[]]
 ];
 
 /**
- * Imports that break the order today, each with why it is tolerated; the
- * check fails on any other. Issue 13 removes them.
+ * Imports that break the order, each with why it is tolerated; the check
+ * fails on any other. Empty: issue 13 moved the system calls out of
+ * process.ts, the last file that called upwards.
  */
-export const KNOWN_VIOLATIONS: readonly string[] = [
-  // process.ts still holds the system calls, so it calls up into the calls that need a process.
-  'src/model/process.ts -> src/model/kernel.ts',
-  'src/model/process.ts -> src/model/fork.ts',
-  'src/model/process.ts -> src/model/mm/madvise.ts',
-  'src/model/process.ts -> src/model/mm/mremap.ts',
-];
+export const KNOWN_VIOLATIONS: readonly string[] = [];
 
 export interface LayerViolation {
   readonly kind: 'upward' | 'cycle' | 'unlayered';

@@ -5,7 +5,7 @@
  * by uapi/, so both backends see exactly what a C program would pass.
  */
 
-import type { MmapArgs } from '../model/process.ts';
+import type { MmapArgs } from '../model/mm/mmap.ts';
 import type { Access } from '../model/task.ts';
 
 /**

@@ -7,9 +7,21 @@
 
 import { type ModelTimer, SYSCALL_COST_NS } from '../model/clock.ts';
 import { clearFailure, lastFailure } from '../model/failure.ts';
+import { forkProcess } from '../model/fork.ts';
+import { ioctl } from '../model/fs/ioctl.ts';
+import { memfdCreate } from '../model/fs/memfd.ts';
+import { fallocate, ftruncate, openDevice, reopen } from '../model/fs/open.ts';
+import { lseek, poll, pread, pwrite, read, write } from '../model/fs/read_write.ts';
+import { userfaultfd } from '../model/fs/userfaultfd.ts';
 import { describeSleepers, hasSleepers } from '../model/hang.ts';
 import { ModelKernel, type ModelKernelOptions } from '../model/kernel.ts';
+import { callerAccess } from '../model/mm/access.ts';
 import { FAULT_RESULT_SIGBUS, FAULT_RESULT_SIGSEGV, FAULT_RESULT_WOULD_BLOCK } from '../model/mm/fault.ts';
+import { madvise } from '../model/mm/madvise.ts';
+import { mmap } from '../model/mm/mmap.ts';
+import { mprotect } from '../model/mm/mprotect.ts';
+import { doMremap } from '../model/mm/mremap.ts';
+import { munmap } from '../model/mm/munmap.ts';
 import {
   PTE_MARKER_POISONED,
   PTE_MARKER_UFFD_WP,
@@ -138,14 +150,14 @@ class ModelProcessBackend implements ProcessBackend {
       offset: int('mmap', 'offset', args.offset),
     };
     this.backend.syscallPoint('mmap');
-    return check('mmap', this.process.mmap(checked));
+    return check('mmap', mmap(this.process, checked));
   }
 
   munmap(address: number, length: number): void {
     this.backend.syscallPoint('munmap');
     check(
       'munmap',
-      this.process.munmap(ulong('munmap', 'address', address), ulong('munmap', 'length', length)),
+      munmap(this.process, ulong('munmap', 'address', address), ulong('munmap', 'length', length), null),
     );
   }
 
@@ -153,32 +165,32 @@ class ModelProcessBackend implements ProcessBackend {
     const start = ulong('mprotect', 'address', address);
     const len = ulong('mprotect', 'length', length);
     this.backend.syscallPoint('mprotect');
-    check('mprotect', this.process.mprotect(start, len, int('mprotect', 'prot', prot)));
+    check('mprotect', mprotect(this.process, start, len, int('mprotect', 'prot', prot)));
   }
 
   memfdCreate(name: string, flags: number): number {
     const checked = text('memfd_create', 'name', name);
     this.backend.syscallPoint('memfd_create');
-    return check('memfd_create', this.process.memfdCreate(checked, int('memfd_create', 'flags', flags)));
+    return check('memfd_create', memfdCreate(this.process, checked, int('memfd_create', 'flags', flags)));
   }
 
   reopen(fd: number, accessMode: number): number {
     this.backend.syscallPoint('open');
-    return check('open', this.process.reopen(int('open', 'fd', fd), int('open', 'flags', accessMode)));
+    return check('open', reopen(this.process, int('open', 'fd', fd), int('open', 'flags', accessMode)));
   }
 
   ftruncate(fd: number, length: number): void {
     this.backend.syscallPoint('ftruncate');
     check(
       'ftruncate',
-      this.process.ftruncate(int('ftruncate', 'fd', fd), int('ftruncate', 'length', length)),
+      ftruncate(this.process, int('ftruncate', 'fd', fd), int('ftruncate', 'length', length)),
     );
   }
 
   pread(fd: number, length: number, offset: number): Uint8Array {
     const count = int('pread', 'count', length);
     this.backend.syscallPoint('pread');
-    return check('pread', this.process.pread(int('pread', 'fd', fd), count, int('pread', 'offset', offset)));
+    return check('pread', pread(this.process, int('pread', 'fd', fd), count, int('pread', 'offset', offset)));
   }
 
   pwrite(fd: number, data: Uint8Array, offset: number): number {
@@ -186,7 +198,7 @@ class ModelProcessBackend implements ProcessBackend {
     this.backend.syscallPoint('pwrite');
     return check(
       'pwrite',
-      this.process.pwrite(int('pwrite', 'fd', fd), buffer, int('pwrite', 'offset', offset)),
+      pwrite(this.process, int('pwrite', 'fd', fd), buffer, int('pwrite', 'offset', offset)),
     );
   }
 
@@ -196,7 +208,7 @@ class ModelProcessBackend implements ProcessBackend {
     this.backend.syscallPoint('fallocate');
     check(
       'fallocate',
-      this.process.fallocate(int('fallocate', 'fd', fd), int('fallocate', 'mode', mode), at, len),
+      fallocate(this.process, int('fallocate', 'fd', fd), int('fallocate', 'mode', mode), at, len),
     );
   }
 
@@ -207,23 +219,23 @@ class ModelProcessBackend implements ProcessBackend {
 
   userfaultfd(flags: number): number {
     this.backend.syscallPoint('userfaultfd');
-    return check('userfaultfd', this.process.userfaultfd(int('userfaultfd', 'flags', flags)));
+    return check('userfaultfd', userfaultfd(this.process, int('userfaultfd', 'flags', flags)));
   }
 
   open(path: string, flags: number): number {
     this.backend.syscallPoint('open');
-    return check('open', this.process.openDevice(text('open', 'path', path), int('open', 'flags', flags)));
+    return check('open', openDevice(this.process, text('open', 'path', path), int('open', 'flags', flags)));
   }
 
   write(fd: number, data: Uint8Array): number {
     this.backend.syscallPoint('write');
-    return check('write', this.process.write(int('write', 'fd', fd), bytes('write', 'data', data)));
+    return check('write', write(this.process, int('write', 'fd', fd), bytes('write', 'data', data)));
   }
 
   lseek(fd: number, offset: number, whence: number): number {
     const at = int('lseek', 'offset', offset);
     this.backend.syscallPoint('lseek');
-    return check('lseek', this.process.lseek(int('lseek', 'fd', fd), at, int('lseek', 'whence', whence)));
+    return check('lseek', lseek(this.process, int('lseek', 'fd', fd), at, int('lseek', 'whence', whence)));
   }
 
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
@@ -231,7 +243,7 @@ class ModelProcessBackend implements ProcessBackend {
       throw new TypeError('ioctl: arg must be a Uint8Array, an integer or null');
     }
     this.backend.syscallPoint('ioctl');
-    const result = this.process.ioctl(fd, request, arg);
+    const result = ioctl(this.process, fd, request, arg);
     // The syscall's name is only needed for an error.
     if (result < 0) {
       const name = IOCTL_NAMES[request >>> 0] ?? `0x${(request >>> 0).toString(16)}`;
@@ -243,17 +255,17 @@ class ModelProcessBackend implements ProcessBackend {
 
   read(fd: number, count: number): Uint8Array {
     this.backend.syscallPoint('read');
-    return check('read', this.process.read(int('read', 'fd', fd), byteCount('read', 'count', count)));
+    return check('read', read(this.process, int('read', 'fd', fd), byteCount('read', 'count', count)));
   }
 
   poll(fd: number): number {
     this.backend.syscallPoint('poll');
-    return this.process.poll(fd);
+    return poll(this.process, fd);
   }
 
   waitReadable(fd: number): Promise<void> {
     this.backend.syscallPoint('poll');
-    if (this.process.poll(fd) !== 0) return Promise.resolve();
+    if (poll(this.process, fd) !== 0) return Promise.resolve();
     const uffd = this.process.uffdFile(fd);
     if (uffd === undefined) return Promise.resolve();
     const backend = this.backend;
@@ -274,7 +286,7 @@ class ModelProcessBackend implements ProcessBackend {
    */
   pollFor(fd: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     this.backend.syscallPoint('poll');
-    if (this.process.poll(fd) !== 0) return Promise.resolve(true);
+    if (poll(this.process, fd) !== 0) return Promise.resolve(true);
     if (signal?.aborted === true) return Promise.resolve(false);
     const uffd = this.process.uffdFile(fd);
     if (uffd === undefined) return Promise.resolve(true);
@@ -296,20 +308,26 @@ class ModelProcessBackend implements ProcessBackend {
 
   readMemory(address: number, length: number): Uint8Array {
     const at = ulong('read', 'address', address);
-    const result = this.process.readMemory(at, byteCount('read', 'length', length));
+    const result = this.callerAccess(at, new Uint8Array(byteCount('read', 'length', length)), false);
     if (result.ok) return result.data;
     throw accessError(result.fault, result.address);
   }
 
   readMemoryInto(address: number, into: Uint8Array): void {
-    const result = this.process.readMemory(address, into.byteLength, into);
+    // Into the caller's buffer (a handler reading page after page reuses one).
+    const result = this.callerAccess(address, into, false);
     if (!result.ok) throw accessError(result.fault, result.address);
   }
 
   writeMemory(address: number, data: Uint8Array): void {
     const at = ulong('write', 'address', address);
-    const result = this.process.writeMemory(at, bytes('write', 'data', data));
+    const result = this.callerAccess(at, bytes('write', 'data', data), true);
     if (!result.ok) throw accessError(result.fault, result.address);
+  }
+
+  /** The calling thread's own access: it cannot sleep on a userfaultfd (a fault that would is WouldBlockError). */
+  private callerAccess(address: number, buffer: Uint8Array, write: boolean) {
+    return callerAccess(this.backend.kernel.env, this.process.mm, address, buffer, write);
   }
 
   spawnThread(unchecked: Iterable<ThreadAccess>, name = ''): ThreadBackend {
@@ -327,7 +345,7 @@ class ModelProcessBackend implements ProcessBackend {
     const start = ulong('madvise', 'address', address);
     const len = ulong('madvise', 'length', length);
     this.backend.syscallPoint('madvise');
-    check('madvise', this.process.madvise(start, len, int('madvise', 'advice', advice)));
+    check('madvise', madvise(this.process, start, len, int('madvise', 'advice', advice)));
   }
 
   mremap(...[oldAddress, oldLength, newLength, flags, newAddress]: MremapArgs): number {
@@ -335,12 +353,15 @@ class ModelProcessBackend implements ProcessBackend {
       ulong('mremap', ['old_address', 'old_size', 'new_size', 'new_address'][i]!, value),
     );
     this.backend.syscallPoint('mremap');
-    return check('mremap', this.process.mremap(from!, oldLen!, newLen!, int('mremap', 'flags', flags), to!));
+    return check(
+      'mremap',
+      doMremap(this.process, from!, oldLen!, newLen!, int('mremap', 'flags', flags), to!, null),
+    );
   }
 
   fork(): ProcessBackend {
     this.backend.syscallPoint('fork');
-    return this.backend.wrap(check('fork', this.process.fork()));
+    return this.backend.wrap(check('fork', forkProcess(this.process, null)));
   }
 
   signalThread(thread: ThreadBackend, signal: number): void {
@@ -409,7 +430,7 @@ class ReadableWaiter {
   }
 
   private fire(): void {
-    if (this.process.poll(this.fd) === 0) return;
+    if (poll(this.process, this.fd) === 0) return;
     this.waiters.delete(this.callback);
     this.resolve();
   }

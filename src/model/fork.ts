@@ -28,7 +28,7 @@ export function forkProcess(parent: ModelProcess, wait: EventWait | null): Model
   const contextFor = (ctx: UffdContext): UffdContext => {
     let copy = childContexts.get(ctx);
     if (copy === undefined) {
-      copy = new UffdContext(kernel.nextContextId++, child.mm, ctx.userModeOnly, kernel);
+      copy = new UffdContext(kernel.allocateContextId(), child.mm, ctx.userModeOnly, kernel);
       copy.features = ctx.features;
       copy.openFlags = ctx.openFlags;
       childContexts.set(ctx, copy);

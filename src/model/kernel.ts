@@ -31,8 +31,9 @@ import type {
 } from './mm/memtype.ts';
 import { MemoryTypeRegistry } from './mm/registry.ts';
 import { Prng } from './prng.ts';
-import { ModelProcess, SYSCALL_BLOCKED } from './process.ts';
+import { ModelProcess, type ProcessKernel } from './process.ts';
 import { userfaultMustWait } from './schedule.ts';
+import { SYSCALL_BLOCKED, threadSyscall } from './syscall.ts';
 import type { Access, Task } from './task.ts';
 import { handleUserfault } from './uffd/userfault.ts';
 
@@ -63,7 +64,7 @@ export interface ModelKernelOptions {
   readonly inject?: InjectionRates;
 }
 
-export class ModelKernel {
+export class ModelKernel implements ProcessKernel {
   readonly seed: number;
   readonly version: KernelVersion;
   readonly memory: PhysicalMemory;
@@ -88,8 +89,8 @@ export class ModelKernel {
   private nextTid = 1;
   private nextInodeId = 1;
   private nextAnonVmaId = 1;
-  nextContextId = 1;
-  nextMmId = 1;
+  private nextContextId = 1;
+  private nextMmId = 1;
   steps = 0;
   /**
    * Explore (model/schedule.ts): a controller picks every step, and the
@@ -161,6 +162,14 @@ export class ModelKernel {
       if (driver !== undefined) return driver;
     }
     return undefined;
+  }
+
+  allocateMmId(): number {
+    return this.nextMmId++;
+  }
+
+  allocateContextId(): number {
+    return this.nextContextId++;
   }
 
   allocateAnonVmaId(): number {
@@ -311,7 +320,7 @@ export class ModelKernel {
       return;
     }
     if (access.kind === 'syscall') {
-      const result = process.threadSyscall(task, access);
+      const result = threadSyscall(process, task, access);
       if (result === SYSCALL_BLOCKED) return;
       task.returns.push(result);
       task.current = null;

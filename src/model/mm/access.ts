@@ -11,6 +11,7 @@ import {
   handleMmFault,
   type VmFault,
 } from './fault.ts';
+import type { AddressSpace } from './mm.ts';
 import { PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_WRITE, PTE_ZERO } from './pagetable.ts';
 
 /**
@@ -110,4 +111,36 @@ export function accessRange(env: FaultEnvironment, access: UserAccess): number {
     access.doneBytes += span;
   }
   return FAULT_HANDLED;
+}
+
+/** The result of a direct memory access by the calling thread. */
+export type DirectAccessResult =
+  | { readonly ok: true; readonly data: Uint8Array }
+  | { readonly ok: false; readonly fault: number; readonly address: number };
+
+/**
+ * An access by the calling thread itself (the API's own reads and writes):
+ * it has no task, so it cannot sleep on a userfaultfd, and a fault that
+ * would is refused with FAULT_RESULT_WOULD_BLOCK.
+ */
+export function callerAccess(
+  env: FaultEnvironment,
+  mm: AddressSpace,
+  address: number,
+  buffer: Uint8Array,
+  write: boolean,
+): DirectAccessResult {
+  const access: UserAccess = {
+    mm,
+    address,
+    write,
+    task: null,
+    userMode: true,
+    start: address,
+    buffer,
+    doneBytes: 0,
+  };
+  const result = accessRange(env, access);
+  if (result === FAULT_HANDLED) return { ok: true, data: buffer };
+  return { ok: false, fault: result, address: address + access.doneBytes };
 }

@@ -30,7 +30,9 @@ import { PG_ANON } from '../mem/physmem.ts';
 import type { ModelProcess } from '../process.ts';
 import { afterEvents, type EventWait, raiseRemoveEvent } from '../uffd/events.ts';
 import { ZAP_KEEP_POISON, ZAP_KEEP_WP } from './mm.ts';
+import { splitEdges } from './munmap.ts';
 import { PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
+import { truncatePagecache } from './truncate.ts';
 import {
   VM_DONTCOPY,
   VM_HUGEPAGE,
@@ -105,7 +107,7 @@ export function prepareMadvise(
   const flagAdvice = FLAG_ADVICE[advice];
   if (flagAdvice !== undefined) {
     return () => {
-      const split = process.splitEdges(address, end);
+      const split = splitEdges(process, address, end);
       if (split < 0) return split;
       for (const vma of mm.vmasIn(address, end)) vma.flags = (vma.flags | flagAdvice.set) & ~flagAdvice.clear;
       mm.mergeRange(address, end);
@@ -162,6 +164,12 @@ export function prepareMadvise(
   };
 }
 
+/** madvise(2) by the calling thread: events are queued, the call does not wait for them. */
+export function madvise(process: ModelProcess, address: number, length: number, advice: number): number {
+  const prepared = prepareMadvise(process, address, length, advice, null);
+  return typeof prepared === 'number' ? prepared : prepared();
+}
+
 function checkDiscard(vma: Vma, advice: number, start: number, _end: number): number {
   if (advice === MADV_DONTNEED && vma.flags & VM_LOCKED)
     return fail(EINVAL, 'addr', `${vma.describe()} is locked`);
@@ -191,7 +199,8 @@ function discard(process: ModelProcess, vma: Vma, start: number, end: number, ad
   if (advice === MADV_REMOVE) {
     const inode = vma.inode!;
     const fileStart = vma.pgoffAt(start) * 4096;
-    process.truncatePagecache(inode, fileStart, Math.min(fileStart + (end - start), inode.sizeBytes), false);
+    const to = Math.min(fileStart + (end - start), inode.sizeBytes);
+    truncatePagecache(process.kernel.memory, inode, { from: fileStart, to }, false);
     return;
   }
   // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp markers, but poison

@@ -1,7 +1,8 @@
 /**
  * An address space (the kernel's mm_struct): an ordered list of VMAs and one
  * page table. VMA list edits (split, merge, insert, remove) and page-table
- * zapping live here; the syscalls that combine them are in syscalls.ts.
+ * zapping live here; the system calls that combine them are mmap.ts, munmap.ts,
+ * mprotect.ts, madvise.ts and mremap.ts beside it.
  */
 import { type PhysicalMemory, ZERO_PFN } from '../mem/physmem.ts';
 import { SparseArray } from '../mem/sparse.ts';

@@ -23,6 +23,7 @@ import {
   unmapContexts,
 } from '../uffd/events.ts';
 import { clearUffdWp } from '../uffd/register.ts';
+import { removeVma, splitEdges, unmapRange } from './munmap.ts';
 import { VM_DONTEXPAND, VM_UFFD_FLAGS, Vma } from './vma.ts';
 
 export function doMremap(
@@ -70,12 +71,12 @@ export function doMremap(
 
   if (fixed) {
     // The destination is unmapped first: its contexts hear UNMAP before anything else.
-    const unmapped = process.unmapRange(newAddressRaw, newAddressRaw + newLength, wait);
+    const unmapped = unmapRange(process, newAddressRaw, newAddressRaw + newLength, wait);
     if (unmapped < 0) return unmapped;
   }
   if (!fixed && newLength <= oldLength) {
     if (newLength < oldLength) {
-      const shrunk = process.unmapRange(oldAddress + newLength, oldAddress + oldLength, wait);
+      const shrunk = unmapRange(process, oldAddress + newLength, oldAddress + oldLength, wait);
       if (shrunk < 0) return shrunk;
     }
     return oldAddress;
@@ -99,9 +100,9 @@ export function doMremap(
     const start = oldAddress + newLength;
     const end = oldAddress + oldLength;
     tail = { contexts: unmapContexts(mm, start, end), start, end };
-    const split = process.splitEdges(start, end);
+    const split = splitEdges(process, start, end);
     if (split < 0) return split;
-    for (const piece of mm.vmasIn(start, end)) process.removeVma(piece);
+    for (const piece of mm.vmasIn(start, end)) removeVma(process, piece);
   }
   const moving = tail === null ? vma : mm.findVma(oldAddress)!;
   return moveRange(
@@ -147,7 +148,7 @@ function moveMultiple(
         `a move of several VMAs stops at ${vma.describe()}: it is uffd-armed`,
       );
     }
-    const unmapped = process.unmapRange(destination, destination + size, wait);
+    const unmapped = unmapRange(process, destination, destination + size, wait);
     if (unmapped < 0) return unmapped;
     const moved = moveRange(process, vma, piece.start, size, destination, size, false, wait);
     if (moved < 0) return moved;
@@ -202,14 +203,14 @@ function moveRange(
     },
   );
   if (!dontUnmap) {
-    const split = process.splitEdges(oldAddress, oldAddress + oldLength);
+    const split = splitEdges(process, oldAddress, oldAddress + oldLength);
     if (split < 0) return split;
   }
   for (const [vpn] of entries) mm.pageTable.clear(vpn);
   // The new VMA goes in before the old one leaves, so a file never looks unreferenced.
   mm.insert(moved);
   if (!dontUnmap) {
-    for (const old of mm.vmasIn(oldAddress, oldAddress + oldLength)) process.removeVma(old);
+    for (const old of mm.vmasIn(oldAddress, oldAddress + oldLength)) removeVma(process, old);
   }
   for (const [vpn, flags, value] of entries) mm.pageTable.set(vpn + shift, flags, value);
   if (moved.uffdContext === null) clearUffdWp(mm, moved.start, moved.end);

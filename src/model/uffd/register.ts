@@ -212,6 +212,17 @@ export function unregisterAll(ctx: UffdContext): void {
   for (const vma of registered) mm.mergeRange(vma.start, vma.end);
 }
 
+/** userfaultfd_release: the last file reference went; unregister everything and wake everyone. */
+export function releaseContext(ctx: UffdContext): void {
+  ctx.released = true;
+  if (!ctx.mm.dead) unregisterAll(ctx);
+  ctx.wakeAll();
+  for (const event of ctx.events.splice(0)) event.onDone?.();
+  ctx.mmapChanging = 0;
+  ctx.completing.length = 0;
+  ctx.notifyPollers();
+}
+
 export function describeModes(modes: number): string {
   const names: string[] = [];
   if (modes & UFFDIO_REGISTER_MODE_MISSING) names.push('MISSING');
