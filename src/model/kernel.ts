@@ -300,20 +300,8 @@ export class ModelKernel implements ProcessKernel {
       userfaultMustWait(task);
       return;
     }
-    let access = task.current;
-    if (access === null) {
-      const next = task.program.next();
-      // A parallel vCPU's program hands the thread back to user mode on its own CPU.
-      if (task.state === 'user') return;
-      if (next.done === true) {
-        this.finishTask(task, 'done');
-        return;
-      }
-      access = next.value;
-      task.current = access;
-      task.progressBytes = 0;
-      task.readBuffer = access.kind === 'read' ? new Uint8Array(access.length) : null;
-    }
+    const access = task.current ?? this.nextAccess(task);
+    if (access === null) return;
     const process = this.processes.get(task.owner.pid);
     if (process === undefined || process.mm.dead) {
       this.finishTask(task, 'done');
@@ -328,36 +316,56 @@ export class ModelKernel implements ProcessKernel {
       return;
     }
     const write = access.kind === 'write';
-    const buffer = write ? (access as Access & { kind: 'write' }).data : task.readBuffer!;
-    const userMode = access.kernel !== true;
     const userAccess: UserAccess = {
       mm: process.mm,
       address: access.address,
       write,
       task,
-      userMode,
+      userMode: access.kernel !== true,
       start: access.address,
-      buffer,
+      buffer: write ? access.data : task.readBuffer!,
       doneBytes: task.progressBytes,
     };
     const result = accessRange(this.env, userAccess);
-    const doneBytes = userAccess.doneBytes;
-    task.progressBytes = doneBytes;
+    task.progressBytes = userAccess.doneBytes;
     if (result === FAULT_HANDLED) {
       if (!write) task.reads.push(task.readBuffer!);
-      task.current = null;
-      task.readBuffer = null;
-      task.accessesDone++;
-      return;
+      this.accessDone(task);
+    } else if (result !== FAULT_RETRY) {
+      this.accessFailed(task, result, access.address + userAccess.doneBytes, userAccess.userMode);
     }
-    if (result === FAULT_RETRY) return;
-    const address = access.address + doneBytes;
+  }
+
+  /** The task's next access from its program, made current; null when it has none to run now. */
+  private nextAccess(task: Task): Access | null {
+    const next = task.program.next();
+    // A parallel vCPU's program hands the thread back to user mode on its own CPU.
+    if (task.state === 'user') return null;
+    if (next.done === true) {
+      this.finishTask(task, 'done');
+      return null;
+    }
+    const access = next.value;
+    task.current = access;
+    task.progressBytes = 0;
+    task.readBuffer = access.kind === 'read' ? new Uint8Array(access.length) : null;
+    return access;
+  }
+
+  private accessDone(task: Task): void {
+    task.current = null;
+    task.readBuffer = null;
+    task.accessesDone++;
+  }
+
+  /**
+   * A fault the access could not get past: a syscall's copy gets EFAULT and
+   * the thread goes on; user code gets the signal, which ends the thread.
+   */
+  private accessFailed(task: Task, result: number, address: number, userMode: boolean): void {
     if (!userMode) {
-      // A syscall touching memory it cannot fault in returns EFAULT; the thread goes on.
       task.errno = EFAULT;
-      task.current = null;
-      task.readBuffer = null;
-      task.accessesDone++;
+      this.accessDone(task);
       return;
     }
     if (result === FAULT_RESULT_SIGBUS) {
@@ -366,11 +374,8 @@ export class ModelKernel implements ProcessKernel {
       return;
     }
     if (result === FAULT_RESULT_SIGSEGV || result === FAULT_RESULT_SIGSEGV_ACCERR) {
-      task.signal = {
-        signal: SIGSEGV,
-        address,
-        siCode: result === FAULT_RESULT_SIGSEGV ? SEGV_MAPERR : SEGV_ACCERR,
-      };
+      const siCode = result === FAULT_RESULT_SIGSEGV ? SEGV_MAPERR : SEGV_ACCERR;
+      task.signal = { signal: SIGSEGV, address, siCode };
       this.finishTask(task, 'segv');
       return;
     }
