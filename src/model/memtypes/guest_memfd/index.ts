@@ -36,6 +36,7 @@ import {
 } from '../../../uapi/structs.ts';
 import { fail, hex } from '../../failure.ts';
 import {
+  type DeviceDriver,
   type DeviceFile,
   FAULT_SIGBUS,
   type InodeView,
@@ -131,53 +132,67 @@ function create(services: MemoryTypeServices): MemoryType {
       if (mode & FALLOC_FL_PUNCH_HOLE) return 0;
       return mode & FALLOC_FL_KEEP_SIZE ? 0 : -EOPNOTSUPP;
     },
-    write(inode, data, offset) {
-      if (offset % 4096 !== 0 || data.byteLength % 4096 !== 0) return -EINVAL;
-      if ((flagsOf(inode) & GUEST_MEMFD_FLAG_INIT_SHARED) === 0) return -EINVAL;
-      if (offset + data.byteLength > inode.sizeBytes) return -EINVAL;
-      for (let done = 0; done < data.byteLength; done += 4096) {
-        const pfn = getForWrite(inode, (offset + done) / 4096);
-        if (pfn < 0) return done > 0 ? done : -ENOMEM;
-        services.copyIntoFolio(pfn, 0, data, done, 4096);
-      }
-      return data.byteLength;
-    },
+    write: gmemWrite(services, getForWrite),
     uffdOps: userfaultfd
       ? filemapUffdOps(services, policy, (vma) => (flagsOf(vma.inode) & GUEST_MEMFD_FLAG_INIT_SHARED) !== 0)
       : null,
     // The conformance suite's file: mappable and shared from the start, as a VMM restoring a guest makes it.
-    conformanceFile(syscalls, sizeBytes) {
-      const kvm = syscalls.open('/dev/kvm', O_RDWR | O_CLOEXEC);
-      try {
-        const vm = syscalls.ioctl(kvm, KVM_CREATE_VM, 0);
-        try {
-          const arg = encodeKvmCreateGuestMemfd({
-            size: BigInt(sizeBytes),
-            flags: BigInt(VALID_FLAGS),
-            reserved: [],
-          });
-          return syscalls.ioctl(vm, KVM_CREATE_GUEST_MEMFD, arg);
-        } finally {
-          syscalls.close(vm);
-        }
-      } finally {
-        syscalls.close(kvm);
-      }
-    },
-    devices: [
-      {
-        path: '/dev/kvm',
-        openCheck: () => 0,
-        open: () =>
-          kvmSystem((size, flags) => {
-            const inode = services.createInode(type, 'kvm-gmem', 12, size);
-            inode.typeState = { flags } satisfies GuestMemfdState;
-            return inode;
-          }),
-      },
-    ],
+    conformanceFile: kvmConformanceFile,
+    devices: [kvmDevice(services, () => type)],
   };
   return type;
+}
+
+/** write(2) on guest_memfd: whole pages at a page offset, into memory shared with the host. */
+function gmemWrite(
+  services: MemoryTypeServices,
+  getForWrite: (inode: InodeView, pgoff: number) => number,
+): NonNullable<MemoryType['write']> {
+  return (inode, data, offset) => {
+    if (offset % 4096 !== 0 || data.byteLength % 4096 !== 0) return -EINVAL;
+    if ((flagsOf(inode) & GUEST_MEMFD_FLAG_INIT_SHARED) === 0) return -EINVAL;
+    if (offset + data.byteLength > inode.sizeBytes) return -EINVAL;
+    for (let done = 0; done < data.byteLength; done += 4096) {
+      const pfn = getForWrite(inode, (offset + done) / 4096);
+      if (pfn < 0) return done > 0 ? done : -ENOMEM;
+      services.copyIntoFolio(pfn, 0, data, done, 4096);
+    }
+    return data.byteLength;
+  };
+}
+
+/** A guest_memfd made as a VMM makes it: /dev/kvm, KVM_CREATE_VM, KVM_CREATE_GUEST_MEMFD. */
+const kvmConformanceFile: NonNullable<MemoryType['conformanceFile']> = (syscalls, sizeBytes) => {
+  const kvm = syscalls.open('/dev/kvm', O_RDWR | O_CLOEXEC);
+  try {
+    const vm = syscalls.ioctl(kvm, KVM_CREATE_VM, 0);
+    try {
+      const arg = encodeKvmCreateGuestMemfd({
+        size: BigInt(sizeBytes),
+        flags: BigInt(VALID_FLAGS),
+        reserved: [],
+      });
+      return syscalls.ioctl(vm, KVM_CREATE_GUEST_MEMFD, arg);
+    } finally {
+      syscalls.close(vm);
+    }
+  } finally {
+    syscalls.close(kvm);
+  }
+};
+
+/** /dev/kvm, whose VMs create files of this type (`type` once the factory made it). */
+function kvmDevice(services: MemoryTypeServices, type: () => MemoryType): DeviceDriver {
+  return {
+    path: '/dev/kvm',
+    openCheck: () => 0,
+    open: () =>
+      kvmSystem((size, flags) => {
+        const inode = services.createInode(type(), 'kvm-gmem', 12, size);
+        inode.typeState = { flags } satisfies GuestMemfdState;
+        return inode;
+      }),
+  };
 }
 
 export const guestMemfd: MemoryTypeModule = { name: NAME, create };
