@@ -60,6 +60,18 @@ const FLAG_ADVICE: Record<number, { set: number; clear: number }> = {
 };
 const DISCARD_ADVICE = new Set([MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE, MADV_REMOVE]);
 
+/** A checked madvise: the page-rounded range, its VMAs, and the result a hole in it gives. */
+interface MadviseCall {
+  readonly process: ModelProcess;
+  readonly address: number;
+  readonly end: number;
+  readonly advice: number;
+  readonly vmas: readonly Vma[];
+  /** 0, or ENOMEM when part of the range is not mapped (after the mapped parts were handled). */
+  readonly holeResult: () => number;
+  readonly wait: EventWait | null;
+}
+
 /**
  * Validates and, for the discarding advices, raises the REMOVE events.
  * Returns -errno, or the step that does the work: Linux reads the event
@@ -83,41 +95,55 @@ export function prepareMadvise(
   if (length === 0) return 0;
   const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
   if (end > TASK_SIZE || end < address) return fail(EINVAL, 'length', 'runs past the address space');
-  const mm = process.mm;
-  const vmas = mm.vmasIn(address, end);
+  const vmas = process.mm.vmasIn(address, end);
   if (vmas.length === 0) return fail(ENOMEM, 'addr', `${hex(address)}-${hex(end)} is not mapped`);
   const hasHole =
     vmas[0]!.start > address ||
     vmas.some((vma, i) => i > 0 && vmas[i - 1]!.end < vma.start) ||
     vmas[vmas.length - 1]!.end < end;
   const holeResult = () => (hasHole ? fail(ENOMEM, 'length', 'part of the range is not mapped') : 0);
-
+  const call: MadviseCall = { process, address, end, advice, vmas, holeResult, wait };
   if (NO_OP_ADVICE.has(advice)) return holeResult;
-  if (advice === MADV_PAGEOUT || advice === MADV_COLD) {
-    // can_madv_lru_vma: locked and hugetlb memory is not on the LRU [OBS: faultline fuzz against the host].
-    const refused = vmas.find((vma) => vma.flags & (VM_LOCKED | VM_HUGETLB));
-    if (refused !== undefined) return fail(EINVAL, 'advice', `${refused.describe()} is not on the LRU`);
-    if (advice === MADV_COLD) return holeResult;
-    return () => {
-      for (const vma of mm.vmasIn(address, end))
-        pageOut(process, vma, Math.max(address, vma.start), Math.min(end, vma.end));
-      return holeResult();
-    };
-  }
+  if (advice === MADV_PAGEOUT || advice === MADV_COLD) return prepareLru(call);
   const flagAdvice = FLAG_ADVICE[advice];
-  if (flagAdvice !== undefined) {
-    return () => {
-      const split = splitEdges(process, address, end);
-      if (split < 0) return split;
-      for (const vma of mm.vmasIn(address, end)) vma.flags = (vma.flags | flagAdvice.set) & ~flagAdvice.clear;
-      mm.mergeRange(address, end);
-      return holeResult();
-    };
-  }
+  if (flagAdvice !== undefined) return () => applyFlagAdvice(call, flagAdvice);
+  return prepareDiscard(call);
+}
 
-  // The first VMA's checks come before anything happens; later VMAs are checked when the walk
-  // reaches them, after the earlier ones lost their pages (madvise_walk_vmas) [OBS 6.18:
-  // faultline fuzz, MADV_REMOVE over a hugetlb VMA and an anonymous one].
+/** MADV_COLD and MADV_PAGEOUT, refused on memory that is not on the LRU. */
+function prepareLru(call: MadviseCall): number | (() => number) {
+  const { process, address, end, advice, vmas, holeResult } = call;
+  // can_madv_lru_vma: locked and hugetlb memory is not on the LRU [OBS: faultline fuzz against the host].
+  const refused = vmas.find((vma) => vma.flags & (VM_LOCKED | VM_HUGETLB));
+  if (refused !== undefined) return fail(EINVAL, 'advice', `${refused.describe()} is not on the LRU`);
+  if (advice === MADV_COLD) return holeResult;
+  return () => {
+    for (const vma of process.mm.vmasIn(address, end))
+      pageOut(process, vma, Math.max(address, vma.start), Math.min(end, vma.end));
+    return holeResult();
+  };
+}
+
+/** MADV_DONTFORK, MADV_DOFORK, MADV_HUGEPAGE, MADV_NOHUGEPAGE: VMA flags, split and merged. */
+function applyFlagAdvice(call: MadviseCall, flagAdvice: { set: number; clear: number }): number {
+  const { process, address, end } = call;
+  const mm = process.mm;
+  const split = splitEdges(process, address, end);
+  if (split < 0) return split;
+  for (const vma of mm.vmasIn(address, end)) vma.flags = (vma.flags | flagAdvice.set) & ~flagAdvice.clear;
+  mm.mergeRange(address, end);
+  return call.holeResult();
+}
+
+/**
+ * DONTNEED, FREE, REMOVE. The first VMA's checks come before anything
+ * happens; later VMAs are checked when the walk reaches them, after the
+ * earlier ones lost their pages (madvise_walk_vmas) [OBS 6.18: faultline
+ * fuzz, MADV_REMOVE over a hugetlb VMA and an anonymous one].
+ */
+function prepareDiscard(call: MadviseCall): number | (() => number) {
+  const { process, address, end, advice, vmas, wait } = call;
+  const mm = process.mm;
   const refusedFirst = checkDiscard(vmas[0]!, advice, address, end);
   if (refusedFirst < 0) return refusedFirst;
   // VMA by VMA, as madvise walks them: each VMA's REMOVE event is decided when the walk reaches
@@ -160,7 +186,7 @@ export function prepareMadvise(
     if (refused !== null) {
       return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${refused.describe()}`);
     }
-    return holeResult();
+    return call.holeResult();
   };
 }
 
