@@ -45,22 +45,40 @@ export interface LentServices {
 /** Reports a service call made outside any hook call, naming the type. */
 export type OutsideCall = (type: MemoryType | null, problem: string) => void;
 
-export function lendServices(
-  journal: HookJournal,
-  core: CoreServices,
-  outside: OutsideCall,
-  violation: () => string,
-): LentServices {
-  const memory = journal.memory;
-  let owner: MemoryType | null = null;
+/** What the services are lent with: the journal, the kernel's own services, and how to report. */
+export interface LendContext {
+  readonly journal: HookJournal;
+  readonly core: CoreServices;
+  /** Reports a state-changing call made outside any hook call. */
+  readonly outside: OutsideCall;
+  /** The reason of the last violation (a device's ioctl fails with it). */
+  readonly violation: () => string;
+}
+
+/**
+ * The checks every guarded service makes before it acts: inside a hook
+ * call, on a live folio, on a file the core showed the type.
+ */
+class ServiceGuard {
+  /** The type the services were lent to, once its factory returned. */
+  owner: MemoryType | null = null;
+
+  constructor(readonly lend: LendContext) {}
+
   /** Whether a state-changing service may run now: inside a hook call, or refused and reported. */
-  const inHook = (call: string): boolean => {
-    if (journal.active) return true;
-    outside(owner, `called ${call} outside any hook call (from a timer or a promise?): refused`);
+  inHook(call: string): boolean {
+    if (this.lend.journal.active) return true;
+    this.lend.outside(
+      this.owner,
+      `called ${call} outside any hook call (from a timer or a promise?): refused`,
+    );
     return false;
-  };
+  }
+
   /** Checks `pfn` is a live folio before a service acts on it, and snapshots it. */
-  const watchFolio = (pfn: number, verb: string): boolean => {
+  watchFolio(pfn: number, verb: string): boolean {
+    const { journal } = this.lend;
+    const memory = journal.memory;
     const live =
       typeof pfn === 'number' &&
       Number.isInteger(pfn) &&
@@ -74,27 +92,61 @@ export function lendServices(
     }
     journal.touch(pfn);
     return true;
-  };
+  }
+
   /** The inode behind a view; anything else is refused. */
-  const inodeOf = (view: unknown): Inode | null => {
+  inodeOf(view: unknown): Inode | null {
     const inode = inodeOfView(view);
-    if (inode === null) journal.refuse('named a file by an object the core did not show it');
+    if (inode === null) this.lend.journal.refuse('named a file by an object the core did not show it');
     return inode;
-  };
+  }
+}
+
+type FolioServices = Pick<
+  MemoryTypeServices,
+  'allocFolio' | 'getFolio' | 'putFolio' | 'lockFolio' | 'unlockFolio' | 'folioIndex'
+>;
+type CacheServices = Pick<MemoryTypeServices, 'filemapLookup' | 'filemapInsert' | 'filemapDelete'>;
+type FileServices = Pick<MemoryTypeServices, 'copyIntoFolio' | 'createInode' | 'kernelOption'>;
+
+export function lendServices(lend: LendContext): LentServices {
+  const guard = new ServiceGuard(lend);
   const services: MemoryTypeServices = {
+    ...folioServices(guard),
+    ...cacheServices(guard),
+    ...fileServices(guard),
+  };
+  return {
+    services,
+    bind(type) {
+      guard.owner = type;
+    },
+  };
+}
+
+/** Allocation, references and locks: journaled, and never the last reference of a folio not the hook's. */
+function folioServices(guard: ServiceGuard): FolioServices {
+  const { journal, core } = guard.lend;
+  const memory = journal.memory;
+  return {
     allocFolio: (order, options) => {
-      if (!inHook(`allocFolio(${describeValue(order)})`)) return -1;
+      if (!guard.inHook(`allocFolio(${describeValue(order)})`)) return -1;
       if (!Number.isInteger(order) || order < 0 || order > 18) return -1;
       const pfn = core.allocFolio(order, options?.hugetlb === true ? { hugetlb: true } : undefined);
       if (pfn >= 0) journal.noteAllocated(pfn);
       return pfn;
     },
     getFolio: (pfn) => {
-      if (!inHook(`getFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'took a reference on')) return;
+      if (!guard.inHook(`getFolio(${describeValue(pfn)})`) || !guard.watchFolio(pfn, 'took a reference on'))
+        return;
       core.getFolio(pfn);
     },
     putFolio: (pfn) => {
-      if (!inHook(`putFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'dropped a reference on')) return;
+      if (
+        !guard.inHook(`putFolio(${describeValue(pfn)})`) ||
+        !guard.watchFolio(pfn, 'dropped a reference on')
+      )
+        return;
       if (memory.folioRefcount[pfn]! <= 1 && !journal.allocatedByHook(pfn)) {
         journal.refuse(`dropped the last reference to folio ${pfn}, which it did not hold`);
         return;
@@ -102,21 +154,30 @@ export function lendServices(
       core.putFolio(pfn);
     },
     lockFolio: (pfn) => {
-      if (!inHook(`lockFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'locked')) return;
+      if (!guard.inHook(`lockFolio(${describeValue(pfn)})`) || !guard.watchFolio(pfn, 'locked')) return;
       core.lockFolio(pfn);
     },
     unlockFolio: (pfn) => {
-      if (!inHook(`unlockFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'unlocked')) return;
+      if (!guard.inHook(`unlockFolio(${describeValue(pfn)})`) || !guard.watchFolio(pfn, 'unlocked')) return;
       core.unlockFolio(pfn);
     },
+    folioIndex: (pfn) => core.folioIndex(pfn),
+  };
+}
+
+/** The type's page cache, named by views: insertions and deletions journaled. */
+function cacheServices(guard: ServiceGuard): CacheServices {
+  const { journal, core } = guard.lend;
+  const memory = journal.memory;
+  return {
     filemapLookup: (view, pgoff) => {
       const inode = inodeOfView(view);
       return inode === null || !Number.isInteger(pgoff) || pgoff < 0 ? -1 : core.filemapLookup(inode, pgoff);
     },
     filemapInsert: (view, pfn, pgoff) => {
-      if (!inHook(`filemapInsert(${describeValue(pfn)})`)) return false;
-      const inode = inodeOf(view);
-      if (inode === null || !watchFolio(pfn, 'inserted')) return false;
+      if (!guard.inHook(`filemapInsert(${describeValue(pfn)})`)) return false;
+      const inode = guard.inodeOf(view);
+      if (inode === null || !guard.watchFolio(pfn, 'inserted')) return false;
       if (!Number.isInteger(pgoff) || pgoff < 0) {
         journal.refuse(`inserted folio ${pfn} at ${describeValue(pgoff)}, which is not a file index`);
         return false;
@@ -126,8 +187,8 @@ export function lendServices(
       return inserted;
     },
     filemapDelete: (view, pgoff) => {
-      if (!inHook(`filemapDelete(${describeValue(pgoff)})`)) return;
-      const inode = inodeOf(view);
+      if (!guard.inHook(`filemapDelete(${describeValue(pgoff)})`)) return;
+      const inode = guard.inodeOf(view);
       if (inode === null || !Number.isInteger(pgoff) || pgoff < 0 || inode.cache.flagsAt(pgoff) === 0) return;
       const pfn = inode.cache.valueAt(pgoff);
       journal.touch(pfn);
@@ -138,9 +199,17 @@ export function lendServices(
       journal.noteCache(inode, pgoff, pfn, false);
       core.filemapDelete(inode, pgoff);
     },
-    folioIndex: (pfn) => core.folioIndex(pfn),
+  };
+}
+
+/** Bytes into the call's own folios, new files (outside hook calls only), the kernel's options. */
+function fileServices(guard: ServiceGuard): FileServices {
+  const { journal, core, violation } = guard.lend;
+  const memory = journal.memory;
+  return {
     copyIntoFolio: (pfn, offset, source, sourceOffset, length) => {
-      if (!inHook(`copyIntoFolio(${describeValue(pfn)})`) || !watchFolio(pfn, 'copied into')) return;
+      if (!guard.inHook(`copyIntoFolio(${describeValue(pfn)})`) || !guard.watchFolio(pfn, 'copied into'))
+        return;
       // Bytes are not journaled: refuse a copy into any folio but the call's own.
       const folioOwner = memory.folioInode[pfn]!;
       if (!journal.allocatedByHook(pfn) && (journal.inode === null || folioOwner !== journal.inode.id)) {
@@ -160,11 +229,5 @@ export function lendServices(
       return inodeView(inode);
     },
     kernelOption: (name) => core.kernelOption(name),
-  };
-  return {
-    services,
-    bind(type) {
-      owner = type;
-    },
   };
 }

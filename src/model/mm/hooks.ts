@@ -72,6 +72,25 @@ function isErrno(value: unknown): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value < 0 && value > -4096;
 }
 
+/** A hook as a call names it: its kernel name, and the label its warnings carry. */
+interface HookSite {
+  readonly hook: HookName;
+  readonly label: string;
+}
+
+const site = (hook: HookName, label: string = hook): HookSite => Object.freeze({ hook, label });
+const CAN_USERFAULT = site('can_userfault');
+const ALLOC_FOLIO = site('alloc_folio');
+const FILEMAP_ADD = site('filemap_add');
+const FILEMAP_REMOVE = site('filemap_remove');
+const FAULT = site('fault');
+const GET_FOLIO_FOR_WRITE = site('get_folio_for_write', 'getFolioForWrite');
+const WRITE = site('write');
+const MMAP_CHECK = site('mmap_check', 'mmapCheck');
+const FALLOCATE_CHECK = site('fallocate_check', 'fallocateCheck');
+const INODE_PAGE_SHIFT = site('inode_page_shift', 'inodePageShift');
+const INIT_INODE = site('init_inode', 'initInode');
+
 /** A judge returns the problem with the hook's answer, or null to accept it. */
 type Judge = (result: unknown) => string | null;
 
@@ -89,8 +108,8 @@ export class HookChecker {
   private request: CachedFolioRequest = { inode: null as unknown as Inode, pgoff: 0, pageShift: 12 };
   private requestVma: Vma | null = null;
   private requestRange = { start: 0, end: 0 };
-  /** get_folio_noalloc's label per caller, built once (the fault path asks on every fault). */
-  private readonly noallocLabels = new Map<string, string>();
+  /** get_folio_noalloc's site per caller, built once (the fault path asks on every fault). */
+  private readonly noallocSites = new Map<string, HookSite>();
 
   constructor(
     readonly memory: PhysicalMemory,
@@ -101,12 +120,12 @@ export class HookChecker {
 
   /** Services for one memory type's factory (see hook-services.ts); `bind` names the type it made. */
   lendServices(core: CoreServices): LentServices {
-    return lendServices(
-      this.journal,
+    return lendServices({
+      journal: this.journal,
       core,
-      (type, problem) => this.misuse(type, problem),
-      () => this.lastViolation ?? 'a hook broke its contract',
-    );
+      outside: (type, problem) => this.misuse(type, problem),
+      violation: () => this.lastViolation ?? 'a hook broke its contract',
+    });
   }
 
   /** A type's misuse outside any hook call: one warning per problem, nothing done. */
@@ -137,12 +156,12 @@ export class HookChecker {
    */
   private run(
     type: MemoryType,
-    hook: HookName,
-    label: string,
+    at: HookSite,
     inode: Inode | null,
     invoke: () => unknown,
     judge: Judge,
   ): boolean {
+    const { hook, label } = at;
     const journal = this.journal;
     if (journal.active) throw new Error(`HookChecker: ${hook} called inside another hook call`);
     this.onHook?.(type, hook);
@@ -194,7 +213,7 @@ export class HookChecker {
   canUserfault(type: MemoryType, ops: VmUffdOps, vma: Vma, modes: number): boolean {
     const view = vmaView(vma);
     const call = () => ops.canUserfault(view, modes);
-    const ok = this.run(type, 'can_userfault', 'can_userfault', vma.inode, call, (result) =>
+    const ok = this.run(type, CAN_USERFAULT, vma.inode, call, (result) =>
       typeof result !== 'boolean'
         ? `returned ${describeValue(result)}, not a boolean`
         : this.journal.lastingChange(-1),
@@ -214,16 +233,15 @@ export class HookChecker {
     if (hook === undefined) return -EINVAL;
     this.request = request;
     const view = inodeView(request.inode);
-    let label = this.noallocLabels.get(caller);
-    if (label === undefined) {
-      label = `get_folio_noalloc (from ${caller})`;
-      this.noallocLabels.set(caller, label);
+    let at = this.noallocSites.get(caller);
+    if (at === undefined) {
+      at = site('get_folio_noalloc', `get_folio_noalloc (from ${caller})`);
+      this.noallocSites.set(caller, at);
     }
     // Unnamed arrows as arguments: tsx wraps every named closure (Object.defineProperty per call).
     const ok = this.run(
       type,
-      'get_folio_noalloc',
-      label,
+      at,
       request.inode,
       () => hook.call(ops, view, request.pgoff),
       this.judgeNoalloc,
@@ -256,7 +274,7 @@ export class HookChecker {
     this.requestVma = vma;
     const view = vmaView(vma);
     const invoke = () => allocate.call(ops, view, address);
-    if (!this.run(type, 'alloc_folio', 'alloc_folio', vma.inode, invoke, this.judgeAlloc)) return -EFAULT;
+    if (!this.run(type, ALLOC_FOLIO, vma.inode, invoke, this.judgeAlloc)) return -EFAULT;
     return this.number();
   }
 
@@ -295,7 +313,7 @@ export class HookChecker {
         this.journal.lastingChange(pfn)
       );
     };
-    if (!this.run(type, 'filemap_add', 'filemap_add', inode, call, judge)) return -EFAULT;
+    if (!this.run(type, FILEMAP_ADD, inode, call, judge)) return -EFAULT;
     return this.number();
   }
 
@@ -321,7 +339,7 @@ export class HookChecker {
       const change = referenceProblem(this.journal, pfn, -1, false, 'of the page cache');
       return change ?? this.journal.lastingChange(pfn);
     };
-    return this.run(type, 'filemap_remove', 'filemap_remove', inode, call, judge) ? 0 : -EFAULT;
+    return this.run(type, FILEMAP_REMOVE, inode, call, judge) ? 0 : -EFAULT;
   }
 
   // --- the ordinary fault and file hooks -----------------------------------
@@ -339,8 +357,7 @@ export class HookChecker {
     const view = inodeView(request.inode);
     const ok = this.run(
       type,
-      'fault',
-      'fault',
+      FAULT,
       request.inode,
       () => hook.call(type, view, request.pgoff, mayShare),
       this.judgeFault,
@@ -382,8 +399,7 @@ export class HookChecker {
     this.request = { inode, pgoff, pageShift: inode.pageShift, pastEnd: true };
     const ok = this.run(
       type,
-      'get_folio_for_write',
-      'getFolioForWrite',
+      GET_FOLIO_FOR_WRITE,
       inode,
       () => hook.call(type, view, pgoff),
       this.judgeForWrite,
@@ -423,14 +439,7 @@ export class HookChecker {
     range.end = Math.ceil((offset + data.byteLength) / 4096);
     this.writeInode = inode;
     this.writeLength = data.byteLength;
-    const ok = this.run(
-      type,
-      'write',
-      'write',
-      inode,
-      () => hook.call(type, view, data, offset),
-      this.judgeWrite,
-    );
+    const ok = this.run(type, WRITE, inode, () => hook.call(type, view, data, offset), this.judgeWrite);
     this.writeInode = null;
     return ok ? this.number() : -EFAULT;
   }
@@ -456,7 +465,7 @@ export class HookChecker {
     if (hook === undefined) return 0;
     const view = inodeView(inode);
     const call = () => hook.call(type, view, request);
-    return this.run(type, 'mmap_check', 'mmapCheck', inode, call, this.judgeStatus) ? this.number() : -EFAULT;
+    return this.run(type, MMAP_CHECK, inode, call, this.judgeStatus) ? this.number() : -EFAULT;
   }
 
   /** fallocateCheck: 0 or -errno, changing nothing. */
@@ -465,7 +474,7 @@ export class HookChecker {
     if (hook === undefined) return 0;
     const view = inodeView(inode);
     const call = () => hook.call(type, view, mode);
-    const ok = this.run(type, 'fallocate_check', 'fallocateCheck', inode, call, this.judgeStatus);
+    const ok = this.run(type, FALLOCATE_CHECK, inode, call, this.judgeStatus);
     return ok ? this.number() : -EFAULT;
   }
 
@@ -481,7 +490,7 @@ export class HookChecker {
       }
       return this.journal.lastingChange(-1);
     };
-    return this.run(type, 'inode_page_shift', 'inodePageShift', null, call, judge) ? this.number() : -EFAULT;
+    return this.run(type, INODE_PAGE_SHIFT, null, call, judge) ? this.number() : -EFAULT;
   }
 
   /** initInode: sets up the type's own state of a new inode, changing nothing of the core's. 0 or -EFAULT. */
@@ -491,6 +500,6 @@ export class HookChecker {
     const view = inodeView(inode);
     const call = () => hook.call(type, view);
     const judge: Judge = () => this.journal.lastingChange(-1);
-    return this.run(type, 'init_inode', 'initInode', inode, call, judge) ? 0 : -EFAULT;
+    return this.run(type, INIT_INODE, inode, call, judge) ? 0 : -EFAULT;
   }
 }
