@@ -6,7 +6,7 @@
  */
 
 import { type ModelTimer, SYSCALL_COST_NS } from '../model/clock.ts';
-import { clearFailure, lastFailure } from '../model/failure.ts';
+import type { FailureRecord } from '../model/failure.ts';
 import { forkProcess } from '../model/fork.ts';
 import { ioctl } from '../model/fs/ioctl.ts';
 import { memfdCreate } from '../model/fs/memfd.ts';
@@ -52,16 +52,16 @@ import {
 } from './backend.ts';
 import { byteCount, bytes, checkProgram, int, text, ulong } from './validate.ts';
 
-function check<T>(syscall: string, result: T | number): T {
+/** A result, or the KernelError of its -errno with the argument and reason the kernel recorded. */
+function check<T>(failure: FailureRecord, syscall: string, result: T | number): T {
   if (typeof result === 'number' && result < 0) {
-    const error = new KernelError({
+    const { argument, reason } = failure.take();
+    throw new KernelError({
       errno: -result,
       syscall,
-      ...(lastFailure.argument === undefined ? {} : { argument: lastFailure.argument }),
-      ...(lastFailure.reason === undefined ? {} : { reason: lastFailure.reason }),
+      ...(argument === undefined ? {} : { argument }),
+      ...(reason === undefined ? {} : { reason }),
     });
-    clearFailure();
-    throw error;
   }
   return result as T;
 }
@@ -135,6 +135,11 @@ class ModelProcessBackend implements ProcessBackend {
     readonly process: ModelProcess,
   ) {}
 
+  /** The result, or the KernelError of its -errno with what the kernel recorded of the failure. */
+  private check<T>(syscall: string, result: T | number): T {
+    return check(this.backend.kernel.failure, syscall, result);
+  }
+
   get pid(): number {
     return this.process.pid;
   }
@@ -150,12 +155,12 @@ class ModelProcessBackend implements ProcessBackend {
       offset: int('mmap', 'offset', args.offset),
     };
     this.backend.syscallPoint('mmap');
-    return check('mmap', mmap(this.process, checked));
+    return this.check('mmap', mmap(this.process, checked));
   }
 
   munmap(address: number, length: number): void {
     this.backend.syscallPoint('munmap');
-    check(
+    this.check(
       'munmap',
       munmap(this.process, ulong('munmap', 'address', address), ulong('munmap', 'length', length), null),
     );
@@ -165,23 +170,26 @@ class ModelProcessBackend implements ProcessBackend {
     const start = ulong('mprotect', 'address', address);
     const len = ulong('mprotect', 'length', length);
     this.backend.syscallPoint('mprotect');
-    check('mprotect', mprotect(this.process, start, len, int('mprotect', 'prot', prot)));
+    this.check('mprotect', mprotect(this.process, start, len, int('mprotect', 'prot', prot)));
   }
 
   memfdCreate(name: string, flags: number): number {
     const checked = text('memfd_create', 'name', name);
     this.backend.syscallPoint('memfd_create');
-    return check('memfd_create', memfdCreate(this.process, checked, int('memfd_create', 'flags', flags)));
+    return this.check(
+      'memfd_create',
+      memfdCreate(this.process, checked, int('memfd_create', 'flags', flags)),
+    );
   }
 
   reopen(fd: number, accessMode: number): number {
     this.backend.syscallPoint('open');
-    return check('open', reopen(this.process, int('open', 'fd', fd), int('open', 'flags', accessMode)));
+    return this.check('open', reopen(this.process, int('open', 'fd', fd), int('open', 'flags', accessMode)));
   }
 
   ftruncate(fd: number, length: number): void {
     this.backend.syscallPoint('ftruncate');
-    check(
+    this.check(
       'ftruncate',
       ftruncate(this.process, int('ftruncate', 'fd', fd), int('ftruncate', 'length', length)),
     );
@@ -190,13 +198,16 @@ class ModelProcessBackend implements ProcessBackend {
   pread(fd: number, length: number, offset: number): Uint8Array {
     const count = int('pread', 'count', length);
     this.backend.syscallPoint('pread');
-    return check('pread', pread(this.process, int('pread', 'fd', fd), count, int('pread', 'offset', offset)));
+    return this.check(
+      'pread',
+      pread(this.process, int('pread', 'fd', fd), count, int('pread', 'offset', offset)),
+    );
   }
 
   pwrite(fd: number, data: Uint8Array, offset: number): number {
     const buffer = bytes('pwrite', 'data', data);
     this.backend.syscallPoint('pwrite');
-    return check(
+    return this.check(
       'pwrite',
       pwrite(this.process, int('pwrite', 'fd', fd), buffer, int('pwrite', 'offset', offset)),
     );
@@ -206,7 +217,7 @@ class ModelProcessBackend implements ProcessBackend {
     const at = int('fallocate', 'offset', offset);
     const len = int('fallocate', 'length', length);
     this.backend.syscallPoint('fallocate');
-    check(
+    this.check(
       'fallocate',
       fallocate(this.process, int('fallocate', 'fd', fd), int('fallocate', 'mode', mode), at, len),
     );
@@ -214,28 +225,34 @@ class ModelProcessBackend implements ProcessBackend {
 
   close(fd: number): void {
     this.backend.syscallPoint('close');
-    check('close', this.process.close(int('close', 'fd', fd)));
+    this.check('close', this.process.close(int('close', 'fd', fd)));
   }
 
   userfaultfd(flags: number): number {
     this.backend.syscallPoint('userfaultfd');
-    return check('userfaultfd', userfaultfd(this.process, int('userfaultfd', 'flags', flags)));
+    return this.check('userfaultfd', userfaultfd(this.process, int('userfaultfd', 'flags', flags)));
   }
 
   open(path: string, flags: number): number {
     this.backend.syscallPoint('open');
-    return check('open', openDevice(this.process, text('open', 'path', path), int('open', 'flags', flags)));
+    return this.check(
+      'open',
+      openDevice(this.process, text('open', 'path', path), int('open', 'flags', flags)),
+    );
   }
 
   write(fd: number, data: Uint8Array): number {
     this.backend.syscallPoint('write');
-    return check('write', write(this.process, int('write', 'fd', fd), bytes('write', 'data', data)));
+    return this.check('write', write(this.process, int('write', 'fd', fd), bytes('write', 'data', data)));
   }
 
   lseek(fd: number, offset: number, whence: number): number {
     const at = int('lseek', 'offset', offset);
     this.backend.syscallPoint('lseek');
-    return check('lseek', lseek(this.process, int('lseek', 'fd', fd), at, int('lseek', 'whence', whence)));
+    return this.check(
+      'lseek',
+      lseek(this.process, int('lseek', 'fd', fd), at, int('lseek', 'whence', whence)),
+    );
   }
 
   ioctl(fd: number, request: number, arg: Uint8Array | number | null): number {
@@ -247,7 +264,7 @@ class ModelProcessBackend implements ProcessBackend {
     // The syscall's name is only needed for an error.
     if (result < 0) {
       const name = IOCTL_NAMES[request >>> 0] ?? `0x${(request >>> 0).toString(16)}`;
-      check(`ioctl(${name})`, result);
+      this.check(`ioctl(${name})`, result);
     }
     this.backend.schedulePumpIfRunnable();
     return result;
@@ -255,7 +272,7 @@ class ModelProcessBackend implements ProcessBackend {
 
   read(fd: number, count: number): Uint8Array {
     this.backend.syscallPoint('read');
-    return check('read', read(this.process, int('read', 'fd', fd), byteCount('read', 'count', count)));
+    return this.check('read', read(this.process, int('read', 'fd', fd), byteCount('read', 'count', count)));
   }
 
   poll(fd: number): number {
@@ -345,7 +362,7 @@ class ModelProcessBackend implements ProcessBackend {
     const start = ulong('madvise', 'address', address);
     const len = ulong('madvise', 'length', length);
     this.backend.syscallPoint('madvise');
-    check('madvise', madvise(this.process, start, len, int('madvise', 'advice', advice)));
+    this.check('madvise', madvise(this.process, start, len, int('madvise', 'advice', advice)));
   }
 
   mremap(...[oldAddress, oldLength, newLength, flags, newAddress]: MremapArgs): number {
@@ -353,7 +370,7 @@ class ModelProcessBackend implements ProcessBackend {
       ulong('mremap', ['old_address', 'old_size', 'new_size', 'new_address'][i]!, value),
     );
     this.backend.syscallPoint('mremap');
-    return check(
+    return this.check(
       'mremap',
       doMremap(this.process, from!, oldLen!, newLen!, int('mremap', 'flags', flags), to!, null),
     );
@@ -361,7 +378,7 @@ class ModelProcessBackend implements ProcessBackend {
 
   fork(): ProcessBackend {
     this.backend.syscallPoint('fork');
-    return this.backend.wrap(check('fork', forkProcess(this.process, null)));
+    return this.backend.wrap(this.check('fork', forkProcess(this.process, null)));
   }
 
   signalThread(thread: ThreadBackend, signal: number): void {

@@ -1,26 +1,35 @@
 /**
- * Why the last failing kernel call failed. Kernel functions return -errno on
- * the hot path; the function that decides a failure also records which
- * argument was at fault and why, and the syscall boundary turns both into a
- * KernelError. JavaScript runs one call at a time, so one record suffices.
+ * Why a failing kernel call failed. Kernel functions return -errno on the
+ * hot path; the function that decides a failure also records on the
+ * kernel's `FailureRecord` which argument was at fault and why, and the
+ * syscall boundary (`ModelBackend`) takes both into a KernelError. Each
+ * kernel instance owns its record; the code reaches it through the process
+ * (`process.fail`), the userfaultfd context (`ctx.failure`) or the fault
+ * environment (`env.failure`) of the call.
  */
 export interface FailureDetail {
-  argument: string | undefined;
-  reason: string | undefined;
+  readonly argument: string | undefined;
+  readonly reason: string | undefined;
 }
 
-export const lastFailure: FailureDetail = { argument: undefined, reason: undefined };
+export class FailureRecord implements FailureDetail {
+  argument: string | undefined = undefined;
+  reason: string | undefined = undefined;
 
-/** Records the argument and reason, and returns -errno. */
-export function fail(errno: number, argument: string, reason: string): number {
-  lastFailure.argument = argument;
-  lastFailure.reason = reason;
-  return -errno;
-}
+  /** Records the argument and reason, and returns -errno. */
+  fail(errno: number, argument: string, reason: string): number {
+    this.argument = argument;
+    this.reason = reason;
+    return -errno;
+  }
 
-export function clearFailure(): void {
-  lastFailure.argument = undefined;
-  lastFailure.reason = undefined;
+  /** The detail of the last failure, which is then forgotten. */
+  take(): FailureDetail {
+    const detail = { argument: this.argument, reason: this.reason };
+    this.argument = undefined;
+    this.reason = undefined;
+    return detail;
+  }
 }
 
 export function hex(value: number | bigint): string {

@@ -7,6 +7,7 @@ import type { KernelTracer } from '../trace/trace.ts';
 import { BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV } from '../uapi/constants.ts';
 import { EFAULT } from '../uapi/errno.ts';
 import { ModelClock, STEP_COST_NS } from './clock.ts';
+import { FailureRecord } from './failure.ts';
 import { FaultInjector, type InjectionRates } from './inject.ts';
 import { filemapDelete, filemapInsert, filemapLookup, Inode } from './mem/pagecache.ts';
 import { DEFAULT_PHYSICAL_MEMORY, PhysicalMemory, type PhysicalMemoryOptions } from './mem/physmem.ts';
@@ -76,6 +77,8 @@ export class ModelKernel implements ProcessKernel {
   readonly clock: ModelClock;
   /** Seeded fault injection; reports what it injected. */
   readonly injector: FaultInjector;
+  /** Why the last failing call failed (its argument and reason), for the syscall boundary. */
+  readonly failure = new FailureRecord();
   unprivilegedUserfaultfd: 0 | 1;
 
   readonly processes = new Map<number, ModelProcess>();
@@ -126,6 +129,7 @@ export class ModelKernel implements ProcessKernel {
       anonymousType,
       hooks: this.hooks,
       inject: this.injector,
+      failure: this.failure,
       handleUserfault,
     };
     // Set last, so that nothing the kernel allocates while it boots fails.

@@ -4,10 +4,11 @@
  * memory calls in `mm/` (mmap.ts, munmap.ts, mprotect.ts, madvise.ts,
  * mremap.ts), file calls in `fs/`, fork in fork.ts — and take the process as
  * their first argument, as Linux's take `current`. Every call returns its
- * result or -errno; the reason of a failure is on the kernel's `failure`.
+ * result or -errno; `process.fail` records the argument and reason on the
+ * kernel's `failure`.
  */
 import { EBADF, EINVAL } from '../uapi/errno.ts';
-import { fail } from './failure.ts';
+import type { FailureRecord } from './failure.ts';
 import type { Inode } from './mem/pagecache.ts';
 import type { PhysicalMemory } from './mem/physmem.ts';
 import type { FaultEnvironment } from './mm/fault.ts';
@@ -37,6 +38,7 @@ export interface ProcessKernel extends Waker {
   readonly memory: PhysicalMemory;
   readonly env: FaultEnvironment;
   readonly hooks: HookChecker;
+  readonly failure: FailureRecord;
   /** vm.unprivileged_userfaultfd. */
   readonly unprivilegedUserfaultfd: 0 | 1;
   /** Explore controls the schedule: a syscall's thread finishes its events' work itself. */
@@ -72,6 +74,11 @@ export class ModelProcess {
     this.mm = new AddressSpace(kernel.allocateMmId(), kernel.memory, () => kernel.allocateAnonVmaId());
   }
 
+  /** Records why a call of this process failed (argument and reason) and returns -errno. */
+  fail(errno: number, argument: string, reason: string): number {
+    return this.kernel.failure.fail(errno, argument, reason);
+  }
+
   get uffdCaller(): UffdCaller {
     this.caller ??= { mm: this.mm, capSysPtrace: this.privileged };
     return this.caller;
@@ -93,8 +100,8 @@ export class ModelProcess {
   /** The regular file `fd` names, or -EBADF / -EINVAL. */
   inodeFile(fd: number): InodeFile | number {
     const file = this.fds.get(fd);
-    if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
-    if (file.kind !== 'inode') return fail(EINVAL, 'fd', `${fd} is not a regular file`);
+    if (file === undefined) return this.fail(EBADF, 'fd', `${fd} is not open`);
+    if (file.kind !== 'inode') return this.fail(EINVAL, 'fd', `${fd} is not a regular file`);
     return file;
   }
 
@@ -112,7 +119,7 @@ export class ModelProcess {
 
   close(fd: number): number {
     const file = this.fds.get(fd);
-    if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
+    if (file === undefined) return this.fail(EBADF, 'fd', `${fd} is not open`);
     this.fds.delete(fd);
     this.releaseFile(file);
     return 0;

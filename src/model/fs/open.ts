@@ -3,7 +3,7 @@
  */
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, O_ACCMODE, O_RDONLY } from '../../uapi/constants.ts';
 import { EBADF, EINVAL, ENOENT, EOPNOTSUPP } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import type { Inode } from '../mem/pagecache.ts';
 import { truncatePagecache } from '../mm/truncate.ts';
 import type { ModelProcess } from '../process.ts';
@@ -14,7 +14,7 @@ export function reopen(process: ModelProcess, fd: number, accessMode: number): n
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
   if ((accessMode & ~O_ACCMODE) !== 0 || (accessMode & O_ACCMODE) === O_ACCMODE) {
-    return fail(EINVAL, 'flags', `bad access mode ${hex(accessMode)}`);
+    return process.fail(EINVAL, 'flags', `bad access mode ${hex(accessMode)}`);
   }
   file.inode.references++;
   return process.installFd({ kind: 'inode', inode: file.inode, accessMode, flags: 0, references: 1 });
@@ -24,20 +24,20 @@ export function reopen(process: ModelProcess, fd: number, accessMode: number): n
 export function openDevice(process: ModelProcess, path: string, accessMode: number): number {
   if (path === '/dev/userfaultfd') return openDevUserfaultfd(process, accessMode);
   const driver = process.kernel.device(path);
-  if (driver === undefined) return fail(ENOENT, 'path', `${path} does not exist in the model`);
+  if (driver === undefined) return process.fail(ENOENT, 'path', `${path} does not exist in the model`);
   const refused = driver.openCheck(process.privileged);
-  if (refused < 0) return fail(-refused, 'path', `${path} refuses this caller`);
+  if (refused < 0) return process.fail(-refused, 'path', `${path} refuses this caller`);
   return process.installFd({ kind: 'device', device: driver.open(), references: 1 });
 }
 
 export function ftruncate(process: ModelProcess, fd: number, length: number): number {
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
-  if (length < 0 || !Number.isInteger(length)) return fail(EINVAL, 'length', `${length} is negative`);
-  if (file.accessMode === O_RDONLY) return fail(EINVAL, 'fd', 'not open for writing');
+  if (length < 0 || !Number.isInteger(length)) return process.fail(EINVAL, 'length', `${length} is negative`);
+  if (file.accessMode === O_RDONLY) return process.fail(EINVAL, 'fd', 'not open for writing');
   const inode = file.inode;
   if (inode.pageShift > 12 && length % inode.pageSize !== 0) {
-    return fail(
+    return process.fail(
       EINVAL,
       'length',
       `${length} is not a multiple of the ${inode.pageSize / 1024} KiB huge pages`,
@@ -59,24 +59,25 @@ export function fallocate(
 ): number {
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
-  if (offset < 0 || length <= 0) return fail(EINVAL, offset < 0 ? 'offset' : 'len', 'must be positive');
+  if (offset < 0 || length <= 0)
+    return process.fail(EINVAL, offset < 0 ? 'offset' : 'len', 'must be positive');
   if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE))
-    return fail(EOPNOTSUPP, 'mode', `unsupported mode ${hex(mode)}`);
+    return process.fail(EOPNOTSUPP, 'mode', `unsupported mode ${hex(mode)}`);
   if (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE)) {
-    return fail(EOPNOTSUPP, 'mode', 'FALLOC_FL_PUNCH_HOLE needs FALLOC_FL_KEEP_SIZE');
+    return process.fail(EOPNOTSUPP, 'mode', 'FALLOC_FL_PUNCH_HOLE needs FALLOC_FL_KEEP_SIZE');
   }
-  if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
+  if (file.accessMode === O_RDONLY) return process.fail(EBADF, 'fd', 'not open for writing');
   const inode = file.inode;
   const type = inode.memoryType;
   const hooks = process.kernel.hooks;
   const refused = hooks.fallocateCheck(type, inode, mode);
   if (refused < 0) {
     const reason = hooks.lastViolation ?? `${type.name} files refuse fallocate mode ${hex(mode)}`;
-    return fail(-refused, 'mode', reason);
+    return process.fail(-refused, 'mode', reason);
   }
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     if (type.fileOps.punchHole !== 0)
-      return fail(type.fileOps.punchHole, 'mode', `${type.name} cannot punch holes`);
+      return process.fail(type.fileOps.punchHole, 'mode', `${type.name} cannot punch holes`);
     // Private COW copies survive a punched hole; only page-cache pages are unmapped.
     const to = Math.min(offset + length, inode.sizeBytes);
     truncatePagecache(process.kernel.memory, inode, { from: offset, to }, false);
@@ -92,13 +93,14 @@ export function fallocate(
 function preallocate(process: ModelProcess, inode: Inode, offset: number, length: number): number {
   const type = inode.memoryType;
   const hooks = process.kernel.hooks;
-  if (type.getFolioForWrite === undefined) return fail(EOPNOTSUPP, 'mode', `${type.name} cannot preallocate`);
+  if (type.getFolioForWrite === undefined)
+    return process.fail(EOPNOTSUPP, 'mode', `${type.name} cannot preallocate`);
   const first = Math.floor(offset / inode.pageSize) * (inode.pageSize / 4096);
   for (let pgoff = first; pgoff * 4096 < offset + length; pgoff += inode.pageSize / 4096) {
     const pfn = hooks.getFolioForWrite(type, inode, pgoff);
     if (pfn < 0) {
       const reason = hooks.lastViolation ?? `allocating the page at offset ${pgoff * 4096} failed`;
-      return fail(-pfn, 'len', reason);
+      return process.fail(-pfn, 'len', reason);
     }
   }
   return 0;

@@ -5,7 +5,6 @@
  */
 import { O_RDONLY, O_WRONLY } from '../../uapi/constants.ts';
 import { EBADF, EINVAL, ESPIPE } from '../../uapi/errno.ts';
-import { fail } from '../failure.ts';
 import { filemapLookup } from '../mem/pagecache.ts';
 import type { ModelProcess } from '../process.ts';
 
@@ -17,12 +16,16 @@ export function pread(
 ): Uint8Array | number {
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
-  if (file.accessMode === O_WRONLY) return fail(EBADF, 'fd', 'not open for reading');
+  if (file.accessMode === O_WRONLY) return process.fail(EBADF, 'fd', 'not open for reading');
   const inode = file.inode;
   if (inode.memoryType.fileOps.pread !== 0) {
-    return fail(inode.memoryType.fileOps.pread, 'fd', `${inode.memoryType.name} files do not support pread`);
+    return process.fail(
+      inode.memoryType.fileOps.pread,
+      'fd',
+      `${inode.memoryType.name} files do not support pread`,
+    );
   }
-  if (offset < 0 || length < 0) return fail(EINVAL, offset < 0 ? 'offset' : 'count', 'is negative');
+  if (offset < 0 || length < 0) return process.fail(EINVAL, offset < 0 ? 'offset' : 'count', 'is negative');
   const end = Math.min(offset + length, inode.sizeBytes);
   if (end <= offset) return new Uint8Array(0);
   const out = new Uint8Array(end - offset);
@@ -44,13 +47,14 @@ export function pread(
 export function pwrite(process: ModelProcess, fd: number, data: Uint8Array, offset: number): number {
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
-  if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
+  if (file.accessMode === O_RDONLY) return process.fail(EBADF, 'fd', 'not open for writing');
   const inode = file.inode;
   const type = inode.memoryType;
   if (type.fileOps.pwrite !== 0)
-    return fail(type.fileOps.pwrite, 'fd', `${type.name} files do not support pwrite`);
-  if (offset < 0) return fail(EINVAL, 'offset', 'is negative');
-  if (type.getFolioForWrite === undefined) return fail(EINVAL, 'fd', `${type.name} files cannot be written`);
+    return process.fail(type.fileOps.pwrite, 'fd', `${type.name} files do not support pwrite`);
+  if (offset < 0) return process.fail(EINVAL, 'offset', 'is negative');
+  if (type.getFolioForWrite === undefined)
+    return process.fail(EINVAL, 'fd', `${type.name} files cannot be written`);
   const { memory, hooks } = process.kernel;
   let written = 0;
   while (written < data.byteLength) {
@@ -60,7 +64,7 @@ export function pwrite(process: ModelProcess, fd: number, data: Uint8Array, offs
     const pfn = hooks.getFolioForWrite(type, inode, pgoff);
     if (pfn < 0) {
       if (written > 0) break;
-      return fail(-pfn, 'data', hooks.lastViolation ?? `allocating the page at offset ${at} failed`);
+      return process.fail(-pfn, 'data', hooks.lastViolation ?? `allocating the page at offset ${at} failed`);
     }
     const tail = pgoff - memory.folioIndex[pfn]!;
     memory
@@ -76,7 +80,7 @@ export function pwrite(process: ModelProcess, fd: number, data: Uint8Array, offs
 export function write(process: ModelProcess, fd: number, data: Uint8Array): number {
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
-  if (file.accessMode === O_RDONLY) return fail(EBADF, 'fd', 'not open for writing');
+  if (file.accessMode === O_RDONLY) return process.fail(EBADF, 'fd', 'not open for writing');
   const position = file.position ?? 0;
   const type = file.inode.memoryType;
   const hooks = process.kernel.hooks;
@@ -86,7 +90,7 @@ export function write(process: ModelProcess, fd: number, data: Uint8Array): numb
       : pwrite(process, fd, data, position);
   if (written < 0) {
     const reason = hooks.lastViolation ?? `${type.name} refused the write at offset ${position}`;
-    return fail(-written, 'data', reason);
+    return process.fail(-written, 'data', reason);
   }
   file.position = position + written;
   return written;
@@ -97,8 +101,8 @@ export function lseek(process: ModelProcess, fd: number, offset: number, whence:
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
   const base = whence === 0 ? 0 : whence === 1 ? (file.position ?? 0) : Number.NaN;
-  if (Number.isNaN(base)) return fail(EINVAL, 'whence', `unsupported whence ${whence}`);
-  if (base + offset < 0) return fail(EINVAL, 'offset', 'the position would be negative');
+  if (Number.isNaN(base)) return process.fail(EINVAL, 'whence', `unsupported whence ${whence}`);
+  if (base + offset < 0) return process.fail(EINVAL, 'offset', 'the position would be negative');
   file.position = base + offset;
   return file.position;
 }
@@ -106,10 +110,10 @@ export function lseek(process: ModelProcess, fd: number, offset: number, whence:
 /** read(2) on a userfaultfd (other files use pread). Never blocks. */
 export function read(process: ModelProcess, fd: number, count: number): Uint8Array | number {
   const file = process.file(fd);
-  if (file === undefined) return fail(EBADF, 'fd', `${fd} is not open`);
+  if (file === undefined) return process.fail(EBADF, 'fd', `${fd} is not open`);
   if (file.kind === 'uffd') return file.uffd.read(count, process);
-  if (file.kind === 'inode') return fail(ESPIPE, 'fd', 'use pread on files');
-  return fail(EINVAL, 'fd', 'not readable');
+  if (file.kind === 'inode') return process.fail(ESPIPE, 'fd', 'use pread on files');
+  return process.fail(EINVAL, 'fd', 'not readable');
 }
 
 /** poll(2) of one fd: its revents (POLLNVAL for a closed fd, POLLIN|POLLOUT for a file). */

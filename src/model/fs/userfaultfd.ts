@@ -4,7 +4,7 @@
  */
 import { O_ACCMODE, O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY } from '../../uapi/constants.ts';
 import { EACCES, EINVAL, EPERM } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import type { ModelProcess } from '../process.ts';
 import { UffdContext } from '../uffd/context.ts';
 import { UffdFile } from '../uffd/ioctl.ts';
@@ -13,14 +13,18 @@ export function userfaultfd(process: ModelProcess, flags: number): number {
   const allowed =
     flags & UFFD_USER_MODE_ONLY || process.privileged || process.kernel.unprivilegedUserfaultfd === 1;
   if (!allowed)
-    return fail(EPERM, 'flags', 'vm.unprivileged_userfaultfd is 0 and the caller lacks CAP_SYS_PTRACE');
+    return process.fail(
+      EPERM,
+      'flags',
+      'vm.unprivileged_userfaultfd is 0 and the caller lacks CAP_SYS_PTRACE',
+    );
   return newUserfaultfd(process, flags);
 }
 
 /** A new context and its fd; the caller has passed the permission check (sysctl or the device node). */
 export function newUserfaultfd(process: ModelProcess, flags: number): number {
   const known = O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY;
-  if ((flags & ~known) !== 0) return fail(EINVAL, 'flags', `unknown flags ${hex(flags & ~known)}`);
+  if ((flags & ~known) !== 0) return process.fail(EINVAL, 'flags', `unknown flags ${hex(flags & ~known)}`);
   const kernel = process.kernel;
   const ctx = new UffdContext(
     kernel.allocateContextId(),
@@ -36,7 +40,7 @@ export function newUserfaultfd(process: ModelProcess, flags: number): number {
 
 /** open("/dev/userfaultfd"): a root-only device node (mode 0600). */
 export function openDevUserfaultfd(process: ModelProcess, accessMode: number): number {
-  if (!process.privileged) return fail(EACCES, 'path', '/dev/userfaultfd is mode 0600 root');
-  if ((accessMode & O_ACCMODE) === O_ACCMODE) return fail(EINVAL, 'flags', 'bad access mode');
+  if (!process.privileged) return process.fail(EACCES, 'path', '/dev/userfaultfd is mode 0600 root');
+  if ((accessMode & O_ACCMODE) === O_ACCMODE) return process.fail(EINVAL, 'flags', 'bad access mode');
   return process.installFd({ kind: 'dev-userfaultfd', references: 1 });
 }

@@ -5,6 +5,7 @@
  * kernel, so that mm/ does not import uffd/.
  */
 import { ENOENT } from '../../uapi/errno.ts';
+import type { FailureRecord } from '../failure.ts';
 import type { FaultInjector } from '../inject.ts';
 import { filemapLookup } from '../mem/pagecache.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE, type PhysicalMemory } from '../mem/physmem.ts';
@@ -72,6 +73,8 @@ export interface FaultEnvironment {
   readonly hooks: HookChecker;
   /** Fault injection (fail_usercopy on the paths below, fault_signal in uffd/). */
   readonly inject: FaultInjector;
+  /** Where a failing call records its argument and reason. */
+  readonly failure: FailureRecord;
   /**
    * handle_userfault: queue a message and put the fault's task to sleep, or
    * decide the fault otherwise. Returns one of the FAULT_* results.

@@ -16,7 +16,7 @@ import type { Inode } from '../mem/pagecache.ts';
 import { NO_INODE, PG_ALLOCATED } from '../mem/physmem.ts';
 import { describeValue } from './hook-checks.ts';
 import type { HookJournal } from './hook-journal.ts';
-import { inodeOfView, inodeView } from './hook-views.ts';
+import { type HookViews, inodeOfView } from './hook-views.ts';
 import type { MemoryType, MemoryTypeServices } from './memtype.ts';
 
 /** The kernel's own services, on its live objects; memory types get them through `lendServices`. */
@@ -48,6 +48,8 @@ export type OutsideCall = (type: MemoryType | null, problem: string) => void;
 /** What the services are lent with: the journal, the kernel's own services, and how to report. */
 export interface LendContext {
   readonly journal: HookJournal;
+  /** The views the types are shown (a device's new file is shown as one). */
+  readonly views: HookViews;
   readonly core: CoreServices;
   /** Reports a state-changing call made outside any hook call. */
   readonly outside: OutsideCall;
@@ -204,7 +206,7 @@ function cacheServices(guard: ServiceGuard): CacheServices {
 
 /** Bytes into the call's own folios, new files (outside hook calls only), the kernel's options. */
 function fileServices(guard: ServiceGuard): FileServices {
-  const { journal, core, violation } = guard.lend;
+  const { journal, core, violation, views } = guard.lend;
   const memory = journal.memory;
   return {
     copyIntoFolio: (pfn, offset, source, sourceOffset, length) => {
@@ -226,7 +228,7 @@ function fileServices(guard: ServiceGuard): FileServices {
       // A device's ioctl made the file: the ioctl fails with the violation as its reason.
       if (typeof inode === 'number')
         throw new KernelError({ errno: EFAULT, syscall: 'ioctl', reason: violation() });
-      return inodeView(inode);
+      return views.inode(inode);
     },
     kernelOption: (name) => core.kernelOption(name),
   };

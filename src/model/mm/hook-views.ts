@@ -63,9 +63,11 @@ Object.freeze(InodeViewObject);
 
 class VmaViewObject implements VmaView {
   readonly #vma: Vma;
+  readonly #views: HookViews;
 
-  constructor(vma: Vma) {
+  constructor(vma: Vma, views: HookViews) {
     this.#vma = vma;
+    this.#views = views;
     Object.freeze(this);
   }
 
@@ -91,33 +93,36 @@ class VmaViewObject implements VmaView {
 
   get inode(): InodeView | null {
     const inode = this.#vma.inode;
-    return inode === null ? null : inodeView(inode);
+    return inode === null ? null : this.#views.inode(inode);
   }
 }
 Object.freeze(VmaViewObject.prototype);
 Object.freeze(VmaViewObject);
 
-const inodeViews = new WeakMap<Inode, InodeView>();
-const vmaViews = new WeakMap<Vma, VmaView>();
+/** The views one kernel has shown its memory types: one per inode and one per VMA, made when first shown. */
+export class HookViews {
+  private readonly inodeViews = new WeakMap<Inode, InodeView>();
+  private readonly vmaViews = new WeakMap<Vma, VmaView>();
 
-/** The view of `inode` memory types are shown (one per inode). */
-export function inodeView(inode: Inode): InodeView {
-  let view = inodeViews.get(inode);
-  if (view === undefined) {
-    view = new InodeViewObject(inode);
-    inodeViews.set(inode, view);
+  /** The view of `inode` memory types are shown. */
+  inode(inode: Inode): InodeView {
+    let view = this.inodeViews.get(inode);
+    if (view === undefined) {
+      view = new InodeViewObject(inode);
+      this.inodeViews.set(inode, view);
+    }
+    return view;
   }
-  return view;
-}
 
-/** The view of `vma` memory types are shown (one per VMA). */
-export function vmaView(vma: Vma): VmaView {
-  let view = vmaViews.get(vma);
-  if (view === undefined) {
-    view = new VmaViewObject(vma);
-    vmaViews.set(vma, view);
+  /** The view of `vma` memory types are shown. */
+  vma(vma: Vma): VmaView {
+    let view = this.vmaViews.get(vma);
+    if (view === undefined) {
+      view = new VmaViewObject(vma, this);
+      this.vmaViews.set(vma, view);
+    }
+    return view;
   }
-  return view;
 }
 
 /** The inode behind a view the core made, or null for any other value. */

@@ -31,7 +31,7 @@ import {
 } from './hook-checks.ts';
 import { HookJournal } from './hook-journal.ts';
 import { type CoreServices, type LentServices, lendServices } from './hook-services.ts';
-import { inodeView, vmaView } from './hook-views.ts';
+import { HookViews } from './hook-views.ts';
 import type { InodeRequest, MemoryType, MmapRequest, VmUffdOps } from './memtype.ts';
 import type { Vma } from './vma.ts';
 
@@ -102,6 +102,8 @@ export class HookChecker {
   /** Told of every hook call (the conformance suite records which hooks a case exercised). */
   onHook: ((type: MemoryType, hook: HookName) => void) | null = null;
   private readonly journal: HookJournal;
+  /** The views of inodes and VMAs this kernel's memory types are shown. */
+  readonly views = new HookViews();
   /** The accepted answer of the last call. */
   private answer: unknown = undefined;
   /** What the current call asks, for the judges (kept in fields: COPY calls alloc_folio per page). */
@@ -122,6 +124,7 @@ export class HookChecker {
   lendServices(core: CoreServices): LentServices {
     return lendServices({
       journal: this.journal,
+      views: this.views,
       core,
       outside: (type, problem) => this.misuse(type, problem),
       violation: () => this.lastViolation ?? 'a hook broke its contract',
@@ -211,7 +214,7 @@ export class HookChecker {
 
   /** can_userfault: a throw, a non-boolean or a lasting side effect is a violation and answers false. */
   canUserfault(type: MemoryType, ops: VmUffdOps, vma: Vma, modes: number): boolean {
-    const view = vmaView(vma);
+    const view = this.views.vma(vma);
     const call = () => ops.canUserfault(view, modes);
     const ok = this.run(type, CAN_USERFAULT, vma.inode, call, (result) =>
       typeof result !== 'boolean'
@@ -232,7 +235,7 @@ export class HookChecker {
     const hook = ops?.getFolioNoalloc;
     if (hook === undefined) return -EINVAL;
     this.request = request;
-    const view = inodeView(request.inode);
+    const view = this.views.inode(request.inode);
     let at = this.noallocSites.get(caller);
     if (at === undefined) {
       at = site('get_folio_noalloc', `get_folio_noalloc (from ${caller})`);
@@ -272,7 +275,7 @@ export class HookChecker {
     const allocate = ops?.allocFolio;
     if (allocate === undefined) return -EINVAL;
     this.requestVma = vma;
-    const view = vmaView(vma);
+    const view = this.views.vma(vma);
     const invoke = () => allocate.call(ops, view, address);
     if (!this.run(type, ALLOC_FOLIO, vma.inode, invoke, this.judgeAlloc)) return -EFAULT;
     return this.number();
@@ -296,7 +299,7 @@ export class HookChecker {
     const hook = ops?.filemapAdd;
     const inode = vma.inode;
     if (hook === undefined || inode === null) return -EINVAL;
-    const view = vmaView(vma);
+    const view = this.views.vma(vma);
     const call = () => hook.call(ops, pfn, view, address);
     const pages = 2 ** (vma.pageShift - 12);
     const pgoff = vma.pgoff + (address - vma.start) / 4096;
@@ -328,7 +331,7 @@ export class HookChecker {
     const hook = ops?.filemapRemove;
     const inode = vma.inode;
     if (hook === undefined || inode === null) return -EINVAL;
-    const view = vmaView(vma);
+    const view = this.views.vma(vma);
     const call = () => hook.call(ops, pfn, view);
     const index = this.memory.folioIndex[pfn]!;
     const judge: Judge = () => {
@@ -354,7 +357,7 @@ export class HookChecker {
     const hook = type.fault;
     if (hook === undefined) return -EINVAL;
     this.request = request;
-    const view = inodeView(request.inode);
+    const view = this.views.inode(request.inode);
     const ok = this.run(
       type,
       FAULT,
@@ -395,7 +398,7 @@ export class HookChecker {
   getFolioForWrite(type: MemoryType, inode: Inode, pgoff: number): number {
     const hook = type.getFolioForWrite;
     if (hook === undefined) return -EINVAL;
-    const view = inodeView(inode);
+    const view = this.views.inode(inode);
     this.request = { inode, pgoff, pageShift: inode.pageShift, pastEnd: true };
     const ok = this.run(
       type,
@@ -432,7 +435,7 @@ export class HookChecker {
   write(type: MemoryType, inode: Inode, data: Uint8Array, offset: number): number {
     const hook = type.write;
     if (hook === undefined) return -EINVAL;
-    const view = inodeView(inode);
+    const view = this.views.inode(inode);
     // What the judge needs goes in fields, not in a closure per call (write(2) is on the fault path).
     const range = this.requestRange;
     range.start = Math.floor(offset / inode.pageSize) * (inode.pageSize / 4096);
@@ -463,7 +466,7 @@ export class HookChecker {
   mmapCheck(type: MemoryType, inode: Inode, request: MmapRequest): number {
     const hook = type.mmapCheck;
     if (hook === undefined) return 0;
-    const view = inodeView(inode);
+    const view = this.views.inode(inode);
     const call = () => hook.call(type, view, request);
     return this.run(type, MMAP_CHECK, inode, call, this.judgeStatus) ? this.number() : -EFAULT;
   }
@@ -472,7 +475,7 @@ export class HookChecker {
   fallocateCheck(type: MemoryType, inode: Inode, mode: number): number {
     const hook = type.fallocateCheck;
     if (hook === undefined) return 0;
-    const view = inodeView(inode);
+    const view = this.views.inode(inode);
     const call = () => hook.call(type, view, mode);
     const ok = this.run(type, FALLOCATE_CHECK, inode, call, this.judgeStatus);
     return ok ? this.number() : -EFAULT;
@@ -497,7 +500,7 @@ export class HookChecker {
   initInode(type: MemoryType, inode: Inode): number {
     const hook = type.initInode;
     if (hook === undefined) return 0;
-    const view = inodeView(inode);
+    const view = this.views.inode(inode);
     const call = () => hook.call(type, view);
     const judge: Judge = () => this.journal.lastingChange(-1);
     return this.run(type, INIT_INODE, inode, call, judge) ? 0 : -EFAULT;

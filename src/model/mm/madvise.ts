@@ -25,7 +25,7 @@ import {
   TASK_SIZE,
 } from '../../uapi/constants.ts';
 import { EACCES, EINVAL, ENOMEM } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import { PG_ANON } from '../mem/physmem.ts';
 import type { ModelProcess } from '../process.ts';
 import { afterEvents, type EventWait, raiseRemoveEvent } from '../uffd/events.ts';
@@ -84,24 +84,24 @@ export function prepareMadvise(
   advice: number,
   wait: EventWait | null,
 ): number | (() => number) {
-  if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
+  if (address % PAGE_SIZE !== 0) return process.fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
   const known =
     NO_OP_ADVICE.has(advice) ||
     advice === MADV_PAGEOUT ||
     advice === MADV_COLD ||
     advice in FLAG_ADVICE ||
     DISCARD_ADVICE.has(advice);
-  if (!known) return fail(EINVAL, 'advice', `unknown or unsupported advice ${advice}`);
+  if (!known) return process.fail(EINVAL, 'advice', `unknown or unsupported advice ${advice}`);
   if (length === 0) return 0;
   const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
-  if (end > TASK_SIZE || end < address) return fail(EINVAL, 'length', 'runs past the address space');
+  if (end > TASK_SIZE || end < address) return process.fail(EINVAL, 'length', 'runs past the address space');
   const vmas = process.mm.vmasIn(address, end);
-  if (vmas.length === 0) return fail(ENOMEM, 'addr', `${hex(address)}-${hex(end)} is not mapped`);
+  if (vmas.length === 0) return process.fail(ENOMEM, 'addr', `${hex(address)}-${hex(end)} is not mapped`);
   const hasHole =
     vmas[0]!.start > address ||
     vmas.some((vma, i) => i > 0 && vmas[i - 1]!.end < vma.start) ||
     vmas[vmas.length - 1]!.end < end;
-  const holeResult = () => (hasHole ? fail(ENOMEM, 'length', 'part of the range is not mapped') : 0);
+  const holeResult = () => (hasHole ? process.fail(ENOMEM, 'length', 'part of the range is not mapped') : 0);
   const call: MadviseCall = { process, address, end, advice, vmas, holeResult, wait };
   if (NO_OP_ADVICE.has(advice)) return holeResult;
   if (advice === MADV_PAGEOUT || advice === MADV_COLD) return prepareLru(call);
@@ -115,7 +115,7 @@ function prepareLru(call: MadviseCall): number | (() => number) {
   const { process, address, end, advice, vmas, holeResult } = call;
   // can_madv_lru_vma: locked and hugetlb memory is not on the LRU [OBS: faultline fuzz against the host].
   const refused = vmas.find((vma) => vma.flags & (VM_LOCKED | VM_HUGETLB));
-  if (refused !== undefined) return fail(EINVAL, 'advice', `${refused.describe()} is not on the LRU`);
+  if (refused !== undefined) return process.fail(EINVAL, 'advice', `${refused.describe()} is not on the LRU`);
   if (advice === MADV_COLD) return holeResult;
   return () => {
     for (const vma of process.mm.vmasIn(address, end))
@@ -144,7 +144,7 @@ function applyFlagAdvice(call: MadviseCall, flagAdvice: { set: number; clear: nu
 function prepareDiscard(call: MadviseCall): number | (() => number) {
   const { process, address, end, advice, vmas, wait } = call;
   const mm = process.mm;
-  const refusedFirst = checkDiscard(vmas[0]!, advice, address, end);
+  const refusedFirst = checkDiscard(process, vmas[0]!, advice, address);
   if (refusedFirst < 0) return refusedFirst;
   // VMA by VMA, as madvise walks them: each VMA's REMOVE event is decided when the walk reaches
   // it, after the previous VMA's event was read and its pages went, so a VMA registered meanwhile
@@ -153,7 +153,7 @@ function prepareDiscard(call: MadviseCall): number | (() => number) {
   const walk = (cursor: number): void => {
     const vma = mm.findIntersecting(cursor, end);
     if (vma === undefined) return;
-    const invalid = cursor === address ? 0 : checkDiscard(vma, advice, address, end);
+    const invalid = cursor === address ? 0 : checkDiscard(process, vma, advice, address);
     if (invalid < 0) {
       outcome.invalid = invalid;
       return;
@@ -184,7 +184,11 @@ function prepareDiscard(call: MadviseCall): number | (() => number) {
     if (outcome.invalid < 0) return outcome.invalid;
     const refused = outcome.refused;
     if (refused !== null) {
-      return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${refused.describe()}`);
+      return process.fail(
+        EINVAL,
+        'advice',
+        `MADV_FREE needs private anonymous memory, not ${refused.describe()}`,
+      );
     }
     return call.holeResult();
   };
@@ -196,22 +200,26 @@ export function madvise(process: ModelProcess, address: number, length: number, 
   return typeof prepared === 'number' ? prepared : prepared();
 }
 
-function checkDiscard(vma: Vma, advice: number, start: number, _end: number): number {
+function checkDiscard(process: ModelProcess, vma: Vma, advice: number, start: number): number {
   if (advice === MADV_DONTNEED && vma.flags & VM_LOCKED)
-    return fail(EINVAL, 'addr', `${vma.describe()} is locked`);
+    return process.fail(EINVAL, 'addr', `${vma.describe()} is locked`);
   // hugetlb takes only DONTNEED; other non-anonymous memory fails MADV_FREE after its REMOVE event.
   if (advice === MADV_FREE && vma.flags & VM_HUGETLB) {
-    return fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
+    return process.fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
   }
   if (advice === MADV_REMOVE && vma.inode === null) {
-    return fail(EINVAL, 'advice', `MADV_REMOVE needs a file mapping, not ${vma.describe()}`);
+    return process.fail(EINVAL, 'advice', `MADV_REMOVE needs a file mapping, not ${vma.describe()}`);
   }
   // vma_is_shared_maywrite: a MAP_PRIVATE file mapping gets EACCES [OBS: host 6.18, memfd MAP_PRIVATE].
   if (advice === MADV_REMOVE && (!(vma.flags & VM_SHARED) || !(vma.flags & VM_MAYWRITE))) {
-    return fail(EACCES, 'advice', `MADV_REMOVE needs a shared writable mapping, not ${vma.describe()}`);
+    return process.fail(
+      EACCES,
+      'advice',
+      `MADV_REMOVE needs a shared writable mapping, not ${vma.describe()}`,
+    );
   }
   if (vma.pageShift > 12 && Math.max(start, vma.start) % vma.pageSize !== 0) {
-    return fail(EINVAL, 'addr', `not aligned to the huge pages of ${vma.describe()}`);
+    return process.fail(EINVAL, 'addr', `not aligned to the huge pages of ${vma.describe()}`);
   }
   return 0;
 }

@@ -76,11 +76,23 @@ export interface MemoryTypeServices {
   kernelOption(name: string): unknown;
 }
 
-/** What a device ioctl may hand back: a number, or a new open file to install as an fd. */
+/**
+ * What a device ioctl may hand back: a number (-errno without a reason), a
+ * failure naming the argument at fault and why, or a new open file to
+ * install as an fd.
+ */
 export type DeviceIoctlResult =
   | number
+  | DeviceIoctlFailure
   | { readonly installDevice: DeviceFile }
   | { readonly installInode: InodeView; readonly accessMode: number };
+
+/** A failed device ioctl: `errno` (positive), the argument at fault and the reason, as the caller's error says. */
+export interface DeviceIoctlFailure {
+  readonly errno: number;
+  readonly argument: string;
+  readonly reason: string;
+}
 
 /** An open device file (a /dev node, or an fd a device handed out, such as a KVM VM). */
 export interface DeviceFile {

@@ -27,7 +27,7 @@ import {
   TASK_SIZE,
 } from '../../uapi/constants.ts';
 import { EACCES, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import type { Inode } from '../mem/pagecache.ts';
 import type { InodeFile, ModelProcess } from '../process.ts';
 import type { MemoryType } from './memtype.ts';
@@ -73,14 +73,14 @@ interface MmapRequest {
 }
 
 export function mmap(process: ModelProcess, args: MmapArgs): number {
-  const request = checkMmapArgs(args);
+  const request = checkMmapArgs(process, args);
   if (typeof request === 'number') return request;
   const backing = findBacking(process, request);
   if (typeof backing === 'number') return backing;
   const pageSize = 2 ** backing.pageShift;
   const length = Math.ceil(args.length / pageSize) * pageSize;
   if (length > TASK_SIZE)
-    return fail(ENOMEM, 'length', `${hex(args.length)} is larger than the address space`);
+    return process.fail(ENOMEM, 'length', `${hex(args.length)} is larger than the address space`);
   const vmFlags = mappingFlags(process, request, backing, length);
   if (vmFlags < 0) return vmFlags;
   const start = placeMapping(process, request, length, pageSize);
@@ -95,7 +95,8 @@ export function mmap(process: ModelProcess, args: MmapArgs): number {
       pageShift,
       length,
     );
-    if (typeof created === 'number') return fail(-created, 'flags', process.kernel.hooks.lastViolation!);
+    if (typeof created === 'number')
+      return process.fail(-created, 'flags', process.kernel.hooks.lastViolation!);
     backing.inode = created;
   }
   if (flags & MAP_FIXED) {
@@ -111,11 +112,11 @@ export function mmap(process: ModelProcess, args: MmapArgs): number {
   return start;
 }
 
-function checkMmapArgs(args: MmapArgs): MmapRequest | number {
+function checkMmapArgs(process: ModelProcess, args: MmapArgs): MmapRequest | number {
   const { prot, flags, offset } = args;
-  if (args.length === 0) return fail(EINVAL, 'length', 'is zero');
+  if (args.length === 0) return process.fail(EINVAL, 'length', 'is zero');
   if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0)
-    return fail(EINVAL, 'prot', `unknown bits ${hex(prot)}`);
+    return process.fail(EINVAL, 'prot', `unknown bits ${hex(prot)}`);
   const mapType = flags & MAP_TYPE;
   if (
     mapType !== MAP_SHARED &&
@@ -123,14 +124,14 @@ function checkMmapArgs(args: MmapArgs): MmapRequest | number {
     mapType !== MAP_SHARED_VALIDATE &&
     mapType !== MAP_DROPPABLE
   ) {
-    return fail(EINVAL, 'flags', 'neither MAP_SHARED nor MAP_PRIVATE');
+    return process.fail(EINVAL, 'flags', 'neither MAP_SHARED nor MAP_PRIVATE');
   }
   if (offset % PAGE_SIZE !== 0 || offset < 0)
-    return fail(EINVAL, 'offset', `${hex(offset)} is not page aligned`);
+    return process.fail(EINVAL, 'offset', `${hex(offset)} is not page aligned`);
   const shared = mapType === MAP_SHARED || mapType === MAP_SHARED_VALIDATE;
   const anonymous = (flags & MAP_ANONYMOUS) !== 0;
   if (mapType === MAP_DROPPABLE && !anonymous)
-    return fail(EINVAL, 'flags', 'MAP_DROPPABLE needs MAP_ANONYMOUS');
+    return process.fail(EINVAL, 'flags', 'MAP_DROPPABLE needs MAP_ANONYMOUS');
   return { args, mapType, shared, anonymous };
 }
 
@@ -140,23 +141,24 @@ function findBacking(process: ModelProcess, request: MmapRequest): Backing | num
   const kernel = process.kernel;
   if (!anonymous) {
     const opened = process.file(args.fd);
-    if (opened === undefined) return fail(EBADF, 'fd', `${args.fd} is not open`);
-    if (opened.kind !== 'inode') return fail(ENODEV, 'fd', `${args.fd} cannot be mapped`);
+    if (opened === undefined) return process.fail(EBADF, 'fd', `${args.fd} is not open`);
+    if (opened.kind !== 'inode') return process.fail(ENODEV, 'fd', `${args.fd} cannot be mapped`);
     const inode = opened.inode;
     return { file: opened, inode, type: inode.memoryType, pageShift: inode.pageShift };
   }
   if (args.flags & MAP_HUGETLB) {
     const hugetlb = kernel.provider('memfd-hugetlb');
-    if (hugetlb === undefined) return fail(EINVAL, 'flags', 'no memory type provides MAP_HUGETLB');
+    if (hugetlb === undefined) return process.fail(EINVAL, 'flags', 'no memory type provides MAP_HUGETLB');
     const shift = kernel.hooks.inodePageShift(hugetlb, {
       hugePageShift: (args.flags >>> MAP_HUGE_SHIFT) & MAP_HUGE_MASK,
     });
-    if (shift < 0) return fail(-shift, 'flags', 'huge page size not available');
+    if (shift < 0) return process.fail(-shift, 'flags', 'huge page size not available');
     return { file: null, inode: null, type: hugetlb, pageShift: shift };
   }
   if (shared) {
     const shmem = kernel.provider('memfd');
-    if (shmem === undefined) return fail(EINVAL, 'flags', 'no memory type provides shared anonymous memory');
+    if (shmem === undefined)
+      return process.fail(EINVAL, 'flags', 'no memory type provides shared anonymous memory');
     return { file: null, inode: null, type: shmem, pageShift: 12 };
   }
   return { file: null, inode: null, type: kernel.env.anonymousType, pageShift: 12 };
@@ -175,17 +177,17 @@ function mappingFlags(process: ModelProcess, request: MmapRequest, backing: Back
   if (mapType === MAP_DROPPABLE) vmFlags |= VM_DROPPABLE;
   if (flags & MAP_NORESERVE) vmFlags |= VM_NORESERVE;
   if (file !== null) {
-    if (file.accessMode === O_WRONLY) return fail(EACCES, 'fd', 'not open for reading');
+    if (file.accessMode === O_WRONLY) return process.fail(EACCES, 'fd', 'not open for reading');
     if (shared && file.accessMode === O_RDONLY) {
       if (prot & PROT_WRITE)
-        return fail(EACCES, 'prot', 'PROT_WRITE on a MAP_SHARED mapping of a read-only fd');
+        return process.fail(EACCES, 'prot', 'PROT_WRITE on a MAP_SHARED mapping of a read-only fd');
       // A shared mapping of a read-only file can never become writable: it is not VM_SHARED.
       vmFlags &= ~(VM_MAYWRITE | VM_SHARED);
     }
     const hooks = process.kernel.hooks;
     const checked = hooks.mmapCheck(type, inode!, { shared, offsetBytes: offset, lengthBytes: length, prot });
     if (checked < 0)
-      return fail(-checked, 'offset', hooks.lastViolation ?? `${type.name} refuses this mapping`);
+      return process.fail(-checked, 'offset', hooks.lastViolation ?? `${type.name} refuses this mapping`);
   }
   if (type.vmFlags & VM_DONTEXPAND && !(vmFlags & VM_NORESERVE)) {
     const reserved = hugePagesReserve(process, backing, offset, length);
@@ -200,7 +202,8 @@ function hugePagesReserve(process: ModelProcess, backing: Backing, offset: numbe
   const cached = inode === null ? 0 : inode.cache.countInRange(offset / 4096, (offset + length) / 4096);
   const needed = length / 2 ** backing.pageShift - cached;
   const free = process.kernel.memory.hugePagesFree;
-  if (needed > free) return fail(ENOMEM, 'length', `needs ${needed} huge pages, the pool has ${free} free`);
+  if (needed > free)
+    return process.fail(ENOMEM, 'length', `needs ${needed} huge pages, the pool has ${free} free`);
   return 0;
 }
 
@@ -210,10 +213,11 @@ function placeMapping(process: ModelProcess, request: MmapRequest, length: numbe
   const mm = process.mm;
   if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
     if (address % pageSize !== 0)
-      return fail(EINVAL, 'addr', `${hex(address)} is not aligned to ${pageSize}`);
-    if (address + length > TASK_SIZE || address < 0) return fail(ENOMEM, 'addr', 'outside the address space');
+      return process.fail(EINVAL, 'addr', `${hex(address)} is not aligned to ${pageSize}`);
+    if (address + length > TASK_SIZE || address < 0)
+      return process.fail(ENOMEM, 'addr', 'outside the address space');
     if (flags & MAP_FIXED_NOREPLACE && !mm.isFree(address, address + length)) {
-      return fail(EEXIST, 'addr', `${hex(address)} overlaps an existing mapping`);
+      return process.fail(EEXIST, 'addr', `${hex(address)} overlaps an existing mapping`);
     }
     return address;
   }
@@ -224,6 +228,6 @@ function placeMapping(process: ModelProcess, request: MmapRequest, length: numbe
     hint !== 0 && hint + length <= TASK_SIZE && mm.isFree(hint, hint + length)
       ? hint
       : mm.findFreeRange(length, align);
-  if (start < 0) return fail(ENOMEM, 'length', 'no free range large enough');
+  if (start < 0) return process.fail(ENOMEM, 'length', 'no free range large enough');
   return start;
 }

@@ -4,7 +4,7 @@
  */
 import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, TASK_SIZE } from '../../uapi/constants.ts';
 import { EACCES, EINVAL, ENOMEM } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import type { ModelProcess } from '../process.ts';
 import { vmaProtNone } from './fault.ts';
 import type { AddressSpace } from './mm.ts';
@@ -13,19 +13,19 @@ import { PTE_PRESENT, PTE_PROTNONE, PTE_WRITE } from './pagetable.ts';
 import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_WRITE, type Vma } from './vma.ts';
 
 export function mprotect(process: ModelProcess, address: number, length: number, prot: number): number {
-  if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
+  if (address % PAGE_SIZE !== 0) return process.fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
   if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0)
-    return fail(EINVAL, 'prot', `unknown bits ${hex(prot)}`);
+    return process.fail(EINVAL, 'prot', `unknown bits ${hex(prot)}`);
   if (length === 0) return 0;
   const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
-  if (end > TASK_SIZE) return fail(ENOMEM, 'len', 'runs past the address space');
+  if (end > TASK_SIZE) return process.fail(ENOMEM, 'len', 'runs past the address space');
   const mm = process.mm;
   const spans = mm.vmasIn(address, end).map((vma) => ({ vma, start: vma.start, end: vma.end }));
   if (spans.length === 0 || spans[0]!.start > address)
-    return fail(ENOMEM, 'addr', `${hex(address)} is not mapped`);
+    return process.fail(ENOMEM, 'addr', `${hex(address)} is not mapped`);
   for (const { vma } of spans) {
     if (prot & PROT_WRITE && !(vma.flags & VM_MAYWRITE)) {
-      return fail(EACCES, 'prot', `${vma.describe()} cannot be made writable`);
+      return process.fail(EACCES, 'prot', `${vma.describe()} cannot be made writable`);
     }
   }
   // mprotect_fixup leaves a VMA whose flags would not change alone: it is not split [OBS 6.18:
@@ -42,7 +42,7 @@ export function mprotect(process: ModelProcess, address: number, length: number,
   // Like Linux, VMAs before a hole are changed before the hole is found.
   let expected = address;
   for (const span of spans) {
-    if (span.start > expected) return fail(ENOMEM, 'len', `${hex(expected)} is not mapped`);
+    if (span.start > expected) return process.fail(ENOMEM, 'len', `${hex(expected)} is not mapped`);
     const lo = Math.max(address, span.start);
     const hi = Math.min(end, span.end);
     expected = hi;
@@ -54,7 +54,7 @@ export function mprotect(process: ModelProcess, address: number, length: number,
     }
     mm.mergeRange(lo, hi);
   }
-  if (expected < end) return fail(ENOMEM, 'len', `${hex(expected)} is not mapped`);
+  if (expected < end) return process.fail(ENOMEM, 'len', `${hex(expected)} is not mapped`);
   return 0;
 }
 

@@ -12,7 +12,7 @@ import {
   TASK_SIZE,
 } from '../../uapi/constants.ts';
 import { EFAULT, EINVAL, ENOMEM } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import type { ModelProcess } from '../process.ts';
 import type { UffdContext } from '../uffd/context.ts';
 import {
@@ -37,36 +37,36 @@ export function doMremap(
 ): number {
   const mm = process.mm;
   if (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP))
-    return fail(EINVAL, 'flags', `unknown flags ${hex(flags)}`);
+    return process.fail(EINVAL, 'flags', `unknown flags ${hex(flags)}`);
   if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) && !(flags & MREMAP_MAYMOVE)) {
-    return fail(EINVAL, 'flags', 'MREMAP_FIXED and MREMAP_DONTUNMAP need MREMAP_MAYMOVE');
+    return process.fail(EINVAL, 'flags', 'MREMAP_FIXED and MREMAP_DONTUNMAP need MREMAP_MAYMOVE');
   }
   if (oldAddress % PAGE_SIZE !== 0)
-    return fail(EINVAL, 'old_address', `${hex(oldAddress)} is not page aligned`);
+    return process.fail(EINVAL, 'old_address', `${hex(oldAddress)} is not page aligned`);
   const oldLength = Math.ceil(oldLengthRaw / PAGE_SIZE) * PAGE_SIZE;
   const newLength = Math.ceil(newLengthRaw / PAGE_SIZE) * PAGE_SIZE;
-  if (newLength === 0) return fail(EINVAL, 'new_size', 'is zero');
+  if (newLength === 0) return process.fail(EINVAL, 'new_size', 'is zero');
   const fixed = (flags & MREMAP_FIXED) !== 0;
   if (fixed) {
     if (newAddressRaw % PAGE_SIZE !== 0)
-      return fail(EINVAL, 'new_address', `${hex(newAddressRaw)} is not page aligned`);
+      return process.fail(EINVAL, 'new_address', `${hex(newAddressRaw)} is not page aligned`);
     if (newAddressRaw + newLength > TASK_SIZE)
-      return fail(EINVAL, 'new_address', 'outside the address space');
+      return process.fail(EINVAL, 'new_address', 'outside the address space');
     if (newAddressRaw < oldAddress + oldLength && oldAddress < newAddressRaw + newLength) {
-      return fail(EINVAL, 'new_address', 'the new range overlaps the old one');
+      return process.fail(EINVAL, 'new_address', 'the new range overlaps the old one');
     }
   }
   const vma = mm.findVma(oldAddress);
-  if (vma === undefined) return fail(EFAULT, 'old_address', `${hex(oldAddress)} is not mapped`);
+  if (vma === undefined) return process.fail(EFAULT, 'old_address', `${hex(oldAddress)} is not mapped`);
   if (oldAddress + oldLength > vma.end) {
     // Since 6.17 a pure move (MAYMOVE|FIXED, same length, no DONTUNMAP) may span several VMAs
     // and gaps (remap_move) [OBS 6.18: faultline fuzz against the host].
     const pureMove = fixed && newLength === oldLength && !(flags & MREMAP_DONTUNMAP);
-    if (!pureMove) return fail(EFAULT, 'old_size', 'the old range spans more than one mapping');
+    if (!pureMove) return process.fail(EFAULT, 'old_size', 'the old range spans more than one mapping');
     return moveMultiple(process, oldAddress, oldLength, newAddressRaw, wait);
   }
   if (vma.pageShift > 12 && (oldLength % vma.pageSize !== 0 || newLength % vma.pageSize !== 0)) {
-    return fail(EINVAL, 'new_size', `not a multiple of the huge pages of ${vma.describe()}`);
+    return process.fail(EINVAL, 'new_size', `not a multiple of the huge pages of ${vma.describe()}`);
   }
 
   if (fixed) {
@@ -89,9 +89,9 @@ export function doMremap(
     }
   }
   if (!(flags & MREMAP_MAYMOVE))
-    return fail(ENOMEM, 'new_size', 'cannot grow in place and MREMAP_MAYMOVE is not set');
+    return process.fail(ENOMEM, 'new_size', 'cannot grow in place and MREMAP_MAYMOVE is not set');
   const target = fixed ? newAddressRaw : mm.findFreeRange(newLength, vma.pageSize);
-  if (target < 0) return fail(ENOMEM, 'new_size', 'no free range large enough');
+  if (target < 0) return process.fail(ENOMEM, 'new_size', 'no free range large enough');
   // mremap_to shrinks before it moves: the tail goes first, and only the kept head moves (REMAP
   // carries the new length); the tail's UNMAP is queued after the REMAP, then the head's
   // [OBS 6.18: faultline diff, mremap onto a reservation].
@@ -142,7 +142,7 @@ function moveMultiple(
     const destination = target + (piece.start - oldAddress);
     const vma = mm.findVma(piece.start)!;
     if (vma.uffdContext !== null) {
-      return fail(
+      return process.fail(
         EFAULT,
         'old_address',
         `a move of several VMAs stops at ${vma.describe()}: it is uffd-armed`,

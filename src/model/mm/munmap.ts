@@ -5,7 +5,7 @@
  */
 import { PAGE_SIZE, TASK_SIZE } from '../../uapi/constants.ts';
 import { EINVAL } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import type { ModelProcess } from '../process.ts';
 import { type EventWait, raiseUnmapEvents, unmapContexts } from '../uffd/events.ts';
 import type { Vma } from './vma.ts';
@@ -16,10 +16,10 @@ export function munmap(
   length: number,
   wait: EventWait | null,
 ): number {
-  if (address % PAGE_SIZE !== 0) return fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
-  if (length === 0) return fail(EINVAL, 'length', 'is zero');
+  if (address % PAGE_SIZE !== 0) return process.fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
+  if (length === 0) return process.fail(EINVAL, 'length', 'is zero');
   const end = address + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
-  if (end > TASK_SIZE || address < 0) return fail(EINVAL, 'addr', 'outside the address space');
+  if (end > TASK_SIZE || address < 0) return process.fail(EINVAL, 'addr', 'outside the address space');
   return unmapRange(process, address, end, wait);
 }
 
@@ -58,7 +58,7 @@ export function splitEdges(process: ModelProcess, start: number, end: number): n
   for (const edge of [start, end]) {
     const vma = mm.findVma(edge);
     if (vma !== undefined && edge > vma.start && edge % vma.pageSize !== 0) {
-      return fail(
+      return process.fail(
         EINVAL,
         edge === start ? 'addr' : 'len',
         `${hex(edge)} would split a huge page of ${vma.describe()}`,

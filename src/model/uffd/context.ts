@@ -4,6 +4,7 @@
  * kernel: `pending` (not yet read) and `read` (read, the thread still asleep).
  */
 import { UFFD_FEATURE_INITIALIZED } from '../../uapi/constants.ts';
+import type { FailureRecord } from '../failure.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import type { Task } from '../task.ts';
 
@@ -56,6 +57,8 @@ export interface Waker {
   queuedFault(task: Task): boolean;
   /** Model time in milliseconds. */
   now(): number;
+  /** Where a failing call records its argument and reason. */
+  readonly failure: FailureRecord;
 }
 
 /**
@@ -124,6 +127,11 @@ export class UffdContext {
     readonly userModeOnly: boolean,
     private readonly waker: Waker,
   ) {}
+
+  /** The kernel's failure record: a failing call on this context says there why. */
+  get failure(): FailureRecord {
+    return this.waker.failure;
+  }
 
   get initialized(): boolean {
     return (this.features & UFFD_FEATURE_INITIALIZED) !== 0;

@@ -61,7 +61,7 @@ import {
   u64ToNumber,
   writeInt64Number,
 } from '../../uapi/structs.ts';
-import { fail, hex } from '../failure.ts';
+import { type FailureRecord, hex } from '../failure.ts';
 import type { FaultEnvironment } from '../mm/fault.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import type { EventReader, FaultWaiter, UffdContext } from './context.ts';
@@ -123,10 +123,10 @@ function writeU64(arg: Uint8Array, offset: number, value: bigint): void {
 }
 
 /** copy_from_user of `size` bytes: EFAULT when the buffer is absent or short. */
-function readable(arg: Uint8Array | null, size: number, argument: string): number {
-  if (arg === null) return fail(EFAULT, argument, 'bad address');
+function readable(failure: FailureRecord, arg: Uint8Array | null, size: number, argument: string): number {
+  if (arg === null) return failure.fail(EFAULT, argument, 'bad address');
   if (arg.byteLength < size)
-    return fail(EFAULT, argument, `buffer of ${arg.byteLength} bytes is shorter than ${size}`);
+    return failure.fail(EFAULT, argument, `buffer of ${arg.byteLength} bytes is shorter than ${size}`);
   return 0;
 }
 
@@ -141,6 +141,11 @@ export class UffdFile {
     public fileFlags: number,
   ) {}
 
+  /** Records why the call failed on the kernel's failure record and returns -errno. */
+  private fail(errno: number, argument: string, reason: string): number {
+    return this.env.failure.fail(errno, argument, reason);
+  }
+
   get nonblocking(): boolean {
     return (this.fileFlags & 0o4000) !== 0;
   }
@@ -149,7 +154,7 @@ export class UffdFile {
   ioctl(caller: UffdCaller, request: number, arg: Uint8Array | null): number {
     const ctx = this.ctx;
     if (request !== UFFDIO_API && !ctx.initialized) {
-      return fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
+      return this.fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
     }
     switch (request) {
       case UFFDIO_API:
@@ -173,17 +178,17 @@ export class UffdFile {
       case UFFDIO_MOVE:
         return this.move(caller, arg);
       default:
-        return fail(EINVAL, 'request', `unknown userfaultfd ioctl ${hex(request >>> 0)}`);
+        return this.fail(EINVAL, 'request', `unknown userfaultfd ioctl ${hex(request >>> 0)}`);
     }
   }
 
   private api(caller: UffdCaller, arg: Uint8Array | null): number {
-    const bad = readable(arg, UFFDIO_API_SIZE, 'uffdio_api');
+    const bad = readable(this.env.failure, arg, UFFDIO_API_SIZE, 'uffdio_api');
     if (bad < 0 || arg === null) return bad;
     const value = decodeUffdioApi(arg);
     const zeroAndFail = (errno: number, argument: string, reason: string): number => {
       arg.fill(0, 0, UFFDIO_API_SIZE);
-      return fail(errno, argument, reason);
+      return this.fail(errno, argument, reason);
     };
     if (value.api !== BigInt(UFFD_API))
       return zeroAndFail(EINVAL, 'api', `${hex(value.api)} is not UFFD_API (0xaa)`);
@@ -208,7 +213,7 @@ export class UffdFile {
   }
 
   private register(arg: Uint8Array | null): number {
-    const bad = readable(arg, 24, 'uffdio_register');
+    const bad = readable(this.env.failure, arg, 24, 'uffdio_register');
     if (bad < 0 || arg === null) return bad;
     const value = decodeUffdioRegister(padded(arg, 32));
     const result = userfaultfdRegister(
@@ -219,13 +224,14 @@ export class UffdFile {
       this.env.hooks,
     );
     if (typeof result === 'number') return result;
-    if (arg.byteLength < 32) return fail(EFAULT, 'uffdio_register.ioctls', 'buffer too short to write back');
+    if (arg.byteLength < 32)
+      return this.fail(EFAULT, 'uffdio_register.ioctls', 'buffer too short to write back');
     writeU64(arg, UFFDIO_REGISTER_IOCTLS_OFFSET, result);
     return 0;
   }
 
   private unregister(arg: Uint8Array | null): number {
-    const bad = readable(arg, UFFDIO_RANGE_SIZE, 'uffdio_range');
+    const bad = readable(this.env.failure, arg, UFFDIO_RANGE_SIZE, 'uffdio_range');
     if (bad < 0 || arg === null) return bad;
     const value = decodeUffdioRange(arg);
     return userfaultfdUnregister(
@@ -238,12 +244,12 @@ export class UffdFile {
   }
 
   private wake(arg: Uint8Array | null): number {
-    const bad = readable(arg, UFFDIO_RANGE_SIZE, 'uffdio_range');
+    const bad = readable(this.env.failure, arg, UFFDIO_RANGE_SIZE, 'uffdio_range');
     if (bad < 0 || arg === null) return bad;
     const value = decodeUffdioRange(arg);
     const start = u64ToNumber(value.start);
     const length = u64ToNumber(value.len);
-    const invalid = validateRange(start, length, 'range');
+    const invalid = validateRange(this.env.failure, start, length, 'range');
     if (invalid < 0) return invalid;
     this.ctx.wakeRange(start, length);
     return 0;
@@ -252,20 +258,20 @@ export class UffdFile {
   private copy(caller: UffdCaller, arg: Uint8Array | null): number {
     const ctx = this.ctx;
     if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, UFFDIO_COPY_COPY_OFFSET);
-    const bad = readable(arg, 32, 'uffdio_copy');
+    const bad = readable(this.env.failure, arg, 32, 'uffdio_copy');
     if (bad < 0 || arg === null) return bad;
     // The fields are read in place (struct uffdio_copy: dst, src, len, mode), as numbers.
     const dst = readU64Number(arg, 0);
     const src = readU64Number(arg, 8);
     const length = readU64Number(arg, 16);
-    let invalid = validateUnalignedRange(src, length, 'src');
+    let invalid = validateUnalignedRange(this.env.failure, src, length, 'src');
     if (invalid < 0) return invalid;
-    invalid = validateRange(dst, length, 'dst');
+    invalid = validateRange(this.env.failure, dst, length, 'dst');
     if (invalid < 0) return invalid;
     const allowed = UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP;
     if (hasUnknownModeBits(arg, 24, allowed))
-      return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 24, allowed))}`);
-    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+      return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 24, allowed))}`);
+    if (ctx.mm.dead) return this.fail(ESRCH, 'uffd', 'the registered process has exited');
     const mode = readU64Low(arg, 24);
     const result = mfillAtomic(
       this.env,
@@ -293,12 +299,12 @@ export class UffdFile {
   private fill(_caller: UffdCaller, arg: Uint8Array | null, kind: number): number {
     const ctx = this.ctx;
     if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, RESULT_FIELDS[kind]!.offset);
-    const bad = readable(arg, 24, 'arg');
+    const bad = readable(this.env.failure, arg, 24, 'arg');
     if (bad < 0 || arg === null) return bad;
     // uffdio_zeropage, uffdio_continue and uffdio_poison: range (start, len) and mode, read in place.
     const start = readU64Number(arg, 0);
     const length = readU64Number(arg, 8);
-    const invalid = validateRange(start, length, 'range');
+    const invalid = validateRange(this.env.failure, start, length, 'range');
     if (invalid < 0) return invalid;
     const allowed =
       kind === MFILL_ZEROPAGE
@@ -307,8 +313,8 @@ export class UffdFile {
           ? UFFDIO_CONTINUE_MODE_DONTWAKE | UFFDIO_CONTINUE_MODE_WP
           : UFFDIO_POISON_MODE_DONTWAKE;
     if (hasUnknownModeBits(arg, 16, allowed))
-      return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
-    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+      return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
+    if (ctx.mm.dead) return this.fail(ESRCH, 'uffd', 'the registered process has exited');
     const mode = readU64Low(arg, 16);
     const result = mfillAtomic(
       this.env,
@@ -334,9 +340,9 @@ export class UffdFile {
 
   /** mmap_changing: -EAGAIN goes into the result field before the struct is even read. */
   private eagainIntoField(arg: Uint8Array | null, offset: number): number {
-    if (arg === null || arg.byteLength < offset + 8) return fail(EFAULT, 'arg', 'bad address');
+    if (arg === null || arg.byteLength < offset + 8) return this.fail(EFAULT, 'arg', 'bad address');
     writeS64(arg, offset, -EAGAIN);
-    return fail(EAGAIN, 'uffd', this.ctx.changingReason());
+    return this.fail(EAGAIN, 'uffd', this.ctx.changingReason());
   }
 
   /**
@@ -351,34 +357,34 @@ export class UffdFile {
     dontWake: boolean,
   ): number {
     if (arg.byteLength < field.structBytes)
-      return fail(EFAULT, 'arg', 'buffer too short to write back the result');
+      return this.fail(EFAULT, 'arg', 'buffer too short to write back the result');
     writeS64(arg, field.offset, result);
     if (result < 0) return result;
     if (!dontWake) this.ctx.wakeRange(range.dst, result);
     if (result < range.lengthBytes)
-      return fail(EAGAIN, 'len', `only ${result} of ${range.lengthBytes} bytes were done`);
+      return this.fail(EAGAIN, 'len', `only ${result} of ${range.lengthBytes} bytes were done`);
     return 0;
   }
 
   private move(caller: UffdCaller, arg: Uint8Array | null): number {
     const ctx = this.ctx;
     if (ctx.mmapChanging > 0) return this.eagainIntoField(arg, UFFDIO_MOVE_MOVE_OFFSET);
-    const bad = readable(arg, 32, 'uffdio_move');
+    const bad = readable(this.env.failure, arg, 32, 'uffdio_move');
     if (bad < 0 || arg === null) return bad;
     if (ctx.mm !== caller.mm)
-      return fail(EINVAL, 'uffd', 'UFFDIO_MOVE works only from the registered process');
+      return this.fail(EINVAL, 'uffd', 'UFFDIO_MOVE works only from the registered process');
     const value = decodeUffdioMove(padded(arg, 40));
     const dst = u64ToNumber(value.dst);
     const src = u64ToNumber(value.src);
     const length = u64ToNumber(value.len);
-    let invalid = validateRange(dst, length, 'dst');
+    let invalid = validateRange(this.env.failure, dst, length, 'dst');
     if (invalid < 0) return invalid;
-    invalid = validateRange(src, length, 'src');
+    invalid = validateRange(this.env.failure, src, length, 'src');
     if (invalid < 0) return invalid;
     const allowed = BigInt(UFFDIO_MOVE_MODE_DONTWAKE | UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
     if ((value.mode & ~allowed) !== 0n)
-      return fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
-    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+      return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
+    if (ctx.mm.dead) return this.fail(ESRCH, 'uffd', 'the registered process has exited');
     const result = movePages(ctx, {
       dst,
       src,
@@ -391,22 +397,22 @@ export class UffdFile {
 
   private writeProtect(arg: Uint8Array | null): number {
     const ctx = this.ctx;
-    if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', this.ctx.changingReason());
-    const bad = readable(arg, UFFDIO_WRITEPROTECT_SIZE, 'uffdio_writeprotect');
+    if (ctx.mmapChanging > 0) return this.fail(EAGAIN, 'uffd', this.ctx.changingReason());
+    const bad = readable(this.env.failure, arg, UFFDIO_WRITEPROTECT_SIZE, 'uffdio_writeprotect');
     if (bad < 0 || arg === null) return bad;
     // struct uffdio_writeprotect: range (start, len) and mode, read in place.
     const start = readU64Number(arg, 0);
     const length = readU64Number(arg, 8);
-    const invalid = validateRange(start, length, 'range');
+    const invalid = validateRange(this.env.failure, start, length, 'range');
     if (invalid < 0) return invalid;
     const allowed = UFFDIO_WRITEPROTECT_MODE_WP | UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
     if (hasUnknownModeBits(arg, 16, allowed))
-      return fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
+      return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
     const mode = readU64Low(arg, 16);
     const protect = (mode & UFFDIO_WRITEPROTECT_MODE_WP) !== 0;
     const dontWake = (mode & UFFDIO_WRITEPROTECT_MODE_DONTWAKE) !== 0;
-    if (protect && dontWake) return fail(EINVAL, 'mode', 'MODE_WP and MODE_DONTWAKE together');
-    if (ctx.mm.dead) return fail(ESRCH, 'uffd', 'the registered process has exited');
+    if (protect && dontWake) return this.fail(EINVAL, 'mode', 'MODE_WP and MODE_DONTWAKE together');
+    if (ctx.mm.dead) return this.fail(ESRCH, 'uffd', 'the registered process has exited');
     const result = writeProtectRange(ctx, start, length, protect);
     if (result < 0) return result;
     if (!protect && !dontWake) ctx.wakeRange(start, length);
@@ -416,8 +422,10 @@ export class UffdFile {
   /** read(2): whole 32-byte messages, faults before events; never blocks (the caller waits on poll). */
   read(count: number, reader: EventReader): Uint8Array | number {
     const ctx = this.ctx;
-    if (!ctx.initialized) return fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
-    if (count < UFFD_MSG_SIZE) return fail(EINVAL, 'count', `${count} is less than one message (32 bytes)`);
+    if (!ctx.initialized)
+      return this.fail(EINVAL, 'uffd', 'UFFDIO_API has not been called on this userfaultfd');
+    if (count < UFFD_MSG_SIZE)
+      return this.fail(EINVAL, 'count', `${count} is less than one message (32 bytes)`);
     // Only what is queued now: reading an event lets its syscall queue the next one, after this read.
     const slots = Math.min(Math.floor(count / UFFD_MSG_SIZE), ctx.pending.length + ctx.events.length);
     const out = new Uint8Array(slots * UFFD_MSG_SIZE);
@@ -444,7 +452,7 @@ export class UffdFile {
       written++;
       ctx.eventRead(event);
     }
-    if (written === 0) return fail(EAGAIN, 'uffd', 'no message is pending');
+    if (written === 0) return this.fail(EAGAIN, 'uffd', 'no message is pending');
     return written * UFFD_MSG_SIZE === out.byteLength ? out : out.subarray(0, written * UFFD_MSG_SIZE);
   }
 

@@ -5,7 +5,7 @@
  */
 import { _UFFDIO_CONTINUE, _UFFDIO_COPY, _UFFDIO_POISON, _UFFDIO_ZEROPAGE } from '../../uapi/constants.ts';
 import { EAGAIN, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE } from '../mem/physmem.ts';
 import { accessRange, type UserAccess } from '../mm/access.ts';
 import { FAULT_HANDLED, type FaultEnvironment, vmaProtNone } from '../mm/fault.ts';
@@ -249,17 +249,17 @@ function checkRange(
 ): number {
   const { dst, lengthBytes } = request;
   const name = NAMES[request.kind]!;
-  if (vma === undefined) return fail(ENOENT, 'dst', `no mapping at ${hex(dst)}`);
+  if (vma === undefined) return ctx.failure.fail(ENOENT, 'dst', `no mapping at ${hex(dst)}`);
   if (dst + lengthBytes > vma.end)
-    return fail(ENOENT, 'len', `the range runs past the end of ${vma.describe()}`);
+    return ctx.failure.fail(ENOENT, 'len', `the range runs past the end of ${vma.describe()}`);
   if (vma.uffdContext === null)
-    return fail(ENOENT, 'dst', `${vma.describe()} is not registered with userfaultfd`);
-  if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', ctx.changingReason());
+    return ctx.failure.fail(ENOENT, 'dst', `${vma.describe()} is not registered with userfaultfd`);
+  if (ctx.mmapChanging > 0) return ctx.failure.fail(EAGAIN, 'uffd', ctx.changingReason());
   if (request.writeProtect && (vma.flags & VM_UFFD_WP) === 0) {
-    return fail(EINVAL, 'mode', `MODE_WP on ${vma.describe()}, which is not registered for WP`);
+    return ctx.failure.fail(EINVAL, 'mode', `MODE_WP on ${vma.describe()}, which is not registered for WP`);
   }
   if (dst % vma.pageSize !== 0 || lengthBytes % vma.pageSize !== 0) {
-    return fail(
+    return ctx.failure.fail(
       EINVAL,
       'dst',
       `range not aligned to the ${vma.pageSize / 1024} KiB pages of ${vma.describe()}`,
@@ -267,7 +267,7 @@ function checkRange(
   }
   const type = vma.memoryType;
   if (type.uffdOps === null || !buffers.supportsIoctl(type, request.kind)) {
-    return fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
+    return ctx.failure.fail(EINVAL, 'dst', `memory type ${type.name} does not support UFFDIO_${name}`);
   }
   return 0;
 }
@@ -323,11 +323,11 @@ function mfillPage(state: MfillState): number {
     kind === MFILL_COPY || kind === MFILL_CONTINUE || (kind === MFILL_ZEROPAGE && !state.privateFill);
   // CONTINUE looks the page up before it looks at the entry (see mfillContinue).
   if (kind !== MFILL_CONTINUE && (markerReplaceable ? entry & PTE_PRESENT : entry !== 0)) {
-    return fail(EEXIST, 'dst', `${hex(address)} is already populated`);
+    return state.ctx.failure.fail(EEXIST, 'dst', `${hex(address)} is already populated`);
   }
   // CONTINUE leaves the end of the file to the page-cache lookup (EINVAL on shmem, EFAULT on hugetlb).
   if (kind !== MFILL_CONTINUE && vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
-    return fail(EFAULT, 'dst', `${hex(address)} lies beyond the end of the file`);
+    return state.ctx.failure.fail(EFAULT, 'dst', `${hex(address)} lies beyond the end of the file`);
   }
   if (kind === MFILL_POISON) return mfillPoison(state);
   if (kind === MFILL_CONTINUE) return mfillContinue(state);
@@ -406,7 +406,7 @@ function mfillNewFolio(state: MfillState): number {
 function allocFillFolio(state: MfillState, fillType: MemoryType): number {
   const { env, vma, dst: address } = state;
   if (fillType.uffdOps!.allocFolio === undefined)
-    return fail(EINVAL, 'dst', `memory type ${vma.memoryType.name} cannot allocate`);
+    return state.ctx.failure.fail(EINVAL, 'dst', `memory type ${vma.memoryType.name} cannot allocate`);
   // The checker hands back a fresh folio of the VMA's page size, an errno, or -EFAULT for a broken answer.
   // COPY writes every byte of the folio before it can be seen, so a reused frame need not be zeroed first.
   env.memory.overwriteNextAllocations = state.request.kind === MFILL_COPY;
@@ -417,7 +417,11 @@ function allocFillFolio(state: MfillState, fillType: MemoryType): number {
     env.memory.overwriteNextAllocations = false;
   }
   if (pfn < 0) {
-    return fail(-pfn, 'dst', env.hooks.lastViolation ?? `allocating a folio for ${hex(address)} failed`);
+    return state.ctx.failure.fail(
+      -pfn,
+      'dst',
+      env.hooks.lastViolation ?? `allocating a folio for ${hex(address)} failed`,
+    );
   }
   return pfn;
 }
@@ -437,7 +441,7 @@ function copySource(state: MfillState, pfn: number): number {
     // The copy_from_user of a present source (a faulting one draws in accessRange below).
     if (env.inject.active && env.inject.fire('fail_usercopy', 'UFFDIO_COPY source', source)) {
       state.buffers.planCount = 0;
-      return fail(
+      return state.ctx.failure.fail(
         EFAULT,
         'src',
         `copy_from_user of the source at ${hex(source)} failed (injected fail_usercopy)`,
@@ -461,7 +465,11 @@ function copySource(state: MfillState, pfn: number): number {
     doneBytes: 0,
   };
   if (accessRange(env, read) !== FAULT_HANDLED) {
-    return fail(EFAULT, 'src', `reading the source at ${hex(source + read.doneBytes)} faulted`);
+    return state.ctx.failure.fail(
+      EFAULT,
+      'src',
+      `reading the source at ${hex(source + read.doneBytes)} faulted`,
+    );
   }
   return 0;
 }
@@ -481,7 +489,7 @@ function addToPageCache(state: MfillState, fillType: MemoryType, pfn: number): n
     (added === -EEXIST
       ? `the page cache already holds the page at ${hex(address)}`
       : `adding the page at ${hex(address)} to the page cache failed`);
-  return fail(-added, 'dst', reason);
+  return state.ctx.failure.fail(-added, 'dst', reason);
 }
 
 /** CONTINUE maps what the page cache already holds; it never allocates. */
@@ -489,23 +497,24 @@ function mfillContinue(state: MfillState): number {
   const { env, vma, dst: address } = state;
   const type = vma.memoryType;
   if (type.uffdOps?.getFolioNoalloc === undefined)
-    return fail(EINVAL, 'range', `memory type ${type.name} has no page cache`);
+    return state.ctx.failure.fail(EINVAL, 'range', `memory type ${type.name} has no page cache`);
   const inode = vma.inode!;
   const pgoff = vma.pgoffAt(address);
   const pfn = env.hooks.getFolioNoalloc(type, 'UFFDIO_CONTINUE', { inode, pgoff, pageShift: vma.pageShift });
-  if (pfn === -ENOENT) return fail(EFAULT, 'range', `no page in the page cache at ${hex(address)}`);
+  if (pfn === -ENOENT)
+    return state.ctx.failure.fail(EFAULT, 'range', `no page in the page cache at ${hex(address)}`);
   if (pfn < 0) {
     const pastEof = pgoff * 4096 >= inode.sizeBytes ? ', which lies at or past the end of the file' : '';
     const reason =
       env.hooks.lastViolation ?? `the memory type could not provide the page at ${hex(address)}${pastEof}`;
-    return fail(-pfn, 'range', reason);
+    return state.ctx.failure.fail(-pfn, 'range', reason);
   }
   // The page-cache lookup comes first, so a mapped page that is not in the cache (a private
   // copy) gives EFAULT, and only a cached one EEXIST [OBS: faultline fuzz against the host].
   if (state.ctx.mm.pageTable.flagsAt(address / 4096) & PTE_PRESENT) {
     env.memory.unlockFolio(pfn);
     env.memory.putFolio(pfn);
-    return fail(EEXIST, 'range', `${hex(address)} is already populated`);
+    return state.ctx.failure.fail(EEXIST, 'range', `${hex(address)} is already populated`);
   }
   mfillInstall(state, pfn, true);
   env.memory.unlockFolio(pfn);

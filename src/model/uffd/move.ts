@@ -3,7 +3,7 @@
  * VMAs of one mm, page by page, with the checks of uapi-facts.md §3.10.
  */
 import { EAGAIN, EBUSY, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE } from '../mem/physmem.ts';
 import { PTE_DIRTY, PTE_MARKER_MASK, PTE_PRESENT, PTE_WRITE, PTE_ZERO } from '../mm/pagetable.ts';
 import { VM_ACCESS_FLAGS, VM_HUGETLB, VM_LOCKED, VM_SHARED, VM_WRITE, type Vma } from '../mm/vma.ts';
@@ -36,16 +36,16 @@ function vmaProblem(ctx: UffdContext, src: Vma, dst: Vma, request: MoveRequest):
 export function movePages(ctx: UffdContext, request: MoveRequest): number {
   const mm = ctx.mm;
   const dstVma = mm.findVma(request.dst);
-  if (dstVma === undefined) return fail(ENOENT, 'dst', `no mapping at ${hex(request.dst)}`);
+  if (dstVma === undefined) return ctx.failure.fail(ENOENT, 'dst', `no mapping at ${hex(request.dst)}`);
   // uffd_move_lock prepares the destination's anon_vma as it looks the VMA up, before any check:
   // even a MOVE refused with EINVAL leaves it there, and it decides later merges (an mremap'd VMA
   // with an anon_vma keeps its pgoff) [OBS 6.18: faultline fuzz --seed 20261291].
   if (!dstVma.isShared) mm.prepareAnonVma(dstVma);
   const srcVma = mm.findVma(request.src);
-  if (srcVma === undefined) return fail(ENOENT, 'src', `no mapping at ${hex(request.src)}`);
-  if (ctx.mmapChanging > 0) return fail(EAGAIN, 'uffd', ctx.changingReason());
+  if (srcVma === undefined) return ctx.failure.fail(ENOENT, 'src', `no mapping at ${hex(request.src)}`);
+  if (ctx.mmapChanging > 0) return ctx.failure.fail(EAGAIN, 'uffd', ctx.changingReason());
   const problem = vmaProblem(ctx, srcVma, dstVma, request);
-  if (problem !== undefined) return fail(EINVAL, 'src', problem);
+  if (problem !== undefined) return ctx.failure.fail(EINVAL, 'src', problem);
 
   const table = mm.pageTable;
   const memory = mm.memory;
@@ -54,15 +54,21 @@ export function movePages(ctx: UffdContext, request: MoveRequest): number {
     const srcVpn = (request.src + moved) / 4096;
     const dstVpn = (request.dst + moved) / 4096;
     if (table.flagsAt(dstVpn) !== 0) {
-      return moved > 0 ? moved : fail(EEXIST, 'dst', `${hex(request.dst + moved)} is already populated`);
+      return moved > 0
+        ? moved
+        : ctx.failure.fail(EEXIST, 'dst', `${hex(request.dst + moved)} is already populated`);
     }
     const flags = table.flagsAt(srcVpn);
     if (flags === 0) {
       if (request.allowSrcHoles) continue;
-      return moved > 0 ? moved : fail(ENOENT, 'src', `${hex(request.src + moved)} is not populated`);
+      return moved > 0
+        ? moved
+        : ctx.failure.fail(ENOENT, 'src', `${hex(request.src + moved)} is not populated`);
     }
     if ((flags & PTE_PRESENT) === 0 && flags & PTE_MARKER_MASK) {
-      return moved > 0 ? moved : fail(EFAULT, 'src', `${hex(request.src + moved)} holds a marker`);
+      return moved > 0
+        ? moved
+        : ctx.failure.fail(EFAULT, 'src', `${hex(request.src + moved)} holds a marker`);
     }
     const pfn = table.valueAt(srcVpn);
     if (flags & PTE_ZERO) {
@@ -77,7 +83,11 @@ export function movePages(ctx: UffdContext, request: MoveRequest): number {
     if (!exclusive) {
       return moved > 0
         ? moved
-        : fail(EBUSY, 'src', `the page at ${hex(request.src + moved)} is shared (not anon-exclusive)`);
+        : ctx.failure.fail(
+            EBUSY,
+            'src',
+            `the page at ${hex(request.src + moved)} is shared (not anon-exclusive)`,
+          );
     }
     table.clear(srcVpn);
     const writable = dstVma.flags & VM_WRITE ? PTE_WRITE : 0;

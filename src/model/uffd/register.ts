@@ -15,7 +15,7 @@ import {
   UFFDIO_REGISTER_MODE_WP,
 } from '../../uapi/constants.ts';
 import { EBUSY, EINVAL, ENOMEM, EPERM } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import type { HookChecker } from '../mm/hooks.ts';
 import type { AddressSpace } from '../mm/mm.ts';
 import { PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP } from '../mm/pagetable.ts';
@@ -78,19 +78,20 @@ export function userfaultfdRegister(
   mode: bigint,
   hooks: HookChecker,
 ): bigint | number {
-  if (mode === 0n) return fail(EINVAL, 'mode', 'no mode requested');
-  if ((mode & ~7n) !== 0n) return fail(EINVAL, 'mode', `unknown mode bits ${hex(mode & ~7n)}`);
+  if (mode === 0n) return ctx.failure.fail(EINVAL, 'mode', 'no mode requested');
+  if ((mode & ~7n) !== 0n) return ctx.failure.fail(EINVAL, 'mode', `unknown mode bits ${hex(mode & ~7n)}`);
   const modes = Number(mode);
-  const rangeError = validateRange(start, length, 'range');
+  const rangeError = validateRange(ctx.failure, start, length, 'range');
   if (rangeError < 0) return rangeError;
   const mm: AddressSpace = ctx.mm;
-  if (mm.dead) return fail(ENOMEM, 'uffd', 'the registered process has exited');
+  if (mm.dead) return ctx.failure.fail(ENOMEM, 'uffd', 'the registered process has exited');
   const end = start + length;
   const vmas = mm.vmasIn(start, end);
   const first = vmas[0];
-  if (first === undefined) return fail(EINVAL, 'range', `no mapping in ${hex(start)}-${hex(end)}`);
+  if (first === undefined)
+    return ctx.failure.fail(EINVAL, 'range', `no mapping in ${hex(start)}-${hex(end)}`);
   if (first.pageShift > 12 && start % first.pageSize !== 0) {
-    return fail(
+    return ctx.failure.fail(
       EINVAL,
       'range.start',
       `not aligned to the ${first.pageSize / 1024} KiB pages of ${first.describe()}`,
@@ -100,20 +101,28 @@ export function userfaultfdRegister(
   let ioctls = UFFD_API_RANGE_IOCTLS;
   for (const vma of vmas) {
     if (!vmaCanUserfault(vma, modes, wpAsync, hooks)) {
-      return fail(EINVAL, 'mode', `${vma.describe()} does not support mode ${describeModes(modes)}`);
+      return ctx.failure.fail(
+        EINVAL,
+        'mode',
+        `${vma.describe()} does not support mode ${describeModes(modes)}`,
+      );
     }
     if ((vma.flags & VM_MAYWRITE) === 0) {
-      return fail(EPERM, 'range', `${vma.describe()} cannot be written (mapped through a read-only fd)`);
+      return ctx.failure.fail(
+        EPERM,
+        'range',
+        `${vma.describe()} cannot be written (mapped through a read-only fd)`,
+      );
     }
     if (vma.pageShift > 12 && end > vma.start && end < vma.end && end % vma.pageSize !== 0) {
-      return fail(
+      return ctx.failure.fail(
         EINVAL,
         'range.len',
         `end ${hex(end)} is not aligned to the huge pages of ${vma.describe()}`,
       );
     }
     if (vma.uffdContext !== null && vma.uffdContext !== ctx) {
-      return fail(EBUSY, 'range', `${vma.describe()} is registered with another userfaultfd`);
+      return ctx.failure.fail(EBUSY, 'range', `${vma.describe()} is registered with another userfaultfd`);
     }
     if (vma.memoryType.uffdOps !== null) ioctls &= vma.memoryType.rangeIoctls;
   }
@@ -143,30 +152,31 @@ export function userfaultfdUnregister(
   wake: (start: number, length: number) => void,
   hooks: HookChecker,
 ): number {
-  const rangeError = validateRange(start, length, 'range');
+  const rangeError = validateRange(ctx.failure, start, length, 'range');
   if (rangeError < 0) return rangeError;
   const mm = ctx.mm;
-  if (mm.dead) return fail(ENOMEM, 'uffd', 'the registered process has exited');
+  if (mm.dead) return ctx.failure.fail(ENOMEM, 'uffd', 'the registered process has exited');
   const end = start + length;
   const vmas = mm.vmasIn(start, end);
   const first = vmas[0];
-  if (first === undefined) return fail(EINVAL, 'range', `no mapping in ${hex(start)}-${hex(end)}`);
+  if (first === undefined)
+    return ctx.failure.fail(EINVAL, 'range', `no mapping in ${hex(start)}-${hex(end)}`);
   if (first.pageShift > 12 && start % first.pageSize !== 0) {
-    return fail(EINVAL, 'range.start', `not aligned to the huge pages of ${first.describe()}`);
+    return ctx.failure.fail(EINVAL, 'range.start', `not aligned to the huge pages of ${first.describe()}`);
   }
   const wpAsync = ctx.hasFeature(UFFD_FEATURE_WP_ASYNC);
   for (const vma of vmas) {
     if (vma.uffdContext !== null && vma.uffdContext !== ctx) {
-      return fail(EINVAL, 'range', `${vma.describe()} is registered with another userfaultfd`);
+      return ctx.failure.fail(EINVAL, 'range', `${vma.describe()} is registered with another userfaultfd`);
     }
     if (vma.uffdContext === null && !vmaCanUserfault(vma, vmFlagsToModes(vma.flags), wpAsync, hooks)) {
-      return fail(EINVAL, 'range', `${vma.describe()} cannot be registered with userfaultfd`);
+      return ctx.failure.fail(EINVAL, 'range', `${vma.describe()} cannot be registered with userfaultfd`);
     }
     if (vma.uffdContext === ctx && vma.pageShift > 12) {
       const splitStart = Math.max(start, vma.start);
       const splitEnd = Math.min(end, vma.end);
       if (splitStart % vma.pageSize !== 0 || splitEnd % vma.pageSize !== 0) {
-        return fail(EINVAL, 'range', `splitting ${vma.describe()} there would break a huge page`);
+        return ctx.failure.fail(EINVAL, 'range', `splitting ${vma.describe()} there would break a huge page`);
       }
     }
   }

@@ -1,7 +1,7 @@
 /** UFFDIO_WRITEPROTECT's range walk (mwriteprotect_range / uffd_wp_range). */
 import { UFFD_FEATURE_WP_UNPOPULATED } from '../../uapi/constants.ts';
 import { EINVAL, ENOENT } from '../../uapi/errno.ts';
-import { fail, hex } from '../failure.ts';
+import { hex } from '../failure.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE } from '../mem/physmem.ts';
 import { PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_UFFD_WP, PTE_WRITE, PTE_ZERO } from '../mm/pagetable.ts';
 import { VM_SHARED, VM_UFFD_WP, VM_WRITE, type Vma } from '../mm/vma.ts';
@@ -12,13 +12,13 @@ export function writeProtectRange(ctx: UffdContext, start: number, length: numbe
   const mm = ctx.mm;
   const end = start + length;
   const vmas = mm.vmasIn(start, end);
-  if (vmas.length === 0) return fail(ENOENT, 'range', `no mapping in ${hex(start)}-${hex(end)}`);
+  if (vmas.length === 0) return ctx.failure.fail(ENOENT, 'range', `no mapping in ${hex(start)}-${hex(end)}`);
   const unpopulated = ctx.hasFeature(UFFD_FEATURE_WP_UNPOPULATED);
   for (const vma of vmas) {
     if ((vma.flags & VM_UFFD_WP) === 0)
-      return fail(ENOENT, 'range', `${vma.describe()} is not registered for WP`);
+      return ctx.failure.fail(ENOENT, 'range', `${vma.describe()} is not registered for WP`);
     if (vma.pageShift > 12 && (start % vma.pageSize !== 0 || length % vma.pageSize !== 0)) {
-      return fail(EINVAL, 'range', `not aligned to the huge pages of ${vma.describe()}`);
+      return ctx.failure.fail(EINVAL, 'range', `not aligned to the huge pages of ${vma.describe()}`);
     }
     const lo = Math.max(start, vma.start);
     const hi = Math.min(end, vma.end);

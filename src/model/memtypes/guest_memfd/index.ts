@@ -34,10 +34,11 @@ import {
   encodeKvmCreateGuestMemfd,
   KVM_CREATE_GUEST_MEMFD_SIZE,
 } from '../../../uapi/structs.ts';
-import { fail, hex } from '../../failure.ts';
+import { hex } from '../../failure.ts';
 import {
   type DeviceDriver,
   type DeviceFile,
+  type DeviceIoctlFailure,
   FAULT_SIGBUS,
   type InodeView,
   type MemoryType,
@@ -59,6 +60,11 @@ function flagsOf(inode: InodeView | null): number {
   return (inode?.typeState as GuestMemfdState | undefined)?.flags ?? 0;
 }
 
+/** A refused KVM ioctl, with the argument at fault and why. */
+function refuse(errno: number, argument: string, reason: string): DeviceIoctlFailure {
+  return { errno, argument, reason };
+}
+
 /** The KVM system fd and VM fds: just enough KVM to create guest_memfd files. */
 function kvmSystem(create: (size: number, flags: number) => InodeView): DeviceFile {
   const checkExtension = (arg: Uint8Array | number | null): number => {
@@ -71,18 +77,18 @@ function kvmSystem(create: (size: number, flags: number) => InodeView): DeviceFi
     ioctl(request, arg) {
       if (request === KVM_CHECK_EXTENSION) return checkExtension(arg);
       if (request !== KVM_CREATE_GUEST_MEMFD)
-        return fail(EINVAL, 'request', `unknown KVM VM ioctl ${hex(request >>> 0)}`);
+        return refuse(EINVAL, 'request', `unknown KVM VM ioctl ${hex(request >>> 0)}`);
       if (!(arg instanceof Uint8Array) || arg.byteLength < KVM_CREATE_GUEST_MEMFD_SIZE) {
-        return fail(EFAULT, 'arg', 'expected struct kvm_create_guest_memfd');
+        return refuse(EFAULT, 'arg', 'expected struct kvm_create_guest_memfd');
       }
       const request_ = decodeKvmCreateGuestMemfd(arg);
       const size = Number(request_.size);
       const flags = Number(request_.flags);
       if (request_.flags & ~BigInt(VALID_FLAGS))
-        return fail(EINVAL, 'flags', `unknown flags ${hex(request_.flags)}`);
-      if (request_.reserved.some((word) => word !== 0n)) return fail(EINVAL, 'reserved', 'must be zero');
+        return refuse(EINVAL, 'flags', `unknown flags ${hex(request_.flags)}`);
+      if (request_.reserved.some((word) => word !== 0n)) return refuse(EINVAL, 'reserved', 'must be zero');
       if (size <= 0 || size % 4096 !== 0)
-        return fail(EINVAL, 'size', `${size} is not a positive multiple of the page size`);
+        return refuse(EINVAL, 'size', `${size} is not a positive multiple of the page size`);
       return { installInode: create(size, flags), accessMode: O_RDWR };
     },
   };
@@ -92,10 +98,11 @@ function kvmSystem(create: (size: number, flags: number) => InodeView): DeviceFi
       if (request === KVM_GET_API_VERSION) return KVM_API_VERSION;
       if (request === KVM_CHECK_EXTENSION) return checkExtension(arg);
       if (request === KVM_CREATE_VM) {
-        if (arg !== 0 && arg !== null) return fail(EINVAL, 'type', `VM type ${String(arg)} is not supported`);
+        if (arg !== 0 && arg !== null)
+          return refuse(EINVAL, 'type', `VM type ${String(arg)} is not supported`);
         return { installDevice: vm };
       }
-      return fail(EINVAL, 'request', `unknown KVM ioctl ${hex(request >>> 0)}`);
+      return refuse(EINVAL, 'request', `unknown KVM ioctl ${hex(request >>> 0)}`);
     },
   };
 }
