@@ -20,7 +20,7 @@ import { FAULT_RESULT_SIGBUS, FAULT_RESULT_SIGSEGV, FAULT_RESULT_WOULD_BLOCK } f
 import { madvise } from '../model/mm/madvise.ts';
 import { mmap } from '../model/mm/mmap.ts';
 import { mprotect } from '../model/mm/mprotect.ts';
-import { doMremap } from '../model/mm/mremap.ts';
+import { mremap } from '../model/mm/mremap.ts';
 import { munmap } from '../model/mm/munmap.ts';
 import {
   PTE_MARKER_POISONED,
@@ -372,7 +372,17 @@ class ModelProcessBackend implements ProcessBackend {
     this.backend.syscallPoint('mremap');
     return this.check(
       'mremap',
-      doMremap(this.process, from!, oldLen!, newLen!, int('mremap', 'flags', flags), to!, null),
+      mremap(
+        this.process,
+        {
+          oldAddress: from!,
+          oldLength: oldLen!,
+          newLength: newLen!,
+          flags: int('mremap', 'flags', flags),
+          newAddress: to!,
+        },
+        null,
+      ),
     );
   }
 

@@ -38,16 +38,7 @@ export function forkProcess(parent: ModelProcess, wait: EventWait | null): Model
 
   for (const vma of parent.mm.vmas) {
     if (vma.flags & VM_DONTCOPY) continue;
-    const copy = new Vma(
-      vma.start,
-      vma.end,
-      vma.flags,
-      vma.inode,
-      vma.pgoff,
-      vma.memoryType,
-      vma.pageShift,
-      child.mm,
-    );
+    const copy = new Vma({ ...vma.shape(), mm: child.mm });
     // anon_vma_fork gives the child an anon_vma of its own.
     copy.anonVma = vma.anonVma === 0 ? 0 : kernel.allocateAnonVmaId();
     const ctx = vma.uffdContext;

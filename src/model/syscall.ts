@@ -5,7 +5,7 @@
  */
 import { forkProcess } from './fork.ts';
 import { prepareMadvise } from './mm/madvise.ts';
-import { doMremap } from './mm/mremap.ts';
+import { mremap } from './mm/mremap.ts';
 import { munmap } from './mm/munmap.ts';
 import type { ModelProcess } from './process.ts';
 import type { SyscallAccess, Task } from './task.ts';
@@ -53,15 +53,8 @@ function startSyscall(
       return () => result;
     }
     case 'mremap': {
-      const result = doMremap(
-        process,
-        args[0] ?? 0,
-        args[1] ?? 0,
-        args[2] ?? 0,
-        args[3] ?? 0,
-        args[4] ?? 0,
-        wait,
-      );
+      const [oldAddress = 0, oldLength = 0, newLength = 0, flags = 0, newAddress = 0] = args;
+      const result = mremap(process, { oldAddress, oldLength, newLength, flags, newAddress }, wait);
       return () => result;
     }
     case 'fork': {

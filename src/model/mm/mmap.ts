@@ -106,7 +106,16 @@ export function mmap(process: ModelProcess, args: MmapArgs): number {
   }
   const inode = backing.inode;
   const pgoff = inode === null ? start / 4096 : offset / 4096;
-  const vma = new Vma(start, start + length, vmFlags, inode, pgoff, type, pageShift, process.mm);
+  const vma = new Vma({
+    start,
+    end: start + length,
+    flags: vmFlags,
+    inode,
+    pgoff,
+    memoryType: type,
+    pageShift,
+    mm: process.mm,
+  });
   process.mm.insert(vma);
   process.mm.mergeRange(start, start + length);
   return start;

@@ -40,6 +40,21 @@ export const VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC;
 // biome-ignore lint/suspicious/noEmptyInterface: completed by declaration merging in uffd/context.ts
 export interface VmaUffdContext {}
 
+/** What a new VMA is made of (vm_area_struct's fields that are set when it is created). */
+export interface VmaInit {
+  readonly start: number;
+  readonly end: number;
+  readonly flags: number;
+  /** The backing inode; null for private anonymous memory. */
+  readonly inode: Inode | null;
+  /** Offset into the file in 4 KiB pages (for anonymous memory: start >> 12, as Linux sets it). */
+  readonly pgoff: number;
+  readonly memoryType: MemoryType;
+  readonly pageShift: number;
+  /** The address space the VMA belongs to. */
+  readonly mm: AddressSpace;
+}
+
 export class Vma implements VmaView {
   /** The userfaultfd context this VMA is registered with (vm_userfaultfd_ctx). */
   uffdContext: VmaUffdContext | null = null;
@@ -47,21 +62,28 @@ export class Vma implements VmaView {
   anonVma = 0;
   /** 2^pageShift, kept as a field: the fault and fill paths read it on every page. */
   readonly pageSize: number;
+  start: number;
+  end: number;
+  flags: number;
+  /** The backing inode; null for private anonymous memory. */
+  readonly inode: Inode | null;
+  /** Offset into the file in 4 KiB pages (for anonymous memory: start >> 12, as Linux sets it). */
+  pgoff: number;
+  readonly memoryType: MemoryType;
+  readonly pageShift: number;
+  /** The address space this VMA belongs to. */
+  readonly mm: AddressSpace;
 
-  constructor(
-    public start: number,
-    public end: number,
-    public flags: number,
-    /** The backing inode; null for private anonymous memory. */
-    readonly inode: Inode | null,
-    /** Offset into the file in 4 KiB pages (for anonymous memory: start >> 12, as Linux sets it). */
-    public pgoff: number,
-    readonly memoryType: MemoryType,
-    readonly pageShift: number,
-    /** The address space this VMA belongs to. */
-    readonly mm: AddressSpace,
-  ) {
-    this.pageSize = 2 ** pageShift;
+  constructor(init: VmaInit) {
+    this.start = init.start;
+    this.end = init.end;
+    this.flags = init.flags;
+    this.inode = init.inode;
+    this.pgoff = init.pgoff;
+    this.memoryType = init.memoryType;
+    this.pageShift = init.pageShift;
+    this.mm = init.mm;
+    this.pageSize = 2 ** init.pageShift;
   }
 
   get lengthBytes(): number {
@@ -84,19 +106,16 @@ export class Vma implements VmaView {
 
   /** A copy covering [start, end) of this VMA (used by splits). */
   cloneRange(start: number, end: number): Vma {
-    const copy = new Vma(
-      start,
-      end,
-      this.flags,
-      this.inode,
-      this.pgoff + (start - this.start) / 4096,
-      this.memoryType,
-      this.pageShift,
-      this.mm,
-    );
+    const copy = new Vma({ ...this.shape(), start, end, pgoff: this.pgoff + (start - this.start) / 4096 });
     copy.uffdContext = this.uffdContext;
     copy.anonVma = this.anonVma;
     return copy;
+  }
+
+  /** Its fields as a VmaInit, for a VMA made in its image (a split, a copy at fork, a move). */
+  shape(): VmaInit {
+    const { start, end, flags, inode, pgoff, memoryType, pageShift, mm } = this;
+    return { start, end, flags, inode, pgoff, memoryType, pageShift, mm };
   }
 
   describe(): string {
