@@ -70,6 +70,15 @@ export function vmaCanUserfault(vma: Vma, modes: number, wpAsync: boolean, hooks
   return hooks.canUserfault(type, ops, vma, modes);
 }
 
+/** A registration being checked and made: the context, the range and the modes asked for. */
+interface RegisterRequest {
+  readonly ctx: UffdContext;
+  readonly start: number;
+  readonly end: number;
+  readonly modes: number;
+  readonly hooks: HookChecker;
+}
+
 /** Returns the `ioctls` mask to write back, or -errno. */
 export function userfaultfdRegister(
   ctx: UffdContext,
@@ -97,36 +106,53 @@ export function userfaultfdRegister(
       `not aligned to the ${first.pageSize / 1024} KiB pages of ${first.describe()}`,
     );
   }
-  const wpAsync = ctx.hasFeature(UFFD_FEATURE_WP_ASYNC);
+  const request: RegisterRequest = { ctx, start, end, modes, hooks };
   let ioctls = UFFD_API_RANGE_IOCTLS;
   for (const vma of vmas) {
-    if (!vmaCanUserfault(vma, modes, wpAsync, hooks)) {
-      return ctx.failure.fail(
-        EINVAL,
-        'mode',
-        `${vma.describe()} does not support mode ${describeModes(modes)}`,
-      );
-    }
-    if ((vma.flags & VM_MAYWRITE) === 0) {
-      return ctx.failure.fail(
-        EPERM,
-        'range',
-        `${vma.describe()} cannot be written (mapped through a read-only fd)`,
-      );
-    }
-    if (vma.pageShift > 12 && end > vma.start && end < vma.end && end % vma.pageSize !== 0) {
-      return ctx.failure.fail(
-        EINVAL,
-        'range.len',
-        `end ${hex(end)} is not aligned to the huge pages of ${vma.describe()}`,
-      );
-    }
-    if (vma.uffdContext !== null && vma.uffdContext !== ctx) {
-      return ctx.failure.fail(EBUSY, 'range', `${vma.describe()} is registered with another userfaultfd`);
-    }
+    const refused = checkRegisterVma(request, vma);
+    if (refused < 0) return refused;
     if (vma.memoryType.uffdOps !== null) ioctls &= vma.memoryType.rangeIoctls;
   }
+  register(request, vmas);
+  if ((modes & UFFDIO_REGISTER_MODE_WP) === 0) ioctls &= ~bit(_UFFDIO_WRITEPROTECT);
+  if ((modes & UFFDIO_REGISTER_MODE_MINOR) === 0) ioctls &= ~bit(_UFFDIO_CONTINUE);
+  return ioctls;
+}
 
+/** One VMA of the range may be registered: its type supports the modes, it is writable, aligned, free. */
+function checkRegisterVma(request: RegisterRequest, vma: Vma): number {
+  const { ctx, end, modes, hooks } = request;
+  if (!vmaCanUserfault(vma, modes, ctx.hasFeature(UFFD_FEATURE_WP_ASYNC), hooks)) {
+    return ctx.failure.fail(
+      EINVAL,
+      'mode',
+      `${vma.describe()} does not support mode ${describeModes(modes)}`,
+    );
+  }
+  if ((vma.flags & VM_MAYWRITE) === 0) {
+    return ctx.failure.fail(
+      EPERM,
+      'range',
+      `${vma.describe()} cannot be written (mapped through a read-only fd)`,
+    );
+  }
+  if (vma.pageShift > 12 && end > vma.start && end < vma.end && end % vma.pageSize !== 0) {
+    return ctx.failure.fail(
+      EINVAL,
+      'range.len',
+      `end ${hex(end)} is not aligned to the huge pages of ${vma.describe()}`,
+    );
+  }
+  if (vma.uffdContext !== null && vma.uffdContext !== ctx) {
+    return ctx.failure.fail(EBUSY, 'range', `${vma.describe()} is registered with another userfaultfd`);
+  }
+  return 0;
+}
+
+/** Splits the VMAs at the range's edges, flags and ties them to the context, and merges what it can. */
+function register(request: RegisterRequest, vmas: readonly Vma[]): void {
+  const { ctx, start, end, modes } = request;
+  const mm = ctx.mm;
   const vmFlags = modesToVmFlags(modes);
   for (const vma of vmas) {
     if (vma.uffdContext === ctx && (vma.flags & vmFlags) === vmFlags) continue;
@@ -138,10 +164,6 @@ export function userfaultfdRegister(
     vma.uffdContext = ctx;
   }
   mm.mergeRange(start, end);
-
-  if ((modes & UFFDIO_REGISTER_MODE_WP) === 0) ioctls &= ~bit(_UFFDIO_WRITEPROTECT);
-  if ((modes & UFFDIO_REGISTER_MODE_MINOR) === 0) ioctls &= ~bit(_UFFDIO_CONTINUE);
-  return ioctls;
 }
 
 /** Returns 0 or -errno. `wake` wakes fault waiters of a MISSING range. */
