@@ -130,7 +130,8 @@ describe('a streamed trace', () => {
     const trace = new Trace(7, true, { file, eventsMax: 10 });
     trace.nameProcess('capped');
     const t0 = performance.now();
-    for (let i = 0; i < 25; i++) trace.span(`span ${i}`, 'test', 1, t0 + i, t0 + i + 0.5);
+    for (let i = 0; i < 25; i++)
+      trace.span({ name: `span ${i}`, cat: 'test', tid: 1, startMs: t0 + i, endMs: t0 + i + 0.5 });
     assert.equal(trace.write(file, { run: 'x' }), 15);
     const written = JSON.parse(readFileSync(file, 'utf8')) as {
       traceEvents: TraceEvent[];

@@ -514,7 +514,13 @@ async function writeOutputs(
   if (options.trace !== undefined) {
     run.trace.nameThread(PHASES_TID, 'workload phases');
     for (const phase of run.stats.phases)
-      run.trace.span(phase.name, 'phase', PHASES_TID, phase.clockStartMs, phase.clockEndMs);
+      run.trace.span({
+        name: phase.name,
+        cat: 'phase',
+        tid: PHASES_TID,
+        startMs: phase.clockStartMs,
+        endMs: phase.clockEndMs,
+      });
     const dropped = run.trace.write(options.trace, {
       workload: run.workload,
       mode: options.mode,

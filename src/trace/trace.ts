@@ -57,6 +57,16 @@ export interface TraceOptions {
   readonly originMs?: number;
 }
 
+/** One span of a trace: what ran (`name`, category `cat`), on which thread, when, and its details. */
+export interface Span {
+  readonly name: string;
+  readonly cat: string;
+  readonly tid: number;
+  readonly startMs: number;
+  readonly endMs: number;
+  readonly args?: Record<string, unknown>;
+}
+
 /** A fault's flow while it is open: its id, whether its vCPU has woken and its handler is done. */
 interface Flow {
   readonly id: number;
@@ -135,14 +145,8 @@ export class Trace implements KernelTracer {
     this.buffer = '';
   }
 
-  span(
-    name: string,
-    cat: string,
-    tid: number,
-    startMs: number,
-    endMs: number,
-    args?: Record<string, unknown>,
-  ): void {
+  /** A complete event ('X'): `name` on thread `tid` from `startMs` to `endMs`. */
+  span({ name, cat, tid, startMs, endMs, args }: Span): void {
     if (!this.enabled) return;
     const ts = this.us(startMs);
     this.push({
@@ -207,8 +211,15 @@ export class Trace implements KernelTracer {
   /** The vCPU's sleep, and the flow from its fault to its wake through the handler's steps. */
   blocked(tid: number, address: number, startMs: number, endMs: number): void {
     if (!this.enabled) return;
-    this.span('blocked on userfaultfd', 'vcpu', tid, startMs, endMs, {
-      address: `0x${address.toString(16)}`,
+    this.span({
+      name: 'blocked on userfaultfd',
+      cat: 'vcpu',
+      tid,
+      startMs,
+      endMs,
+      args: {
+        address: `0x${address.toString(16)}`,
+      },
     });
     const { key, flow } = this.flowOf(address);
     // A second vCPU asleep on the same page gets a flow of its own (start and end only).

@@ -169,7 +169,14 @@ export async function runBackgroundSnapshot(
   uffd.register(range, UFFDIO_REGISTER_MODE_WP);
   const protectStart = performance.now();
   uffd.writeprotect(range, UFFDIO_WRITEPROTECT_MODE_WP);
-  options.trace.span('UFFDIO_WRITEPROTECT (all)', 'snapshot', 0, protectStart, performance.now(), { pages });
+  options.trace.span({
+    name: 'UFFDIO_WRITEPROTECT (all)',
+    cat: 'snapshot',
+    tid: 0,
+    startMs: protectStart,
+    endMs: performance.now(),
+    args: { pages },
+  });
   const writes = guestWrites(pages, options);
   const snapshot = new Snapshot({ process, uffd, guest, pages, stats, options });
   const results = await snapshot.run(writes);
@@ -311,7 +318,14 @@ class Snapshot {
           uffd.wake(page);
         }
         const doneMs = performance.now();
-        options.trace.span('save+unprotect', 'fault', 0, receivedMs, doneMs, { page: index });
+        options.trace.span({
+          name: 'save+unprotect',
+          cat: 'fault',
+          tid: 0,
+          startMs: receivedMs,
+          endMs: doneMs,
+          args: { page: index },
+        });
         const sample: FaultSample = {
           atMs: receivedMs,
           page: index,
@@ -338,9 +352,16 @@ class Snapshot {
       this.savedByBackground += count;
       if (count > 0)
         uffd.writeprotect({ start: guest + first * PAGE_SIZE, length: (end - first) * PAGE_SIZE }, 0);
-      options.trace.span('save chunk', 'background', BACKGROUND_TID, startMs, performance.now(), {
-        first,
-        saved: count,
+      options.trace.span({
+        name: 'save chunk',
+        cat: 'background',
+        tid: BACKGROUND_TID,
+        startMs,
+        endMs: performance.now(),
+        args: {
+          first,
+          saved: count,
+        },
       });
       // Let the vCPUs and the fault thread run between chunks.
       await new Promise<void>((resolve) => setImmediate(resolve));

@@ -319,7 +319,7 @@ class Collection {
     if (!compacted) this.sigbusAlreadyDone++;
     const endMs = performance.now();
     const name = compacted ? 'SIGBUS: compact page' : 'SIGBUS: page done already';
-    options.trace.span(name, 'mutator', tid, startMs, endMs, { page });
+    options.trace.span({ name, cat: 'mutator', tid, startMs, endMs, args: { page } });
     const kind = compacted ? 'sigbus' : 'sigbus (compacted already)';
     stats.record({ atMs: startMs, page, kind, latencyUs: (endMs - startMs) * 1000 }, v);
     stats.blockedMs[v] = (stats.blockedMs[v] ?? 0) + (endMs - startMs);
@@ -334,7 +334,14 @@ class Collection {
       for (let page = first; page < end; page++) compactor.compact(page, 'compactor');
       const endMs = performance.now();
       compactor.busyMs += endMs - startMs;
-      options.trace.span('compact chunk', 'compactor', COMPACTION_TID, startMs, endMs, { first, end });
+      options.trace.span({
+        name: 'compact chunk',
+        cat: 'compactor',
+        tid: COMPACTION_TID,
+        startMs,
+        endMs,
+        args: { first, end },
+      });
       // Let the mutators run between chunks.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }

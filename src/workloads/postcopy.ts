@@ -624,7 +624,7 @@ class Destination {
       name = 'EEXIST';
     }
     const now = performance.now();
-    options.trace.span(name, 'placement', 0, start, now, { page: index });
+    options.trace.span({ name, cat: 'placement', tid: 0, startMs: start, endMs: now, args: { page: index } });
     return now;
   }
 

@@ -305,14 +305,14 @@ function workloadObserver({ options, stats, vmm, firstTouch }: ObserverTarget): 
       stats.record({ atMs: receivedMs, page, kind, latencyUs: latencyMs * 1000 }, undefined);
     },
     populated(page, how, source, startMs, endMs) {
-      trace.span(how, source, 0, startMs, endMs, { page });
+      trace.span({ name: how, cat: source, tid: 0, startMs, endMs, args: { page } });
       if (source === 'fault') trace.flowStep(guest + page * pageSize, 0, startMs, 1);
       stats.bytesMoved += pageSize;
       if (source === 'prefetch' && stats.faults === 0) stats.prefetched++;
       options.progress?.(++resolved, pages);
     },
     read(count, startMs, endMs) {
-      trace.span('read(uffd)', 'handler', 0, startMs, endMs, { messages: count });
+      trace.span({ name: 'read(uffd)', cat: 'handler', tid: 0, startMs, endMs, args: { messages: count } });
       readEndMs = endMs;
     },
     removed(_first, count, atMs) {
