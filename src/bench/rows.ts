@@ -33,25 +33,63 @@ const KIB = 1024;
 const MIB = 1024 * KIB;
 
 export const ROWS: readonly Row[] = [
-  row('missing-copy-4k', 'MISSING + COPY 4 KiB', 'missing-copy', 4 * KIB, 'anon', 'read'),
-  row('missing-copy-64k', 'MISSING + COPY 64 KiB', 'missing-copy', 64 * KIB, 'anon', 'read'),
-  row('missing-copy-2m', 'MISSING + COPY 2 MiB', 'missing-copy', 2 * MIB, 'anon', 'read'),
-  row('minor-continue-4k', 'MINOR + CONTINUE 4 KiB (shmem)', 'minor-continue', 4 * KIB, 'shmem', 'read'),
-  row('wp-4k', 'WP + unprotect 4 KiB', 'wp', 4 * KIB, 'anon', 'write'),
-  row('missing-zeropage-4k', 'MISSING + ZEROPAGE 4 KiB', 'missing-zeropage', 4 * KIB, 'anon', 'read'),
-  row('hugetlb-copy-2m', 'hugetlb 2 MiB COPY', 'hugetlb-copy', 2 * MIB, 'hugetlb', 'read'),
+  {
+    id: 'missing-copy-4k',
+    title: 'MISSING + COPY 4 KiB',
+    native: 'missing-copy',
+    bytesPerFault: 4 * KIB,
+    memory: 'anon',
+    touch: 'read',
+  },
+  {
+    id: 'missing-copy-64k',
+    title: 'MISSING + COPY 64 KiB',
+    native: 'missing-copy',
+    bytesPerFault: 64 * KIB,
+    memory: 'anon',
+    touch: 'read',
+  },
+  {
+    id: 'missing-copy-2m',
+    title: 'MISSING + COPY 2 MiB',
+    native: 'missing-copy',
+    bytesPerFault: 2 * MIB,
+    memory: 'anon',
+    touch: 'read',
+  },
+  {
+    id: 'minor-continue-4k',
+    title: 'MINOR + CONTINUE 4 KiB (shmem)',
+    native: 'minor-continue',
+    bytesPerFault: 4 * KIB,
+    memory: 'shmem',
+    touch: 'read',
+  },
+  {
+    id: 'wp-4k',
+    title: 'WP + unprotect 4 KiB',
+    native: 'wp',
+    bytesPerFault: 4 * KIB,
+    memory: 'anon',
+    touch: 'write',
+  },
+  {
+    id: 'missing-zeropage-4k',
+    title: 'MISSING + ZEROPAGE 4 KiB',
+    native: 'missing-zeropage',
+    bytesPerFault: 4 * KIB,
+    memory: 'anon',
+    touch: 'read',
+  },
+  {
+    id: 'hugetlb-copy-2m',
+    title: 'hugetlb 2 MiB COPY',
+    native: 'hugetlb-copy',
+    bytesPerFault: 2 * MIB,
+    memory: 'hugetlb',
+    touch: 'read',
+  },
 ];
-
-function row(
-  id: RowId,
-  title: string,
-  native: NativeRow,
-  bytesPerFault: number,
-  memory: Row['memory'],
-  touch: Row['touch'],
-): Row {
-  return { id, title, native, bytesPerFault, memory, touch };
-}
 
 export function findRow(id: string): Row | undefined {
   return ROWS.find((candidate) => candidate.id === id);
