@@ -202,7 +202,7 @@ export async function runGcCompaction(options: GcCompactionOptions): Promise<GcC
   const uffd = process.userfaultfd({ nonblock: true, cloexec: true, userModeOnly: true });
   uffd.api(['sigbus']);
   uffd.register({ start: toSpace, length: toPages * PAGE_SIZE }, UFFDIO_REGISTER_MODE_MISSING);
-  const compactor = new Compactor(process, uffd, heap, options, fromSpace, toSpace);
+  const compactor = new Compactor(process, uffd, heap, options, { fromSpace, toSpace });
   // Each mutator reads objects all over the to-space, in its own seeded order.
   const prng = new Prng(options.seed ^ 0x6d757461);
   const plans = Array.from({ length: options.mutators }, () =>
@@ -404,6 +404,9 @@ class Compactor {
   private scratchUsed = 0;
   /** The one reused buffer page of COPY mode. */
   private readonly copyBuffer: number;
+  /** Where the from-space and the to-space are mapped. */
+  private readonly fromSpace: number;
+  private readonly toSpace: number;
   private readonly page = new Uint8Array(PAGE_SIZE);
   private readonly view = new DataView(this.page.buffer);
   private done = 0;
@@ -421,9 +424,10 @@ class Compactor {
     private readonly uffd: Uffd,
     private readonly heap: MarkedHeap,
     private readonly options: GcCompactionOptions,
-    private readonly fromSpace: number,
-    private readonly toSpace: number,
+    spaces: { readonly fromSpace: number; readonly toSpace: number },
   ) {
+    this.fromSpace = spaces.fromSpace;
+    this.toSpace = spaces.toSpace;
     this.compacted = new Uint8Array(heap.toPages);
     this.pendingUsers = new Int32Array(heap.fromPages);
     for (let page = 0; page < heap.toPages; page++) {
