@@ -1212,3 +1212,18 @@ describe('unregister and close wake the sleepers (§3.3, §4.5)', () => {
     }
   });
 });
+
+describe('the install step looks at the entry again (mfill_atomic_install_pte)', () => {
+  for (const kind of ALL_KINDS) {
+    it(`${kind.name}: a COPY whose source is its own destination is EEXIST, the fill undone`, () => {
+      // Registered WP only, the read of the source is an ordinary fault that maps a page at the
+      // destination: a private fill finds it at the install step, a shared one in the page cache.
+      const s = setup(kind, 1, WP);
+      const copy = () => s.uffd.copy({ dst: s.page(0), src: s.page(0), length: kind.pageSize });
+      assert.equal(expectErrno(copy, EEXIST).progress, -EEXIST);
+      assert.equal(pteFlags(s.backend, s.process, s.page(0)) & PTE_PRESENT, PTE_PRESENT);
+      s.check();
+      assert.deepEqual(s.process.read(s.page(0), 8), new Uint8Array(8));
+    });
+  }
+});

@@ -6,6 +6,7 @@
 import { _UFFDIO_CONTINUE, _UFFDIO_COPY, _UFFDIO_POISON, _UFFDIO_ZEROPAGE } from '../../uapi/constants.ts';
 import { EAGAIN, EEXIST, EFAULT, EINVAL, ENOENT } from '../../uapi/errno.ts';
 import { hex } from '../failure.ts';
+import { filemapDelete, filemapLookup } from '../mem/pagecache.ts';
 import { PAGE_SIZE, PG_ANON, PG_ANON_EXCLUSIVE, PG_UPTODATE } from '../mem/physmem.ts';
 import { accessRange, type UserAccess } from '../mm/access.ts';
 import { FAULT_HANDLED, type FaultEnvironment, vmaProtNone } from '../mm/fault.ts';
@@ -392,7 +393,17 @@ function mfillNewFolio(state: MfillState): number {
   if (inPageCache) {
     const added = addToPageCache(state, fillType, pfn);
     if (added < 0) return added;
-  } else {
+  }
+  // mfill_atomic_install_pte looks at the entry again: reading the source may have faulted a page in
+  // there (a source inside the destination). Then the fill is undone: filemap_remove after
+  // filemap_add, then folio_put [OBS 6.18: faultline diff, COPY of a MAP_PRIVATE file page onto itself].
+  if (state.ctx.mm.pageTable.flagsAt(state.dst / 4096) & PTE_PRESENT) {
+    state.buffers.planCount = 0;
+    if (inPageCache) removeFromPageCache(state, fillType, pfn);
+    memory.putFolio(pfn);
+    return state.ctx.failure.fail(EEXIST, 'dst', `${hex(state.dst)} was populated while the source was read`);
+  }
+  if (!inPageCache) {
     state.ctx.mm.prepareAnonVma(vma);
     memory.setFlag(pfn, PG_ANON | PG_ANON_EXCLUSIVE);
   }
@@ -490,6 +501,22 @@ function addToPageCache(state: MfillState, fillType: MemoryType, pfn: number): n
       ? `the page cache already holds the page at ${hex(address)}`
       : `adding the page at ${hex(address)} to the page cache failed`);
   return state.ctx.failure.fail(-added, 'dst', reason);
+}
+
+/**
+ * Undoes addToPageCache through the type's filemap_remove, on the locked
+ * folio as the kernel calls it; when that hook breaks its contract (the
+ * checker undid it), the core takes the folio out of the cache itself.
+ */
+function removeFromPageCache(state: MfillState, fillType: MemoryType, pfn: number): void {
+  const { env, vma } = state;
+  const inode = vma.inode!;
+  const index = env.memory.folioIndex[pfn]!;
+  env.memory.lockFolio(pfn);
+  if (env.hooks.filemapRemove(fillType, pfn, vma) < 0 && filemapLookup(inode, index) === pfn) {
+    filemapDelete(env.memory, inode, index);
+  }
+  env.memory.unlockFolio(pfn);
 }
 
 /** CONTINUE maps what the page cache already holds; it never allocates. */
