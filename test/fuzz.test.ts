@@ -60,6 +60,13 @@ describe('fuzz cases', () => {
     assert.ok(
       has((step) => step.op === 'copy' && (step.args.src as { map?: string } | undefined)?.map === 'b'),
     );
+    // A COPY whose source is the destination map itself.
+    assert.ok(
+      has(
+        (step) =>
+          step.op === 'copy' && (step.args.src as { map?: string } | undefined)?.map === step.args.map,
+      ),
+    );
     assert.ok(has((step) => step.op === 'mremap' && step.args.onto === 'r'));
     assert.ok(has((step) => step.op === 'mremap' && step.args.onto === undefined));
     assert.ok(has((step) => step.op === 'mprotect' && step.args.prot === 'none'));

@@ -40,8 +40,11 @@ export type FuzzOp =
       count: number;
       fill: number;
       dontwake: boolean;
-      /** COPY's source: the runner's buffer, the anonymous map `s`, or the other view. */
-      from: 'data' | 'source' | 'other';
+      /**
+       * COPY's source: the runner's buffer, the anonymous map `s`, the other view, or the
+       * destination map itself (its first pages: reading them may fault a page in at the destination).
+       */
+      from: 'data' | 'source' | 'other' | 'self';
     }
   | { op: 'writeprotect'; map: MapIndex; uffd: UffdIndex; first: number; count: number; protect: boolean }
   | { op: 'move'; src: number; dst: number; count: number; holes: boolean }
@@ -126,7 +129,7 @@ function uffdOps(page: fc.Arbitrary<number>, count: fc.Arbitrary<number>): fc.Ar
       ...target,
       fill: fc.integer({ min: 1, max: 255 }),
       dontwake: fc.boolean(),
-      from: fc.constantFrom('data' as const, 'source' as const, 'other' as const),
+      from: fc.constantFrom('data' as const, 'source' as const, 'other' as const, 'self' as const),
     }),
     fc.record({
       op: fc.constant('wake' as const),
@@ -350,11 +353,11 @@ function uffdStep(state: Materializer, op: FuzzOp & { map: MapIndex; uffd: UffdI
       state.steps.push({ op: 'writeprotect', args: { ...where, ...(op.protect ? { mode: ['wp'] } : {}) } });
       return;
     case 'copy': {
-      const other = state.maps[op.map === 0 ? 1 : 0];
+      const sourceMap = { source: 's', other: state.maps[op.map === 0 ? 1 : 0], self: state.maps[op.map] };
       const source =
         op.from === 'data'
           ? { data: { fill: op.fill, length: state.pageSize } }
-          : { src: { map: op.from === 'source' ? 's' : other, offset: 0 } };
+          : { src: { map: sourceMap[op.from], offset: 0 } };
       state.steps.push({
         op: 'copy',
         args: { ...where, ...source, ...(op.dontwake ? { mode: ['dontwake'] } : {}) },
