@@ -272,103 +272,59 @@ export function failures(report: BenchReport): string[] {
   return lines;
 }
 
-export async function runBench(options: BenchOptions): Promise<BenchReport> {
-  const started = performance.now();
+/** One bench run: its settings, its progress, and the backends it boots on first use. */
+interface BenchRun {
+  readonly options: BenchOptions;
+  readonly regionBytes: number;
+  readonly runs: number;
+  /** Why the host backend cannot run, or undefined when it can. */
+  readonly hostReason: string | undefined;
+  /** Reports the step starting now. */
+  progress(label: string): void;
+  /** Counts a step that does not run. */
+  skip(): void;
+  model(): ModelBackend;
+  host(): HostBackend;
+}
+
+function startBench(options: BenchOptions, rows: readonly Row[]): BenchRun {
   const regionBytes = options.regionBytes ?? (options.quick ? 32 * MIB : 256 * MIB);
-  const runs = options.runs ?? 3;
-  const hostReason = hostUnavailable();
-  const rows = selectRows(options.rows);
   const steps = rows.length * 2 + 3 + (options.skipScale ? 0 : 6);
   let step = 0;
-  const progress = (label: string): void => options.onStep?.(label, step++, steps);
   let model: ModelBackend | null = null;
-  const modelBackend = (): ModelBackend => {
-    model ??= bootModel(regionBytes);
-    return model;
-  };
   let host: HostBackend | null = null;
-  const hostBackend = (): HostBackend => {
-    host ??= new HostBackend();
-    return host;
-  };
-
-  // Every row on the model first, then every row on the host: the host rows map and free
-  // hundreds of MiB per run, which would otherwise land between the model's runs.
-  const modelCells = new Map<Row, Cell>();
-  for (const row of rows) {
-    progress(`${row.id} on the model`);
-    modelCells.set(row, await measureBackend(modelBackend, row, regionBytes, runs).catch(failed));
-  }
-  const rowResults: RowResult[] = [];
-  for (const row of rows) {
-    const results = { model: modelCells.get(row)! } as Record<BackendId, Cell>;
-    if (hostReason !== undefined) {
-      results.tsHost = { unavailable: hostReason };
-      results.cHost = { unavailable: hostReason };
+  return {
+    options,
+    regionBytes,
+    runs: options.runs ?? 3,
+    hostReason: hostUnavailable(),
+    progress: (label) => options.onStep?.(label, step++, steps),
+    skip: () => {
       step++;
-    } else {
-      const hugeReason =
-        row.memory === 'hugetlb' ? reserveHugePages(2 * (regionBytes / (2 * MIB))) : undefined;
-      progress(`${row.id} on the host (TypeScript and C)`);
-      if (hugeReason !== undefined) {
-        results.tsHost = { unavailable: hugeReason };
-        results.cHost = { unavailable: hugeReason };
-      } else {
-        Object.assign(results, await measureHostPair(hostBackend, row, regionBytes, runs));
-      }
-    }
-    rowResults.push({
-      id: row.id,
-      title: row.title,
-      bytesPerFault: row.bytesPerFault,
-      regionBytes,
-      results,
-      ratios: {
-        modelOverC: ratio(results.model, results.cHost),
-        tsOverC: ratio(results.tsHost, results.cHost),
-      },
-    });
-  }
+    },
+    model: () => {
+      model ??= bootModel(regionBytes);
+      return model;
+    },
+    host: () => {
+      host ??= new HostBackend();
+      return host;
+    },
+  };
+}
 
-  progress('memcpy baseline');
+export async function runBench(options: BenchOptions): Promise<BenchReport> {
+  const started = performance.now();
+  const rows = selectRows(options.rows);
+  const run = startBench(options, rows);
+  const { regionBytes, runs, hostReason } = run;
+  const rowResults = await measureRows(run, rows);
+  run.progress('memcpy baseline');
   const memcpy = measureMemcpy(regionBytes, hostReason === undefined);
-  progress('the C handler binary, model and host');
-  const binaryHandler = await measureBinaryHandler(modelBackend, hostReason, regionBytes, runs);
-
-  let scale: ScaleResult | null = null;
-  if (!options.skipScale) {
-    progress('1 TiB sparse address space');
-    const sparse = {
-      model: measureSparse(new ModelBackend({ seed: 1 }), TIB),
-      host: hostReason === undefined ? measureSparse(hostBackend(), TIB) : { unavailable: hostReason },
-    };
-    const pages = options.quick ? 128 * 1024 : 1024 * 1024;
-    progress(`${pages} populated pages`);
-    const metadata = measureMetadata(pages);
-    const copy4k = findRow('missing-copy-4k')!;
-    progress('2 vCPU threads on the model');
-    const twoModel = await measureBackend(modelBackend, copy4k, regionBytes, runs, 2).catch(failed);
-    progress('2 vCPU threads on the host');
-    const two =
-      hostReason === undefined
-        ? await measureHostPair(hostBackend, copy4k, regionBytes, runs, 2)
-        : { tsHost: { unavailable: hostReason }, cHost: { unavailable: hostReason } };
-    progress('parallel model (worker threads)');
-    const parallel = await measureParallelScaling({
-      bytes: options.quick ? 16 * MIB : 64 * MIB,
-      workPerPage: 4,
-    });
-    progress('explore: schedules per second');
-    const explore = await measureExplore({ schedules: options.quick ? 300 : 2000 });
-    scale = {
-      sparse,
-      metadata,
-      twoVcpus: { row: copy4k.id, model: twoModel, ...two },
-      parallel,
-      explore,
-    };
-  }
-  progress('done');
+  run.progress('the C handler binary, model and host');
+  const binaryHandler = await measureBinaryHandler(run.model, hostReason, regionBytes, runs);
+  const scale = options.skipScale ? null : await measureScale(run);
+  run.progress('done');
 
   const report: Omit<BenchReport, 'targets'> = {
     version: BENCH_JSON_VERSION,
@@ -382,6 +338,79 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     seconds: (performance.now() - started) / 1000,
   };
   return { ...report, targets: evaluateTargets(report) };
+}
+
+/**
+ * Every row on the model first, then every row on the host: the host rows
+ * map and free hundreds of MiB per run, which would otherwise land between
+ * the model's runs.
+ */
+async function measureRows(run: BenchRun, rows: readonly Row[]): Promise<RowResult[]> {
+  const { regionBytes, runs } = run;
+  const modelCells = new Map<Row, Cell>();
+  for (const row of rows) {
+    run.progress(`${row.id} on the model`);
+    modelCells.set(row, await measureBackend(run.model, row, regionBytes, runs).catch(failed));
+  }
+  const rowResults: RowResult[] = [];
+  for (const row of rows) {
+    const results = { model: modelCells.get(row)!, ...(await measureHostRow(run, row)) };
+    rowResults.push({
+      id: row.id,
+      title: row.title,
+      bytesPerFault: row.bytesPerFault,
+      regionBytes,
+      results,
+      ratios: {
+        modelOverC: ratio(results.model, results.cHost),
+        tsOverC: ratio(results.tsHost, results.cHost),
+      },
+    });
+  }
+  return rowResults;
+}
+
+/** A row on the host, with the TypeScript handler and the C one; why not, when the host cannot. */
+async function measureHostRow(run: BenchRun, row: Row): Promise<Record<'tsHost' | 'cHost', Cell>> {
+  const { hostReason, regionBytes, runs } = run;
+  if (hostReason !== undefined) {
+    run.skip();
+    return { tsHost: { unavailable: hostReason }, cHost: { unavailable: hostReason } };
+  }
+  const hugeReason = row.memory === 'hugetlb' ? reserveHugePages(2 * (regionBytes / (2 * MIB))) : undefined;
+  run.progress(`${row.id} on the host (TypeScript and C)`);
+  if (hugeReason !== undefined)
+    return { tsHost: { unavailable: hugeReason }, cHost: { unavailable: hugeReason } };
+  return measureHostPair(run.host, row, regionBytes, runs);
+}
+
+/** The scale rows: a sparse terabyte, page metadata, two vCPUs, the parallel model, explore's rate. */
+async function measureScale(run: BenchRun): Promise<ScaleResult> {
+  const { options, hostReason, regionBytes, runs } = run;
+  run.progress('1 TiB sparse address space');
+  const sparse = {
+    model: measureSparse(new ModelBackend({ seed: 1 }), TIB),
+    host: hostReason === undefined ? measureSparse(run.host(), TIB) : { unavailable: hostReason },
+  };
+  const pages = options.quick ? 128 * 1024 : 1024 * 1024;
+  run.progress(`${pages} populated pages`);
+  const metadata = measureMetadata(pages);
+  const copy4k = findRow('missing-copy-4k')!;
+  run.progress('2 vCPU threads on the model');
+  const twoModel = await measureBackend(run.model, copy4k, regionBytes, runs, 2).catch(failed);
+  run.progress('2 vCPU threads on the host');
+  const two =
+    hostReason === undefined
+      ? await measureHostPair(run.host, copy4k, regionBytes, runs, 2)
+      : { tsHost: { unavailable: hostReason }, cHost: { unavailable: hostReason } };
+  run.progress('parallel model (worker threads)');
+  const parallel = await measureParallelScaling({
+    bytes: options.quick ? 16 * MIB : 64 * MIB,
+    workPerPage: 4,
+  });
+  run.progress('explore: schedules per second');
+  const explore = await measureExplore({ schedules: options.quick ? 300 : 2000 });
+  return { sparse, metadata, twoVcpus: { row: copy4k.id, model: twoModel, ...two }, parallel, explore };
 }
 
 /**
@@ -476,72 +505,49 @@ function measureMemcpy(regionBytes: number, host: boolean): MemcpyResult {
 function evaluateTargets(report: Omit<BenchReport, 'targets'>): Target[] {
   const targets: Target[] = [];
   for (const row of report.rows) {
-    if (row.bytesPerFault !== 4096) continue;
-    const value = row.ratios.modelOverC;
-    targets.push({
-      name: `${row.id}: model / C host`,
-      value,
-      goal: '≥ 2',
-      met: value === null ? null : value >= 2,
-    });
+    if (row.bytesPerFault === 4096)
+      targets.push(target(`${row.id}: model / C host`, row.ratios.modelOverC, '≥', 2));
   }
   const copy2m = report.rows.find((row) => row.id === 'missing-copy-2m');
   const memcpy = report.memcpy.cPrefaulted;
   if (copy2m !== undefined) {
     const model = copy2m.results.model;
     const value = isMeasurement(model) && memcpy !== null ? model.mibPerSecond / memcpy : null;
-    targets.push({
-      name: 'missing-copy-2m: model MiB/s / memcpy 4 KiB MiB/s',
-      value,
-      goal: '≥ 0.5',
-      met: value === null ? null : value >= 0.5,
-    });
+    targets.push(target('missing-copy-2m: model MiB/s / memcpy 4 KiB MiB/s', value, '≥', 0.5));
   }
   const copy4k = report.rows.find((row) => row.id === 'missing-copy-4k');
-  if (copy4k !== undefined) {
-    const value = copy4k.ratios.tsOverC;
-    targets.push({
-      name: 'missing-copy-4k: TypeScript host / C host',
-      value,
-      goal: '≥ 0.7',
-      met: value === null ? null : value >= 0.7,
-    });
-  }
+  if (copy4k !== undefined)
+    targets.push(target('missing-copy-4k: TypeScript host / C host', copy4k.ratios.tsOverC, '≥', 0.7));
   if (report.binaryHandler !== null) {
     const value = report.binaryHandler.modelOverHost;
-    targets.push({
-      name: 'C handler binary: model (interception) / host kernel',
-      value,
-      goal: '≥ 0.5',
-      met: value === null ? null : value >= 0.5,
-    });
+    targets.push(target('C handler binary: model (interception) / host kernel', value, '≥', 0.5));
   }
-  if (report.scale !== null) {
-    const { metadata, sparse, explore } = report.scale;
-    targets.push({
-      name: 'explore: schedules/s on one worker (64 pages, 2 vCPUs, balloon 8, careful handler)',
-      value: explore.oneWorker.schedulesPerSecond,
-      goal: '≥ 500',
-      met: explore.oneWorker.schedulesPerSecond >= 500,
-    });
-    targets.push({
-      name: `explore: ${explore.allWorkers.workers} workers / one worker`,
-      value: explore.speedup,
-      goal: '≥ 1.8',
-      met: explore.speedup >= 1.8,
-    });
-    targets.push({
-      name: 'model metadata bytes per populated 4 KiB page',
-      value: metadata.bytesPerPage,
-      goal: '≤ 64',
-      met: metadata.bytesPerPage <= 64,
-    });
-    targets.push({
-      name: 'model memory added by a 1 TiB sparse mapping + register (MiB)',
-      value: sparse.model.addedBytes / MIB,
-      goal: '< 16',
-      met: sparse.model.addedBytes < 16 * MIB,
-    });
-  }
+  if (report.scale !== null) targets.push(...scaleTargets(report.scale));
   return targets;
+}
+
+function scaleTargets({ metadata, sparse, explore }: ScaleResult): Target[] {
+  return [
+    target(
+      'explore: schedules/s on one worker (64 pages, 2 vCPUs, balloon 8, careful handler)',
+      explore.oneWorker.schedulesPerSecond,
+      '≥',
+      500,
+    ),
+    target(`explore: ${explore.allWorkers.workers} workers / one worker`, explore.speedup, '≥', 1.8),
+    target('model metadata bytes per populated 4 KiB page', metadata.bytesPerPage, '≤', 64),
+    target(
+      'model memory added by a 1 TiB sparse mapping + register (MiB)',
+      sparse.model.addedBytes / MIB,
+      '<',
+      16,
+    ),
+  ];
+}
+
+/** A target: `value` against `bound` (met is null when there is no value to judge). */
+function target(name: string, value: number | null, relation: '≥' | '≤' | '<', bound: number): Target {
+  const holds = (v: number): boolean =>
+    relation === '≥' ? v >= bound : relation === '≤' ? v <= bound : v < bound;
+  return { name, value, goal: `${relation} ${bound}`, met: value === null ? null : holds(value) };
 }
