@@ -9,8 +9,9 @@
  * against the source after the run, outside the timing.
  */
 
+import type { ThreadResult } from '../api/backend.ts';
 import { ModelBackend } from '../api/model-backend.ts';
-import { Process, type ThreadAccess } from '../api/process.ts';
+import { Process, type ThreadAccess, type Uffd } from '../api/process.ts';
 import { allVcpuWorkersExited, type VcpuStats } from '../model/parallel/cpus.ts';
 import { UFFDIO_REGISTER_MODE_MISSING } from '../uapi/constants.ts';
 import { patternPiece } from './round-trip.ts';
@@ -67,15 +68,18 @@ export interface ParallelScalingResult {
   };
 }
 
-/** Runs the workload once; throws if a byte read differs from the source. */
-export async function runScalingWorkload(options: {
+/** How one scaling run is shaped. */
+interface ScalingOptions {
   readonly bytes: number;
   readonly workPerPage: number;
   readonly threads: number;
   readonly parallel: boolean;
   readonly seed?: number;
-}): Promise<ScalingRun> {
-  const { bytes, workPerPage, threads, parallel } = options;
+}
+
+/** Runs the workload once; throws if a byte read differs from the source. */
+export async function runScalingWorkload(options: ScalingOptions): Promise<ScalingRun> {
+  const { bytes, threads, parallel } = options;
   if (bytes % PAGE !== 0 || bytes <= 0) throw new RangeError('bytes: a positive multiple of 4 KiB');
   const pages = bytes / PAGE;
   const backend = new ModelBackend({ seed: options.seed ?? 1, parallel });
@@ -90,6 +94,37 @@ export async function runScalingWorkload(options: {
   }
   uffd.register({ start: area, length: bytes }, UFFDIO_REGISTER_MODE_MISSING);
 
+  const programs = vcpuPrograms(options, area);
+  const started = performance.now();
+  const spawned = programs.map((program, index) => process.thread(program, `vcpu${index}`));
+  const handler = serveCopies(uffd, { area, source, pages });
+  const results = await Promise.all(spawned.map((thread) => thread.join()));
+  const { firstFaultMs } = await handler;
+  const wallMs = performance.now() - started;
+  const { faults, accesses } = checkReads(options, results);
+  const vcpu = backend.parallel?.stats();
+  process.exit();
+  if (parallel) await allVcpuWorkersExited();
+  const seconds = wallMs / 1000;
+  return {
+    label: parallel
+      ? `parallel, ${threads} worker${threads === 1 ? '' : 's'}`
+      : `in-thread, ${threads} threads`,
+    parallel,
+    threads,
+    faults,
+    accesses,
+    wallMs,
+    firstFaultMs: firstFaultMs - started,
+    faultsPerSecond: faults / seconds,
+    accessesPerSecond: accesses / seconds,
+    ...(vcpu === undefined ? {} : { vcpu }),
+  };
+}
+
+/** Each vCPU's share of the pages, in order, each page read `workPerPage + 1` times. */
+function vcpuPrograms({ bytes, workPerPage, threads }: ScalingOptions, area: number): ThreadAccess[][] {
+  const pages = bytes / PAGE;
   const programs: ThreadAccess[][] = [];
   for (let thread = 0; thread < threads; thread++) {
     const first = Math.floor((pages * thread) / threads);
@@ -102,27 +137,35 @@ export async function runScalingWorkload(options: {
     }
     programs.push(program);
   }
+  return programs;
+}
 
-  const started = performance.now();
-  const spawned = programs.map((program, index) => process.thread(program, `vcpu${index}`));
+/** The handler: COPY each faulting page from the source until every page is served; when the first fault came. */
+async function serveCopies(
+  uffd: Uffd,
+  { area, source, pages }: { area: number; source: number; pages: number },
+): Promise<{ firstFaultMs: number }> {
   let served = 0;
-  let firstFault = -1;
-  const handler = (async () => {
-    while (served < pages) {
-      const messages = await uffd.nextMessages();
-      if (firstFault < 0) firstFault = performance.now();
-      for (const message of messages) {
-        if (message.event !== 'pagefault') continue;
-        const page = Math.floor((Number(message.address) - area) / PAGE);
-        uffd.copy({ dst: area + page * PAGE, src: source + page * PAGE, length: PAGE });
-        served++;
-      }
+  let firstFaultMs = -1;
+  while (served < pages) {
+    const messages = await uffd.nextMessages();
+    if (firstFaultMs < 0) firstFaultMs = performance.now();
+    for (const message of messages) {
+      if (message.event !== 'pagefault') continue;
+      const page = Math.floor((Number(message.address) - area) / PAGE);
+      uffd.copy({ dst: area + page * PAGE, src: source + page * PAGE, length: PAGE });
+      served++;
     }
-  })();
-  const results = await Promise.all(spawned.map((thread) => thread.join()));
-  await handler;
-  const wallMs = performance.now() - started;
+  }
+  return { firstFaultMs };
+}
 
+/** Every vCPU ended done, read the source's bytes, and took one fault per page: the counts. */
+function checkReads(
+  { bytes, workPerPage, threads }: ScalingOptions,
+  results: readonly ThreadResult[],
+): { faults: number; accesses: number } {
+  const pages = bytes / PAGE;
   let faults = 0;
   let accesses = 0;
   results.forEach((result, thread) => {
@@ -139,24 +182,7 @@ export async function runScalingWorkload(options: {
     });
   });
   if (faults !== pages) throw new Error(`${faults} faults for ${pages} pages`);
-  const vcpu = backend.parallel?.stats();
-  process.exit();
-  if (parallel) await allVcpuWorkersExited();
-  const seconds = wallMs / 1000;
-  return {
-    label: parallel
-      ? `parallel, ${threads} worker${threads === 1 ? '' : 's'}`
-      : `in-thread, ${threads} threads`,
-    parallel,
-    threads,
-    faults,
-    accesses,
-    wallMs,
-    firstFaultMs: firstFault - started,
-    faultsPerSecond: faults / seconds,
-    accessesPerSecond: accesses / seconds,
-    ...(vcpu === undefined ? {} : { vcpu }),
-  };
+  return { faults, accesses };
 }
 
 /**
