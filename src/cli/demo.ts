@@ -72,16 +72,32 @@ async function serve(
   return kinds;
 }
 
+/** What both parts of the demo run on: one process of the model and its userfaultfd. */
+interface DemoParts {
+  readonly options: DemoOptions;
+  readonly process: Process;
+  readonly uffd: Uffd;
+}
+
 export async function runDemo(options: DemoOptions): Promise<number> {
-  const { out, pages, vcpus } = options;
+  const { out } = options;
   const backend = new ModelBackend({ seed: options.seed });
   const process = new Process(backend.self);
   out(`faultline demo — ${backend.describe()}`);
   out('');
-
-  // Part 1: snapshot restore on anonymous memory (MISSING + COPY).
-  out(`1. MISSING faults on ${pages} pages of anonymous memory, resolved with UFFDIO_COPY`);
   const uffd = process.userfaultfd();
+  const verified = await missingPart({ options, process, uffd });
+  await minorPart({ options, process, uffd });
+  checkInvariants(backend.kernel);
+  out('');
+  out(`invariants hold (page tables ↔ folio refcounts ↔ page cache); replay with --seed ${options.seed}`);
+  return verified === options.pages ? 0 : 1;
+}
+
+/** Part 1: snapshot restore on anonymous memory (MISSING + COPY); returns the pages verified. */
+async function missingPart({ options, process, uffd }: DemoParts): Promise<number> {
+  const { out, pages, vcpus } = options;
+  out(`1. MISSING faults on ${pages} pages of anonymous memory, resolved with UFFDIO_COPY`);
   const api = uffd.api();
   out(
     `   UFFDIO_API: features 0x${api.features.toString(16)}, ioctls [${ioctlNames(api.ioctls).join(', ')}]`,
@@ -91,7 +107,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   out(
     `   registered ${hex(guest)}-${hex(guest + pages * PAGE)} MISSING → ioctls [${ioctlNames(ioctls).join(', ')}]`,
   );
-  let started = performance.now();
+  const started = performance.now();
   const threads = guestThreads(process, guest, pages, vcpus);
   const kinds = await serve(
     uffd,
@@ -101,7 +117,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     out,
   );
   const results = await Promise.all(threads.map((thread) => thread.join()));
-  let elapsed = performance.now() - started;
+  const elapsed = performance.now() - started;
   let verified = 0;
   for (let i = 0; i < pages; i++) {
     const expected = snapshotPage(i);
@@ -120,7 +136,12 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   }
   out('');
 
-  // Part 2: postcopy-style MINOR faults on shmem (CONTINUE).
+  return verified;
+}
+
+/** Part 2: postcopy-style MINOR faults on shmem (CONTINUE). */
+async function minorPart({ options, process, uffd }: DemoParts): Promise<void> {
+  const { out, pages, vcpus } = options;
   out(
     `2. MINOR faults on ${pages} pages of shmem, page cache filled through a second mapping, resolved with UFFDIO_CONTINUE`,
   );
@@ -130,7 +151,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const ram = process.mmap({ length: pages * PAGE, fd, shared: true });
   const minorIoctls = uffd.register({ start: ram, length: pages * PAGE }, UFFDIO_REGISTER_MODE_MINOR);
   out(`   registered ${hex(ram)} MINOR → ioctls [${ioctlNames(minorIoctls).join(', ')}]`);
-  started = performance.now();
+  const started = performance.now();
   const minorThreads = guestThreads(process, ram, pages, vcpus);
   const minorKinds = await serve(
     uffd,
@@ -140,14 +161,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     out,
   );
   await Promise.all(minorThreads.map((thread) => thread.join()));
-  elapsed = performance.now() - started;
+  const elapsed = performance.now() - started;
   const sample = new TextDecoder().decode(process.read(ram + 7 * PAGE, 15));
   out(
     `   ${[...minorKinds].map(([k, n]) => `${n} ${k}`).join(', ')}; page 7 reads "${sample}"; ` +
       `${(pages / (elapsed / 1000)).toFixed(0)} faults/s`,
   );
-  checkInvariants(backend.kernel);
-  out('');
-  out(`invariants hold (page tables ↔ folio refcounts ↔ page cache); replay with --seed ${options.seed}`);
-  return verified === pages ? 0 : 1;
 }
