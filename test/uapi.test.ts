@@ -227,6 +227,26 @@ describe('bit sets (§1.2–§1.6)', () => {
     );
   });
 
+  it('the mode flags each range ioctl takes, by name and as masks (§1.5)', () => {
+    // The one table the scenario schema, the scenario runner and the model's EINVAL checks read.
+    assert.deepEqual(uapi.UFFDIO_MODES, {
+      copy: { dontwake: 1, wp: 2 },
+      zeropage: { dontwake: 1 },
+      continue: { dontwake: 1, wp: 2 },
+      writeprotect: { wp: 1, dontwake: 2 },
+      poison: { dontwake: 1 },
+      move: { dontwake: 1, allow_src_holes: 2 },
+    });
+    assert.deepEqual(uapi.UFFDIO_MODE_MASKS, {
+      copy: 3,
+      zeropage: 1,
+      continue: 3,
+      writeprotect: 3,
+      poison: 1,
+      move: 3,
+    });
+  });
+
   it('memory-syscall constants', () => {
     assert.equal(TASK_SIZE, 0x7ffffffff000);
     assert.equal(uapi.PAGE_SIZE, 4096);

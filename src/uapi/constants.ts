@@ -242,12 +242,13 @@ export type UffdioModeIoctl = keyof typeof UFFDIO_MODES;
 /** The mode flag names `ioctl` takes. */
 export type UffdioModeName<I extends UffdioModeIoctl> = keyof (typeof UFFDIO_MODES)[I] & string;
 
-/** Every mode bit `ioctl` defines (the rest are EINVAL). */
-export function uffdioModeMask(ioctl: UffdioModeIoctl): number {
-  let mask = 0;
-  for (const bit of Object.values<number>(UFFDIO_MODES[ioctl])) mask |= bit;
-  return mask;
-}
+/** Every mode bit each range ioctl defines (the rest are EINVAL), from `UFFDIO_MODES`. */
+export const UFFDIO_MODE_MASKS: { readonly [I in UffdioModeIoctl]: number } = Object.fromEntries(
+  Object.entries(UFFDIO_MODES).map(([ioctl, bits]) => [
+    ioctl,
+    Object.values<number>(bits).reduce((mask, bit) => mask | bit, 0),
+  ]),
+) as { [I in UffdioModeIoctl]: number };
 
 // ---------------------------------------------------------------------------------------------------------
 // Events and page-fault flags (§1.6)

@@ -18,16 +18,14 @@ import {
   UFFD_FEATURE_WP_UNPOPULATED,
   UFFDIO_API,
   UFFDIO_CONTINUE,
-  UFFDIO_CONTINUE_MODE_DONTWAKE,
   UFFDIO_CONTINUE_MODE_WP,
   UFFDIO_COPY,
-  UFFDIO_COPY_MODE_DONTWAKE,
   UFFDIO_COPY_MODE_WP,
+  UFFDIO_MODE_MASKS,
   UFFDIO_MOVE,
   UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
   UFFDIO_MOVE_MODE_DONTWAKE,
   UFFDIO_POISON,
-  UFFDIO_POISON_MODE_DONTWAKE,
   UFFDIO_REGISTER,
   UFFDIO_UNREGISTER,
   UFFDIO_WAKE,
@@ -35,7 +33,6 @@ import {
   UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
   UFFDIO_WRITEPROTECT_MODE_WP,
   UFFDIO_ZEROPAGE,
-  UFFDIO_ZEROPAGE_MODE_DONTWAKE,
 } from '../../uapi/constants.ts';
 import { EAGAIN, EFAULT, EINVAL, EPERM, ESRCH } from '../../uapi/errno.ts';
 import {
@@ -268,7 +265,7 @@ export class UffdFile {
     if (invalid < 0) return invalid;
     invalid = validateRange(this.env.failure, dst, length, 'dst');
     if (invalid < 0) return invalid;
-    const allowed = UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP;
+    const allowed = UFFDIO_MODE_MASKS.copy;
     if (hasUnknownModeBits(arg, 24, allowed))
       return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 24, allowed))}`);
     if (ctx.mm.dead) return this.fail(ESRCH, 'uffd', 'the registered process has exited');
@@ -308,10 +305,10 @@ export class UffdFile {
     if (invalid < 0) return invalid;
     const allowed =
       kind === MFILL_ZEROPAGE
-        ? UFFDIO_ZEROPAGE_MODE_DONTWAKE
+        ? UFFDIO_MODE_MASKS.zeropage
         : kind === MFILL_CONTINUE
-          ? UFFDIO_CONTINUE_MODE_DONTWAKE | UFFDIO_CONTINUE_MODE_WP
-          : UFFDIO_POISON_MODE_DONTWAKE;
+          ? UFFDIO_MODE_MASKS.continue
+          : UFFDIO_MODE_MASKS.poison;
     if (hasUnknownModeBits(arg, 16, allowed))
       return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
     if (ctx.mm.dead) return this.fail(ESRCH, 'uffd', 'the registered process has exited');
@@ -381,7 +378,7 @@ export class UffdFile {
     if (invalid < 0) return invalid;
     invalid = validateRange(this.env.failure, src, length, 'src');
     if (invalid < 0) return invalid;
-    const allowed = BigInt(UFFDIO_MOVE_MODE_DONTWAKE | UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
+    const allowed = BigInt(UFFDIO_MODE_MASKS.move);
     if ((value.mode & ~allowed) !== 0n)
       return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(value.mode & ~allowed)}`);
     if (ctx.mm.dead) return this.fail(ESRCH, 'uffd', 'the registered process has exited');
@@ -405,7 +402,7 @@ export class UffdFile {
     const length = readU64Number(arg, 8);
     const invalid = validateRange(this.env.failure, start, length, 'range');
     if (invalid < 0) return invalid;
-    const allowed = UFFDIO_WRITEPROTECT_MODE_WP | UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
+    const allowed = UFFDIO_MODE_MASKS.writeprotect;
     if (hasUnknownModeBits(arg, 16, allowed))
       return this.fail(EINVAL, 'mode', `unknown mode bits ${hex(unknownModeBits(arg, 16, allowed))}`);
     const mode = readU64Low(arg, 16);
