@@ -42,8 +42,8 @@ export interface KernelTracer {
 export const TRACE_EVENTS_MAX = 2_000_000;
 /** A nanosecond, in the trace's microseconds: how far a flow point sits inside the span it binds to. */
 const NS = 0.001;
-/** Characters buffered before a streamed trace writes them out. */
-const FLUSH_CHARS = 1 << 20;
+/** Bytes buffered before a streamed trace writes them out. */
+const FLUSH_BYTES = 1 << 20;
 
 export interface TraceOptions {
   /** Stream the events into this file as they come (finish with `write`). */
@@ -91,7 +91,14 @@ export class Trace implements KernelTracer {
   dropped = 0;
   private fd: number | undefined;
   private readonly file: string | undefined;
-  private buffer = '';
+  /**
+   * A streamed trace's pending bytes: each event is encoded straight into
+   * this buffer. (Appending to one string built a rope of thousands of
+   * pieces per flush, which lived long enough to be promoted: GC was most of
+   * the trace's cost.)
+   */
+  private pending: Buffer | null = null;
+  private pendingBytes = 0;
 
   /**
    * `originMs` is time zero of the trace on the clock its events use:
@@ -107,6 +114,7 @@ export class Trace implements KernelTracer {
     this.file = options.file;
     if (enabled && options.file !== undefined) {
       this.fd = openSync(options.file, 'w');
+      this.pending = Buffer.allocUnsafe(FLUSH_BYTES);
       writeSync(this.fd, '{"traceEvents":[\n');
     }
   }
@@ -135,14 +143,25 @@ export class Trace implements KernelTracer {
       this.events.push(event);
       return;
     }
-    this.buffer += `${this.kept === 1 ? '' : ',\n'}${JSON.stringify(event)}`;
-    if (this.buffer.length >= FLUSH_CHARS) this.flush();
+    this.append(this.kept === 1 ? JSON.stringify(event) : `,\n${JSON.stringify(event)}`);
+  }
+
+  private append(text: string): void {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    if (this.pendingBytes + text.length * 3 > FLUSH_BYTES) {
+      this.flush();
+      if (text.length * 3 > FLUSH_BYTES) {
+        writeSync(this.fd!, text);
+        return;
+      }
+    }
+    this.pendingBytes += this.pending!.write(text, this.pendingBytes);
   }
 
   private flush(): void {
-    if (this.fd === undefined || this.buffer.length === 0) return;
-    writeSync(this.fd, this.buffer);
-    this.buffer = '';
+    if (this.fd === undefined || this.pendingBytes === 0) return;
+    writeSync(this.fd, this.pending!, 0, this.pendingBytes);
+    this.pendingBytes = 0;
   }
 
   /** A complete event ('X'): `name` on thread `tid` from `startMs` to `endMs`. */
@@ -288,10 +307,10 @@ export class Trace implements KernelTracer {
     if (file !== this.file) throw new Error(`trace: streamed to ${this.file}, not ${file}`);
     const otherData = JSON.stringify(this.otherData(metadata));
     for (const event of this.metadataEvents()) {
-      this.buffer += `${this.kept === 0 ? '' : ',\n'}${JSON.stringify(event)}`;
+      this.append(`${this.kept === 0 ? '' : ',\n'}${JSON.stringify(event)}`);
       this.kept++;
     }
-    this.buffer += `\n],"displayTimeUnit":"ms","otherData":${otherData}}\n`;
+    this.append(`\n],"displayTimeUnit":"ms","otherData":${otherData}}\n`);
     this.flush();
     closeSync(this.fd);
     this.fd = undefined;
