@@ -29,16 +29,10 @@ import {
   UFFD_USER_MODE_ONLY,
   UFFDIO_API,
   UFFDIO_CONTINUE,
-  UFFDIO_CONTINUE_MODE_DONTWAKE,
-  UFFDIO_CONTINUE_MODE_WP,
   UFFDIO_COPY,
-  UFFDIO_COPY_MODE_DONTWAKE,
-  UFFDIO_COPY_MODE_WP,
+  UFFDIO_MODES,
   UFFDIO_MOVE,
-  UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
-  UFFDIO_MOVE_MODE_DONTWAKE,
   UFFDIO_POISON,
-  UFFDIO_POISON_MODE_DONTWAKE,
   UFFDIO_REGISTER,
   UFFDIO_REGISTER_MODE_MINOR,
   UFFDIO_REGISTER_MODE_MISSING,
@@ -46,10 +40,9 @@ import {
   UFFDIO_UNREGISTER,
   UFFDIO_WAKE,
   UFFDIO_WRITEPROTECT,
-  UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
-  UFFDIO_WRITEPROTECT_MODE_WP,
   UFFDIO_ZEROPAGE,
-  UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+  type UffdioModeIoctl,
+  type UffdioModeName,
   USERFAULTFD_IOC_NEW,
 } from '../uapi/constants.ts';
 import { EAGAIN, EBADF, KernelError } from '../uapi/errno.ts';
@@ -481,12 +474,29 @@ const REGISTER_MODES = {
   wp: UFFDIO_REGISTER_MODE_WP,
   minor: UFFDIO_REGISTER_MODE_MINOR,
 };
-const COPY_MODES = { dontWake: UFFDIO_COPY_MODE_DONTWAKE, wp: UFFDIO_COPY_MODE_WP };
-const CONTINUE_MODES = { dontWake: UFFDIO_CONTINUE_MODE_DONTWAKE, wp: UFFDIO_CONTINUE_MODE_WP };
-const DONTWAKE_MODES = { dontWake: UFFDIO_ZEROPAGE_MODE_DONTWAKE };
-const POISON_MODES = { dontWake: UFFDIO_POISON_MODE_DONTWAKE };
-const WRITEPROTECT_MODES = { wp: UFFDIO_WRITEPROTECT_MODE_WP, dontWake: UFFDIO_WRITEPROTECT_MODE_DONTWAKE };
-const MOVE_MODES = { dontWake: UFFDIO_MOVE_MODE_DONTWAKE, allowSrcHoles: UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES };
+/** The process API's name for each mode flag `UFFDIO_MODES` names as scenario files do. */
+const API_MODE_NAMES = { dontwake: 'dontWake', wp: 'wp', allow_src_holes: 'allowSrcHoles' } as const;
+
+/** `ioctl`'s mode bits by the process API's names. */
+type ApiModes<I extends UffdioModeIoctl> = {
+  readonly [K in UffdioModeName<I> as (typeof API_MODE_NAMES)[K & keyof typeof API_MODE_NAMES]]: number;
+};
+
+/** `ioctl`'s mode flags from the one table, under the process API's names (`dontWake` for `dontwake`). */
+function apiModes<I extends UffdioModeIoctl>(ioctl: I): ApiModes<I> {
+  const entries = Object.entries<number>(UFFDIO_MODES[ioctl]).map(([name, bit]) => [
+    API_MODE_NAMES[name as keyof typeof API_MODE_NAMES],
+    bit,
+  ]);
+  return Object.fromEntries(entries) as ApiModes<I>;
+}
+
+const COPY_MODES = apiModes('copy');
+const CONTINUE_MODES = apiModes('continue');
+const DONTWAKE_MODES = apiModes('zeropage');
+const POISON_MODES = apiModes('poison');
+const WRITEPROTECT_MODES = apiModes('writeprotect');
+const MOVE_MODES = apiModes('move');
 
 /** Options of `Process.openUffd`. */
 export interface OpenUffdOptions {
