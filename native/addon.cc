@@ -202,14 +202,30 @@ struct Poller {
   explicit Poller(Napi::Env e) : fd(-1), env(e) {}
 };
 
-std::unordered_map<int, Poller*> pollers;
+// Per JavaScript thread: a poller belongs to its thread's event loop and env, and fd
+// numbers are per process, so worker threads must not find one another's.
+thread_local std::unordered_map<int, Poller*> pollers;
 
 void RunWaiters(Poller* poller) {
   std::vector<Napi::FunctionReference> waiters = std::move(poller->waiters);
   poller->waiters.clear();
+  napi_env env = poller->env;
   Napi::HandleScope scope(poller->env);
+  napi_value global = poller->env.Global();
   for (auto& waiter : waiters) {
-    waiter.MakeCallback(poller->env.Global(), {}, *poller->context);
+    // Not FunctionReference::MakeCallback: when the call fails it builds a
+    // Napi::Error, and on a worker thread that is exiting (process.exit,
+    // terminate) no JavaScript can run any more, so building it aborted the
+    // whole process. A waiter that threw is reported as uncaught, as Node
+    // does for its own callbacks; on an exiting thread the call is dropped.
+    napi_value result;
+    napi_status status = napi_make_callback(env, *poller->context, global, waiter.Value(), 0, nullptr, &result);
+    if (status == napi_ok) continue;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value error;
+      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
+    }
   }
 }
 
