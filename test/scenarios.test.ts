@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { runCommand } from '../src/cli/run.ts';
-import { loadScenarios, ScenarioError, scenarioFiles } from '../src/scenario/parse.ts';
+import { loadScenarios, parseScenario, ScenarioError, scenarioFiles } from '../src/scenario/parse.ts';
 import { runScenario } from '../src/scenario/run.ts';
 import { scenarioJsonSchema } from '../src/scenario/schema.ts';
 
@@ -71,6 +71,27 @@ const BROKEN_FIXTURES: Record<string, string> = {
   'unknown-op.yaml': "5:5: steps[1].frobnicate: unknown op 'frobnicate'",
   'wrong-type.yaml': '4:41: steps[0].mmap.shared: Invalid input: expected boolean, received string',
 };
+
+describe('typed steps', () => {
+  it("a step carries its op's arguments, parsed and typed by the op's schema", () => {
+    const text = [
+      'name: typed',
+      'steps:',
+      '  - mmap: {name: a, length: 16K}',
+      '  - userfaultfd: {name: u}',
+      '  - copy: {uffd: u, map: a, offset: 4K, length: 4K, data: {text: hi}, mode: [dontwake, wp], expect: {copy: 4096}}',
+    ].join('\n');
+    const step = parseScenario(text, 'typed.yaml').steps[2]!;
+    assert.equal(step.op, 'copy');
+    if (step.op !== 'copy') return;
+    // Narrowed by op: sizes are parsed, the mode names are the ones UFFDIO_MODES gives COPY.
+    const modes: ('dontwake' | 'wp')[] | undefined = step.args.mode;
+    assert.deepEqual([step.args.offset, step.args.length, modes], [4096, 4096, ['dontwake', 'wp']]);
+    assert.equal(step.expect?.copy, 4096);
+    // @ts-expect-error: COPY has no `advice`; with untyped steps this line would compile and typecheck would fail.
+    assert.equal(step.args.advice, undefined);
+  });
+});
 
 describe('broken scenario files', () => {
   it('the table covers every fixture', () => {
