@@ -158,7 +158,7 @@ function prepareDiscard(call: MadviseCall): number | (() => number) {
       outcome.invalid = invalid;
       return;
     }
-    raiseRemoveEvent(vma, Math.max(cursor, address), end, wait);
+    const dropped = raiseRemoveEvent(vma, Math.max(cursor, address), end, wait);
     // madvise_free_single_vma refuses non-anonymous memory only after userfaultfd_remove has
     // raised (and waited for) the REMOVE event, and the walk stops there [OBS: host 6.18].
     if (advice === MADV_FREE && !vma.isAnonymous) {
@@ -171,6 +171,21 @@ function prepareDiscard(call: MadviseCall): number | (() => number) {
     const hi = top - (top % vma.pageSize);
     const next = vma.end;
     afterEvents(wait, () => {
+      if (dropped && advice !== MADV_REMOVE) {
+        // madvise_dontneed_free dropped mmap_lock for the event: it looks the VMA up again at the
+        // start, and an unmapped start ends the call with ENOMEM [OBS 6.18: faultline fuzz --seed
+        // 20261722, the range unmapped while the REMOVE event was unread].
+        const again = mm.findVma(lo);
+        if (again === undefined) {
+          outcome.invalid = process.fail(ENOMEM, 'addr', `${hex(lo)} was unmapped during the REMOVE event`);
+          return;
+        }
+        const invalid = checkDiscard(process, again, advice, lo);
+        if (invalid < 0) {
+          outcome.invalid = invalid;
+          return;
+        }
+      }
       if (hi > lo) {
         for (const current of mm.vmasIn(lo, hi)) {
           discard(process, current, Math.max(lo, current.start), Math.min(hi, current.end), advice);
