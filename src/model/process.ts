@@ -24,8 +24,8 @@ import { releaseContext } from './uffd/register.ts';
 export type OpenFile =
   | { kind: 'inode'; inode: Inode; accessMode: number; flags: number; references: number; position?: number }
   | { kind: 'uffd'; uffd: UffdFile; references: number }
-  | { kind: 'dev-userfaultfd'; references: number }
-  | { kind: 'device'; device: DeviceFile; references: number };
+  | { kind: 'dev-userfaultfd'; fmode: number; references: number }
+  | { kind: 'device'; device: DeviceFile; fmode: number; inodeType: 'chr' | 'anon'; references: number };
 
 /** An open regular file (memfd, a type's inode). */
 export type InodeFile = OpenFile & { kind: 'inode' };

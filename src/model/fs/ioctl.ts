@@ -1,10 +1,11 @@
 /** fs/ioctl.c: ioctl(2) dispatched by what the fd refers to. */
-import { USERFAULTFD_IOC_NEW } from '../../uapi/constants.ts';
+import { O_RDWR, USERFAULTFD_IOC_NEW } from '../../uapi/constants.ts';
 import { EBADF, EFAULT, EINVAL, ENOTTY } from '../../uapi/errno.ts';
 import { hex } from '../failure.ts';
 import { inodeOfView } from '../mm/hook-views.ts';
 import type { DeviceFile } from '../mm/memtype.ts';
 import type { ModelProcess } from '../process.ts';
+import { pseudoFmode } from './file.ts';
 import { newUserfaultfd } from './userfaultfd.ts';
 
 export function ioctl(
@@ -40,8 +41,17 @@ function deviceIoctl(
   const result = device.ioctl(request, arg);
   if (typeof result === 'number') return result;
   if ('errno' in result) return process.fail(result.errno, result.argument, result.reason);
-  if ('installDevice' in result)
-    return process.installFd({ kind: 'device', device: result.installDevice, references: 1 });
+  if ('installDevice' in result) {
+    // anon_inode_getfd(..., O_RDWR), as KVM makes its VM and vCPU fds.
+    const fmode = pseudoFmode(O_RDWR, { read: false, write: false });
+    return process.installFd({
+      kind: 'device',
+      device: result.installDevice,
+      fmode,
+      inodeType: 'anon',
+      references: 1,
+    });
+  }
   // A device hands back the view of a file the core made; anything else is refused.
   const inode = inodeOfView(result.installInode);
   if (inode === null)

@@ -2,11 +2,12 @@
  * fs/open.c: opening a file again or a device node, truncate and fallocate.
  */
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, O_ACCMODE, O_RDONLY } from '../../uapi/constants.ts';
-import { EBADF, EINVAL, ENOENT, EOPNOTSUPP } from '../../uapi/errno.ts';
+import { EBADF, EINVAL, ENODEV, ENOENT, EOPNOTSUPP } from '../../uapi/errno.ts';
 import { hex } from '../failure.ts';
 import type { Inode } from '../mem/pagecache.ts';
 import { truncatePagecache } from '../mm/truncate.ts';
 import type { ModelProcess } from '../process.ts';
+import { describeFile, FMODE_WRITE, fmodeOf, openedFmode } from './file.ts';
 import { openDevUserfaultfd } from './userfaultfd.ts';
 
 /** Opens another description of the same inode with a different access mode (open("/proc/self/fd/N")). */
@@ -27,7 +28,9 @@ export function openDevice(process: ModelProcess, path: string, accessMode: numb
   if (driver === undefined) return process.fail(ENOENT, 'path', `${path} does not exist in the model`);
   const refused = driver.openCheck(process.privileged);
   if (refused < 0) return process.fail(-refused, 'path', `${path} refuses this caller`);
-  return process.installFd({ kind: 'device', device: driver.open(), references: 1 });
+  // A device node the core opens through its path: positioned, no read or write (DeviceFile has only ioctl).
+  const fmode = openedFmode(accessMode, { read: false, write: false });
+  return process.installFd({ kind: 'device', device: driver.open(), fmode, inodeType: 'chr', references: 1 });
 }
 
 export function ftruncate(process: ModelProcess, fd: number, length: number): number {
@@ -49,7 +52,11 @@ export function ftruncate(process: ModelProcess, fd: number, length: number): nu
   return 0;
 }
 
-/** fallocate(2): preallocate, or punch a hole (with FALLOC_FL_KEEP_SIZE). */
+/**
+ * fallocate(2): preallocate, or punch a hole (with FALLOC_FL_KEEP_SIZE).
+ * vfs_fallocate's checks in its order: the range, the mode, FMODE_WRITE,
+ * then the file type (only regular files reach a file's fallocate here).
+ */
 export function fallocate(
   process: ModelProcess,
   fd: number,
@@ -57,8 +64,8 @@ export function fallocate(
   offset: number,
   length: number,
 ): number {
-  const file = process.inodeFile(fd);
-  if (typeof file === 'number') return file;
+  const file = process.file(fd);
+  if (file === undefined) return process.fail(EBADF, 'fd', `${fd} is not open`);
   if (offset < 0 || length <= 0)
     return process.fail(EINVAL, offset < 0 ? 'offset' : 'len', 'must be positive');
   if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE))
@@ -66,7 +73,10 @@ export function fallocate(
   if (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE)) {
     return process.fail(EOPNOTSUPP, 'mode', 'FALLOC_FL_PUNCH_HOLE needs FALLOC_FL_KEEP_SIZE');
   }
-  if (file.accessMode === O_RDONLY) return process.fail(EBADF, 'fd', 'not open for writing');
+  if (!(fmodeOf(file) & FMODE_WRITE))
+    return process.fail(EBADF, 'fd', `${describeFile(file)} is not open for writing`);
+  if (file.kind !== 'inode')
+    return process.fail(ENODEV, 'fd', `${describeFile(file)} is not a regular file or block device`);
   const inode = file.inode;
   const type = inode.memoryType;
   const hooks = process.kernel.hooks;

@@ -1,12 +1,67 @@
 /**
  * fs/read_write.c and fs/select.c: pread, pwrite, write and lseek on files
  * (through the page cache, or a type's own write), read and poll on a
- * userfaultfd.
+ * userfaultfd. The VFS's checks come first, on the open file's f_mode
+ * (fs/file.ts), in the kernel's order, whatever kind of file the fd names.
  */
-import { O_RDONLY, O_WRONLY } from '../../uapi/constants.ts';
 import { EBADF, EINVAL, ESPIPE } from '../../uapi/errno.ts';
-import { filemapLookup } from '../mem/pagecache.ts';
-import type { ModelProcess } from '../process.ts';
+import { filemapLookup, type Inode } from '../mem/pagecache.ts';
+import type { ModelProcess, OpenFile } from '../process.ts';
+import {
+  describeFile,
+  FMODE_CAN_READ,
+  FMODE_CAN_WRITE,
+  FMODE_PREAD,
+  FMODE_PWRITE,
+  FMODE_READ,
+  FMODE_WRITE,
+  fmodeOf,
+} from './file.ts';
+
+const SEEK_SET = 0;
+const SEEK_CUR = 1;
+const SEEK_END = 2;
+/** SEEK_HOLE: ksys_lseek refuses anything above it before the file's llseek. */
+const SEEK_MAX = 4;
+
+/**
+ * The VFS checks of a read at a position (ksys_pread64, vfs_read,
+ * rw_verify_area), in their order; the open file when they pass, else -errno.
+ */
+function readableAt(process: ModelProcess, fd: number, length: number, offset: number): OpenFile | number {
+  if (offset < 0) return process.fail(EINVAL, 'offset', `${offset} is negative`);
+  const file = process.file(fd);
+  if (file === undefined) return process.fail(EBADF, 'fd', `${fd} is not open`);
+  const fmode = fmodeOf(file);
+  if (!(fmode & FMODE_PREAD))
+    return process.fail(ESPIPE, 'fd', `${describeFile(file)} has no file position to read at`);
+  if (!(fmode & FMODE_READ))
+    return process.fail(EBADF, 'fd', `${describeFile(file)} is not open for reading`);
+  if (!(fmode & FMODE_CAN_READ))
+    return process.fail(EINVAL, 'fd', `${describeFile(file)} has no read operation`);
+  if (length < 0) return process.fail(EINVAL, 'count', `${length} is negative`);
+  return file;
+}
+
+/** The VFS checks of a write (ksys_write or ksys_pwrite64, vfs_write), in their order. */
+function writable(process: ModelProcess, fd: number, offset: number | null): OpenFile | number {
+  if (offset !== null && offset < 0) return process.fail(EINVAL, 'offset', `${offset} is negative`);
+  const file = process.file(fd);
+  if (file === undefined) return process.fail(EBADF, 'fd', `${fd} is not open`);
+  const fmode = fmodeOf(file);
+  if (offset !== null && !(fmode & FMODE_PWRITE))
+    return process.fail(ESPIPE, 'fd', `${describeFile(file)} has no file position to write at`);
+  if (!(fmode & FMODE_WRITE))
+    return process.fail(EBADF, 'fd', `${describeFile(file)} is not open for writing`);
+  if (!(fmode & FMODE_CAN_WRITE))
+    return process.fail(EINVAL, 'fd', `${describeFile(file)} has no write operation`);
+  return file;
+}
+
+/** What passed the VFS checks but is not a file the model reads or writes through the page cache. */
+function notAnInode(process: ModelProcess, file: OpenFile, call: string): number {
+  return process.fail(EINVAL, 'fd', `${describeFile(file)} does not support ${call} in the model`);
+}
 
 export function pread(
   process: ModelProcess,
@@ -14,9 +69,9 @@ export function pread(
   length: number,
   offset: number,
 ): Uint8Array | number {
-  const file = process.inodeFile(fd);
+  const file = readableAt(process, fd, length, offset);
   if (typeof file === 'number') return file;
-  if (file.accessMode === O_WRONLY) return process.fail(EBADF, 'fd', 'not open for reading');
+  if (file.kind !== 'inode') return notAnInode(process, file, 'pread');
   const inode = file.inode;
   if (inode.memoryType.fileOps.pread !== 0) {
     return process.fail(
@@ -25,7 +80,6 @@ export function pread(
       `${inode.memoryType.name} files do not support pread`,
     );
   }
-  if (offset < 0 || length < 0) return process.fail(EINVAL, offset < 0 ? 'offset' : 'count', 'is negative');
   const end = Math.min(offset + length, inode.sizeBytes);
   if (end <= offset) return new Uint8Array(0);
   const out = new Uint8Array(end - offset);
@@ -45,14 +99,17 @@ export function pread(
 }
 
 export function pwrite(process: ModelProcess, fd: number, data: Uint8Array, offset: number): number {
-  const file = process.inodeFile(fd);
+  const file = writable(process, fd, offset);
   if (typeof file === 'number') return file;
-  if (file.accessMode === O_RDONLY) return process.fail(EBADF, 'fd', 'not open for writing');
-  const inode = file.inode;
+  if (file.kind !== 'inode') return notAnInode(process, file, 'pwrite');
+  return pwriteInode(process, file.inode, data, offset);
+}
+
+/** Writes through the page cache, a folio at a time; a short count when a later folio fails. */
+function pwriteInode(process: ModelProcess, inode: Inode, data: Uint8Array, offset: number): number {
   const type = inode.memoryType;
   if (type.fileOps.pwrite !== 0)
     return process.fail(type.fileOps.pwrite, 'fd', `${type.name} files do not support pwrite`);
-  if (offset < 0) return process.fail(EINVAL, 'offset', 'is negative');
   if (type.getFolioForWrite === undefined)
     return process.fail(EINVAL, 'fd', `${type.name} files cannot be written`);
   const { memory, hooks } = process.kernel;
@@ -78,16 +135,16 @@ export function pwrite(process: ModelProcess, fd: number, data: Uint8Array, offs
 
 /** write(2) at the file position: a type's own write, else the page cache as pwrite. */
 export function write(process: ModelProcess, fd: number, data: Uint8Array): number {
-  const file = process.inodeFile(fd);
+  const file = writable(process, fd, null);
   if (typeof file === 'number') return file;
-  if (file.accessMode === O_RDONLY) return process.fail(EBADF, 'fd', 'not open for writing');
+  if (file.kind !== 'inode') return notAnInode(process, file, 'write');
   const position = file.position ?? 0;
   const type = file.inode.memoryType;
   const hooks = process.kernel.hooks;
   const written =
     type.write !== undefined
       ? hooks.write(type, file.inode, data, position)
-      : pwrite(process, fd, data, position);
+      : pwriteInode(process, file.inode, data, position);
   if (written < 0) {
     const reason = hooks.lastViolation ?? `${type.name} refused the write at offset ${position}`;
     return process.fail(-written, 'data', reason);
@@ -96,12 +153,29 @@ export function write(process: ModelProcess, fd: number, data: Uint8Array): numb
   return written;
 }
 
-/** lseek(2) with SEEK_SET (0) or SEEK_CUR (1). */
+/**
+ * lseek(2). Every file the model has that is not a regular one (a
+ * userfaultfd, /dev/userfaultfd, KVM's device and VM files) has
+ * noop_llseek in its file_operations: the call succeeds and the position
+ * stays 0, whatever is asked. A regular file takes SEEK_SET, SEEK_CUR and
+ * SEEK_END.
+ */
 export function lseek(process: ModelProcess, fd: number, offset: number, whence: number): number {
-  const file = process.inodeFile(fd);
-  if (typeof file === 'number') return file;
-  const base = whence === 0 ? 0 : whence === 1 ? (file.position ?? 0) : Number.NaN;
-  if (Number.isNaN(base)) return process.fail(EINVAL, 'whence', `unsupported whence ${whence}`);
+  const file = process.file(fd);
+  if (file === undefined) return process.fail(EBADF, 'fd', `${fd} is not open`);
+  if (whence < 0 || whence > SEEK_MAX)
+    return process.fail(EINVAL, 'whence', `${whence} is not a SEEK_ value`);
+  if (file.kind !== 'inode') return 0;
+  const base =
+    whence === SEEK_SET
+      ? 0
+      : whence === SEEK_CUR
+        ? (file.position ?? 0)
+        : whence === SEEK_END
+          ? file.inode.sizeBytes
+          : Number.NaN;
+  if (Number.isNaN(base))
+    return process.fail(EINVAL, 'whence', `SEEK_DATA and SEEK_HOLE (${whence}) are not modelled`);
   if (base + offset < 0) return process.fail(EINVAL, 'offset', 'the position would be negative');
   file.position = base + offset;
   return file.position;

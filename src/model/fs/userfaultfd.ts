@@ -8,6 +8,7 @@ import { hex } from '../failure.ts';
 import type { ModelProcess } from '../process.ts';
 import { UffdContext } from '../uffd/context.ts';
 import { UffdFile } from '../uffd/ioctl.ts';
+import { openedFmode } from './file.ts';
 
 export function userfaultfd(process: ModelProcess, flags: number): number {
   const allowed =
@@ -42,5 +43,7 @@ export function newUserfaultfd(process: ModelProcess, flags: number): number {
 export function openDevUserfaultfd(process: ModelProcess, accessMode: number): number {
   if (!process.privileged) return process.fail(EACCES, 'path', '/dev/userfaultfd is mode 0600 root');
   if ((accessMode & O_ACCMODE) === O_ACCMODE) return process.fail(EINVAL, 'flags', 'bad access mode');
-  return process.installFd({ kind: 'dev-userfaultfd', references: 1 });
+  // userfaultfd_dev_fops has no read or write: read(2) and write(2) are EINVAL, pwrite EBADF when read-only.
+  const fmode = openedFmode(accessMode, { read: false, write: false });
+  return process.installFd({ kind: 'dev-userfaultfd', fmode, references: 1 });
 }
