@@ -60,6 +60,7 @@ describe('scenario corpus', () => {
 /** Each broken fixture and the exact `file:line:col: field: problem` it must produce. */
 const BROKEN_FIXTURES: Record<string, string> = {
   'duplicate-name.yaml': "6:18: steps[2].mmap.name: duplicate name 'a' (already a map)",
+  'file-and-uffd.yaml': "6:12: steps[2].pread: give one of 'file' and 'uffd'",
   'missing-field.yaml': "6:7: steps[1].mmap: missing field 'length'",
   'syntax-error.yaml':
     '5:3: (syntax): Flow map in block collection must be sufficiently indented and end with a }',

@@ -1,6 +1,6 @@
 /**
  * Scenario ops on files and memory: memfd, guest_memfd, mmap, mprotect,
- * fallocate, pwrite, pread, read, write, pagemap and vmas. One function per
+ * fallocate, pwrite, pread, lseek, read, write, pagemap and vmas. One function per
  * op, each given the step typed by its schema.
  */
 import { WouldBlockError } from '../api/backend.ts';
@@ -20,6 +20,13 @@ import { dataBytes, type OpCall, type OpTable, observe, syscallSize } from './co
 import { errnoOf, type ObservedResult } from './result.ts';
 
 const PROT: Record<string, number> = { rw: PROT_READ | PROT_WRITE, r: PROT_READ, none: 0 };
+const WHENCE: Record<string, number> = { set: 0, cur: 1, end: 2 };
+
+/** The fd a file step acts on: the file's, or the userfaultfd's it names instead. */
+function fdOf(context: OpCall<'pread'>['context'], target: { file?: string; uffd?: string }): number {
+  if (target.file !== undefined) return context.files.get(target.file)!.fd;
+  return context.uffds.get(target.uffd!)!.fd;
+}
 
 function mmap({ context, args: a, process, processName }: OpCall<'mmap'>): ObservedResult {
   const { backend } = process;
@@ -68,7 +75,16 @@ function touch(
 }
 
 export const MEMORY_OPS: OpTable<
-  'memfd' | 'guest_memfd' | 'mmap' | 'mprotect' | 'fallocate' | 'pwrite' | 'pread' | 'read' | 'write'
+  | 'memfd'
+  | 'guest_memfd'
+  | 'mmap'
+  | 'mprotect'
+  | 'fallocate'
+  | 'pwrite'
+  | 'pread'
+  | 'lseek'
+  | 'read'
+  | 'write'
 > = {
   memfd: ({ context, args: a, process, processName }) =>
     observe(() => {
@@ -96,19 +112,26 @@ export const MEMORY_OPS: OpTable<
   fallocate: ({ context, args: a, process }) =>
     observe(() =>
       process.fallocate(
-        context.files.get(a.file)!.fd,
+        fdOf(context, a),
         FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
         syscallSize(a.offset),
         syscallSize(a.length),
       ),
     ),
   pwrite: ({ context, args: a, process }) =>
-    observe(() => process.pwrite(context.files.get(a.file)!.fd, dataBytes(a.data), syscallSize(a.offset))),
+    observe(() => process.pwrite(fdOf(context, a), dataBytes(a.data), syscallSize(a.offset))),
   pread: ({ context, args: a, process }) => {
     try {
       return {
-        data: process.pread(context.files.get(a.file)!.fd, syscallSize(a.length), syscallSize(a.offset)),
+        data: process.pread(fdOf(context, a), syscallSize(a.length), syscallSize(a.offset)),
       };
+    } catch (error) {
+      return { errno: errnoOf(error) };
+    }
+  },
+  lseek: ({ context, args: a, process }) => {
+    try {
+      return { position: process.lseek(fdOf(context, a), syscallSize(a.offset), WHENCE[a.whence ?? 'set']) };
     } catch (error) {
       return { errno: errnoOf(error) };
     }

@@ -371,6 +371,9 @@ function stepRanges(step: Step): StepRange[] {
 
 type Kind = 'file' | 'map' | 'uffd' | 'thread' | 'process';
 
+/** Ops that act on an fd: a file's, or a userfaultfd's. */
+const FD_TARGET_OPS: ReadonlySet<string> = new Set(['fallocate', 'pwrite', 'pread', 'lseek']);
+
 /** Names are defined before use, unique, and refer to objects of the right kind. */
 function checkReferences(scenario: Scenario, locator: Locator): void {
   const defined = new Map<string, Kind>([['main', 'process']]);
@@ -391,6 +394,8 @@ function checkReferences(scenario: Scenario, locator: Locator): void {
     const a: AnyOpArgs = step.args;
     const at = (field: string) => [...base, field];
     if (a.process !== undefined) use(a.process, 'process', at('process'));
+    if (FD_TARGET_OPS.has(step.op) && (a.file === undefined) === (a.uffd === undefined))
+      throw locator.error(base, "give one of 'file' and 'uffd'");
     if (a.file !== undefined) use(a.file, 'file', at('file'));
     if (a.map !== undefined) use(a.map, 'map', at('map'));
     if (a.uffd !== undefined) use(a.uffd, 'uffd', at('uffd'));

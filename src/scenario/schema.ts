@@ -95,6 +95,13 @@ const BeyondMap = { beyond_map: z.boolean().optional() };
 
 const BaseExpect = { errno: ErrnoName.optional() };
 
+/**
+ * Project addition: a file step (fallocate, pwrite, pread, lseek) names a file, or instead a
+ * userfaultfd (`uffd:`), for what Linux answers on an fd that is not a regular file. The loader
+ * takes exactly one of the two.
+ */
+const FdTarget = { file: Name.optional(), uffd: Name.optional() };
+
 function step<A extends z.ZodRawShape, E extends z.ZodRawShape>(args: A, expect: E) {
   return z.strictObject({ ...args, expect: z.strictObject({ ...BaseExpect, ...expect }).optional() });
 }
@@ -161,11 +168,15 @@ export const OP_SCHEMAS = {
     {},
   ),
   fallocate: step(
-    { file: Name, offset: Size, length: Size, punch_hole: z.literal(true), ...ProcessField },
+    { ...FdTarget, offset: Size, length: Size, punch_hole: z.literal(true), ...ProcessField },
     {},
   ),
-  pwrite: step({ file: Name, offset: Size, data: Data, ...ProcessField }, {}),
-  pread: step({ file: Name, offset: Size, length: Size, ...ProcessField }, { data: Data.optional() }),
+  pwrite: step({ ...FdTarget, offset: Size, data: Data, ...ProcessField }, {}),
+  pread: step({ ...FdTarget, offset: Size, length: Size, ...ProcessField }, { data: Data.optional() }),
+  lseek: step(
+    { ...FdTarget, offset: Size, whence: z.enum(['set', 'cur', 'end']).optional(), ...ProcessField },
+    { position: z.number().int().optional() },
+  ),
   write: step(
     { map: Name, offset: Size, data: Data, ...BeyondMap, ...ProcessField },
     { signal: z.enum(['SIGBUS', 'SIGSEGV']).optional() },
