@@ -13,7 +13,6 @@ export function writeProtectRange(ctx: UffdContext, start: number, length: numbe
   const end = start + length;
   const vmas = mm.vmasIn(start, end);
   if (vmas.length === 0) return ctx.failure.fail(ENOENT, 'range', `no mapping in ${hex(start)}-${hex(end)}`);
-  const unpopulated = ctx.hasFeature(UFFD_FEATURE_WP_UNPOPULATED);
   for (const vma of vmas) {
     if ((vma.flags & VM_UFFD_WP) === 0)
       return ctx.failure.fail(ENOENT, 'range', `${vma.describe()} is not registered for WP`);
@@ -22,7 +21,10 @@ export function writeProtectRange(ctx: UffdContext, start: number, length: numbe
     }
     const lo = Math.max(start, vma.start);
     const hi = Math.min(end, vma.end);
-    // Unpopulated pages get markers on file memory always, on anonymous memory only with WP_UNPOPULATED.
+    // Unpopulated pages get markers on file memory always, on anonymous memory only with
+    // WP_UNPOPULATED of the context the VMA is registered with, not of the one asking
+    // (userfaultfd_wp_use_markers) [OBS 6.18: faultline fuzz --seed 20261733].
+    const unpopulated = vma.uffdContext?.hasFeature(UFFD_FEATURE_WP_UNPOPULATED) ?? false;
     const markHoles = protect && (!vma.isAnonymous || unpopulated);
     applyWriteProtect(vma, lo, hi, protect, markHoles);
   }
