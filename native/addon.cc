@@ -643,36 +643,14 @@ Napi::Value RecvFdWithData(const Napi::CallbackInfo& info) {
   long max = LongArg(info, 1);
   if (max <= 0 || max > (64L << 20)) return Num(env, -EINVAL);
   std::vector<uint8_t> buffer(static_cast<size_t>(max));
-  struct iovec iov = {buffer.data(), buffer.size()};
-  // Room for several descriptors: any beyond the first are closed, never leaked.
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-  struct msghdr message;
-  memset(&message, 0, sizeof(message));
-  message.msg_iov = &iov;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  ssize_t received;
-  do {
-    received = recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
-  } while (received < 0 && errno == EINTR);
+  int fd;
+  int flags;
+  ssize_t received = RecvWithFd(sock, buffer.data(), buffer.size(), &fd, &flags);
   if (received < 0) return Num(env, -errno);
-  int fd = -1;
-  for (struct cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
-       header = CMSG_NXTHDR(&message, header)) {
-    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; i++) {
-      int received_fd;
-      memcpy(&received_fd, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
-      if (fd < 0) fd = received_fd;
-      else close(received_fd);
-    }
-  }
   Napi::Object result = Napi::Object::New(env);
   result.Set("data", Napi::Buffer<uint8_t>::Copy(env, buffer.data(), static_cast<size_t>(received)));
   result.Set("fd", Num(env, fd));
-  result.Set("truncated", Napi::Boolean::New(env, (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0));
+  result.Set("truncated", Napi::Boolean::New(env, (flags & (MSG_TRUNC | MSG_CTRUNC)) != 0));
   return result;
 }
 }  // namespace

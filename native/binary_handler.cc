@@ -141,23 +141,14 @@ std::vector<struct sock_filter> BuildFilter(int trap) {
 // Receives the listener the child sent, or -errno.
 int ReceiveListener(int report) {
   char byte;
-  struct iovec iov = {&byte, 1};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr message;
-  memset(&message, 0, sizeof(message));
-  message.msg_iov = &iov;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  ssize_t got;
-  do {
-    got = recvmsg(report, &message, MSG_CMSG_CLOEXEC);
-  } while (got < 0 && errno == EINTR);
-  if (got < 0) return -errno;
-  struct cmsghdr* header = CMSG_FIRSTHDR(&message);
-  if (got == 0 || header == nullptr || header->cmsg_type != SCM_RIGHTS) return -EPROTO;
   int fd;
-  memcpy(&fd, CMSG_DATA(header), sizeof(int));
+  int flags;
+  ssize_t got = RecvWithFd(report, &byte, 1, &fd, &flags);
+  if (got < 0) return -errno;
+  if (got == 0 || fd < 0) {
+    if (fd >= 0) close(fd);
+    return -EPROTO;
+  }
   return fd;
 }
 
