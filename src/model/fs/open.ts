@@ -78,24 +78,39 @@ export function fallocate(
   if (file.kind !== 'inode')
     return process.fail(ENODEV, 'fd', `${describeFile(file)} is not a regular file or block device`);
   const inode = file.inode;
-  const type = inode.memoryType;
-  const hooks = process.kernel.hooks;
-  const refused = hooks.fallocateCheck(type, inode, mode);
-  if (refused < 0) {
-    const reason = hooks.lastViolation ?? `${type.name} files refuse fallocate mode ${hex(mode)}`;
-    return process.fail(-refused, 'mode', reason);
-  }
-  if (mode & FALLOC_FL_PUNCH_HOLE) {
-    if (type.fileOps.punchHole !== 0)
-      return process.fail(type.fileOps.punchHole, 'mode', `${type.name} cannot punch holes`);
-    // Private COW copies survive a punched hole; only page-cache pages are unmapped.
-    const to = Math.min(offset + length, inode.sizeBytes);
-    truncatePagecache(process.kernel.memory, inode, { from: offset, to }, false);
-    return 0;
-  }
+  if (mode & FALLOC_FL_PUNCH_HOLE) return punchHole(process, inode, offset, length);
+  const refused = fallocateCheck(process, inode, mode);
+  if (refused < 0) return refused;
   const allocated = preallocate(process, inode, offset, length);
   if (allocated < 0) return allocated;
   if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > inode.sizeBytes) inode.sizeBytes = offset + length;
+  return 0;
+}
+
+/** The memory type's fallocate checks of `mode`: 0 or -errno. */
+function fallocateCheck(process: ModelProcess, inode: Inode, mode: number): number {
+  const type = inode.memoryType;
+  const hooks = process.kernel.hooks;
+  const refused = hooks.fallocateCheck(type, inode, mode);
+  if (refused >= 0) return 0;
+  const reason = hooks.lastViolation ?? `${type.name} files refuse fallocate mode ${hex(mode)}`;
+  return process.fail(-refused, 'mode', reason);
+}
+
+/**
+ * The file's fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE), past
+ * vfs_fallocate's checks: from fallocate(2), and from MADV_REMOVE on the
+ * file its VMA held. 0 or -errno.
+ */
+export function punchHole(process: ModelProcess, inode: Inode, offset: number, length: number): number {
+  const refused = fallocateCheck(process, inode, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+  if (refused < 0) return refused;
+  const type = inode.memoryType;
+  if (type.fileOps.punchHole !== 0)
+    return process.fail(type.fileOps.punchHole, 'mode', `${type.name} cannot punch holes`);
+  // Private COW copies survive a punched hole; only page-cache pages are unmapped.
+  const to = Math.min(offset + length, inode.sizeBytes);
+  truncatePagecache(process.kernel.memory, inode, { from: offset, to }, false);
   return 0;
 }
 

@@ -26,13 +26,13 @@ import {
 } from '../../uapi/constants.ts';
 import { EACCES, EINVAL, ENOMEM } from '../../uapi/errno.ts';
 import { hex } from '../failure.ts';
+import { punchHole } from '../fs/open.ts';
 import { PG_ANON } from '../mem/physmem.ts';
 import type { ModelProcess } from '../process.ts';
 import { afterEvents, type EventWait, raiseRemoveEvent } from '../uffd/events.ts';
 import { ZAP_KEEP_POISON, ZAP_KEEP_WP } from './mm.ts';
 import { splitEdges } from './munmap.ts';
 import { PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
-import { truncatePagecache } from './truncate.ts';
 import {
   VM_DONTCOPY,
   VM_HUGEPAGE,
@@ -136,125 +136,206 @@ function applyFlagAdvice(call: MadviseCall, flagAdvice: { set: number; clear: nu
 }
 
 /**
- * DONTNEED, FREE, REMOVE. The first VMA's checks come before anything
- * happens; later VMAs are checked when the walk reaches them, after the
- * earlier ones lost their pages (madvise_walk_vmas) [OBS 6.18: faultline
- * fuzz, MADV_REMOVE over a hugetlb VMA and an anonymous one].
+ * DONTNEED, FREE, REMOVE: madvise_walk_vmas. Each VMA is checked when the
+ * walk reaches it, after the earlier ones lost their pages [OBS 6.18:
+ * faultline fuzz, MADV_REMOVE over a hugetlb VMA and an anonymous one]. A
+ * VMA whose REMOVE event is raised drops mmap_lock until the event is read;
+ * the walk then goes on from where that VMA's work ended, looking the VMAs
+ * up again, so a gap that opened meanwhile is ENOMEM and a VMA split
+ * meanwhile raises a second event [OBS: host 6.18,
+ * scenarios/events/remove-walk-*.yaml].
  */
-function prepareDiscard(call: MadviseCall): number | (() => number) {
-  const { process, address, end, advice, vmas, wait } = call;
-  const mm = process.mm;
-  const refusedFirst = checkDiscard(process, vmas[0]!, advice, address);
-  if (refusedFirst < 0) return refusedFirst;
-  // VMA by VMA, as madvise walks them: each VMA's REMOVE event is decided when the walk reaches
-  // it, after the previous VMA's event was read and its pages went, so a VMA registered meanwhile
-  // raises one too [OBS: host 6.18; faultline fuzz].
-  const outcome: { refused: Vma | null; invalid: number } = { refused: null, invalid: 0 };
-  const walk = (cursor: number): void => {
-    const vma = mm.findIntersecting(cursor, end);
-    if (vma === undefined) return;
-    const invalid = cursor === address ? 0 : checkDiscard(process, vma, advice, address);
-    if (invalid < 0) {
-      outcome.invalid = invalid;
+function prepareDiscard(call: MadviseCall): () => number {
+  const walk: DiscardWalk = { call, start: call.address, unmapped: false, result: null };
+  walkVmas(walk, findVmaAfter(call.process, call.address));
+  return () => (walk.result === null ? 0 : walk.result());
+}
+
+/** madvise_walk_vmas' state, kept across the waits for REMOVE events. */
+interface DiscardWalk {
+  readonly call: MadviseCall;
+  /** range->start: where the next VMA's work begins. */
+  start: number;
+  /** A gap was crossed: the call ends with ENOMEM once the walk is over. */
+  unmapped: boolean;
+  /** The call's result once the walk ended (recording its failure again); null while it goes on. */
+  result: (() => number) | null;
+}
+
+/** One VMA's work: an error, or where it ended and whether it dropped mmap_lock (REMOVE event, MADV_REMOVE). */
+type VmaDone = { readonly error: number } | { readonly end: number; readonly dropped: boolean };
+
+/** find_vma: the first VMA that ends after `address`. */
+function findVmaAfter(process: ModelProcess, address: number): Vma | undefined {
+  return process.mm.findIntersecting(address, Number.POSITIVE_INFINITY);
+}
+
+function walkVmas(walk: DiscardWalk, vma: Vma | undefined): void {
+  const { process, end: lastEnd } = walk.call;
+  if (vma === undefined) {
+    failWalk(walk, process.fail(ENOMEM, 'length', `nothing is mapped from ${hex(walk.start)} on`));
+    return;
+  }
+  if (walk.start < vma.start) {
+    // A gap does not stop the walk: it makes the result ENOMEM.
+    walk.unmapped = true;
+    walk.start = vma.start;
+    if (walk.start >= lastEnd) {
+      endWalk(walk);
       return;
     }
-    const dropped = raiseRemoveEvent(vma, Math.max(cursor, address), end, wait);
-    // madvise_free_single_vma refuses non-anonymous memory only after userfaultfd_remove has
-    // raised (and waited for) the REMOVE event, and the walk stops there [OBS: host 6.18].
-    if (advice === MADV_FREE && !vma.isAnonymous) {
-      outcome.refused = vma;
+  }
+  const range = { start: walk.start, end: Math.min(vma.end, lastEnd) };
+  const vmaEnd = vma.end;
+  const next = (done: VmaDone): void => {
+    if ('error' in done) {
+      failWalk(walk, done.error);
       return;
     }
-    const lo = Math.max(cursor, vma.start);
-    // hugetlb discards whole huge pages only: the end is rounded down.
-    const top = Math.min(end, vma.end);
-    const hi = top - (top % vma.pageSize);
-    const next = vma.end;
-    afterEvents(wait, () => {
-      if (dropped && advice !== MADV_REMOVE) {
-        // madvise_dontneed_free dropped mmap_lock for the event: it looks the VMA up again at the
-        // start, and an unmapped start ends the call with ENOMEM [OBS 6.18: faultline fuzz --seed
-        // 20261722, the range unmapped while the REMOVE event was unread].
-        const again = mm.findVma(lo);
-        if (again === undefined) {
-          outcome.invalid = process.fail(ENOMEM, 'addr', `${hex(lo)} was unmapped during the REMOVE event`);
-          return;
-        }
-        const invalid = checkDiscard(process, again, advice, lo);
-        if (invalid < 0) {
-          outcome.invalid = invalid;
-          return;
-        }
-      }
-      if (hi > lo) {
-        for (const current of mm.vmasIn(lo, hi)) {
-          discard(process, current, Math.max(lo, current.start), Math.min(hi, current.end), advice);
-        }
-      }
-      walk(next);
-    });
+    // Without dropping mmap_lock the VMA is still valid and the walk goes on from its end; after
+    // a drop it goes on from where the work ended (a VMA that shrank meanwhile ends it sooner).
+    const end = done.dropped ? done.end : Math.max(done.end, vmaEnd);
+    if (end >= lastEnd) {
+      endWalk(walk);
+      return;
+    }
+    walk.start = end;
+    walkVmas(walk, findVmaAfter(process, end));
   };
-  walk(address);
-  return () => {
-    if (outcome.invalid < 0) return outcome.invalid;
-    const refused = outcome.refused;
-    if (refused !== null) {
-      return process.fail(
+  if (walk.call.advice === MADV_REMOVE) removeVma(walk.call, vma, range, next);
+  else dontneedFreeVma(walk.call, vma, range, next);
+}
+
+function endWalk(walk: DiscardWalk): void {
+  const process = walk.call.process;
+  walk.result = walk.unmapped
+    ? () => process.fail(ENOMEM, 'length', 'part of the range is not mapped')
+    : () => 0;
+}
+
+/** Ends the walk with `error`, keeping the reason recorded with it for the call's return. */
+function failWalk(walk: DiscardWalk, error: number): void {
+  const process = walk.call.process;
+  const { argument = 'advice', reason = 'madvise failed' } = process.kernel.failure;
+  walk.result = () => process.fail(-error, argument, reason);
+}
+
+interface Range {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * madvise_dontneed_free: the REMOVE event first; if it dropped mmap_lock,
+ * the VMA is looked up again at the start (ENOMEM when it went), checked
+ * again, and the range cut at its end.
+ */
+function dontneedFreeVma(call: MadviseCall, vma: Vma, range: Range, next: (done: VmaDone) => void): void {
+  const { process, advice, wait } = call;
+  const end = validDontneedFree(process, vma, advice, range);
+  const start = range.start;
+  if (end < 0) next({ error: end });
+  else if (start === end) next({ end, dropped: false });
+  else if (!raiseRemoveEvent(vma, start, end, wait)) next(zapOrFree(call, vma, { start, end }, false));
+  else afterEvents(wait, () => next(afterRemoveEvent(call, { start, end })));
+}
+
+/** madvise_dontneed_free once mmap_lock is taken again after the REMOVE event. */
+function afterRemoveEvent(call: MadviseCall, range: Range): VmaDone {
+  const { process, advice } = call;
+  const start = range.start;
+  const again = process.mm.findVma(start);
+  if (again === undefined)
+    return { error: process.fail(ENOMEM, 'addr', `${hex(start)} was unmapped during the REMOVE event`) };
+  const checked = validDontneedFree(process, again, advice, range);
+  if (checked < 0) return { error: checked };
+  // The VMA may have shrunk or been split meanwhile: what lies past its end is the walk's next VMA
+  // (and raises its own REMOVE event, a repetition the handler must take).
+  const cut = Math.min(checked, again.end);
+  if (cut === start) return { end: cut, dropped: true };
+  return zapOrFree(call, again, { start, end: cut }, true);
+}
+
+/**
+ * madvise_dontneed_free_valid_vma: -errno, or the end of the range to
+ * discard (hugetlb takes only DONTNEED, from a huge-page boundary, and
+ * rounds the end down to whole huge pages).
+ */
+function validDontneedFree(process: ModelProcess, vma: Vma, advice: number, range: Range): number {
+  if (!(vma.flags & VM_HUGETLB)) {
+    if (advice !== MADV_DONTNEED_LOCKED && vma.flags & VM_LOCKED)
+      return process.fail(EINVAL, 'addr', `${vma.describe()} is locked`);
+    return range.end;
+  }
+  if (advice !== MADV_DONTNEED && advice !== MADV_DONTNEED_LOCKED)
+    return process.fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
+  if (range.start % vma.pageSize !== 0)
+    return process.fail(EINVAL, 'addr', `not aligned to the huge pages of ${vma.describe()}`);
+  return range.end - (range.end % vma.pageSize);
+}
+
+/** madvise_dontneed_single_vma and madvise_free_single_vma. */
+function zapOrFree(call: MadviseCall, vma: Vma, range: Range, dropped: boolean): VmaDone {
+  const { process, advice } = call;
+  if (advice === MADV_FREE) {
+    // Refused only now, after the REMOVE event was raised and read [OBS: host 6.18]. Lazily freed
+    // pages keep their data until reclaim, which the model never runs.
+    if (!vma.isAnonymous) {
+      const error = process.fail(
         EINVAL,
         'advice',
-        `MADV_FREE needs private anonymous memory, not ${refused.describe()}`,
+        `MADV_FREE needs private anonymous memory, not ${vma.describe()}`,
       );
+      return { error };
     }
-    return call.holeResult();
-  };
-}
-
-/** madvise(2) by the calling thread: events are queued, the call does not wait for them. */
-export function madvise(process: ModelProcess, address: number, length: number, advice: number): number {
-  const prepared = prepareMadvise(process, address, length, advice, null);
-  return typeof prepared === 'number' ? prepared : prepared();
-}
-
-function checkDiscard(process: ModelProcess, vma: Vma, advice: number, start: number): number {
-  if (advice === MADV_DONTNEED && vma.flags & VM_LOCKED)
-    return process.fail(EINVAL, 'addr', `${vma.describe()} is locked`);
-  // hugetlb takes only DONTNEED; other non-anonymous memory fails MADV_FREE after its REMOVE event.
-  if (advice === MADV_FREE && vma.flags & VM_HUGETLB) {
-    return process.fail(EINVAL, 'advice', `MADV_FREE needs private anonymous memory, not ${vma.describe()}`);
+    return { end: range.end, dropped };
   }
-  if (advice === MADV_REMOVE && vma.inode === null) {
+  // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp markers, but poison
+  // markers go everywhere (the zap is even_cows) [OBS: host 6.18, shmem and hugetlb, shared and private].
+  process.mm.zapRange(vma, range.start, range.end, vma.isAnonymous ? 0 : ZAP_KEEP_WP);
+  return { end: range.end, dropped };
+}
+
+/**
+ * madvise_remove: checked before its event; the file is held (get_file)
+ * while mmap_lock is dropped, so the hole is punched in it at the offset
+ * the VMA gave, even if the range was unmapped or remapped meanwhile.
+ */
+function removeVma(call: MadviseCall, vma: Vma, range: Range, next: (done: VmaDone) => void): void {
+  const { process, wait } = call;
+  const refused = checkRemove(process, vma);
+  if (refused < 0) {
+    next({ error: refused });
+    return;
+  }
+  const inode = vma.inode!;
+  const offset = vma.pgoffAt(range.start) * 4096;
+  raiseRemoveEvent(vma, range.start, range.end, wait);
+  afterEvents(wait, () => {
+    const punched = punchHole(process, inode, offset, range.end - range.start);
+    next(punched < 0 ? { error: punched } : { end: range.end, dropped: true });
+  });
+}
+
+function checkRemove(process: ModelProcess, vma: Vma): number {
+  if (vma.flags & VM_LOCKED) return process.fail(EINVAL, 'addr', `${vma.describe()} is locked`);
+  if (vma.inode === null)
     return process.fail(EINVAL, 'advice', `MADV_REMOVE needs a file mapping, not ${vma.describe()}`);
-  }
   // vma_is_shared_maywrite: a MAP_PRIVATE file mapping gets EACCES [OBS: host 6.18, memfd MAP_PRIVATE].
-  if (advice === MADV_REMOVE && (!(vma.flags & VM_SHARED) || !(vma.flags & VM_MAYWRITE))) {
+  if (!(vma.flags & VM_SHARED) || !(vma.flags & VM_MAYWRITE)) {
     return process.fail(
       EACCES,
       'advice',
       `MADV_REMOVE needs a shared writable mapping, not ${vma.describe()}`,
     );
   }
-  if (vma.pageShift > 12 && Math.max(start, vma.start) % vma.pageSize !== 0) {
-    return process.fail(EINVAL, 'addr', `not aligned to the huge pages of ${vma.describe()}`);
-  }
   return 0;
 }
 
-function discard(process: ModelProcess, vma: Vma, start: number, end: number, advice: number): void {
-  const mm = process.mm;
-  if (advice === MADV_FREE) {
-    // Lazily freed pages keep their data until reclaim, which the model never runs.
-    return;
-  }
-  if (advice === MADV_REMOVE) {
-    const inode = vma.inode!;
-    const fileStart = vma.pgoffAt(start) * 4096;
-    const to = Math.min(fileStart + (end - start), inode.sizeBytes);
-    truncatePagecache(process.kernel.memory, inode, { from: fileStart, to }, false);
-    return;
-  }
-  // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp markers, but poison
-  // markers go everywhere (the zap is even_cows) [OBS: host 6.18, shmem and hugetlb, shared and private].
-  mm.zapRange(vma, start, end, vma.isAnonymous ? 0 : ZAP_KEEP_WP);
+/** madvise(2) by the calling thread: events are queued, the call does not wait for them. */
+export function madvise(process: ModelProcess, address: number, length: number, advice: number): number {
+  const prepared = prepareMadvise(process, address, length, advice, null);
+  return typeof prepared === 'number' ? prepared : prepared();
 }
 
 /**
