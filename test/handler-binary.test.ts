@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import type { KernelBackend } from '../src/api/backend.ts';
 import { ModelBackend } from '../src/api/model-backend.ts';
 import { type BinaryRunReport, binaryHandler } from '../src/handlers/binary/serve.ts';
@@ -291,5 +292,47 @@ describe('a misbehaving handler binary is a one-line finding, and nothing is lef
     for (let i = 0; i < 100 && strayProcesses().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(strayProcesses(), []);
     assert.equal(leftovers().length, dirs);
+  });
+});
+
+describe('handler binaries on worker threads', { skip: built }, () => {
+  // A worker thread closes, when it exits, every descriptor it opened with fs.open and did not
+  // close with fs.close (Node's trackUnmanagedFds). A session's scratch files closed another way
+  // stayed on that list: the exiting worker then closed whatever those numbers had become —
+  // another worker's seccomp listener, pidfd or fake uffd — and that worker's binary failed
+  // (ENOSYS from its trapped calls, ENOTTY from ioctls no longer recognised).
+  it("a worker's session leaves no descriptor number for the worker's exit to close", async () => {
+    const addon = (await import('../src/handlers/binary/child.ts')).binaryAddon();
+    const child = handlerPath('fc_handler');
+    const source =
+      '(async () => {' +
+      `const tsx = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); tsx.register();` +
+      `const { HandlerChild } = await import(${JSON.stringify(new URL('../src/handlers/binary/child.ts', import.meta.url).href)});` +
+      `const { parentPort } = await import('node:worker_threads');` +
+      `const session = new HandlerChild({ path: ${JSON.stringify(child)}, args: [], trap: 1, memory: (write) => write(new Uint8Array(4096)) });` +
+      `session.dispose(); parentPort.postMessage('disposed');` +
+      `parentPort.once('message', () => process.exit(0));` +
+      '})();';
+    const worker = new Worker(source, { eval: true, stderr: true });
+    let stderr = '';
+    worker.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    try {
+      await once(worker, 'message');
+      // The lowest free numbers: the ones the worker's session used and gave back.
+      const pipes = [addon.makePipe(), addon.makePipe()].flatMap((pipe) =>
+        typeof pipe === 'number' ? [] : pipe,
+      );
+      assert.equal(pipes.length, 4);
+      worker.postMessage('exit');
+      await once(worker, 'exit');
+      const closed = pipes.filter((fd) => addon.fileFlags(fd) < 0);
+      for (const fd of pipes) addon.close(fd);
+      assert.deepEqual(closed, [], "the worker's exit closed descriptors it no longer owned");
+      assert.doesNotMatch(stderr, /unmanaged mode/, 'no descriptor is opened twice in unmanaged mode');
+    } finally {
+      await worker.terminate();
+    }
   });
 });

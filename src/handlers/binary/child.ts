@@ -8,7 +8,16 @@
  * Ctrl-C leaves a process, a descriptor or a file behind.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type NativeAddon, native, nativeLoadError } from '../../host/native.ts';
@@ -134,6 +143,9 @@ export class HandlerChild {
     this.logPath = join(this.dir, 'output');
     try {
       this.writeMemory(start.memory);
+      // fs.openSync pairs with fs.closeSync, never the addon's close: on a worker thread Node
+      // tracks such descriptors and closes them when the worker exits (trackUnmanagedFds), so one
+      // closed behind its back is closed again by number then — by then another worker's listener.
       const out = openSync(this.logPath, 'w');
       try {
         const result = this.addon.handlerSpawn(
@@ -151,7 +163,7 @@ export class HandlerChild {
         this.pidfd = pidfd;
         this.listener = listener;
       } finally {
-        this.addon.close(out);
+        closeSync(out);
       }
       this.fds.add(this.pidfd);
       if (this.listener >= 0) this.fds.add(this.listener);
@@ -173,7 +185,7 @@ export class HandlerChild {
         offset += chunk.byteLength;
       });
     } finally {
-      this.addon.close(fd);
+      closeSync(fd);
     }
   }
 
