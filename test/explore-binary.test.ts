@@ -15,10 +15,12 @@ import {
   type CampaignConfig,
   loadExploreHandler,
   type ReplayFile,
+  recordFailure,
   runCampaign,
 } from '../src/explore/campaign.ts';
 import { type GuestConfig, runSchedule } from '../src/explore/run.ts';
 import { ReplayStrategy } from '../src/explore/strategy.ts';
+import { HandlerError } from '../src/workloads/snapshot-restore.ts';
 
 const build = fileURLToPath(new URL('../build/Release/', import.meta.url));
 const binary = (name: string): string => join(build, name);
@@ -179,5 +181,43 @@ describe('explore with handler binaries', { skip: built }, () => {
     assert.match(threads.stdout, /uffd calls from 2 threads: .*not controlled/);
     assert.match(threads.stdout, /3 schedules passed/);
     assert.deepEqual(strays(), []);
+  });
+});
+
+describe('a failure is never reported with an empty message', () => {
+  const careful = fileURLToPath(new URL('../examples/handlers/careful.ts', import.meta.url));
+
+  it("one its replay does not reproduce keeps the run's message and says it did not reproduce", async () => {
+    // A binary's failure may depend on its host threads: the replay, with the same decisions, can pass.
+    const { serve } = await loadExploreHandler(careful);
+    const failure = await recordFailure({
+      serve,
+      config: { ...config('careful', {}, 1), handler: careful },
+      schedule: 7,
+      outcome: {
+        kind: 'handler-error',
+        message: 'the handler threw: handler binary exited with status 1',
+        decisions: 3,
+        deviations: [[1, 2]],
+        records: [],
+        externalWait: false,
+      },
+      outDir: out,
+    });
+    assert.equal(failure.kind, 'handler-error');
+    assert.match(failure.message, /^the handler threw: handler binary exited with status 1\n/);
+    assert.match(failure.message, /not reproduced: the same schedule replayed passed/);
+    const file = JSON.parse(readFileSync(failure.replay, 'utf8')) as ReplayFile;
+    assert.equal(file.message, failure.message);
+    assert.deepEqual(file.deviations, [[1, 2]]);
+  });
+
+  it('a handler that throws an Error without a message is named by its class and where it was thrown', () => {
+    const thrown = new HandlerError(new RangeError());
+    assert.match(
+      thrown.message,
+      /^the handler threw: RangeError with no message \(at .*explore-binary\.test\.ts/,
+    );
+    assert.equal(new HandlerError('').message, 'the handler threw: an empty string');
   });
 });

@@ -190,13 +190,16 @@ export async function recordFailure(options: {
   const { serve, config, schedule, outcome } = options;
   const kind = outcome.kind!;
   const shrunk = await shrink(serve, config.guest, kind, outcome.deviations);
+  const reproduced = shrunk.kind === kind;
+  const message = reproduced ? shrunk.message : notReproduced(kind, outcome, shrunk);
+  const deviations = reproduced ? shrunk.deviations : outcome.deviations;
   const preemptions = preemptionsOf(shrunk);
   mkdirSync(options.outDir, { recursive: true });
   const replay = join(options.outDir, `${kind}-seed${config.seed}-schedule${schedule}.json`);
   const file: ReplayFile = {
     version: 1,
     kind,
-    message: shrunk.message,
+    message,
     handler: config.handler,
     ...((config.handlerArgs ?? []).length > 0 ? { handlerArgs: config.handlerArgs } : {}),
     ...(config.handlerTimeoutMs === undefined ? {} : { handlerTimeoutMs: config.handlerTimeoutMs }),
@@ -204,11 +207,23 @@ export async function recordFailure(options: {
     strategy: config.strategy,
     seed: config.seed,
     schedule,
-    deviations: shrunk.deviations,
+    deviations,
     preemptions,
   };
   writeFileSync(replay, `${JSON.stringify(file, null, 2)}\n`);
-  return { kind, schedule, message: shrunk.message, replay, preemptions };
+  return { kind, schedule, message, replay, preemptions };
+}
+
+/**
+ * The message of a failure its replay did not reproduce (the run's own
+ * message, never the replay's empty one from a pass): something outside the
+ * schedule decided it — a handler binary's host threads, or the host.
+ */
+function notReproduced(kind: FailureKind, outcome: ScheduleOutcome, replay: ScheduleOutcome): string {
+  const original = outcome.message === '' ? `a ${kind} whose run gave no message` : outcome.message;
+  const again =
+    replay.kind === null ? 'passed' : `failed otherwise (${replay.kind}: ${replay.message.split('\n')[0]})`;
+  return `${original}\n(not reproduced: the same schedule replayed ${again}; something outside the schedule's decisions made the difference)`;
 }
 
 /** A message from a worker thread (or from the main thread's own runner) to the dispatcher. */

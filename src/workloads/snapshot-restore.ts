@@ -100,8 +100,16 @@ export interface SnapshotRestoreResult {
 export class HandlerError extends Error {
   override name = 'HandlerError';
   constructor(override readonly cause: unknown) {
-    super(`the handler threw: ${cause instanceof Error ? cause.message : String(cause)}`);
+    super(`the handler threw: ${describeThrown(cause)}`);
   }
+}
+
+/** What a handler threw, never empty: an Error without a message is named by its class and first frame. */
+function describeThrown(cause: unknown): string {
+  if (!(cause instanceof Error)) return String(cause) || 'an empty string';
+  if (cause.message !== '') return cause.message;
+  const frame = cause.stack?.split('\n').find((line) => line.trimStart().startsWith('at '));
+  return `${cause.name} with no message${frame === undefined ? '' : ` (${frame.trim()})`}`;
 }
 
 /** The snapshot's content: deterministic per page, with every eighth page all zero. */
