@@ -21,8 +21,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -366,6 +369,40 @@ Napi::Value WaitStatus(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Scratch directories of handler sessions, process-wide (the addon is loaded
+// once per process; every worker thread sees these). On a signal the main
+// thread closes the gate, waits for sessions creating a directory right
+// now, and removes them all: a session on another thread cannot create one
+// after that listing.
+std::atomic<int> scratch_creating{0};
+std::atomic<bool> scratch_closed{false};
+
+// scratchEnter(): true when a session may create its scratch directory (then
+// scratchLeave() once it exists); false once the process is being torn down.
+Napi::Value ScratchEnter(const Napi::CallbackInfo& info) {
+  scratch_creating.fetch_add(1);
+  if (scratch_closed.load()) {
+    scratch_creating.fetch_sub(1);
+    return Napi::Boolean::New(info.Env(), false);
+  }
+  return Napi::Boolean::New(info.Env(), true);
+}
+
+Napi::Value ScratchLeave(const Napi::CallbackInfo& info) {
+  scratch_creating.fetch_sub(1);
+  return info.Env().Undefined();
+}
+
+// scratchClose(timeoutMs): no session creates a scratch directory from now
+// on; waits (bounded) for those creating one. True when none is left.
+Napi::Value ScratchClose(const Napi::CallbackInfo& info) {
+  scratch_closed.store(true);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(IntArg(info, 0));
+  while (scratch_creating.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  return Napi::Boolean::New(info.Env(), scratch_creating.load() == 0);
+}
+
 }  // namespace
 
 void RegisterBinaryHandler(Napi::Env env, Napi::Object exports) {
@@ -381,6 +418,9 @@ void RegisterBinaryHandler(Napi::Env env, Napi::Object exports) {
   exports.Set("fileFlags", Napi::Function::New(env, FileFlags));
   exports.Set("killGroup", Napi::Function::New(env, KillGroup));
   exports.Set("waitStatus", Napi::Function::New(env, WaitStatus));
+  exports.Set("scratchEnter", Napi::Function::New(env, ScratchEnter));
+  exports.Set("scratchLeave", Napi::Function::New(env, ScratchLeave));
+  exports.Set("scratchClose", Napi::Function::New(env, ScratchClose));
 }
 
 }  // namespace faultline

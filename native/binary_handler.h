@@ -5,7 +5,8 @@
 namespace faultline {
 
 // Adds handlerSpawn, notifRecv, notifSend, notifIdValid, vmRead, vmWrite, sameFile,
-// makePipe, fileFlags, killGroup and waitStatus to the addon's exports.
+// makePipe, fileFlags, killGroup, waitStatus and the scratch gate (scratchEnter,
+// scratchLeave, scratchClose) to the addon's exports.
 void RegisterBinaryHandler(Napi::Env env, Napi::Object exports);
 
 }  // namespace faultline

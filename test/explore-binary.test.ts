@@ -5,9 +5,10 @@
  * static, passes schedules with a balloon.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -124,6 +125,53 @@ describe('explore with handler binaries', { skip: built }, () => {
     });
   }
 
+  // Two workers serving binaries at once: each worker's sessions must leave the other's descriptors
+  // alone (a worker's exit used to close the other's seccomp listener: about half of such
+  // 20-schedule campaigns ended in a handler-error or hang near their end).
+  it('two workers: the careful binary passes every schedule of three campaigns', async () => {
+    const handler = await loadExploreHandler(binary('fc_handler'));
+    for (const seed of [1, 2, 3]) {
+      const result = await runCampaign(
+        handler.serve,
+        { ...config('fc_handler', {}, 20), seed },
+        {
+          outDir: out,
+          workers: 2,
+          binaryThreads: handler.threads,
+        },
+      );
+      assert.equal(result.workers, 2);
+      assert.deepEqual(
+        result.failures.map((failure) => failure.message),
+        [],
+        `seed ${seed}`,
+      );
+      assert.equal(result.schedules, 20);
+      assert.equal(result.perWorker.length, 2, 'both workers ran');
+      assert.equal(result.binaryThreads, 1);
+    }
+    assert.deepEqual(strays(), []);
+  });
+
+  it('two workers find the buggy binary at the same schedule, with the same kind, as one', async () => {
+    const name = 'fc_handler_eagain_fatal';
+    const handler = await loadExploreHandler(binary(name));
+    const found = [];
+    for (const workers of [1, 2]) {
+      const result = await runCampaign(handler.serve, config(name, {}, 100), {
+        outDir: out,
+        workers,
+        binaryThreads: handler.threads,
+      });
+      assert.equal(result.failures.length, 1, `${workers} worker(s): no failure`);
+      const failure = result.failures[0]!;
+      assert.doesNotMatch(failure.message, /not reproduced/);
+      found.push({ kind: failure.kind, schedule: failure.schedule, message: failure.message });
+    }
+    assert.equal(found[0]!.kind, 'handler-error');
+    assert.deepEqual(found[1], found[0]);
+  });
+
   const run = (args: string[]) =>
     spawnSync(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8', timeout: 120_000 });
 
@@ -151,7 +199,7 @@ describe('explore with handler binaries', { skip: built }, () => {
       workers: number;
     };
     assert.deepEqual(document.handlerArgs, ['--exit-after', '3']);
-    assert.equal(document.workers, 1);
+    assert.equal(document.workers, Math.min(availableParallelism(), 20), 'a binary runs on every core');
     assert.equal(document.failures[0]?.kind, 'handler-error');
     assert.match(document.failures[0]!.message, /--exit-after/);
     const file = JSON.parse(readFileSync(document.failures[0]!.replay, 'utf8')) as ReplayFile;
@@ -160,6 +208,45 @@ describe('explore with handler binaries', { skip: built }, () => {
     assert.equal(replay.status, 1, replay.stderr);
     assert.match(replay.stdout, /handler-error \(reproduced\)/);
     assert.deepEqual(strays(), []);
+  });
+
+  it('Ctrl-C during a two-worker campaign: every binary ends, every scratch directory is removed', async () => {
+    const scratch = mkdtempSync(join(out, 'tmp-'));
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        main,
+        'explore',
+        'snapshot-restore',
+        '--handler',
+        binary('fc_handler'),
+        '--balloon',
+        '8',
+        '--schedules',
+        '100000',
+        '--workers',
+        '2',
+        '--out',
+        out,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: scratch } },
+    );
+    const sessions = (): string[] => readdirSync(scratch).filter((n) => n.startsWith('faultline-handler-'));
+    // Both workers serving: scratch directories from two sessions at once (or many runs seen).
+    let seen = new Set<string>();
+    for (let i = 0; i < 1200 && seen.size < 6; i++) {
+      seen = new Set([...seen, ...sessions()]);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.ok(seen.size >= 6, 'the campaign is running sessions');
+    child.kill('SIGINT');
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    assert.equal(signal ?? code, 'SIGINT');
+    for (let i = 0; i < 100 && strays().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(strays(), []);
+    assert.deepEqual(sessions(), [], "the workers' scratch directories are removed too");
   });
 
   it('a binary making uffd calls from two threads: the report says their interleaving is not controlled', {

@@ -137,10 +137,7 @@ export async function exploreCommand(
     args: config.handlerArgs ?? [],
     timeoutMs: options.handlerTimeout,
   });
-  // The native addon that traps a binary's calls aborts the process when
-  // loaded in a worker thread: binaries run their schedules on the main thread.
-  const wanted = options.workers ?? defaultWorkers();
-  const workers = handler.kind === 'binary' ? 1 : wanted;
+  const workers = options.workers ?? defaultWorkers();
   const result = await runCampaign(handler.serve, config, {
     outDir: options.out,
     workers,
@@ -149,10 +146,6 @@ export async function exploreCommand(
   if (options.json) {
     out(JSON.stringify({ ...jsonDocument(config, result), handlerKind: handler.kind }, null, 2));
   } else {
-    if (handler.kind === 'binary' && wanted > 1)
-      out(
-        `note: a handler binary's schedules run on one worker (the native addon that traps its calls does not load in worker threads): 1 worker, not ${wanted}`,
-      );
     printResult(config, result, out);
   }
   return result.failures.length > 0 ? 1 : 0;

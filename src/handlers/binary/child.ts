@@ -14,12 +14,14 @@ import {
   constants,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { isMainThread } from 'node:worker_threads';
 import { type NativeAddon, native, nativeLoadError } from '../../host/native.ts';
 import { encodeRegions, type GuestRegionUffdMapping } from '../../workloads/firecracker.ts';
 import type { HandlerSession } from '../session.ts';
@@ -48,6 +50,10 @@ export interface BinaryAddon {
   fileFlags(fd: number): number;
   killGroup(pid: number, signal: number): number;
   waitStatus(pid: number, block: boolean): [number, number] | number;
+  /** The process-wide gate on creating scratch directories (absent in an addon built before it). */
+  scratchEnter?(): boolean;
+  scratchLeave?(): void;
+  scratchClose?(timeoutMs: number): boolean;
 }
 
 export function binaryAddon(): NativeAddon & BinaryAddon {
@@ -89,16 +95,51 @@ export class HandlerBinaryError extends Error {
 const live = new Set<{ dispose(): void }>();
 let signalsHooked = false;
 
-/** Ctrl-C: tear every live session down, then die of the signal as before. */
-function hookSignals(): void {
-  if (signalsHooked) return;
+/** Scratch directories are named after the process, so its main thread can find its workers' too. */
+const SCRATCH_PREFIX = `faultline-handler-${process.pid}-`;
+
+/**
+ * Ctrl-C: tear every live session down, then die of the signal as before.
+ * Signals reach the main thread only: it also removes the scratch
+ * directories of sessions on worker threads (their binaries and connectors
+ * die with the process: PR_SET_PDEATHSIG). Called when a binary handler is
+ * loaded and when a session starts; a no-op on a worker thread.
+ */
+export function hookSignals(): void {
+  if (signalsHooked || !isMainThread) return;
   signalsHooked = true;
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(signal, () => {
       for (const session of [...live]) session.dispose();
+      // Workers keep running until the process dies: first stop them creating directories.
+      (native as Partial<BinaryAddon> | null)?.scratchClose?.(1000);
+      removeScratch();
       process.removeAllListeners(signal);
       process.kill(process.pid, signal);
     });
+  }
+}
+
+function removeScratch(): void {
+  try {
+    for (const name of readdirSync(tmpdir())) {
+      // A binary may still be binding its socket in there: retry a directory that is not empty yet.
+      if (name.startsWith(SCRATCH_PREFIX))
+        rmSync(join(tmpdir(), name), { recursive: true, force: true, maxRetries: 5, retryDelay: 10 });
+    }
+  } catch {
+    // Nothing to remove, or not allowed to look: the signal still ends the process.
+  }
+}
+
+/** A new scratch directory, unless a signal is tearing the process down (then the session fails). */
+function scratchDirectory(addon: BinaryAddon): string {
+  if (addon.scratchEnter?.() === false)
+    throw new HandlerBinaryError('handler binary not started: faultline is exiting on a signal');
+  try {
+    return mkdtempSync(join(tmpdir(), SCRATCH_PREFIX));
+  } finally {
+    addon.scratchLeave?.();
   }
 }
 
@@ -136,8 +177,8 @@ export class HandlerChild {
 
   constructor(start: BinaryStart) {
     hookSignals();
+    this.dir = scratchDirectory(this.addon);
     live.add(this);
-    this.dir = mkdtempSync(join(tmpdir(), 'faultline-handler-'));
     this.socketPath = join(this.dir, 'uffd.sock');
     this.memoryPath = join(this.dir, 'memory');
     this.logPath = join(this.dir, 'output');

@@ -39,6 +39,7 @@ import {
   DEFAULT_HANDLER_TIMEOUT_MS,
   HandlerBinaryError,
   HandlerChild,
+  hookSignals,
   memoryWriter,
   regionsJson,
   TRAP_UFFD,
@@ -68,6 +69,8 @@ const QUICK_WAIT_MS = 2;
  * interception below, on the host with the session's real userfaultfd.
  */
 export function binaryHandler(options: BinaryHandlerOptions): Serve {
+  // Before any session: the main thread cleans up after its workers' sessions on Ctrl-C too.
+  hookSignals();
   return async (session) => {
     if (session.backend === 'host') return serveOnHost(session, options);
     const gmem = session.guestMemfd !== undefined;
