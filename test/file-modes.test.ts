@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type { ProcessBackend } from '../src/api/backend.ts';
+import { Process } from '../src/api/process.ts';
 import { hostUnavailable } from '../src/host/capabilities.ts';
 import { HostBackend } from '../src/host/host-backend.ts';
 import {
@@ -22,13 +23,16 @@ import {
 import { EBADF, EINVAL, ENODEV, EOPNOTSUPP, ESPIPE, KernelError } from '../src/uapi/errno.ts';
 import { createTestModel } from './helpers.ts';
 
-type Kind = 'uffd' | 'dev-userfaultfd' | 'dev-userfaultfd-ro' | 'kvm' | 'vm';
-const KINDS: readonly Kind[] = ['uffd', 'dev-userfaultfd', 'dev-userfaultfd-ro', 'kvm', 'vm'];
+type Kind = 'uffd' | 'dev-userfaultfd' | 'dev-userfaultfd-ro' | 'kvm' | 'vm' | 'gmem';
+const KINDS: readonly Kind[] = ['uffd', 'dev-userfaultfd', 'dev-userfaultfd-ro', 'kvm', 'vm', 'gmem'];
 
 function openKind(backend: ProcessBackend, kind: Kind): number {
   if (kind === 'uffd') return backend.userfaultfd(O_CLOEXEC | O_NONBLOCK);
   if (kind === 'dev-userfaultfd') return backend.open('/dev/userfaultfd', O_RDWR | O_CLOEXEC);
   if (kind === 'dev-userfaultfd-ro') return backend.open('/dev/userfaultfd', O_RDONLY | O_CLOEXEC);
+  // guest_memfd is a regular memory file to mmap, but its file is a pseudo file without
+  // FMODE_PREAD, FMODE_PWRITE, FMODE_LSEEK, read or write on 6.18.
+  if (kind === 'gmem') return new Process(backend).guestMemfd({ size: 16384 });
   const kvm = backend.open('/dev/kvm', O_RDWR | O_CLOEXEC);
   if (kind === 'kvm') return kvm;
   const vm = backend.ioctl(kvm, KVM_CREATE_VM, 0);
@@ -45,12 +49,12 @@ const CALLS: readonly {
   {
     name: 'lseek(fd, 4096, SEEK_SET)',
     call: (b, fd) => b.lseek(fd, 4096, 0),
-    expect: { uffd: 0, 'dev-userfaultfd': 0, 'dev-userfaultfd-ro': 0, kvm: 0, vm: 0 },
+    expect: { uffd: 0, 'dev-userfaultfd': 0, 'dev-userfaultfd-ro': 0, kvm: 0, vm: 0, gmem: 'ESPIPE' },
   },
   {
     name: 'lseek(fd, -1, SEEK_CUR)',
     call: (b, fd) => b.lseek(fd, -1, 1),
-    expect: { uffd: 0, 'dev-userfaultfd': 0, 'dev-userfaultfd-ro': 0, kvm: 0, vm: 0 },
+    expect: { uffd: 0, 'dev-userfaultfd': 0, 'dev-userfaultfd-ro': 0, kvm: 0, vm: 0, gmem: 'ESPIPE' },
   },
   {
     name: 'lseek(fd, 0, 7)',
@@ -61,6 +65,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EINVAL',
       kvm: 'EINVAL',
       vm: 'EINVAL',
+      gmem: 'EINVAL',
     },
   },
   {
@@ -72,6 +77,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EINVAL',
       kvm: 'EINVAL',
       vm: 'ESPIPE',
+      gmem: 'ESPIPE',
     },
   },
   {
@@ -83,6 +89,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EINVAL',
       kvm: 'EINVAL',
       vm: 'EINVAL',
+      gmem: 'EINVAL',
     },
   },
   {
@@ -94,6 +101,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EBADF',
       kvm: 'EINVAL',
       vm: 'ESPIPE',
+      gmem: 'ESPIPE',
     },
   },
   {
@@ -105,6 +113,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EBADF',
       kvm: 'EINVAL',
       vm: 'EINVAL',
+      gmem: 'EINVAL',
     },
   },
   {
@@ -116,6 +125,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EBADF',
       kvm: 'ENODEV',
       vm: 'ENODEV',
+      gmem: 'EOPNOTSUPP',
     },
   },
   {
@@ -127,6 +137,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EOPNOTSUPP',
       kvm: 'EOPNOTSUPP',
       vm: 'EOPNOTSUPP',
+      gmem: 'EOPNOTSUPP',
     },
   },
   {
@@ -138,6 +149,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EINVAL',
       kvm: 'EINVAL',
       vm: 'EINVAL',
+      gmem: 'EINVAL',
     },
   },
   {
@@ -149,6 +161,7 @@ const CALLS: readonly {
       'dev-userfaultfd-ro': 'EINVAL',
       kvm: 'EINVAL',
       vm: 'EINVAL',
+      gmem: 'EINVAL',
     },
   },
 ];
@@ -191,6 +204,7 @@ describe('file calls on fds that are not regular files (Linux 6.18)', () => {
     const { process } = createTestModel();
     const uffd = openKind(process.backend, 'uffd');
     const vm = openKind(process.backend, 'vm');
+    const gmem = openKind(process.backend, 'gmem');
     const cases: [() => unknown, RegExp][] = [
       [() => process.backend.pread(uffd, 1, 0), /pread.*fd.*userfaultfd has no file position/],
       [
@@ -198,6 +212,8 @@ describe('file calls on fds that are not regular files (Linux 6.18)', () => {
         /write.*fd.*userfaultfd is not open for writing/,
       ],
       [() => process.backend.fallocate(vm, 0, 0, 4096), /fallocate.*fd.*kvm-vm file is not a regular file/],
+      [() => process.backend.lseek(gmem, 0, 0), /lseek.*fd.*kvm-gmem has no llseek/],
+      [() => process.backend.write(gmem, new Uint8Array(1)), /write.*fd.*kvm-gmem has no write operation/],
     ];
     for (const [call, pattern] of cases) {
       const { error } = outcome(call);

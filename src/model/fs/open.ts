@@ -2,18 +2,20 @@
  * fs/open.c: opening a file again or a device node, truncate and fallocate.
  */
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, O_ACCMODE, O_RDONLY } from '../../uapi/constants.ts';
-import { EBADF, EINVAL, ENODEV, ENOENT, EOPNOTSUPP } from '../../uapi/errno.ts';
+import { EBADF, EINVAL, ENODEV, ENOENT, ENXIO, EOPNOTSUPP } from '../../uapi/errno.ts';
 import { hex } from '../failure.ts';
 import type { Inode } from '../mem/pagecache.ts';
 import { truncatePagecache } from '../mm/truncate.ts';
 import type { ModelProcess } from '../process.ts';
-import { describeFile, FMODE_WRITE, fmodeOf, openedFmode } from './file.ts';
+import { describeFile, FMODE_WRITE, fmodeOf, isPseudoFile, openedFmode } from './file.ts';
 import { openDevUserfaultfd } from './userfaultfd.ts';
 
 /** Opens another description of the same inode with a different access mode (open("/proc/self/fd/N")). */
 export function reopen(process: ModelProcess, fd: number, accessMode: number): number {
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
+  if (isPseudoFile(file.inode.memoryType.fileOps))
+    return process.fail(ENXIO, 'path', `${describeFile(file)} is a pseudo file that cannot be opened again`);
   if ((accessMode & ~O_ACCMODE) !== 0 || (accessMode & O_ACCMODE) === O_ACCMODE) {
     return process.fail(EINVAL, 'flags', `bad access mode ${hex(accessMode)}`);
   }
@@ -37,6 +39,9 @@ export function ftruncate(process: ModelProcess, fd: number, length: number): nu
   const file = process.inodeFile(fd);
   if (typeof file === 'number') return file;
   if (length < 0 || !Number.isInteger(length)) return process.fail(EINVAL, 'length', `${length} is negative`);
+  // do_ftruncate: a pseudo file's inode is not S_ISREG (and guest_memfd's setattr refuses a size).
+  if (isPseudoFile(file.inode.memoryType.fileOps))
+    return process.fail(EINVAL, 'fd', `${describeFile(file)} is not a regular file`);
   if (file.accessMode === O_RDONLY) return process.fail(EINVAL, 'fd', 'not open for writing');
   const inode = file.inode;
   if (inode.pageShift > 12 && length % inode.pageSize !== 0) {

@@ -11,6 +11,7 @@ import {
   describeFile,
   FMODE_CAN_READ,
   FMODE_CAN_WRITE,
+  FMODE_LSEEK,
   FMODE_PREAD,
   FMODE_PWRITE,
   FMODE_READ,
@@ -18,11 +19,12 @@ import {
   fmodeOf,
 } from './file.ts';
 
-const SEEK_SET = 0;
 const SEEK_CUR = 1;
 const SEEK_END = 2;
-/** SEEK_HOLE: ksys_lseek refuses anything above it before the file's llseek. */
-const SEEK_MAX = 4;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+/** ksys_lseek refuses anything above SEEK_HOLE before the file's llseek. */
+const SEEK_MAX = SEEK_HOLE;
 
 /**
  * The VFS checks of a read at a position (ksys_pread64, vfs_read,
@@ -154,31 +156,29 @@ export function write(process: ModelProcess, fd: number, data: Uint8Array): numb
 }
 
 /**
- * lseek(2). Every file the model has that is not a regular one (a
- * userfaultfd, /dev/userfaultfd, KVM's device and VM files) has
- * noop_llseek in its file_operations: the call succeeds and the position
- * stays 0, whatever is asked. A regular file takes SEEK_SET, SEEK_CUR and
- * SEEK_END.
+ * lseek(2): ksys_lseek refuses an unknown whence, vfs_llseek a file without
+ * llseek (ESPIPE: guest_memfd on 6.18). Every file the model has that is not
+ * a regular one (a userfaultfd, /dev/userfaultfd, KVM's device and VM files)
+ * has noop_llseek: the call succeeds and the position stays 0, whatever is
+ * asked. A regular file takes its type's llseek (`FileOps.llseek`).
  */
 export function lseek(process: ModelProcess, fd: number, offset: number, whence: number): number {
   const file = process.file(fd);
   if (file === undefined) return process.fail(EBADF, 'fd', `${fd} is not open`);
   if (whence < 0 || whence > SEEK_MAX)
     return process.fail(EINVAL, 'whence', `${whence} is not a SEEK_ value`);
+  if (!(fmodeOf(file) & FMODE_LSEEK))
+    return process.fail(ESPIPE, 'fd', `${describeFile(file)} has no llseek`);
   if (file.kind !== 'inode') return 0;
-  const base =
-    whence === SEEK_SET
-      ? 0
-      : whence === SEEK_CUR
-        ? (file.position ?? 0)
-        : whence === SEEK_END
-          ? file.inode.sizeBytes
-          : Number.NaN;
-  if (Number.isNaN(base))
+  const inode = file.inode;
+  if (whence === SEEK_DATA || whence === SEEK_HOLE)
     return process.fail(EINVAL, 'whence', `SEEK_DATA and SEEK_HOLE (${whence}) are not modelled`);
-  if (base + offset < 0) return process.fail(EINVAL, 'offset', 'the position would be negative');
-  file.position = base + offset;
-  return file.position;
+  const base = whence === SEEK_END ? inode.sizeBytes : whence === SEEK_CUR ? (file.position ?? 0) : 0;
+  const position = base + offset;
+  // vfs_setpos: a regular file's position is never negative.
+  if (position < 0) return process.fail(EINVAL, 'offset', 'the position would be negative');
+  file.position = position;
+  return position;
 }
 
 /** read(2) on a userfaultfd (other files use pread). Never blocks. */

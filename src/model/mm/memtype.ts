@@ -168,6 +168,12 @@ export interface FileOps {
   readonly pwrite: number;
   /** The errno fallocate(PUNCH_HOLE) fails with, or 0. */
   readonly punchHole: number;
+  /**
+   * The file's llseek: `'default'` (the default when absent) is
+   * default_llseek; `'none'` is a file without llseek, so without
+   * FMODE_LSEEK: every lseek is ESPIPE (guest_memfd on 6.18).
+   */
+  readonly llseek?: 'default' | 'none';
 }
 
 /**

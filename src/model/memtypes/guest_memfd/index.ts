@@ -112,6 +112,9 @@ function create(services: MemoryTypeServices): MemoryType {
   const option = services.kernelOption('uffdGuestMemfd');
   const userfaultfd = typeof option === 'boolean' ? option : services.kernelOption('version') === '7.1';
   const getForWrite = filemapGetForWrite(services, policy);
+  // 6.18's kvm_gmem_fops has neither write nor llseek [OBS: host 6.18, write EINVAL, lseek ESPIPE];
+  // the model's 7.1 takes write() population at the file position, as Firecracker's handler uses it.
+  const populateByWrite = services.kernelOption('version') === '7.1';
   const type: MemoryType = {
     name: NAME,
     description: 'KVM guest_memfd (KVM_CREATE_GUEST_MEMFD with GUEST_MEMFD_FLAG_MMAP / INIT_SHARED)',
@@ -121,8 +124,8 @@ function create(services: MemoryTypeServices): MemoryType {
     rangeIoctls: userfaultfd
       ? bit(_UFFDIO_WAKE) | bit(_UFFDIO_COPY) | bit(_UFFDIO_ZEROPAGE) | bit(_UFFDIO_CONTINUE)
       : 0n,
-    // guest_memfd files are anonymous inodes without pread/pwrite.
-    fileOps: { pread: ESPIPE, pwrite: ESPIPE, punchHole: 0 },
+    // guest_memfd files are pseudo files (alloc_file_pseudo) without FMODE_PREAD / FMODE_PWRITE.
+    fileOps: { pread: ESPIPE, pwrite: ESPIPE, punchHole: 0, llseek: populateByWrite ? 'default' : 'none' },
     inodePageShift: () => 12,
     mmapCheck(inode, request) {
       if ((flagsOf(inode) & GUEST_MEMFD_FLAG_MMAP) === 0) return -ENODEV;
@@ -139,7 +142,7 @@ function create(services: MemoryTypeServices): MemoryType {
       if (mode & FALLOC_FL_PUNCH_HOLE) return 0;
       return mode & FALLOC_FL_KEEP_SIZE ? 0 : -EOPNOTSUPP;
     },
-    write: gmemWrite(services, getForWrite),
+    ...(populateByWrite ? { write: gmemWrite(services, getForWrite) } : {}),
     uffdOps: userfaultfd
       ? filemapUffdOps(services, policy, (vma) => (flagsOf(vma.inode) & GUEST_MEMFD_FLAG_INIT_SHARED) !== 0)
       : null,
