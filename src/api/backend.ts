@@ -72,7 +72,7 @@ export interface ProcessBackend {
   pwrite(fd: number, data: Uint8Array, offset: number): number;
   /** write(2) at the file position (guest_memfd population). */
   write(fd: number, data: Uint8Array): number;
-  /** lseek(2) with SEEK_SET (0) or SEEK_CUR (1). */
+  /** lseek(2): SEEK_SET (0), SEEK_CUR (1), SEEK_END (2), SEEK_DATA (3) or SEEK_HOLE (4). */
   lseek(fd: number, offset: number, whence: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   close(fd: number): void;

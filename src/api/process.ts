@@ -208,9 +208,11 @@ export class Process {
   }
 
   /**
-   * lseek(2) (`whence` SEEK_SET by default); returns the new position.
-   * @throws KernelError EBADF; EINVAL for an unknown `whence` or a negative result; ESPIPE for a pipe
-   *   or a socket.
+   * lseek(2) (`whence` SEEK_SET by default; SEEK_DATA and SEEK_HOLE follow the page cache of a
+   * memfd, and see all of a hugetlbfs file as data); returns the new position.
+   * @throws KernelError EBADF; EINVAL for an unknown `whence` or a negative result; ENXIO for
+   *   SEEK_DATA/SEEK_HOLE at or past the end (or no data after `offset`); ESPIPE for a pipe, a
+   *   socket or a guest_memfd (6.18).
    */
   lseek(fd: number, offset: number, whence = 0): number {
     return this.backend.lseek(fd, offset, whence);

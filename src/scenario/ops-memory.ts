@@ -20,7 +20,7 @@ import { dataBytes, type OpCall, type OpTable, observe, syscallSize } from './co
 import { errnoOf, type ObservedResult } from './result.ts';
 
 const PROT: Record<string, number> = { rw: PROT_READ | PROT_WRITE, r: PROT_READ, none: 0 };
-const WHENCE: Record<string, number> = { set: 0, cur: 1, end: 2 };
+const WHENCE: Record<string, number> = { set: 0, cur: 1, end: 2, data: 3, hole: 4 };
 
 /** The fd a file step acts on: the file's, or the userfaultfd's it names instead. */
 function fdOf(context: OpCall<'pread'>['context'], target: { file?: string; uffd?: string }): number {

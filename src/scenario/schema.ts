@@ -174,7 +174,12 @@ export const OP_SCHEMAS = {
   pwrite: step({ ...FdTarget, offset: Size, data: Data, ...ProcessField }, {}),
   pread: step({ ...FdTarget, offset: Size, length: Size, ...ProcessField }, { data: Data.optional() }),
   lseek: step(
-    { ...FdTarget, offset: Size, whence: z.enum(['set', 'cur', 'end']).optional(), ...ProcessField },
+    {
+      ...FdTarget,
+      offset: Size,
+      whence: z.enum(['set', 'cur', 'end', 'data', 'hole']).optional(),
+      ...ProcessField,
+    },
     { position: z.number().int().optional() },
   ),
   write: step(

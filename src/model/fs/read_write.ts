@@ -4,8 +4,9 @@
  * userfaultfd. The VFS's checks come first, on the open file's f_mode
  * (fs/file.ts), in the kernel's order, whatever kind of file the fd names.
  */
-import { EBADF, EINVAL, ESPIPE } from '../../uapi/errno.ts';
+import { EBADF, EINVAL, ENXIO, ESPIPE } from '../../uapi/errno.ts';
 import { filemapLookup, type Inode } from '../mem/pagecache.ts';
+import { PG_UPTODATE } from '../mem/physmem.ts';
 import type { ModelProcess, OpenFile } from '../process.ts';
 import {
   describeFile,
@@ -171,14 +172,75 @@ export function lseek(process: ModelProcess, fd: number, offset: number, whence:
     return process.fail(ESPIPE, 'fd', `${describeFile(file)} has no llseek`);
   if (file.kind !== 'inode') return 0;
   const inode = file.inode;
-  if (whence === SEEK_DATA || whence === SEEK_HOLE)
-    return process.fail(EINVAL, 'whence', `SEEK_DATA and SEEK_HOLE (${whence}) are not modelled`);
-  const base = whence === SEEK_END ? inode.sizeBytes : whence === SEEK_CUR ? (file.position ?? 0) : 0;
-  const position = base + offset;
+  let position: number;
+  if (whence === SEEK_DATA || whence === SEEK_HOLE) {
+    position =
+      inode.memoryType.fileOps.llseek === 'page-cache'
+        ? seekHoleDataPageCache(process, inode, offset, whence)
+        : seekHoleDataDefault(process, inode, offset, whence);
+    if (position < 0) return position;
+  } else {
+    const base = whence === SEEK_END ? inode.sizeBytes : whence === SEEK_CUR ? (file.position ?? 0) : 0;
+    position = base + offset;
+  }
   // vfs_setpos: a regular file's position is never negative.
   if (position < 0) return process.fail(EINVAL, 'offset', 'the position would be negative');
   file.position = position;
   return position;
+}
+
+function noData(process: ModelProcess, inode: Inode, offset: number, whence: number): number {
+  const what = whence === SEEK_DATA ? 'no data' : 'no hole';
+  return process.fail(
+    ENXIO,
+    'offset',
+    `${what} in ${inode.name} at or after ${offset} (size ${inode.sizeBytes})`,
+  );
+}
+
+/**
+ * default_llseek: the whole file up to its size is data, with the virtual
+ * hole at its end [OBS: host 6.18, hugetlbfs memfd]. ENXIO at or past the
+ * size.
+ */
+function seekHoleDataDefault(process: ModelProcess, inode: Inode, offset: number, whence: number): number {
+  if (offset < 0 || offset >= inode.sizeBytes) return noData(process, inode, offset, whence);
+  return whence === SEEK_DATA ? offset : inode.sizeBytes;
+}
+
+/**
+ * shmem_file_llseek through mapping_seek_hole_data: data is what the page
+ * cache holds up to date (a fallocated folio not yet written counts as a
+ * hole); SEEK_DATA finds the first such byte at or after `offset`, SEEK_HOLE
+ * the first byte that is not, or the size. ENXIO for a negative offset, one
+ * at or past the size, or no data after it [OBS: host 6.18, memfd].
+ */
+function seekHoleDataPageCache(process: ModelProcess, inode: Inode, offset: number, whence: number): number {
+  const size = inode.sizeBytes;
+  if (offset < 0 || offset >= size) return noData(process, inode, offset, whence);
+  const memory = process.kernel.memory;
+  const folioPages = inode.pagesPerFolio;
+  const firstHead = Math.floor(offset / inode.pageSize) * folioPages;
+  // The first up-to-date folio at or after offset, and the first hole.
+  let start = offset;
+  let found = -1;
+  inode.cache.forEachInRange(firstHead, Math.ceil(size / 4096), (pgoff, _flags, pfn) => {
+    if (found >= 0) return;
+    const folioStart = pgoff * 4096;
+    const folioEnd = folioStart + inode.pageSize;
+    if (folioEnd <= start) return;
+    const data = memory.hasFlag(pfn, PG_UPTODATE);
+    if (whence === SEEK_HOLE) {
+      // A gap before this folio, or a folio that is not data, is the hole at `start`.
+      if (folioStart > start || !data) found = start;
+      else start = folioEnd;
+      return;
+    }
+    if (data) found = Math.max(start, folioStart);
+  });
+  if (found >= 0) return Math.min(found, size);
+  if (whence === SEEK_DATA) return noData(process, inode, offset, whence);
+  return Math.min(start, size);
 }
 
 /** read(2) on a userfaultfd (other files use pread). Never blocks. */

@@ -24,7 +24,7 @@ export const shmem: MemoryTypeModule = {
       vmFlags: 0,
       // 6.18 returns the generic mask, MOVE included, although MOVE on shmem fails at run time.
       rangeIoctls: UFFD_API_RANGE_IOCTLS,
-      fileOps: { pread: 0, pwrite: 0, punchHole: 0 },
+      fileOps: { pread: 0, pwrite: 0, punchHole: 0, llseek: 'page-cache' },
       inodePageShift: (request) => (request.hugePageShift === 0 ? 12 : -EINVAL),
       fault: filemapFault(services, policy),
       mapPages: true,

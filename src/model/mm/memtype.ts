@@ -170,10 +170,13 @@ export interface FileOps {
   readonly punchHole: number;
   /**
    * The file's llseek: `'default'` (the default when absent) is
-   * default_llseek; `'none'` is a file without llseek, so without
-   * FMODE_LSEEK: every lseek is ESPIPE (guest_memfd on 6.18).
+   * default_llseek, where the whole file up to its size is data for
+   * SEEK_DATA and SEEK_HOLE (hugetlbfs); `'page-cache'` is
+   * shmem_file_llseek, where they follow the up-to-date folios in the page
+   * cache (mapping_seek_hole_data); `'none'` is a file without llseek, so
+   * without FMODE_LSEEK: every lseek is ESPIPE (guest_memfd on 6.18).
    */
-  readonly llseek?: 'default' | 'none';
+  readonly llseek?: 'default' | 'page-cache' | 'none';
 }
 
 /**
