@@ -153,24 +153,26 @@ describe('explore with handler binaries', { skip: built }, () => {
     assert.deepEqual(strays(), []);
   });
 
-  it('two workers find the buggy binary at the same schedule, with the same kind, as one', async () => {
-    const name = 'fc_handler_eagain_fatal';
-    const handler = await loadExploreHandler(binary(name));
-    const found = [];
-    for (const workers of [1, 2]) {
-      const result = await runCampaign(handler.serve, config(name, {}, 100), {
-        outDir: out,
-        workers,
-        binaryThreads: handler.threads,
-      });
-      assert.equal(result.failures.length, 1, `${workers} worker(s): no failure`);
-      const failure = result.failures[0]!;
-      assert.doesNotMatch(failure.message, /not reproduced/);
-      found.push({ kind: failure.kind, schedule: failure.schedule, message: failure.message });
-    }
-    assert.equal(found[0]!.kind, 'handler-error');
-    assert.deepEqual(found[1], found[0]);
-  });
+  for (const [name, guest, kind] of cases) {
+    it(`${name}: two workers find its ${kind} at the same schedule, with the same message, as one`, async () => {
+      const handler = await loadExploreHandler(binary(name));
+      const found = [];
+      for (const workers of [1, 2]) {
+        const result = await runCampaign(handler.serve, config(name, guest, 100), {
+          outDir: out,
+          workers,
+          binaryThreads: handler.threads,
+        });
+        assert.equal(result.failures.length, 1, `${workers} worker(s): no failure`);
+        const failure = result.failures[0]!;
+        assert.doesNotMatch(failure.message, /not reproduced/);
+        found.push({ kind: failure.kind, schedule: failure.schedule, message: failure.message });
+      }
+      assert.equal(found[0]!.kind, kind);
+      assert.deepEqual(found[1], found[0]);
+      assert.deepEqual(strays(), []);
+    });
+  }
 
   const run = (args: string[]) =>
     spawnSync(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8', timeout: 120_000 });
