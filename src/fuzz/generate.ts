@@ -54,6 +54,24 @@ export type FuzzOp =
   | { op: 'munmap'; map: MapIndex; first: number; count: number }
   | { op: 'mremap'; map: MapIndex; onto: boolean }
   | { op: 'pwrite'; first: number; fill: number }
+  /** lseek SEEK_DATA / SEEK_HOLE on the file, at a page (`pages` is its end) or inside it. */
+  | { op: 'seek'; page: number; inside: boolean; whence: 'data' | 'hole' }
+  /**
+   * A discarding madvise whose REMOVE event (if the range is registered for one) stays unread while
+   * the range changes under it — part of it unmapped, split by mprotect, moved, or its file punched —
+   * and then the events are read: the walk's re-lookup after userfaultfd_remove.
+   */
+  | {
+      op: 'remove_race';
+      map: MapIndex;
+      first: number;
+      count: number;
+      advice: 'dontneed' | 'remove';
+      change: 'munmap' | 'mprotect' | 'mremap' | 'punch';
+      at: number;
+      /** Register the range with `u` (MISSING) first, so that a REMOVE event is raised when `u` asked for them. */
+      register: boolean;
+    }
   | { op: 'fault'; map: MapIndex; page: number; write: boolean; kernel: boolean }
   | { op: 'fork' }
   | { op: 'child_fault'; page: number; write: boolean }
@@ -92,6 +110,8 @@ export const FUZZ_OP_KINDS = [
   'munmap',
   'mremap',
   'pwrite',
+  'seek',
+  'remove_race',
   'fault',
   'fork',
   'child_fault',
@@ -143,7 +163,11 @@ function uffdOps(page: fc.Arbitrary<number>, count: fc.Arbitrary<number>): fc.Ar
   ];
 }
 
-function mmOps(page: fc.Arbitrary<number>, count: fc.Arbitrary<number>): fc.Arbitrary<FuzzOp>[] {
+function mmOps(
+  pages: number,
+  page: fc.Arbitrary<number>,
+  count: fc.Arbitrary<number>,
+): fc.Arbitrary<FuzzOp>[] {
   return [
     // MADV_PAGEOUT is left out: whether the kernel reclaims a page depends on LRU batching and
     // timing, so the host's answer is not deterministic.
@@ -165,6 +189,22 @@ function mmOps(page: fc.Arbitrary<number>, count: fc.Arbitrary<number>): fc.Arbi
     fc.record({ op: fc.constant('munmap' as const), map: mapIndex, first: page, count }),
     fc.record({ op: fc.constant('mremap' as const), map: mapIndex, onto: fc.boolean() }),
     fc.record({ op: fc.constant('pwrite' as const), first: page, fill: fc.integer({ min: 1, max: 255 }) }),
+    fc.record({
+      op: fc.constant('seek' as const),
+      page: fc.integer({ min: 0, max: pages }),
+      inside: fc.boolean(),
+      whence: fc.constantFrom('data' as const, 'hole' as const),
+    }),
+    fc.record({
+      op: fc.constant('remove_race' as const),
+      map: mapIndex,
+      first: page,
+      count,
+      advice: fc.constantFrom('dontneed' as const, 'remove' as const),
+      change: fc.constantFrom('munmap' as const, 'mprotect' as const, 'mremap' as const, 'punch' as const),
+      at: page,
+      register: fc.boolean(),
+    }),
     fc.constant({ op: 'fork' as const }),
     fc.constant({ op: 'exit_child' as const }),
   ];
@@ -175,7 +215,7 @@ function opArbitrary(pages: number): fc.Arbitrary<FuzzOp> {
   const count = fc.integer({ min: 1, max: Math.min(3, pages) });
   return fc.oneof(
     ...uffdOps(page, count),
-    ...mmOps(page, count),
+    ...mmOps(pages, page, count),
     fc.record({
       op: fc.constant('fault' as const),
       map: mapIndex,
@@ -323,6 +363,12 @@ function materializeOp(state: Materializer, op: FuzzOp): void {
     case 'pwrite':
       mmStep(state, op);
       return;
+    case 'seek':
+      seekStep(state, op);
+      return;
+    case 'remove_race':
+      removeRace(state, op);
+      return;
     default:
       taskStep(state, op);
   }
@@ -430,6 +476,31 @@ function mmStep(
       });
       return;
   }
+}
+
+/** SEEK_DATA or SEEK_HOLE on the file, at a page boundary (the end of the file too) or inside a page. */
+function seekStep(state: Materializer, op: FuzzOp & { op: 'seek' }): void {
+  if (!state.fileBacked) return;
+  const offset = op.page * state.pageSize + (op.inside ? 100 : 0);
+  state.steps.push({ op: 'lseek', args: { file: 'f', offset, whence: op.whence } });
+}
+
+/**
+ * madvise, then a change to the range while its REMOVE event is unread (the
+ * madvise sleeps in the background on both backends), then both uffds read.
+ */
+function removeRace(state: Materializer, op: FuzzOp & { op: 'remove_race' }): void {
+  if (op.register) {
+    const where = { map: op.map, uffd: 0 as const, first: op.first, count: op.count };
+    uffdStep(state, { op: 'register', ...where, modes: ['missing'] });
+  }
+  mmStep(state, { op: 'madvise', map: op.map, first: op.first, count: op.count, advice: op.advice });
+  if (op.change === 'mremap') mmStep(state, { op: 'mremap', map: op.map, onto: false });
+  else if (op.change === 'mprotect')
+    mmStep(state, { op: 'mprotect', map: op.map, first: op.at, count: 1, prot: 'r' });
+  else if (op.change === 'punch') mmStep(state, { op: 'punch', first: op.at, count: 1 });
+  else mmStep(state, { op: 'munmap', map: op.map, first: op.at, count: 1 });
+  for (const uffd of UFFD_NAMES) state.steps.push({ op: 'read_event', args: { uffd } });
 }
 
 function taskStep(
