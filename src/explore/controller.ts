@@ -94,18 +94,20 @@ export class ExploreController implements ScheduleController {
       }
       const tasks = kernel.runnableTasks();
       if (tasks.length === 0) return;
+      // Refilled in place: `length = 0` would drop the backing store and
+      // the pushes after it allocate a new one on every decision.
       const enabled = this.enabled;
-      enabled.length = 0;
-      if (handlerReady) enabled.push(HANDLER_ID);
-      for (const task of tasks) enabled.push(task.tid);
-      if (enabled.length > 2 || (enabled.length === 2 && enabled[0]! > enabled[1]!)) enabled.sort(ascending);
+      let count = 0;
+      if (handlerReady) enabled[count++] = HANDLER_ID;
+      for (let i = 0; i < tasks.length; i++) enabled[count++] = tasks[i]!.tid;
+      if (enabled.length !== count) enabled.length = count;
+      sortSmall(enabled);
       const choice = this.decide(enabled);
       if (choice === HANDLER_ID) {
         this.backend.waitResolved = false;
         return;
       }
-      const task = tasks.find((candidate) => candidate.tid === choice)!;
-      this.step(task);
+      this.step(taskWithTid(tasks, choice));
       if (this.halted) return;
       handlerReady = handlerReady || this.handlerEnabled();
     }
@@ -204,6 +206,24 @@ export class ExploreController implements ScheduleController {
   }
 }
 
-function ascending(a: number, b: number): number {
-  return a - b;
+/**
+ * Insertion sort in place: the enabled set has a handful of ids, and
+ * Array.prototype.sort allocates a work array on every call (a third of a
+ * schedule's garbage when it ran once per decision).
+ */
+function sortSmall(ids: number[]): void {
+  for (let i = 1; i < ids.length; i++) {
+    const id = ids[i]!;
+    let j = i - 1;
+    while (j >= 0 && ids[j]! > id) {
+      ids[j + 1] = ids[j]!;
+      j--;
+    }
+    ids[j + 1] = id;
+  }
+}
+
+function taskWithTid(tasks: readonly Task[], tid: number): Task {
+  for (const task of tasks) if (task.tid === tid) return task;
+  throw new Error(`explore: the strategy chose tid ${tid}, which is not runnable`);
 }

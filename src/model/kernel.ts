@@ -297,6 +297,17 @@ export class ModelKernel implements ProcessKernel {
     return steps;
   }
 
+  private readonly stepAccess: { -readonly [K in keyof UserAccess]: UserAccess[K] } = {
+    mm: null as unknown as UserAccess['mm'],
+    address: 0,
+    write: false,
+    task: null,
+    userMode: true,
+    start: 0,
+    buffer: new Uint8Array(0),
+    doneBytes: 0,
+  };
+
   /** Runs one access of `task` (or the rest of a partly done one). */
   private stepTask(task: Task): void {
     this.clock.advance(STEP_COST_NS);
@@ -320,17 +331,19 @@ export class ModelKernel implements ProcessKernel {
       return;
     }
     const write = access.kind === 'write';
-    const userAccess: UserAccess = {
-      mm: process.mm,
-      address: access.address,
-      write,
-      task,
-      userMode: access.kernel !== true,
-      start: access.address,
-      buffer: write ? access.data : task.readBuffer!,
-      doneBytes: task.progressBytes,
-    };
+    // One record per kernel, refilled: nothing keeps it past accessRange, and
+    // a fresh one per step was a tenth of a schedule's garbage in explore.
+    const userAccess = this.stepAccess;
+    userAccess.mm = process.mm;
+    userAccess.address = access.address;
+    userAccess.write = write;
+    userAccess.task = task;
+    userAccess.userMode = access.kernel !== true;
+    userAccess.start = access.address;
+    userAccess.buffer = write ? access.data : task.readBuffer!;
+    userAccess.doneBytes = task.progressBytes;
     const result = accessRange(this.env, userAccess);
+    userAccess.task = null;
     task.progressBytes = userAccess.doneBytes;
     if (result === FAULT_HANDLED) {
       if (!write) task.reads.push(task.readBuffer!);

@@ -528,14 +528,18 @@ function startBalloon(options: SnapshotRestoreOptions, vmm: Vmm): ThreadBackend 
 }
 
 /** The first 8 bytes a vCPU reads of snapshot page `index`. */
-function expectedWord(index: number): [number, number] {
-  return isZeroPage(index) ? [0, 0] : [index, 0];
+function u32At(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
 }
 
-function word(bytes: Uint8Array): [number, number] {
-  const u32 = (at: number): number =>
-    (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
-  return [u32(0), u32(4)];
+/** What judging one read needs besides the read itself. */
+interface ReadJudge {
+  readonly vmm: Vmm;
+  readonly balloonFirst: number;
+  readonly order: SnapshotRestoreOptions['order'];
+  readonly results: readonly ThreadResult[];
+  readonly threads: readonly ThreadBackend[];
+  readonly wrong: string[];
 }
 
 /**
@@ -550,56 +554,78 @@ function judgeReads(
   vmm: Vmm,
   { shares, results, threads }: GuestRun,
 ): string[] {
-  const wrong: string[] = [];
-  const balloonFirst = vmm.pages - balloonPages(options);
-  const order = options.order;
-  const check = (v: number, name: string, page: number, k: number, afterDiscard: boolean): void => {
-    const bytes = results[v]!.reads[k];
-    if (bytes === undefined) return;
-    const [a, b] = word(bytes);
-    const snapshot = expectedWord(page);
-    const isSnapshot = a === snapshot[0] && b === snapshot[1];
-    // The common case, decided before any message is built: a page never discarded, read right.
-    if (page < balloonFirst && isSnapshot) return;
-    const isZero = a === 0 && b === 0;
-    // Words only for a wrong read: this runs for every read of every explored schedule.
-    const address = (): string => `0x${(vmm.guest + page * vmm.pageSize).toString(16)}`;
-    const got = (): string =>
-      `got ${isZero ? 'zeros' : isSnapshot ? "the snapshot's bytes" : `[${a}, ${b}]`}`;
-    if (page < balloonFirst) {
-      if (!isSnapshot)
-        wrong.push(`${name} read page ${page} (${address()}): expected the snapshot's bytes, ${got()}`);
-      return;
-    }
-    let when: 'before' | 'during' | 'after' = afterDiscard ? 'after' : 'during';
-    if (order !== undefined && order.madvise !== null && !afterDiscard) {
-      const at = order.readAt(threads[v]!.tid, k);
-      when = at < order.madvise.start ? 'before' : at > order.madvise.end ? 'after' : 'during';
-    } else if (order !== undefined && order.madvise === null && !afterDiscard) when = 'before';
-    if (when === 'before' && !isSnapshot)
-      wrong.push(
-        `${name} read page ${page} (${address()}) before the balloon discarded it: expected the snapshot's bytes, ${got()}`,
-      );
-    if (when === 'after' && !isZero)
-      wrong.push(
-        `${name} read page ${page} (${address()}) after the balloon discarded it: expected zeros, ${got()}`,
-      );
-    if (when === 'during' && !isZero && !isSnapshot)
-      wrong.push(`${name} read page ${page} (${address()}) while the balloon discarded it: ${got()}`);
+  const judge: ReadJudge = {
+    vmm,
+    balloonFirst: vmm.pages - balloonPages(options),
+    order: options.order,
+    results,
+    threads,
+    wrong: [],
   };
-  shares.forEach((share, v) => {
+  const { wrong } = judge;
+  for (let v = 0; v < shares.length; v++) {
+    const share = shares[v]!;
     const result = results[v]!;
     if (result.state !== 'done')
       wrong.push(`vcpu${v} ended by ${result.state} at 0x${(result.signal?.address ?? 0).toString(16)}`);
-    for (let k = 0; k < share.length; k++) check(v, `vcpu${v}`, share[k]!, k, false);
-  });
+    for (let k = 0; k < share.length; k++) judgeRead(judge, { v, page: share[k]!, k, afterDiscard: false });
+  }
   const balloon = results[shares.length];
   if (balloon !== undefined) {
     if (balloon.state !== 'done') wrong.push(`the balloon ended by ${balloon.state}`);
     for (let k = 0; k < balloon.reads.length; k++)
-      check(shares.length, 'the balloon (deflate)', balloonFirst + k, k, true);
+      judgeRead(judge, { v: shares.length, page: judge.balloonFirst + k, k, afterDiscard: true });
   }
   return wrong;
+}
+
+interface ReadAt {
+  /** The thread's index in the results (vCPUs, then the balloon). */
+  readonly v: number;
+  readonly page: number;
+  /** Which of the thread's reads. */
+  readonly k: number;
+  readonly afterDiscard: boolean;
+}
+
+/**
+ * Judges one read. It runs for every read of every explored schedule, so
+ * the common case (a page never discarded, read right) is decided on two
+ * numbers before anything is allocated.
+ */
+function judgeRead(judge: ReadJudge, at: ReadAt): void {
+  const bytes = judge.results[at.v]!.reads[at.k];
+  if (bytes === undefined) return;
+  const a = u32At(bytes, 0);
+  const b = u32At(bytes, 4);
+  const isSnapshot = isZeroPage(at.page) ? a === 0 && b === 0 : a === at.page && b === 0;
+  if (at.page < judge.balloonFirst && isSnapshot) return;
+  const isZero = a === 0 && b === 0;
+  const name = at.afterDiscard ? 'the balloon (deflate)' : `vcpu${at.v}`;
+  const where = `${name} read page ${at.page} (0x${(judge.vmm.guest + at.page * judge.vmm.pageSize).toString(16)})`;
+  const got = `got ${isZero ? 'zeros' : isSnapshot ? "the snapshot's bytes" : `[${a}, ${b}]`}`;
+  if (at.page < judge.balloonFirst) {
+    judge.wrong.push(`${where}: expected the snapshot's bytes, ${got}`);
+    return;
+  }
+  const when = readWhen(judge, at);
+  if (when === 'before' && !isSnapshot)
+    judge.wrong.push(`${where} before the balloon discarded it: expected the snapshot's bytes, ${got}`);
+  if (when === 'after' && !isZero)
+    judge.wrong.push(`${where} after the balloon discarded it: expected zeros, ${got}`);
+  if (when === 'during' && !isZero && !isSnapshot)
+    judge.wrong.push(`${where} while the balloon discarded it: ${got}`);
+}
+
+/** When a read of a discarded page happened relative to the balloon's madvise. */
+function readWhen(judge: ReadJudge, at: ReadAt): 'before' | 'during' | 'after' {
+  if (at.afterDiscard) return 'after';
+  const order = judge.order;
+  if (order === undefined) return 'during';
+  const madvise = order.madvise;
+  if (madvise === null) return 'before';
+  const step = order.readAt(judge.threads[at.v]!.tid, at.k);
+  return step < madvise.start ? 'before' : step > madvise.end ? 'after' : 'during';
 }
 
 /**
