@@ -21,6 +21,10 @@ export const MAX_CALLS_AFTER_GUEST = 100_000;
 
 export type StopKind = 'hang' | 'handler-error';
 
+export interface StepObserver {
+  observeStep(task: Task, step: number): void;
+}
+
 export interface ControllerOptions {
   readonly backend: ModelBackend;
   readonly strategy: Strategy;
@@ -140,12 +144,12 @@ export class ExploreController implements ScheduleController {
       }
       steps.push(step);
     }
-    this.stepObserver?.(task, step);
+    this.stepObserver?.observeStep(task, step);
     this.checkLivelock(task);
   }
 
   /** Told of every step (the balloon's madvise window). */
-  stepObserver: ((task: Task, step: number) => void) | null = null;
+  stepObserver: StepObserver | null = null;
 
   private checkLivelock(task: Task): void {
     let seen = this.progress.get(task);

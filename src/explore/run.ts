@@ -12,13 +12,14 @@ import type { Task } from '../model/task.ts';
 import { Trace } from '../trace/trace.ts';
 import type { AccessPattern } from '../workloads/guest.ts';
 import {
+  type GuestOrder,
   type GuestThreads,
   HandlerError,
   type RestoreMode,
   runSnapshotRestore,
   type SnapshotRestoreResult,
 } from '../workloads/snapshot-restore.ts';
-import { ExploreController, type StopKind } from './controller.ts';
+import { ExploreController, type StepObserver, type StopKind } from './controller.ts';
 import type { DecisionRecord, Strategy } from './strategy.ts';
 
 export type FailureKind = 'hang' | 'handler-error' | 'wrong-bytes' | 'invariant';
@@ -89,11 +90,10 @@ interface ScheduleState {
   readonly stop: (error: Stopped) => void;
   /** The vCPUs' and the balloon's tasks, once the guest started. */
   guestTasks: Task[];
-  balloonTid: number;
   handlerState: string;
   served: Promise<void> | null;
-  /** The balloon's madvise, in controller steps: from its first step to its return. */
-  readonly madvise: { start: number; end: number };
+  /** When each read happened and the balloon's madvise window, in controller steps. */
+  order: ScheduleOrder | null;
   invariantError: InvariantError | null;
 }
 
@@ -122,6 +122,11 @@ export async function runSchedule(
     // killed and reaped before the next schedule, bounded for a handler that
     // ignores the abort.
     if (state.served !== null) await windDown(state.served);
+    state.backend.cancelIdle();
+    // Settled, the cancel promise drops the reactions of every race it was
+    // in; V8 pretenures it, and an old promise left pending would keep them
+    // (and through them the whole model) alive through young-generation GCs.
+    state.stop(new Stopped('hang', 'the run is over'));
     state.backend.kernel.memory.release();
   }
   return {
@@ -131,6 +136,41 @@ export async function runSchedule(
     records: controller.records,
     externalWait: controller.externalWait,
   };
+}
+
+/**
+ * What the oracle is told of the order (GuestOrder), kept as the
+ * controller's step observer: when each read completed, and the balloon's
+ * madvise from its first step to its return. A class rather than closures
+ * over the schedule's state: V8 keeps closures of some call sites in its
+ * old generation, from where a finished schedule's whole model survived
+ * every young-generation GC until the next full one.
+ */
+class ScheduleOrder implements GuestOrder, StepObserver {
+  balloonTid = -1;
+  private readonly window = { start: -1, end: Number.POSITIVE_INFINITY };
+
+  constructor(
+    private readonly controller: ExploreController,
+    private readonly everyStep: (() => void) | null,
+  ) {}
+
+  readAt(tid: number, k: number): number {
+    return this.controller.readSteps.get(tid)?.[k] ?? -1;
+  }
+
+  get madvise(): { start: number; end: number } | null {
+    return this.balloonTid < 0 ? null : this.window;
+  }
+
+  observeStep(task: Task, step: number): void {
+    if (task.tid === this.balloonTid) {
+      const window = this.window;
+      if (window.start < 0) window.start = step;
+      if (task.returns.length > 0 && window.end === Number.POSITIVE_INFINITY) window.end = step;
+    }
+    this.everyStep?.();
+  }
 }
 
 /** A fresh model under explore's control, and the promise that cancels its run. */
@@ -151,17 +191,16 @@ function bootSchedule(guest: GuestConfig): ScheduleState {
     cancel,
     stop,
     guestTasks: [],
-    balloonTid: -1,
     handlerState: 'running',
     served: null,
-    madvise: { start: -1, end: Number.POSITIVE_INFINITY },
+    order: null,
     invariantError: null,
   };
 }
 
 /** The controller making the schedule's decisions, installed on the backend. */
 function controlSchedule(state: ScheduleState, strategy: Strategy, options: RunOptions): ExploreController {
-  const { backend, madvise } = state;
+  const { backend } = state;
   const controller = new ExploreController({
     backend,
     strategy,
@@ -170,13 +209,11 @@ function controlSchedule(state: ScheduleState, strategy: Strategy, options: RunO
     describe: () => describeHang(state),
     guestDone: () => state.guestTasks.length > 0 && state.guestTasks.every((task) => task.finished),
   });
-  controller.stepObserver = (task, step) => {
-    if (task.tid === state.balloonTid) {
-      if (madvise.start < 0) madvise.start = step;
-      if (task.returns.length > 0 && madvise.end === Number.POSITIVE_INFINITY) madvise.end = step;
-    }
-    if (options.invariantsEveryStep === true) checkOrStop(state);
-  };
+  state.order = new ScheduleOrder(
+    controller,
+    options.invariantsEveryStep === true ? () => checkOrStop(state) : null,
+  );
+  controller.stepObserver = state.order;
   backend.controller = controller;
   return controller;
 }
@@ -236,12 +273,7 @@ function restoreGuest(
     trace: new Trace(1, false),
     verify: false,
     cancel: state.cancel,
-    order: {
-      readAt: (tid, k) => controller.readSteps.get(tid)?.[k] ?? -1,
-      get madvise() {
-        return state.balloonTid < 0 ? null : state.madvise;
-      },
-    },
+    order: state.order!,
     onThreads: (threads) => guestStarted(state, controller, guest, threads),
   });
 }
@@ -257,7 +289,7 @@ function guestStarted(
   for (const [name, rate] of Object.entries(guest.inject ?? {})) backend.kernel.injector.set(name, rate ?? 0);
   const all = threads.balloon === null ? threads.vcpus : [...threads.vcpus, threads.balloon];
   state.guestTasks = all.map((thread) => (thread as unknown as { task: Task }).task);
-  state.balloonTid = threads.balloon?.tid ?? -1;
+  state.order!.balloonTid = threads.balloon?.tid ?? -1;
   state.served = threads.served;
   void threads.served.then(() => {
     state.handlerState = 'returned from serve() while the vCPU still sleeps';

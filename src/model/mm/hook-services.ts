@@ -113,11 +113,16 @@ type FileServices = Pick<MemoryTypeServices, 'copyIntoFolio' | 'createInode' | '
 
 export function lendServices(lend: LendContext): LentServices {
   const guard = new ServiceGuard(lend);
-  const services: MemoryTypeServices = {
-    ...folioServices(guard),
-    ...cacheServices(guard),
-    ...fileServices(guard),
-  };
+  // Object.assign, not a spread: with the spread, ~1.5 KB of every call's
+  // objects outlived it through young-generation GCs (measured with
+  // gc({ type: 'minor' }) around a loop of calls; none with Object.assign),
+  // and explore boots a kernel, four calls, per schedule.
+  const services: MemoryTypeServices = Object.assign(
+    {},
+    folioServices(guard),
+    cacheServices(guard),
+    fileServices(guard),
+  );
   return {
     services,
     bind(type) {
