@@ -21,7 +21,7 @@ import {
   PTE_WRITE,
   PTE_ZERO,
 } from '../mm/pagetable.ts';
-import { VM_SHARED, VM_UFFD_WP, VM_WRITE, type Vma } from '../mm/vma.ts';
+import { VM_HUGETLB, VM_SHARED, VM_UFFD_WP, VM_WRITE, type Vma } from '../mm/vma.ts';
 import type { UffdContext } from './context.ts';
 
 export const MFILL_COPY = _UFFDIO_COPY;
@@ -322,12 +322,28 @@ function mfillPage(state: MfillState): number {
   // want pte_none [OBS: tools/probes q5].
   const markerReplaceable =
     kind === MFILL_COPY || kind === MFILL_CONTINUE || (kind === MFILL_ZEROPAGE && !state.privateFill);
+  // COPY reads its source before it looks at the destination (mfill_atomic_pte_copy and
+  // shmem_mfill_atomic_pte copy first; the install finds the file too short or the page there), so
+  // a refused COPY has still faulted its source in [OBS 6.18: faultline fuzz --seed 20261751].
+  // hugetlb looks at the entry, and a shared mapping's page cache, first (mfill_atomic_hugetlb,
+  // hugetlb_mfill_atomic_pte), and at the file's size after the copy.
+  const hugetlb = (vma.flags & VM_HUGETLB) !== 0;
+  if (kind === MFILL_COPY && !hugetlb) return mfillNewFolio(state);
   // CONTINUE looks the page up before it looks at the entry (see mfillContinue).
   if (kind !== MFILL_CONTINUE && (markerReplaceable ? entry & PTE_PRESENT : entry !== 0)) {
     return state.ctx.failure.fail(EEXIST, 'dst', `${hex(address)} is already populated`);
   }
+  if (kind === MFILL_COPY) {
+    if (hugetlbCached(state))
+      return state.ctx.failure.fail(
+        EEXIST,
+        'dst',
+        `the page cache already holds the page at ${hex(address)}`,
+      );
+    return mfillNewFolio(state);
+  }
   // CONTINUE leaves the end of the file to the page-cache lookup (EINVAL on shmem, EFAULT on hugetlb).
-  if (kind !== MFILL_CONTINUE && vma.inode !== null && vma.pgoffAt(address) * 4096 >= vma.inode.sizeBytes) {
+  if (kind !== MFILL_CONTINUE && beyondEof(state)) {
     return state.ctx.failure.fail(EFAULT, 'dst', `${hex(address)} lies beyond the end of the file`);
   }
   if (kind === MFILL_POISON) return mfillPoison(state);
@@ -335,6 +351,18 @@ function mfillPage(state: MfillState): number {
   // ZEROPAGE into a private mapping maps the zero page; into shared memory it adds a zeroed folio.
   if (kind === MFILL_ZEROPAGE && state.privateFill) return mfillZeroPage(state);
   return mfillNewFolio(state);
+}
+
+function beyondEof(state: MfillState): boolean {
+  const { vma, dst } = state;
+  return vma.inode !== null && vma.pgoffAt(dst) * 4096 >= vma.inode.sizeBytes;
+}
+
+/** A shared hugetlb destination whose page the page cache already holds (hugetlbfs_pagecache_present). */
+function hugetlbCached(state: MfillState): boolean {
+  const { vma, dst } = state;
+  if (!(vma.flags & VM_SHARED) || vma.inode === null) return false;
+  return filemapLookup(vma.inode, vma.pgoffAt(dst)) >= 0;
 }
 
 /**
@@ -388,6 +416,12 @@ function mfillNewFolio(state: MfillState): number {
     return copied;
   }
   memory.setFlag(pfn, PG_UPTODATE);
+  // COPY looks at the file's size only now, its source read (mfill_file_over_size, shmem's max_off).
+  if (state.request.kind === MFILL_COPY && beyondEof(state)) {
+    state.buffers.planCount = 0;
+    memory.putFolio(pfn);
+    return state.ctx.failure.fail(EFAULT, 'dst', `${hex(state.dst)} lies beyond the end of the file`);
+  }
   const ops: VmUffdOps = fillType.uffdOps!;
   const inPageCache = !state.privateFill && ops.filemapAdd !== undefined;
   if (inPageCache) {
