@@ -8,7 +8,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -134,6 +142,54 @@ describe('handler binaries on the model (seccomp interception)', { skip: built }
     const other = await serveWith('fc_handler', { size: 512 << 10, balloon: 32, seed: 8 });
     assert.equal(first.report?.digest, second.report?.digest);
     assert.notEqual(first.report?.digest, other.report?.digest);
+  });
+});
+
+describe('how a binary is started (clone with CLONE_VM | CLONE_VFORK, as posix_spawn)', {
+  skip: built,
+}, () => {
+  const script = (name: string, text: string): string => {
+    const path = join(scratch, name);
+    writeFileSync(path, text, { mode: 0o755 });
+    return path;
+  };
+  const start = (path: string) =>
+    runSnapshotRestore({
+      backend: new ModelBackend({ seed: 1 }),
+      mode: 'anon',
+      guestBytes: 64 << 10,
+      vcpus: 1,
+      pattern: 'sequential',
+      seed: 1,
+      prefetchWindow: 0,
+      balloonPages: 0,
+      trace: new Trace(1, false),
+      handler: binaryHandler({ path, timeoutMs: 5000 }),
+    });
+
+  it('the binary starts with no signal blocked and no handler of ours (every signal blocked around clone)', async () => {
+    const path = script(
+      'signals.sh',
+      "#!/bin/sh\ngrep -E '^Sig(Blk|Cgt)' /proc/$$/status | tr '\\n' ' '\nexit 7\n",
+    );
+    await assert.rejects(start(path), (error: HandlerError) => {
+      assert.match(
+        String((error.cause as Error).message),
+        /exited with status 7 — it printed: SigBlk:\s+0+ SigCgt:\s+0+/,
+      );
+      return true;
+    });
+    assert.deepEqual(await strayProcessesSettled(), []);
+  });
+
+  it('a binary that cannot be executed is a one-line finding naming the stage and errno', async () => {
+    const path = script('no-interpreter.sh', '#!/nonexistent/interpreter\n');
+    const fds = openFds();
+    await assert.rejects(start(path), (error: HandlerError) => {
+      assert.equal(String((error.cause as Error).message), `handler binary ${path}: exec failed (errno 2)`);
+      return true;
+    });
+    assert.equal(openFds(), fds, 'no descriptor left open');
   });
 });
 
