@@ -108,11 +108,16 @@ std::vector<struct sock_filter> BuildFilter(int trap) {
   return program;
 }
 
+// Descriptors a child gets at 3, 4, ... (the connector's uffd and guest_memfd).
+constexpr int MAX_PASSED = 4;
+
 // What the child needs between clone and exec, prepared by the parent.
 struct ChildStart {
   int report;
-  int out_fd;
-  int null_fd;
+  int in_fd;   // becomes 0
+  int out_fd;  // becomes 1 and 2
+  int passed[MAX_PASSED];
+  int passed_count;
   const char* path;
   char* const* argv;
   const struct sock_fprog* filter;
@@ -120,11 +125,9 @@ struct ChildStart {
   sigset_t mask;  // the parent thread's own mask, restored before exec
 };
 
-// In the child, between clone and exec, sharing the parent's memory (CLONE_VM):
-// only system calls, nothing written but this stack. Every signal is blocked
-// on entry; a signal with a handler gets the default action first, so a
-// handler of Node's never runs here on the parent's memory.
-[[noreturn]] void ChildExec(const ChildStart& start) {
+// A handled signal gets the default action, so a handler of Node's never runs
+// on the parent's memory; then the thread's own mask comes back.
+void ResetSignals(const sigset_t& mask) {
   for (int signal = 1; signal < NSIG; signal++) {
     struct sigaction action;
     if (sigaction(signal, nullptr, &action) != 0 || action.sa_handler == SIG_IGN ||
@@ -134,37 +137,59 @@ struct ChildStart {
     action.sa_flags = 0;
     sigaction(signal, &action, nullptr);
   }
-  pthread_sigmask(SIG_SETMASK, &start.mask, nullptr);
-  int report = start.report, out_fd = start.out_fd, null_fd = start.null_fd;
-  const char* path = start.path;
-  char* const* argv = start.argv;
-  const struct sock_fprog* filter = start.filter;
-  pid_t parent = start.parent;
+  pthread_sigmask(SIG_SETMASK, &mask, nullptr);
+}
+
+// Puts in_fd at 0, out_fd at 1 and 2, the passed ones at 3, 4, ...: each is
+// first moved above that range, so none overwrites another (nor the report
+// socket, whose new number goes to *report). 0 or an errno.
+int PlaceDescriptors(const ChildStart& start, int* report) {
+  int base = 3 + start.passed_count;
+  int moved[2 + MAX_PASSED];
+  int sources[2 + MAX_PASSED] = {start.in_fd, start.out_fd};
+  for (int i = 0; i < start.passed_count; i++) sources[2 + i] = start.passed[i];
+  int count = 2 + start.passed_count;
+  int own = fcntl(*report, F_DUPFD_CLOEXEC, base);
+  if (own < 0) return errno;
+  *report = own;
+  for (int i = 0; i < count; i++) {
+    moved[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, base);
+    if (moved[i] < 0) return errno;
+  }
+  if (dup2(moved[0], 0) < 0 || dup2(moved[1], 1) < 0 || dup2(moved[1], 2) < 0) return errno;
+  for (int i = 0; i < start.passed_count; i++)
+    if (dup2(moved[2 + i], 3 + i) < 0) return errno;
+  return 0;
+}
+
+// The seccomp filter with a listener, sent back over the report socket. 0 or an errno.
+int InstallFilter(const struct sock_fprog* filter, int report) {
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno;
+  long listener = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER,
+                          SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, filter);
+  if (listener < 0) return errno;
+  int fd = static_cast<int>(listener);
+  char byte = 0;
+  int error = SendWithFd(report, &byte, 1, fd) == 1 ? 0 : errno;
+  close(fd);
+  return error;
+}
+
+// In the child, between clone and exec, sharing the parent's memory
+// (CLONE_VM) with every signal blocked: only system calls, nothing written
+// but this stack.
+[[noreturn]] void ChildExec(const ChildStart& start) {
+  ResetSignals(start.mask);
   setpgid(0, 0);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  int error = 0;
-  if (getppid() != parent) _exit(127);
-  if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) error = errno;
-  if (error == 0 && filter != nullptr) {
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-      error = errno;
-    } else {
-      long listener = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER,
-                              SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, filter);
-      if (listener < 0) {
-        error = errno;
-      } else {
-        int fd = static_cast<int>(listener);
-        char byte = 0;
-        if (SendWithFd(report, &byte, 1, fd) != 1) error = errno;
-        close(fd);
-      }
-    }
-  }
+  if (getppid() != start.parent) _exit(127);
+  int report = start.report;
+  int error = PlaceDescriptors(start, &report);
+  if (error == 0 && start.filter != nullptr) error = InstallFilter(start.filter, report);
   if (error == 0) {
-    // Nothing of faultline's reaches the binary: every other descriptor closes at exec.
-    syscall(__NR_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-    execv(path, argv);
+    // Nothing else of faultline's reaches the binary: every other descriptor closes at exec.
+    syscall(__NR_close_range, 3 + start.passed_count, ~0U, CLOSE_RANGE_CLOEXEC);
+    execv(start.path, start.argv);
     error = errno;
   }
   int32_t code = error;
@@ -210,13 +235,30 @@ int ReceiveListener(int report) {
   return fd;
 }
 
-// handlerSpawn(path, argv, outFd, trap): [pid, pidfd, listener (-1 without traps)], or
-// [-errno, stage] where stage names what failed ("exec", "seccomp", ...).
+// The optional fifth argument of handlerSpawn: { stdin?: fd, fds?: [fd, ...] }. False when malformed.
+bool ReadSpawnExtras(const Napi::CallbackInfo& info, ChildStart* start) {
+  start->in_fd = -1;
+  start->passed_count = 0;
+  if (info.Length() < 5 || !info[4].IsObject()) return true;
+  Napi::Object extras = info[4].As<Napi::Object>();
+  if (extras.Has("stdin")) start->in_fd = extras.Get("stdin").As<Napi::Number>().Int32Value();
+  if (!extras.Has("fds")) return true;
+  Napi::Array fds = extras.Get("fds").As<Napi::Array>();
+  if (fds.Length() > MAX_PASSED) return false;
+  for (uint32_t i = 0; i < fds.Length(); i++) start->passed[i] = fds.Get(i).As<Napi::Number>().Int32Value();
+  start->passed_count = static_cast<int>(fds.Length());
+  return true;
+}
+
+// handlerSpawn(path, argv, outFd, trap, { stdin, fds }?): [pid, pidfd, listener (-1 without
+// traps)], or [-errno, stage] where stage names what failed ("exec", "seccomp", ...). The child
+// gets stdin (default /dev/null) at 0, outFd at 1 and 2, and fds at 3, 4, ...
 Napi::Value HandlerSpawn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
   Napi::Array args = info[1].As<Napi::Array>();
-  int out_fd = IntArg(info, 2);
+  ChildStart start = {};
+  start.out_fd = IntArg(info, 2);
   int trap = IntArg(info, 3);
   std::vector<std::string> strings;
   strings.push_back(path);
@@ -232,20 +274,26 @@ Napi::Value HandlerSpawn(const Napi::CallbackInfo& info) {
     result.Set(1u, Napi::String::New(env, stage));
     return result;
   };
+  if (!ReadSpawnExtras(info, &start)) return failure(EINVAL, "arguments");
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) return failure(errno, "socketpair");
-  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) {
+  int null_fd = start.in_fd >= 0 ? -1 : open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (start.in_fd < 0 && null_fd < 0) {
     int error = errno;
     close(pair[0]);
     close(pair[1]);
     return failure(error, "open /dev/null");
   }
-  ChildStart start = {pair[1], out_fd, null_fd, path.c_str(), argv.data(), trap != 0 ? &filter : nullptr, getpid(), {}};
+  if (start.in_fd < 0) start.in_fd = null_fd;
+  start.report = pair[1];
+  start.path = path.c_str();
+  start.argv = argv.data();
+  start.filter = trap != 0 ? &filter : nullptr;
+  start.parent = getpid();
   pid_t pid = SpawnChild(start);
   int fork_error = errno;
   close(pair[1]);
-  close(null_fd);
+  if (null_fd >= 0) close(null_fd);
   if (pid < 0) {
     close(pair[0]);
     return failure(fork_error, "clone");
@@ -384,10 +432,12 @@ Napi::Value SameFile(const Napi::CallbackInfo& info) {
   return Num(info.Env(), result == 0 ? 1 : 0);
 }
 
-// makePipe(): [readEnd, writeEnd] (close-on-exec, non-blocking as the VMM's userfaultfd is), or -errno.
+// makePipe(blocking = false): [readEnd, writeEnd] (close-on-exec; non-blocking unless asked, as
+// the VMM's userfaultfd is), or -errno.
 Napi::Value MakePipe(const Napi::CallbackInfo& info) {
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return Num(info.Env(), -errno);
+  bool blocking = info.Length() > 0 && info[0].ToBoolean().Value();
+  if (pipe2(fds, O_CLOEXEC | (blocking ? 0 : O_NONBLOCK)) < 0) return Num(info.Env(), -errno);
   Napi::Array result = Napi::Array::New(info.Env(), 2);
   result.Set(0u, Num(info.Env(), fds[0]));
   result.Set(1u, Num(info.Env(), fds[1]));
@@ -472,6 +522,8 @@ void RegisterBinaryHandler(Napi::Env env, Napi::Object exports) {
   exports.Set("fileFlags", Napi::Function::New(env, FileFlags));
   exports.Set("killGroup", Napi::Function::New(env, KillGroup));
   exports.Set("waitStatus", Napi::Function::New(env, WaitStatus));
+  // 2: handlerSpawn takes { stdin, fds } (the TypeScript side falls back to child_process before).
+  exports.Set("binarySpawnVersion", Napi::Number::New(env, 2));
   exports.Set("scratchEnter", Napi::Function::New(env, ScratchEnter));
   exports.Set("scratchLeave", Napi::Function::New(env, ScratchLeave));
   exports.Set("scratchClose", Napi::Function::New(env, ScratchClose));

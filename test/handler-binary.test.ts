@@ -27,6 +27,7 @@ import { ModelBackend } from '../src/api/model-backend.ts';
 import { type BinaryRunReport, binaryHandler } from '../src/handlers/binary/serve.ts';
 import { hostUnavailable, reserveHugePages } from '../src/host/capabilities.ts';
 import { HostBackend } from '../src/host/host-backend.ts';
+import { native } from '../src/host/native.ts';
 import { Trace } from '../src/trace/trace.ts';
 import { ENOMEM, KernelError } from '../src/uapi/errno.ts';
 import type { AccessPattern } from '../src/workloads/guest.ts';
@@ -153,7 +154,7 @@ describe('how a binary is started (clone with CLONE_VM | CLONE_VFORK, as posix_s
     writeFileSync(path, text, { mode: 0o755 });
     return path;
   };
-  const start = (path: string) =>
+  const start = (path: string, timeoutMs = 5000) =>
     runSnapshotRestore({
       backend: new ModelBackend({ seed: 1 }),
       mode: 'anon',
@@ -164,7 +165,7 @@ describe('how a binary is started (clone with CLONE_VM | CLONE_VFORK, as posix_s
       prefetchWindow: 0,
       balloonPages: 0,
       trace: new Trace(1, false),
-      handler: binaryHandler({ path, timeoutMs: 5000 }),
+      handler: binaryHandler({ path, timeoutMs }),
     });
 
   it('the binary starts with no signal blocked and no handler of ours (every signal blocked around clone)', async () => {
@@ -179,6 +180,28 @@ describe('how a binary is started (clone with CLONE_VM | CLONE_VFORK, as posix_s
       );
       return true;
     });
+    assert.deepEqual(await strayProcessesSettled(), []);
+  });
+
+  // An addon built before handlerSpawn took { stdin, fds } starts the connector with child_process,
+  // whose exit may come after the handler timeout (worktrees copy build/).
+  const connectorByAddon =
+    (native as { binarySpawnVersion?: number } | null)?.binarySpawnVersion === 2
+      ? undefined
+      : 'the addon predates handlerSpawn { stdin, fds }: npm run build:native';
+  it("a binary that never listens: the connector's own reason, after the timeout; nothing left behind", {
+    skip: connectorByAddon,
+  }, async () => {
+    const path = script('no-listen.sh', '#!/bin/sh\nexec sleep 30\n');
+    const fds = openFds();
+    await assert.rejects(start(path, 300), (error: HandlerError) => {
+      assert.match(
+        String((error.cause as Error).message),
+        /^the VMM's handshake with the handler failed: connect\(.*uffd\.sock\): No such file or directory$/,
+      );
+      return true;
+    });
+    assert.equal(openFds(), fds, 'no descriptor left open');
     assert.deepEqual(await strayProcessesSettled(), []);
   });
 

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 import { type NativeAddon, native, nativeLoadError } from '../../host/native.ts';
+import { EAGAIN } from '../../uapi/errno.ts';
 import { encodeRegions, type GuestRegionUffdMapping } from '../../workloads/firecracker.ts';
 import type { HandlerSession } from '../session.ts';
 
@@ -38,6 +39,7 @@ export interface BinaryAddon {
     args: readonly string[],
     outFd: number,
     trap: number,
+    extras?: { stdin?: number; fds?: readonly number[] },
   ): number[] | [number, string];
   notifRecv(listener: number, out: BigUint64Array): number;
   notifSend(listener: number, id: bigint, value: number, error: number, flags: number): number;
@@ -46,7 +48,7 @@ export interface BinaryAddon {
   vmRead(pid: number, address: number, into: Uint8Array): number;
   vmWrite(pid: number, address: number, from: Uint8Array): number;
   sameFile(pid: number, fd: number, ownFd: number): number;
-  makePipe(): [number, number] | number;
+  makePipe(blocking?: boolean): [number, number] | number;
   fileFlags(fd: number): number;
   killGroup(pid: number, signal: number): number;
   waitStatus(pid: number, block: boolean): [number, number] | number;
@@ -54,6 +56,8 @@ export interface BinaryAddon {
   scratchEnter?(): boolean;
   scratchLeave?(): void;
   scratchClose?(timeoutMs: number): boolean;
+  /** 2 once handlerSpawn takes { stdin, fds } (absent before). */
+  readonly binarySpawnVersion?: number;
 }
 
 export function binaryAddon(): NativeAddon & BinaryAddon {
@@ -171,7 +175,9 @@ export class HandlerChild {
   /** [exit status] once the binary has ended and been reaped. */
   status: number | null = null;
   private readonly fds = new Set<number>();
-  private connector: ChildProcess | null = null;
+  /** The connector: its process, the write end of its stdin, the read end of its output. */
+  private connector: { pid: number; input: number; output: number; status: number | null } | null = null;
+  private nodeConnector: ChildProcess | null = null;
   private disposed = false;
   private exitWaiters: Array<() => void> = [];
 
@@ -276,25 +282,101 @@ export class HandlerChild {
    * Resolves once sent; rejects with the connector's own one-line reason.
    */
   connect(json: string, fds: readonly number[], timeoutMs: number): Promise<void> {
-    const stdio: Array<'pipe' | 'ignore' | number> = ['pipe', 'pipe', 'pipe', ...fds];
-    const connector = spawn(CONNECTOR_PATH, [this.socketPath, String(timeoutMs), json], { stdio });
+    if ((this.addon.binarySpawnVersion ?? 1) < 2) return this.connectWithNode(json, fds, timeoutMs);
+    // Started by the addon as the binary is (clone, not fork: see binary_handler.cc), with a
+    // blocking stdin it holds the connection on, and stdout and stderr into one pipe.
+    const [inRead, inWrite] = this.ownPipe(true);
+    const [outRead, outWrite] = this.ownPipe(false);
+    let result: number[] | [number, string];
+    try {
+      result = this.addon.handlerSpawn(
+        CONNECTOR_PATH,
+        [this.socketPath, String(timeoutMs), json],
+        outWrite,
+        0,
+        { stdin: inRead, fds },
+      );
+    } finally {
+      this.closeOwn(inRead);
+      this.closeOwn(outWrite);
+    }
+    if (result[0] === undefined || Number(result[0]) < 0) {
+      const [errno, stage] = result as [number, string];
+      return Promise.reject(
+        new HandlerBinaryError(`the VMM connector did not start: ${stage} failed (errno ${-errno})`),
+      );
+    }
+    const [pid = -1, pidfd = -1] = result as number[];
+    this.fds.add(pidfd);
+    const connector = { pid, input: inWrite, output: outRead, status: null as number | null };
     this.connector = connector;
     return new Promise((resolve, reject) => {
+      const output = new ConnectorOutput(this.addon, outRead);
+      let settled = false;
+      const onOutput = (): void => {
+        if (this.disposed || settled) return;
+        const open = output.drain();
+        if (output.sent) {
+          settled = true;
+          resolve();
+        } else if (open && this.addon.waitReadable(outRead, onOutput) < 0) onExit();
+      };
+      const onExit = (): void => {
+        if (this.disposed || settled) return;
+        settled = true;
+        output.drain();
+        const reaped = this.addon.waitStatus(pid, true);
+        if (typeof reaped !== 'number') connector.status = reaped[1];
+        if (output.sent) {
+          resolve();
+          return;
+        }
+        const reason =
+          output.lastLine() || (connector.status === null ? 'it ended' : describeStatus(connector.status));
+        reject(new HandlerBinaryError(`the VMM's handshake with the handler failed: ${reason}`));
+      };
+      if (this.addon.waitReadable(outRead, onOutput) < 0 || this.addon.waitReadable(pidfd, onExit) < 0)
+        onExit();
+    });
+  }
+
+  /**
+   * The connector by child_process.spawn, for an addon built before handlerSpawn took
+   * { stdin, fds } (worktrees and installs keep a copied build/): a fork, slower, same result.
+   */
+  private connectWithNode(json: string, fds: readonly number[], timeoutMs: number): Promise<void> {
+    const stdio: Array<'pipe' | number> = ['pipe', 'pipe', 'pipe', ...fds];
+    const child = spawn(CONNECTOR_PATH, [this.socketPath, String(timeoutMs), json], { stdio });
+    this.nodeConnector = child;
+    return new Promise((resolve, reject) => {
       let stderr = '';
-      connector.stderr?.on('data', (chunk: Buffer) => {
+      child.stderr?.on('data', (chunk: Buffer) => {
         stderr += chunk.toString();
       });
-      connector.stdout?.on('data', (chunk: Buffer) => {
+      child.stdout?.on('data', (chunk: Buffer) => {
         if (chunk.toString().includes('sent')) resolve();
       });
-      connector.on('error', (error) =>
+      child.on('error', (error) =>
         reject(new HandlerBinaryError(`the VMM connector did not start: ${error.message}`)),
       );
-      connector.on('exit', () => {
+      child.on('exit', () => {
         const reason = stderr.trim().split('\n').pop() || 'it ended';
         reject(new HandlerBinaryError(`the VMM's handshake with the handler failed: ${reason}`));
       });
     });
+  }
+
+  /** A close-on-exec pipe whose ends dispose() closes unless closeOwn() did. */
+  private ownPipe(blocking: boolean): [number, number] {
+    const result = this.addon.makePipe(blocking);
+    if (typeof result === 'number') throw new HandlerBinaryError(`pipe2 failed (errno ${-result})`);
+    this.fds.add(result[0]);
+    this.fds.add(result[1]);
+    return result;
+  }
+
+  private closeOwn(fd: number): void {
+    if (this.fds.delete(fd)) this.addon.close(fd);
   }
 
   /** The last lines the binary printed (stdout and stderr), for a finding's message. */
@@ -342,12 +424,17 @@ export class HandlerChild {
     this.disposed = true;
     live.delete(this);
     this.kill();
-    if (this.connector !== null && this.connector.exitCode === null && this.connector.signalCode === null) {
-      this.connector.stdin?.destroy();
-      this.connector.kill('SIGKILL');
+    const child = this.nodeConnector;
+    if (child !== null && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    child?.stdin?.destroy();
+    child?.stdout?.destroy();
+    child?.stderr?.destroy();
+    const connector = this.connector;
+    if (connector !== null && connector.status === null) {
+      this.addon.killGroup(connector.pid, 9);
+      const reaped = this.addon.waitStatus(connector.pid, true);
+      connector.status = typeof reaped === 'number' ? -1 : reaped[1];
     }
-    this.connector?.stdout?.destroy();
-    this.connector?.stderr?.destroy();
     for (const fd of this.fds) this.addon.close(fd);
     this.fds.clear();
     rmSync(this.dir, { recursive: true, force: true });
@@ -400,4 +487,34 @@ export function regionsJson(regions: readonly GuestRegionUffdMapping[]): string 
 /** The memory file's bytes, read from the session's descriptor, for the real file the binary maps. */
 export function memoryWriter(session: HandlerSession): (write: (chunk: Uint8Array) => void) => void {
   return (write) => chunks(session.process, session.memoryFd, memoryLength(session.regions), write);
+}
+
+/** What the connector printed ("sent", or its one-line reason), read as it comes. */
+class ConnectorOutput {
+  private text = '';
+  private readonly buffer = new Uint8Array(4096);
+  private readonly decoder = new TextDecoder();
+
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly fd: number,
+  ) {}
+
+  /** Reads what is there; false once the connector's end is closed (EOF or an error). */
+  drain(): boolean {
+    for (;;) {
+      const count = this.addon.read(this.fd, this.buffer);
+      if (count > 0) this.text += this.decoder.decode(this.buffer.subarray(0, count), { stream: true });
+      else return count === -EAGAIN;
+    }
+  }
+
+  get sent(): boolean {
+    return /^sent$/m.test(this.text);
+  }
+
+  lastLine(): string {
+    const lines = this.text.split('\n').map((line) => line.trim());
+    return lines.filter((line) => line !== '' && line !== 'sent').pop() ?? '';
+  }
 }
