@@ -4,6 +4,8 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ModelBackend } from '../src/api/model-backend.ts';
 import { type BenchReport, failures, isMeasurement, runBench } from '../src/bench/bench.ts';
+import { BENCH_HANDLER_PATH, binaryBenchUnavailable } from '../src/bench/binary.ts';
+import { measureExploreBinary } from '../src/bench/explore.ts';
 import { runRoundTrip } from '../src/bench/round-trip.ts';
 import { findRow, ROWS } from '../src/bench/rows.ts';
 import { measureMetadata, measureSparse } from '../src/bench/scale.ts';
@@ -43,6 +45,22 @@ describe('bench scale rows', () => {
   it('a 1 TiB sparse mapping registered for MISSING costs well under 16 MiB on the model', () => {
     const result = measureSparse(new ModelBackend({ seed: 1 }), 2 ** 40);
     assert.ok(result.addedBytes < 16 * MIB, `${result.addedBytes} bytes`);
+  });
+
+  it('explore with the C handler binary: one worker and two, the children counted, every schedule passing', {
+    skip: binaryBenchUnavailable(),
+  }, async () => {
+    const result = await measureExploreBinary({ schedules: 12, path: BENCH_HANDLER_PATH });
+    assert.ok(result !== null);
+    assert.equal(result.failure, null);
+    assert.deepEqual(
+      [result.oneWorker.workers, result.oneWorker.schedules, result.allWorkers.schedules],
+      [1, 12, 12],
+    );
+    assert.ok(result.allWorkers.workers >= 2);
+    // The binaries' and the connectors' CPU is counted with the process's.
+    assert.ok(result.oneWorker.cpuMsPerSchedule > 0 && result.allWorkers.cpuMsPerSchedule > 0);
+    assert.equal(await measureExploreBinary({ schedules: 1, path: '/nonexistent/fc_handler' }), null);
   });
 
   it('metadata per populated page is measured beside the frames', () => {

@@ -10,8 +10,13 @@ import { ModelBackend } from '../api/model-backend.ts';
 import { runMemcpyBaseline, runReferenceHandler } from '../host/bench.ts';
 import { hostUnavailable, reserveHugePages } from '../host/capabilities.ts';
 import { HostBackend } from '../host/host-backend.ts';
-import { binaryBenchUnavailable, runBinaryHandler } from './binary.ts';
-import { type ExploreBenchResult, measureExplore } from './explore.ts';
+import { BENCH_HANDLER_PATH, binaryBenchUnavailable, runBinaryHandler } from './binary.ts';
+import {
+  type ExploreBenchResult,
+  type ExploreBinaryBenchResult,
+  measureExplore,
+  measureExploreBinary,
+} from './explore.ts';
 import { measureParallelScaling } from './parallel.ts';
 import { runRoundTrip } from './round-trip.ts';
 import { findRow, ROWS, type Row } from './rows.ts';
@@ -95,6 +100,8 @@ export interface ScaleResult {
   readonly parallel: Awaited<ReturnType<typeof measureParallelScaling>>;
   /** faultline explore: schedules per second, one worker and every core. */
   readonly explore: ExploreBenchResult;
+  /** The same with the C handler binary (null when it is not built). */
+  readonly exploreBinary: ExploreBinaryBenchResult | null;
 }
 
 /** The C test handler binary on the model (seccomp interception) and on the host kernel. */
@@ -264,6 +271,8 @@ export function failures(report: BenchReport): string[] {
     const { twoVcpus, explore } = report.scale;
     for (const id of BACKEND_IDS) note(`2 vCPUs on ${BACKEND_LABELS[id]}`, twoVcpus[id]);
     if (explore.failure !== null) lines.push(`explore, the careful handler: ${explore.failure}`);
+    const binary = report.scale.exploreBinary;
+    if (binary?.failure != null) lines.push(`explore, the C handler binary: ${binary.failure}`);
   }
   if (report.binaryHandler !== null) {
     note('C handler binary on the model', report.binaryHandler.model);
@@ -410,7 +419,13 @@ async function measureScale(run: BenchRun): Promise<ScaleResult> {
   });
   run.progress('explore: schedules per second');
   const explore = await measureExplore({ schedules: options.quick ? 300 : 2000 });
-  return { sparse, metadata, twoVcpus: { row: copy4k.id, model: twoModel, ...two }, parallel, explore };
+  run.progress('explore with the C handler binary: schedules per second');
+  const exploreBinary = await measureExploreBinary({
+    schedules: options.quick ? 200 : 1000,
+    path: BENCH_HANDLER_PATH,
+  });
+  const twoVcpus = { row: copy4k.id, model: twoModel, ...two };
+  return { sparse, metadata, twoVcpus, parallel, explore, exploreBinary };
 }
 
 /**

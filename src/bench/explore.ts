@@ -8,9 +8,9 @@
  * doubles as the careful handler's long campaign (2,000 schedules without
  * --quick).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { type CampaignConfig, defaultWorkers, runCampaign } from '../explore/campaign.ts';
+import { type CampaignConfig, defaultWorkers, loadExploreHandler, runCampaign } from '../explore/campaign.ts';
 import { loadHandlerModule } from '../handlers/load.ts';
 
 export interface ExploreBenchRun {
@@ -103,3 +103,101 @@ export async function measureExplore(options: { schedules: number }): Promise<Ex
     failure,
   };
 }
+
+/** One campaign of the C handler binary: rates with the binaries' and connectors' CPU counted. */
+export interface ExploreBinaryBenchRun {
+  readonly workers: number;
+  readonly schedules: number;
+  /** Wall-clock rate over the measured span (every worker booted and warm). */
+  readonly schedulesPerSecond: number;
+  /** CPU per schedule: the whole process's plus its reaped children's (the binaries, the connectors), ms. */
+  readonly cpuMsPerSchedule: number;
+  readonly failures: number;
+}
+
+export interface ExploreBinaryBenchResult {
+  readonly handler: string;
+  readonly guest: string;
+  readonly oneWorker: ExploreBinaryBenchRun;
+  readonly allWorkers: ExploreBinaryBenchRun;
+  /** allWorkers / oneWorker, wall-clock rates. */
+  readonly speedup: number;
+  readonly failure: string | null;
+}
+
+/** CPU time of this process's reaped children (cutime + cstime), ms. */
+function childrenCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[13]) + Number(fields[14])) * 1000) / CLOCK_TICKS;
+}
+
+/** sysconf(_SC_CLK_TCK) on Linux. */
+const CLOCK_TICKS = 100;
+
+/**
+ * explore with the C handler binary (build/Release/fc_handler), on one
+ * worker thread and on one per core (at least two): each schedule starts
+ * the binary and the connector and traps every uffd call, so the children's
+ * CPU counts too. Null when the handler is not built.
+ */
+export async function measureExploreBinary(options: {
+  schedules: number;
+  path: string;
+}): Promise<ExploreBinaryBenchResult | null> {
+  if (!existsSync(options.path)) return null;
+  const handler = await loadExploreHandler(options.path);
+  const config: CampaignConfig = {
+    handler: options.path,
+    guest: { mode: 'anon', guestBytes: 64 * 4096, vcpus: 2, pattern: 'sequential', seed: 1, balloonPages: 8 },
+    strategy: 'random',
+    depth: 3,
+    preemptions: 2,
+    schedules: options.schedules,
+    seed: 1,
+    shard: { index: 0, count: 1 },
+    keepGoing: false,
+  };
+  let failure: string | null = null;
+  const measure = async (workers: number, seed: number): Promise<ExploreBinaryBenchRun> => {
+    // The children's CPU over the measured span, as the process's: from the clock's start.
+    let children = 0;
+    const result = await runCampaign(
+      handler.serve,
+      { ...config, seed },
+      {
+        outDir: 'explore-out',
+        workers,
+        threads: true,
+        warmup: BINARY_WARMUP_SCHEDULES,
+        binaryThreads: handler.threads,
+        started: () => {
+          children = childrenCpuMs();
+        },
+      },
+    );
+    const first = result.failures[0];
+    if (first !== undefined && failure === null) failure = `${first.kind}: ${first.message}`;
+    const cpuMs = result.processCpuMs + (childrenCpuMs() - children);
+    return {
+      workers: result.workers,
+      schedules: result.schedules,
+      schedulesPerSecond: result.schedules / (Math.max(result.runningMs, 1e-3) / 1000),
+      cpuMsPerSchedule: cpuMs / Math.max(1, result.schedules),
+      failures: result.failures.length,
+    };
+  };
+  const oneWorker = await measure(1, 1);
+  const allWorkers = await measure(Math.max(2, defaultWorkers()), 2);
+  return {
+    handler: options.path,
+    guest: '64 pages, 2 vCPUs, balloon 8',
+    oneWorker,
+    allWorkers,
+    speedup: allWorkers.schedulesPerSecond / oneWorker.schedulesPerSecond,
+    failure,
+  };
+}
+
+/** Uncounted schedules per worker before the clock starts (a binary's schedule costs ~5 ms). */
+const BINARY_WARMUP_SCHEDULES = 20;

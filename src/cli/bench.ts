@@ -140,7 +140,23 @@ function scaleLines(scale: NonNullable<BenchReport['scale']>): string[] {
       `${parallel.vcpus} workers / in-thread ${times(parallel.speedup.parallelNOverInThread)}`,
   );
   lines.push(...exploreLines(scale.explore));
+  if (scale.exploreBinary !== null) lines.push(...exploreBinaryLines(scale.exploreBinary));
   return lines;
+}
+
+/** The same with the C handler binary: CPU counts the binaries and the connectors too. */
+function exploreBinaryLines(
+  explore: NonNullable<NonNullable<BenchReport['scale']>['exploreBinary']>,
+): string[] {
+  const { oneWorker: one, allWorkers: all } = explore;
+  return [
+    `  explore (${explore.guest}, C handler binary): ${one.schedulesPerSecond.toFixed(0)} schedules/s ` +
+      `on 1 worker, ${all.schedulesPerSecond.toFixed(0)} on ${all.workers} (${times(explore.speedup)}); ` +
+      `${one.schedules + all.schedules} schedules, ` +
+      `${explore.failure === null ? 'all passed' : `FAILED: ${explore.failure}`}`,
+    `    CPU per schedule (the process and its binaries and connectors): ${one.cpuMsPerSchedule.toFixed(2)} ms ` +
+      `on 1 worker, ${all.cpuMsPerSchedule.toFixed(2)} ms on ${all.workers}`,
+  ];
 }
 
 /** Explore's schedules per second, on one worker and on all. */

@@ -402,6 +402,8 @@ export interface CampaignHooks {
   readonly threads?: boolean;
   /** Uncounted schedules each worker runs before the clock starts (default 0). */
   readonly warmup?: number;
+  /** Called when the clock starts (every worker booted and warm): the bench reads its own counters. */
+  readonly started?: () => void;
 }
 
 /** The state of a running campaign as the dispatcher sees it. */
@@ -458,6 +460,7 @@ class CampaignState {
   start(): void {
     this.firstDispatch = performance.now();
     this.processCpuAtDispatch = processCpuMs();
+    this.hooks.started?.();
   }
 }
 
