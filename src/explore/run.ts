@@ -69,6 +69,9 @@ class Stopped extends Error {
   }
 }
 
+/** What the cancel promise is settled with when a run is over (made once: an Error's stack costs). */
+const RUN_OVER = new Stopped('hang', 'the run is over');
+
 async function windDown(served: Promise<void>): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const bound = new Promise<void>((resolve) => {
@@ -126,7 +129,7 @@ export async function runSchedule(
     // Settled, the cancel promise drops the reactions of every race it was
     // in; V8 pretenures it, and an old promise left pending would keep them
     // (and through them the whole model) alive through young-generation GCs.
-    state.stop(new Stopped('hang', 'the run is over'));
+    state.stop(RUN_OVER);
     state.backend.kernel.memory.release();
   }
   return {

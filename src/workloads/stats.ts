@@ -80,7 +80,13 @@ export class WorkloadStats {
   endPhase(atMs = performance.now(), clockMs = this.clock()): void {
     const current = this.current;
     if (current === null) return;
-    this.phases.push({ ...current, endMs: atMs, clockEndMs: clockMs });
+    this.phases.push({
+      name: current.name,
+      startMs: current.startMs,
+      endMs: atMs,
+      clockStartMs: current.clockStartMs,
+      clockEndMs: clockMs,
+    });
     this.current = null;
   }
 
