@@ -51,8 +51,15 @@ function carefulHandler(): string {
   );
 }
 
-/** Uncounted schedules each worker runs first, so the JIT has compiled the path (~0.3 s). */
-const WARMUP_SCHEDULES = 300;
+/**
+ * Uncounted schedules each worker runs first, so that the JIT has compiled
+ * the path (~1.5 s). Measured with --trace-opt on one worker, per thousand
+ * schedules: 1,071 ms of TurboFan compiling in the first, 211 in the
+ * second, 112 in the third, then under 12. With 300, most of that fell
+ * inside the measured window, where on one worker it ran free on the idle
+ * core and on two it took CPU from the other worker.
+ */
+const WARMUP_SCHEDULES = 3000;
 
 export async function measureExplore(options: { schedules: number }): Promise<ExploreBenchResult> {
   const handler = carefulHandler();
