@@ -73,6 +73,10 @@ interface PooledChunk {
   readonly index: Float64Array;
 }
 
+const NO_BYTES = new Uint8Array(0);
+const NO_INTS = new Int32Array(0);
+const NO_DOUBLES = new Float64Array(0);
+
 /** Chunks released by memories that are gone (explore boots one model per schedule). */
 const chunkPool: PooledChunk[] = [];
 const CHUNK_POOL_MAX = 4;
@@ -89,19 +93,23 @@ export class PhysicalMemory {
    * handed out again in address order, as contiguous frames that COPY fills
    * with one memcpy.
    */
-  private freeOrder0: Int32Array = new Int32Array(1024);
+  // Starts at 16 entries (64 bytes, which V8 keeps on its heap): explore
+  // boots a memory per schedule, and a 4 KiB ring was an allocation outside
+  // the heap for the GC's threads to sweep and free each time.
+  private freeOrder0: Int32Array = new Int32Array(16);
   private freeOrder0Head = 0;
   private freeOrder0Count = 0;
   /** Freed order-9 blocks, kept whole for the hugetlb pool. */
   private readonly freeOrder9: number[] = [];
 
   // Folio metadata, indexed by pfn. Grown when chunks are added.
-  folioOrder: Uint8Array = new Uint8Array(0);
-  folioFlags: Uint8Array = new Uint8Array(0);
-  folioRefcount: Int32Array = new Int32Array(0);
-  folioMapcount: Int32Array = new Int32Array(0);
-  folioInode: Int32Array = new Int32Array(0);
-  folioIndex: Float64Array = new Float64Array(0);
+  // Empty until the constructor's ensureFrames: shared, never written.
+  folioOrder: Uint8Array = NO_BYTES;
+  folioFlags: Uint8Array = NO_BYTES;
+  folioRefcount: Int32Array = NO_INTS;
+  folioMapcount: Int32Array = NO_INTS;
+  folioInode: Int32Array = NO_INTS;
+  folioIndex: Float64Array = NO_DOUBLES;
 
   hugePagesTotal: number;
   hugePagesFree: number;

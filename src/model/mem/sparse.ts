@@ -10,8 +10,11 @@ export const LEAF_SLOTS = 1 << LEAF_SHIFT;
 const LEAF_MASK = LEAF_SLOTS - 1;
 
 export class SparseLeaf {
-  readonly values = new Int32Array(LEAF_SLOTS);
-  readonly flags = new Uint8Array(LEAF_SLOTS);
+  // One allocation for both: each is a buffer outside V8's heap, which its
+  // GC threads sweep and free (explore makes a few leaves per schedule).
+  private readonly buffer = new ArrayBuffer(LEAF_SLOTS * 5);
+  readonly values = new Int32Array(this.buffer, 0, LEAF_SLOTS);
+  readonly flags = new Uint8Array(this.buffer, LEAF_SLOTS * 4, LEAF_SLOTS);
   /** Slots whose flags are non-zero; a leaf with none is dropped. */
   used = 0;
 }
