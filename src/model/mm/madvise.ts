@@ -32,7 +32,7 @@ import type { ModelProcess } from '../process.ts';
 import { afterEvents, type EventWait, raiseRemoveEvent } from '../uffd/events.ts';
 import { ZAP_KEEP_POISON, ZAP_KEEP_WP } from './mm.ts';
 import { splitEdges } from './munmap.ts';
-import { PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
+import { PTE_MARKER_POISONED, PTE_PRESENT, PTE_ZERO } from './pagetable.ts';
 import {
   VM_DONTCOPY,
   VM_HUGEPAGE,
@@ -288,6 +288,12 @@ function zapOrFree(call: MadviseCall, vma: Vma, range: Range, dropped: boolean):
       );
       return { error };
     }
+    // madvise_free_pte_range clears poison markers (UFFDIO_POISON's too); uffd-wp markers stay
+    // [OBS: host 6.18, scenarios/poison/free-clears-marker.yaml].
+    const table = process.mm.pageTable;
+    table.forEachInRange(range.start / 4096, range.end / 4096, (vpn, flags) => {
+      if (flags & PTE_MARKER_POISONED) table.clear(vpn);
+    });
     return { end: range.end, dropped };
   }
   // DONTNEED: anonymous memory loses its markers too; file mappings keep uffd-wp markers, but poison
