@@ -48,7 +48,7 @@ export type FuzzOp =
     }
   | { op: 'writeprotect'; map: MapIndex; uffd: UffdIndex; first: number; count: number; protect: boolean }
   | { op: 'move'; src: number; dst: number; count: number; holes: boolean }
-  | { op: 'madvise'; map: MapIndex; first: number; count: number; advice: 'dontneed' | 'remove' }
+  | { op: 'madvise'; map: MapIndex; first: number; count: number; advice: Discard }
   | { op: 'punch'; first: number; count: number }
   | { op: 'mprotect'; map: MapIndex; first: number; count: number; prot: 'rw' | 'r' | 'none' }
   | { op: 'munmap'; map: MapIndex; first: number; count: number }
@@ -66,7 +66,7 @@ export type FuzzOp =
       map: MapIndex;
       first: number;
       count: number;
-      advice: 'dontneed' | 'remove';
+      advice: Discard;
       change: 'munmap' | 'mprotect' | 'mremap' | 'punch';
       at: number;
       /** Register the range with `u` (MISSING) first, so that a REMOVE event is raised when `u` asked for them. */
@@ -83,6 +83,9 @@ export type FuzzOp =
   | { op: 'vmas'; map: MapIndex };
 
 type Mode = 'missing' | 'wp' | 'minor';
+/** The discarding advices: each raises a REMOVE event; FREE is refused on all but anonymous memory. */
+type Discard = 'dontneed' | 'free' | 'remove';
+const discard = fc.constantFrom<Discard>('dontneed', 'free', 'remove');
 
 export interface FuzzCase {
   readonly memory: FuzzMemory;
@@ -176,7 +179,7 @@ function mmOps(
       map: mapIndex,
       first: page,
       count,
-      advice: fc.constantFrom('dontneed' as const, 'remove' as const),
+      advice: discard,
     }),
     fc.record({ op: fc.constant('punch' as const), first: page, count }),
     fc.record({
@@ -200,7 +203,7 @@ function mmOps(
       map: mapIndex,
       first: page,
       count,
-      advice: fc.constantFrom('dontneed' as const, 'remove' as const),
+      advice: discard,
       change: fc.constantFrom('munmap' as const, 'mprotect' as const, 'mremap' as const, 'punch' as const),
       at: page,
       register: fc.boolean(),
