@@ -14,7 +14,12 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ModelBackend } from '../src/api/model-backend.ts';
 import { Process } from '../src/api/process.ts';
-import { type CampaignConfig, type ReplayFile, runCampaign } from '../src/explore/campaign.ts';
+import {
+  type CampaignConfig,
+  defaultWorkers,
+  type ReplayFile,
+  runCampaign,
+} from '../src/explore/campaign.ts';
 import { type GuestConfig, runSchedule } from '../src/explore/run.ts';
 import { ExhaustiveSearch, RandomStrategy, ReplayStrategy } from '../src/explore/strategy.ts';
 import { loadHandlerModule } from '../src/handlers/load.ts';
@@ -175,6 +180,19 @@ describe('the examples', () => {
     assert.deepEqual(file.guest.inject, { fail_page_alloc: 1 });
     const again = await runSchedule(serve, file.guest, new ReplayStrategy(file.deviations));
     assert.equal(again.message, result.failures[0]!.message);
+  });
+
+  it('by default uses only the workers a campaign is long enough to pay for', () => {
+    // A worker boots and JIT-compiles on its own (~1 s): a short campaign is faster inline.
+    assert.equal(defaultWorkers({ schedules: 1000, kind: 'module' }, 2), 1);
+    assert.equal(defaultWorkers({ schedules: 4999, kind: 'module' }, 2), 1);
+    assert.equal(defaultWorkers({ schedules: 5000, kind: 'module' }, 2), 2);
+    assert.equal(defaultWorkers({ schedules: 100_000, kind: 'module' }, 2), 2);
+    assert.equal(defaultWorkers({ schedules: 7500, kind: 'module' }, 8), 3);
+    // A binary's schedule costs ~10 module schedules: its workers pay for themselves sooner.
+    assert.equal(defaultWorkers({ schedules: 200, kind: 'binary' }, 2), 1);
+    assert.equal(defaultWorkers({ schedules: 300, kind: 'binary' }, 2), 2);
+    assert.equal(defaultWorkers(undefined, 4), 4);
   });
 
   it('on two worker threads a seed gives the failures and replays of one thread, whatever finishes first', async () => {

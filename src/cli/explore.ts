@@ -137,7 +137,7 @@ export async function exploreCommand(
     args: config.handlerArgs ?? [],
     timeoutMs: options.handlerTimeout,
   });
-  const workers = options.workers ?? defaultWorkers();
+  const workers = options.workers ?? defaultWorkers({ schedules: config.schedules, kind: handler.kind });
   const result = await runCampaign(handler.serve, config, {
     outDir: options.out,
     workers,

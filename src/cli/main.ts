@@ -222,7 +222,11 @@ program
   .option('--depth <d>', 'pct: the bug depth (priority change points + 1)', positive, 3)
   .option('--preemptions <n>', 'exhaustive: the preemption bound', integer, 2)
   .option('--seed <n>', 'seed of the campaign (and of the guest)', integer, 1)
-  .option('--workers <n>', 'worker threads (default: every core)', positive)
+  .option(
+    '--workers <n>',
+    'worker threads (default: every core the campaign is long enough to use: one per 2,500 schedules of a module, 150 of a binary)',
+    positive,
+  )
   .option('--shard <i/n>', 'run only schedules i, i+n, i+2n, … (split a campaign across machines)')
   .option('--out <dir>', 'where replay files are written', 'explore-out')
   .option('--keep-going', 'collect every failure instead of stopping at the first', false)

@@ -635,8 +635,28 @@ function startWorker(
   });
 }
 
-export function defaultWorkers(): number {
-  return availableParallelism();
+/**
+ * Schedules a campaign needs per worker before another worker pays for
+ * itself. Each worker thread loads the handler and the model and JIT-compiles
+ * them on its own: ~1 s before it runs at full speed. Measured cold from the
+ * CLI on this 2-core machine (idle, careful.ts, 64 pages, balloon 8): 1,000
+ * schedules took 1.1 s on one worker and 1.2 s on two, 3,000 1.9 and 2.2 s,
+ * 6,000 3.3 and 3.0 s; with the C handler binary, 200 took 1.2 and 1.3 s,
+ * 600 3.3 and 2.5 s.
+ */
+const SCHEDULES_PER_WORKER = { module: 2500, binary: 150 } as const;
+
+/**
+ * Workers when --workers is not given: one per core, but no more than the
+ * campaign keeps busy long enough to pay for booting them (one: the
+ * campaign runs inline on the main thread). Without a plan, every core.
+ */
+export function defaultWorkers(
+  plan?: { readonly schedules: number; readonly kind: 'module' | 'binary' },
+  cores = availableParallelism(),
+): number {
+  if (plan === undefined) return cores;
+  return Math.max(1, Math.min(cores, Math.floor(plan.schedules / SCHEDULES_PER_WORKER[plan.kind])));
 }
 
 export { resolve as resolvePath };

@@ -23,13 +23,7 @@ import {
 } from './mm/fault.ts';
 import type { CoreServices } from './mm/hook-services.ts';
 import { HookChecker } from './mm/hooks.ts';
-import type {
-  DeviceDriver,
-  MemoryType,
-  MemoryTypeModule,
-  MemoryTypeServices,
-  Provision,
-} from './mm/memtype.ts';
+import type { DeviceDriver, MemoryType, MemoryTypeModule, Provision } from './mm/memtype.ts';
 import { MemoryTypeRegistry } from './mm/registry.ts';
 import { Prng } from './prng.ts';
 import { ModelProcess, type ProcessKernel } from './process.ts';
