@@ -33,9 +33,11 @@ import type { InodeFile, ModelProcess } from '../process.ts';
 import type { MemoryType } from './memtype.ts';
 import { unmapRange } from './munmap.ts';
 import {
+  VM_ACCOUNT,
   VM_DONTEXPAND,
   VM_DROPPABLE,
   VM_EXEC,
+  VM_HUGETLB,
   VM_MAYEXEC,
   VM_MAYREAD,
   VM_MAYSHARE,
@@ -202,6 +204,9 @@ function mappingFlags(process: ModelProcess, request: MmapRequest, backing: Back
     const reserved = hugePagesReserve(process, backing, offset, length);
     if (reserved < 0) return reserved;
   }
+  // accountable_mapping: hugetlb is accounted by its own reservation.
+  if (!(vmFlags & VM_HUGETLB) && (vmFlags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) === VM_WRITE)
+    vmFlags |= VM_ACCOUNT;
   return vmFlags;
 }
 

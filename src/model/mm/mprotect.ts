@@ -10,7 +10,17 @@ import { vmaProtNone } from './fault.ts';
 import type { AddressSpace } from './mm.ts';
 import { splitEdges } from './munmap.ts';
 import { PTE_PRESENT, PTE_PROTNONE, PTE_WRITE } from './pagetable.ts';
-import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_WRITE, type Vma } from './vma.ts';
+import {
+  VM_ACCOUNT,
+  VM_EXEC,
+  VM_HUGETLB,
+  VM_MAYWRITE,
+  VM_NORESERVE,
+  VM_READ,
+  VM_SHARED,
+  VM_WRITE,
+  type Vma,
+} from './vma.ts';
 
 export function mprotect(process: ModelProcess, address: number, length: number, prot: number): number {
   if (address % PAGE_SIZE !== 0) return process.fail(EINVAL, 'addr', `${hex(address)} is not page aligned`);
@@ -49,7 +59,7 @@ export function mprotect(process: ModelProcess, address: number, length: number,
     if (!changes(span.vma)) continue;
     mm.splitRange(lo, hi);
     for (const piece of mm.vmasIn(lo, hi)) {
-      piece.flags = protFlags(piece.flags, prot);
+      piece.flags = accountedFlags(piece, protFlags(piece.flags, prot));
       changeProtection(mm, piece, (prot & PROT_WRITE) === 0);
     }
     mm.mergeRange(lo, hi);
@@ -65,6 +75,21 @@ function protFlags(flags: number, prot: number): number {
   if (prot & PROT_WRITE) next |= VM_WRITE | VM_READ;
   if (prot & PROT_EXEC) next |= VM_EXEC;
   return next;
+}
+
+/**
+ * mprotect_fixup's commit accounting: a private mapping made writable is
+ * charged (VM_ACCOUNT); an anonymous one made read-only before it has an
+ * anon_vma is uncharged, later it stays charged [OBS 6.18: faultline fuzz
+ * --seed 20261761, such VMAs do not merge].
+ */
+function accountedFlags(vma: Vma, flags: number): number {
+  if (flags & VM_WRITE) {
+    const unaccountable = VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE;
+    return vma.flags & unaccountable ? flags : flags | VM_ACCOUNT;
+  }
+  if (vma.flags & VM_ACCOUNT && vma.isAnonymous && vma.anonVma === 0) return flags & ~VM_ACCOUNT;
+  return flags;
 }
 
 /** change_protection: present entries follow the VMA's new protection (write, PROT_NONE). */

@@ -27,6 +27,13 @@ export const VM_DONTCOPY = 1 << 15;
 export const VM_HUGEPAGE = 1 << 16;
 export const VM_NOHUGEPAGE = 1 << 17;
 export const VM_NORESERVE = 1 << 18;
+/**
+ * The mapping's pages are charged to the commit limit: a private writable
+ * mapping (accountable_mapping). Merging compares it, so an anonymous VMA
+ * made read-only before it had an anon_vma (which loses it) and one made
+ * read-only after (which keeps it) do not merge.
+ */
+export const VM_ACCOUNT = 1 << 19;
 
 export const VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR;
 export const VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC;
