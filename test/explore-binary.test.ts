@@ -22,6 +22,7 @@ import {
 import { type GuestConfig, runSchedule } from '../src/explore/run.ts';
 import { ReplayStrategy } from '../src/explore/strategy.ts';
 import { HandlerError } from '../src/workloads/snapshot-restore.ts';
+import { HANDLERS_GUEST } from './helpers.ts';
 
 const build = fileURLToPath(new URL('../build/Release/', import.meta.url));
 const binary = (name: string): string => join(build, name);
@@ -35,14 +36,7 @@ const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const out = mkdtempSync(join(tmpdir(), 'faultline-explore-binary-'));
 after(() => rmSync(out, { recursive: true, force: true }));
 
-const GUEST: GuestConfig = {
-  mode: 'anon',
-  guestBytes: 64 * 4096,
-  vcpus: 2,
-  pattern: 'sequential',
-  seed: 1,
-  balloonPages: 8,
-};
+const GUEST: GuestConfig = HANDLERS_GUEST;
 
 function config(
   name: string,

@@ -14,19 +14,13 @@ import vm from 'node:vm';
 import { type GuestConfig, runSchedule } from '../src/explore/run.ts';
 import { RandomStrategy } from '../src/explore/strategy.ts';
 import { loadHandlerModule } from '../src/handlers/load.ts';
+import { HANDLERS_GUEST } from './helpers.ts';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as (options?: { type: 'minor' | 'major' }) => void;
 
 const careful = fileURLToPath(new URL('../examples/handlers/careful.ts', import.meta.url));
-const guest: GuestConfig = {
-  mode: 'anon',
-  guestBytes: 64 * 4096,
-  vcpus: 2,
-  pattern: 'sequential',
-  seed: 1,
-  balloonPages: 8,
-};
+const guest: GuestConfig = HANDLERS_GUEST;
 
 function youngBytes(): number {
   return v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')!.space_used_size;

@@ -25,6 +25,7 @@ import { ExhaustiveSearch, RandomStrategy, ReplayStrategy } from '../src/explore
 import { loadHandlerModule } from '../src/handlers/load.ts';
 import { MADV_DONTNEED, UFFDIO_REGISTER_MODE_MISSING } from '../src/uapi/constants.ts';
 import { EAGAIN, KernelError } from '../src/uapi/errno.ts';
+import { HANDLERS_GUEST } from './helpers.ts';
 
 const example = (name: string): string =>
   fileURLToPath(new URL(`../examples/handlers/${name}.ts`, import.meta.url));
@@ -32,14 +33,7 @@ const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const out = mkdtempSync(join(tmpdir(), 'faultline-explore-'));
 after(() => rmSync(out, { recursive: true, force: true }));
 
-const GUEST: GuestConfig = {
-  mode: 'anon',
-  guestBytes: 64 * 4096,
-  vcpus: 2,
-  pattern: 'sequential',
-  seed: 1,
-  balloonPages: 8,
-};
+const GUEST: GuestConfig = HANDLERS_GUEST;
 
 function config(handler: string, guest: Partial<GuestConfig>, schedules: number): CampaignConfig {
   return {

@@ -2,8 +2,10 @@
  * Test helpers: a model backend whose invariants are checked after every pump
  * of simulated threads and on demand, with the seed in every failure.
  */
+
 import { ModelBackend } from '../src/api/model-backend.ts';
 import { Process } from '../src/api/process.ts';
+import type { GuestConfig } from '../src/explore/run.ts';
 import { checkInvariants } from '../src/model/check.ts';
 import type { ModelKernelOptions } from '../src/model/kernel.ts';
 import { KernelError } from '../src/uapi/errno.ts';
@@ -46,3 +48,13 @@ export const HUGE = 2 * MiB;
 export function filled(length: number, byte: number): Uint8Array {
   return new Uint8Array(length).fill(byte);
 }
+
+/** The snapshot-restore guest of HANDLERS.md that explore's tests and bench run: 64 pages, 2 vCPUs, balloon 8. */
+export const HANDLERS_GUEST: GuestConfig = {
+  mode: 'anon',
+  guestBytes: 64 * 4096,
+  vcpus: 2,
+  pattern: 'sequential',
+  seed: 1,
+  balloonPages: 8,
+};
