@@ -715,26 +715,54 @@ export class ModelBackend implements KernelBackend {
       let done = false;
       let timer: ModelTimer | null = null;
       let disarm: () => void = () => {};
+      let aborts: Set<(value: boolean) => void> | null = null;
       const settle = (value: boolean): void => {
         if (done) return;
         done = true;
         disarm();
         if (timer !== null) this.kernel.clock.cancel(timer);
-        signal?.removeEventListener('abort', onAbort);
+        aborts?.delete(settle);
         this.waitEnds(label);
         resolve(value);
       };
-      const onAbort = (): void => settle(false);
       this.waitBegins(label);
       disarm = arm(settle);
       if (timeoutMs >= 0) {
         timer = this.kernel.clock.setTimer(timeoutMs, () => settle(false));
         this.scheduleIdle();
       }
-      signal?.addEventListener('abort', onAbort);
+      if (signal !== undefined) {
+        aborts = this.abortWaits(signal);
+        aborts.add(settle);
+      }
       this.schedulePump();
     });
   }
+
+  /**
+   * The waits an abort of `signal` ends. One listener per signal rather than
+   * an addEventListener and a removeEventListener per wait: a handler polls
+   * once per fault, and Node's EventTarget bookkeeping was ~1 KB of garbage
+   * and a few percent of the CPU of every fault.
+   */
+  private abortWaits(signal: AbortSignal): Set<(value: boolean) => void> {
+    let waits = this.abortWaitsBySignal.get(signal);
+    if (waits === undefined) {
+      const created = new Set<(value: boolean) => void>();
+      waits = created;
+      this.abortWaitsBySignal.set(signal, created);
+      signal.addEventListener(
+        'abort',
+        () => {
+          for (const settle of [...created]) settle(false);
+        },
+        { once: true },
+      );
+    }
+    return waits;
+  }
+
+  private readonly abortWaitsBySignal = new WeakMap<AbortSignal, Set<(value: boolean) => void>>();
 
   /** poll(2) with a timeout in model time by `process` on `fd` (see ModelProcessBackend.pollFor). */
   pollFor(process: ProcessBackend, fd: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
