@@ -418,7 +418,7 @@ async function measureScale(run: BenchRun): Promise<ScaleResult> {
     workPerPage: 4,
   });
   run.progress('explore: schedules per second');
-  const explore = await measureExplore({ schedules: options.quick ? 300 : 2000 });
+  const explore = await measureExplore({ schedules: options.quick ? 2000 : 6000 });
   run.progress('explore with the C handler binary: schedules per second');
   const exploreBinary = await measureExploreBinary({
     schedules: options.quick ? 200 : 1000,
