@@ -283,6 +283,25 @@ describe('faultline explore (command line)', () => {
     assert.equal((JSON.parse(passed.stdout) as { schedules: number }).schedules, 20);
   });
 
+  it('by default, a shard gets the workers its own share of the schedules pays for', () => {
+    // 5,000 schedules would get two workers; shard 0/2 runs 2,500 of them: one.
+    const shard = run([
+      '--handler',
+      example('careful'),
+      '--size',
+      '16K',
+      '--schedules',
+      '5000',
+      '--shard',
+      '0/2',
+      '--json',
+    ]);
+    assert.equal(shard.status, 0, shard.stderr + shard.stdout);
+    const document = JSON.parse(shard.stdout) as { schedules: number; workers: number };
+    assert.equal(document.schedules, 2500);
+    assert.equal(document.workers, 1);
+  });
+
   it('exits 2 on a usage error, naming the option', () => {
     const bad = run(['--handler', example('careful'), '--shard', '3/2']);
     assert.equal(bad.status, 2);

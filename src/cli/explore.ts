@@ -137,7 +137,9 @@ export async function exploreCommand(
     args: config.handlerArgs ?? [],
     timeoutMs: options.handlerTimeout,
   });
-  const workers = options.workers ?? defaultWorkers({ schedules: config.schedules, kind: handler.kind });
+  // A shard runs 1/N of the schedules: that is what its workers must pay for.
+  const shardSchedules = Math.ceil(config.schedules / shard.count);
+  const workers = options.workers ?? defaultWorkers({ schedules: shardSchedules, kind: handler.kind });
   const result = await runCampaign(handler.serve, config, {
     outDir: options.out,
     workers,
